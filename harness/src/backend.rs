@@ -1,0 +1,264 @@
+//! The iptables backends (`nft` and `legacy`) and the one way rules reach a kernel:
+//! a single `*-restore -w` call per family.
+//!
+//! Everything here acts on the network namespace of the calling thread. The harness
+//! calls it from a lab host's own thread; the installer calls it on the live host.
+//! Commands run through xshell (no shell), and every error carries the command line
+//! and its stderr.
+
+use std::fmt;
+use std::str::FromStr;
+
+use xshell::{Shell, cmd};
+
+/// An address family: one ruleset file, one set of binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The name used on the command line and in file names (`ipv4`, `ipv6`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+
+    /// `iptables` or `ip6tables`: the prefix of every binary of this family.
+    pub fn tool_prefix(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ipv4" | "v4" | "4" => Ok(Family::V4),
+            "ipv6" | "v6" | "6" => Ok(Family::V6),
+            other => Err(format!("unknown family `{other}`: expected ipv4 or ipv6")),
+        }
+    }
+}
+
+/// Which kernel API the iptables binaries drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Backend {
+    Nft,
+    Legacy,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Nft, Backend::Legacy];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Nft => "nft",
+            Backend::Legacy => "legacy",
+        }
+    }
+
+    /// `iptables-nft`, `ip6tables-legacy`, ...
+    pub fn binary(self, family: Family) -> String {
+        format!("{}-{}", family.tool_prefix(), self.name())
+    }
+
+    /// `iptables-nft-restore`, `ip6tables-legacy-restore`, ...
+    pub fn restore_binary(self, family: Family) -> String {
+        format!("{}-restore", self.binary(family))
+    }
+
+    /// `iptables-nft-save`, `ip6tables-legacy-save`, ...
+    pub fn save_binary(self, family: Family) -> String {
+        format!("{}-save", self.binary(family))
+    }
+
+    /// Whether both families' restore and save binaries are on PATH.
+    pub fn available(self) -> bool {
+        Family::ALL.iter().all(|&f| {
+            find_in_path(&self.restore_binary(f)).is_some()
+                && find_in_path(&self.save_binary(f)).is_some()
+        })
+    }
+
+    /// Why this backend cannot be used here, or `None` when it can.
+    pub fn unavailable_reason(self) -> Option<String> {
+        for f in Family::ALL {
+            for bin in [self.restore_binary(f), self.save_binary(f)] {
+                if find_in_path(&bin).is_none() {
+                    return Some(format!("{bin} not found on PATH (install iptables)"));
+                }
+            }
+        }
+        None
+    }
+
+    /// The backend the host's plain `iptables` uses, read from `iptables -V`
+    /// (`iptables v1.8.9 (nf_tables)` or `(legacy)`).
+    pub fn detect() -> Result<Backend, BackendError> {
+        let out = run(&["iptables", "-V"], None)?;
+        Backend::from_version_line(&out).ok_or_else(|| BackendError::UnknownVersion {
+            output: out.trim().to_owned(),
+        })
+    }
+
+    /// Parse the output of `iptables -V`.
+    pub fn from_version_line(line: &str) -> Option<Backend> {
+        if line.contains("(nf_tables)") {
+            Some(Backend::Nft)
+        } else if line.contains("(legacy)") {
+            Some(Backend::Legacy)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nft" | "nf_tables" => Ok(Backend::Nft),
+            "legacy" => Ok(Backend::Legacy),
+            other => Err(format!("unknown backend `{other}`: expected nft or legacy")),
+        }
+    }
+}
+
+/// What went wrong running an iptables binary.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot tell the iptables backend from `iptables -V`: {output:?}")]
+    UnknownVersion { output: String },
+}
+
+/// Load `text` with one `*-restore -w` call. `test_only` passes `--test`: the kernel
+/// parses and checks the whole ruleset and commits nothing.
+pub fn restore(
+    backend: Backend,
+    family: Family,
+    text: &str,
+    test_only: bool,
+) -> Result<(), BackendError> {
+    let bin = backend.restore_binary(family);
+    let mut argv = vec![bin.as_str(), "-w"];
+    if test_only {
+        argv.push("--test");
+    }
+    run(&argv, Some(text)).map(drop)
+}
+
+/// The ruleset of `family` as `*-save` prints it; `counters` adds `-c`
+/// (`[packets:bytes]` before each rule and chain policy).
+pub fn save(backend: Backend, family: Family, counters: bool) -> Result<String, BackendError> {
+    let bin = backend.save_binary(family);
+    let mut argv = vec![bin.as_str()];
+    if counters {
+        argv.push("-c");
+    }
+    run(&argv, None)
+}
+
+/// Run `argv` (no shell) with optional stdin; stdout on success, a `BackendError`
+/// naming the command and its stderr otherwise.
+pub fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, BackendError> {
+    let command = argv.join(" ");
+    let sh = Shell::new().map_err(|e| BackendError::Spawn {
+        command: command.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let (program, args) = argv.split_first().expect("argv is never empty");
+    let mut c = cmd!(sh, "{program} {args...}").ignore_status().quiet();
+    if let Some(input) = stdin {
+        c = c.stdin(input);
+    }
+    let out = c.output().map_err(|e| BackendError::Spawn {
+        command: command.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stderr = if stderr.is_empty() {
+            format!("exit status {}", out.status)
+        } else {
+            stderr
+        };
+        Err(BackendError::Failed { command, stderr })
+    }
+}
+
+/// The first executable named `name` on PATH (plus the sbin directories, which a
+/// non-root PATH often lacks).
+pub fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"];
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_line_names_the_backend() {
+        assert_eq!(
+            Backend::from_version_line("iptables v1.8.9 (nf_tables)"),
+            Some(Backend::Nft)
+        );
+        assert_eq!(
+            Backend::from_version_line("iptables v1.8.9 (legacy)"),
+            Some(Backend::Legacy)
+        );
+        assert_eq!(Backend::from_version_line("iptables v1.4.21"), None);
+    }
+
+    #[test]
+    fn binaries_are_named_by_family_and_backend() {
+        assert_eq!(
+            Backend::Nft.restore_binary(Family::V6),
+            "ip6tables-nft-restore"
+        );
+        assert_eq!(
+            Backend::Legacy.save_binary(Family::V4),
+            "iptables-legacy-save"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Safe apply: snapshot, a detached rollback guard, confirmation from a new session.

@@ -1,0 +1,10 @@
+//! `portcullis install`.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`portcullis install` is not built yet")
+}

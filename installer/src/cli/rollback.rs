@@ -1,0 +1,10 @@
+//! `portcullis rollback`.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`portcullis rollback` is not built yet")
+}

@@ -1,0 +1,10 @@
+//! `portcullis status`.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`portcullis status` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! Persistence: detect the distro's boot-time loader and install rules where it reads them.

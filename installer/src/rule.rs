@@ -1,0 +1,195 @@
+//! A rule is a value. This is the only place that knows iptables-restore syntax.
+
+use std::fmt::{self, Write as _};
+
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    Input,
+    Forward,
+    Output,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 3] = [Chain::Input, Chain::Forward, Chain::Output];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Input => "INPUT",
+            Chain::Forward => "FORWARD",
+            Chain::Output => "OUTPUT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Accept,
+    Drop,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Accept => "ACCEPT",
+            Target::Drop => "DROP",
+        }
+    }
+}
+
+/// The transport a match is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl L4 {
+    fn name(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+            L4::Icmp => "icmp",
+            L4::Icmpv6 => "ipv6-icmp",
+        }
+    }
+}
+
+/// One match of a rule, in the order iptables-save prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    Source(IpNet),
+    Destination(IpNet),
+    InInterface(&'static str),
+    OutInterface(&'static str),
+    /// `-p PROTO` (with `-m PROTO` for tcp and udp, so the port and flag matches load).
+    Proto(L4),
+    /// `--dport` of the preceding tcp/udp match: a port or an inclusive range.
+    DestPort(u16, u16),
+    /// `--sport` of the preceding tcp/udp match.
+    SourcePort(u16, u16),
+    /// `--tcp-flags MASK COMP`, e.g. `FIN,SYN FIN,SYN`.
+    TcpFlags(&'static str, &'static str),
+    /// `! --syn`: any TCP segment that does not open a connection.
+    NotSyn,
+    IcmpType(u8),
+    Icmpv6Type(u8),
+    /// `-m hl --hl-eq N` (IPv6 hop limit).
+    HopLimit(u8),
+    /// `-m conntrack --ctstate STATES`.
+    CtState(&'static str),
+}
+
+/// A rule: the chain it is appended to, what it matches, what it does, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub chain: Chain,
+    pub matches: Vec<Match>,
+    pub target: Target,
+    /// Why the rule exists; rendered as `-m comment --comment "..."`. Validated
+    /// (no control characters, at most 256 bytes) before it gets here.
+    pub comment: String,
+}
+
+impl Rule {
+    pub fn new(chain: Chain, target: Target, comment: impl Into<String>) -> Rule {
+        Rule {
+            chain,
+            matches: Vec::new(),
+            target,
+            comment: comment.into(),
+        }
+    }
+
+    pub fn with(mut self, m: Match) -> Rule {
+        self.matches.push(m);
+        self
+    }
+}
+
+/// A whole `*filter` table for one family: chain policies and rules in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub header: String,
+    pub policies: [(Chain, Target); 3],
+    pub rules: Vec<Rule>,
+}
+
+fn ports(lo: u16, hi: u16) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}:{hi}")
+    }
+}
+
+/// Quote a comment for iptables-restore: inside double quotes, `\` and `"` are
+/// escaped with a backslash, which iptables-restore reads back literally.
+pub fn quote_comment(comment: &str) -> String {
+    let mut out = String::with_capacity(comment.len() + 2);
+    out.push('"');
+    for c in comment.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = format!("-A {}", self.chain.name());
+        for m in &self.matches {
+            match m {
+                Match::Source(net) => write!(line, " -s {net}")?,
+                Match::Destination(net) => write!(line, " -d {net}")?,
+                Match::InInterface(i) => write!(line, " -i {i}")?,
+                Match::OutInterface(i) => write!(line, " -o {i}")?,
+                Match::Proto(p) => {
+                    write!(line, " -p {}", p.name())?;
+                    if matches!(p, L4::Tcp | L4::Udp) {
+                        write!(line, " -m {}", p.name())?;
+                    }
+                }
+                Match::DestPort(lo, hi) => write!(line, " --dport {}", ports(*lo, *hi))?,
+                Match::SourcePort(lo, hi) => write!(line, " --sport {}", ports(*lo, *hi))?,
+                Match::TcpFlags(mask, comp) => write!(line, " --tcp-flags {mask} {comp}")?,
+                Match::NotSyn => line.push_str(" ! --syn"),
+                Match::IcmpType(t) => write!(line, " -m icmp --icmp-type {t}")?,
+                Match::Icmpv6Type(t) => write!(line, " -m icmp6 --icmpv6-type {t}")?,
+                Match::HopLimit(n) => write!(line, " -m hl --hl-eq {n}")?,
+                Match::CtState(s) => write!(line, " -m conntrack --ctstate {s}")?,
+            }
+        }
+        if !self.comment.is_empty() {
+            write!(
+                line,
+                " -m comment --comment {}",
+                quote_comment(&self.comment)
+            )?;
+        }
+        write!(line, " -j {}", self.target.name())?;
+        f.write_str(&line)
+    }
+}
+
+impl fmt::Display for Ruleset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in self.header.lines() {
+            writeln!(f, "# {line}")?;
+        }
+        writeln!(f, "*filter")?;
+        for (chain, target) in &self.policies {
+            writeln!(f, ":{} {} [0:0]", chain.name(), target.name())?;
+        }
+        for rule in &self.rules {
+            writeln!(f, "{rule}")?;
+        }
+        writeln!(f, "COMMIT")
+    }
+}

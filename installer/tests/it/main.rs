@@ -1,0 +1,1 @@
+//! The installer's one integration-test binary.
