@@ -6,5 +6,6 @@
 //! anonymous namespace held by a file descriptor, owned by one dedicated thread.
 
 pub mod backend;
+pub mod probe;
 
 pub use backend::{Backend, BackendError, Family};
