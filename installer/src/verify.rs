@@ -16,7 +16,7 @@ pub mod model;
 use portcullis_harness::{Backend, Family};
 
 pub use counters::{Counters, Observation, check};
-pub use expect::{Derived, Mapping, Topology, expectations, map_policy, map_text};
+pub use expect::{Derived, Mapping, Topology, apply_mappings, expectations, map_policy, map_text};
 pub use matrix::Row;
 pub use model::{CountedBy, Expect, Expectation, Host, ProbeKind, ProbeSpec};
 

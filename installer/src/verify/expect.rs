@@ -125,6 +125,32 @@ pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
     (p, maps)
 }
 
+/// Replace exactly the CIDRs named in `maps` in a policy (an explicit mapping, as a
+/// scenario file gives it); other CIDRs are kept.
+pub fn apply_mappings(policy: &Policy, maps: &[Mapping]) -> Policy {
+    let swap = |nets: &mut Vec<IpNet>| {
+        let mut out: Vec<IpNet> = Vec::new();
+        for n in nets.iter() {
+            let m = maps.iter().find(|m| m.from == *n).map_or(*n, |m| m.to);
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        *nets = out;
+    };
+    let mut p = policy.clone();
+    swap(&mut p.ssh.allow_from);
+    for a in p
+        .inbound
+        .allow
+        .iter_mut()
+        .chain(p.outbound.allow.iter_mut())
+    {
+        swap(&mut a.peers);
+    }
+    p
+}
+
 /// Apply `maps` to hand-written restore text: each exact CIDR string (as the
 /// policy spells it, e.g. `10.137.0.0/24`) becomes the lab subnet, and only where
 /// it stands as a whole token. Bare addresses and other spellings are not touched.
