@@ -97,7 +97,7 @@ pub enum PolicyError {
     /// was expected, e.g. `policy.toml:12: outbound.allow[1].port: expected ...`.
     #[error("{0}")]
     Invalid(Invalid),
-    #[error("cannot read policy {path}: {source}")]
+    #[error("cannot read policy {path}")]
     Read {
         path: String,
         #[source]

@@ -1,0 +1,112 @@
+//! Golden files: the exact rendered text of the embedded default and of every
+//! policy under `examples/`, in `tests/golden/<name>.v4` and `.v6` (no `.v6` when
+//! IPv6 is untouched). `SNAPSHOTS=overwrite` rewrites them; review the diff like
+//! code. Each golden file is then fed to the real `*-restore --test` of both
+//! backends inside a fresh network namespace.
+
+use std::path::PathBuf;
+
+use libtest_mimic::{Failed, Trial};
+use portcullis::Policy;
+use portcullis_harness::{Backend, Family};
+
+use crate::policy_test::{files, installer_dir, overwrite};
+use crate::restore_test::restore_test_in_netns;
+use crate::support::{root_trial, trial};
+
+/// (name, policy text): `default` and each example by file stem.
+pub fn policies() -> Vec<(String, String)> {
+    let mut v = vec![(
+        "default".to_owned(),
+        portcullis::policy::DEFAULT_POLICY.to_owned(),
+    )];
+    for (name, path) in files(&installer_dir().join("../examples"), "toml") {
+        v.push((name, std::fs::read_to_string(path).unwrap()));
+    }
+    v
+}
+
+pub fn golden_path(name: &str, family: Family) -> PathBuf {
+    let ext = match family {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    };
+    installer_dir().join(format!("tests/golden/{name}.{ext}"))
+}
+
+fn compare(name: &str, text: &str) -> Result<(), Failed> {
+    let policy = Policy::parse(text, name).map_err(|e| e.to_string())?;
+    let rendered = portcullis::render(&policy);
+    let mut errors = Vec::new();
+    for family in Family::ALL {
+        let path = golden_path(name, family);
+        let got = rendered.text(family);
+        if overwrite() {
+            match &got {
+                Some(t) => std::fs::write(&path, t)?,
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).ok();
+        if got != want {
+            let diff = similar::TextDiff::from_lines(
+                want.as_deref().unwrap_or("<no file>\n"),
+                got.as_deref().unwrap_or("<not rendered>\n"),
+            )
+            .unified_diff()
+            .header("golden", "rendered")
+            .to_string();
+            errors.push(format!(
+                "{} differs (SNAPSHOTS=overwrite rewrites it):\n{diff}",
+                path.display()
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for (name, text) in policies() {
+        let (n, t) = (name.clone(), text.clone());
+        trials.push(trial(format!("golden::{name}::text"), move || {
+            compare(&n, &t)
+        }));
+        for family in Family::ALL {
+            for backend in Backend::ALL {
+                let n = name.clone();
+                trials.push(root_trial(
+                    format!("golden::{name}::{family}::{backend}"),
+                    backend.unavailable_reason(),
+                    move || {
+                        let path = golden_path(&n, family);
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => Ok(restore_test_in_netns(backend, family, &text)?),
+                            // An untouched family has no golden file, and the
+                            // text trial checks that it was not rendered.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                let p = Policy::load(
+                                    &installer_dir().join(format!("../examples/{n}.toml")),
+                                )
+                                .map_err(|e| e.to_string())?;
+                                if portcullis::render(&p).get(family).is_some() {
+                                    return Err(format!("{} is missing", path.display()).into());
+                                }
+                                Ok(())
+                            }
+                            Err(e) => Err(format!("{}: {e}", path.display()).into()),
+                        }
+                    },
+                ));
+            }
+        }
+    }
+    trials
+}
