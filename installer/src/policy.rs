@@ -330,7 +330,21 @@ mod raw {
             (Ok(doc), Some(span)) => {
                 let mut path = Vec::new();
                 locate(doc.get_ref(), span.start, &mut path);
-                (join(&path), reword(raw))
+                let key = join(&path);
+                let mut message = reword(raw);
+                // `ssh.port` is read as an integer; say what kind of integer.
+                if key.as_deref() == Some("ssh.port") {
+                    message = message.replacen("expected an integer", "expected a port 1-65535", 1);
+                }
+                // `[outbound.allow]` (one bracket) makes a table, not an entry.
+                if let Some(k) = key.as_deref().filter(|k| k.ends_with(".allow")) {
+                    if message == "expected an array, found a table" {
+                        message = format!(
+                            "expected an array of tables: write [[{k}]], with double brackets, above each entry"
+                        );
+                    }
+                }
+                (key, message)
             }
             (Err(_), Some(span)) if raw.starts_with("duplicate key") => {
                 let k = cx.text.get(span.clone()).unwrap_or("").trim();
@@ -432,6 +446,7 @@ mod raw {
                 .replace("struct RawInAllow", "a table")
                 .replace("struct File", "a table")
                 .replace("any valid TOML value", "a port or a range")
+                .replace("map", "a table")
         };
         if let Some(rest) = raw.strip_prefix("invalid type: ") {
             if let Some((found, expected)) = rest.split_once(", expected ") {
