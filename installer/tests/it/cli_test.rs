@@ -253,6 +253,23 @@ check failed: a ruleset was refused (report it: portcullis rendered it)
     Ok(())
 }
 
+/// The host's real `iptables-restore`, in a namespace `check` makes itself.
+fn check_with_the_real_binaries() -> Result<(), Failed> {
+    portcullis()
+        .args(["check", "--config"])
+        .arg(example("mail-relay"))
+        .assert()
+        .success()
+        .stdout_eq(str![[r#"
+policy [..]/examples/mail-relay.toml: valid
+ipv4: 15 rules rendered; accepted by `unshare -n [..]/iptables-restore -w --test` (iptables-restore v[..])
+ipv6: 42 rules rendered; accepted by `unshare -n [..]/ip6tables-restore -w --test` (ip6tables-restore v[..])
+check passed
+
+"#]]);
+    Ok(())
+}
+
 fn check_without_root_says_what_was_not_tested() -> Result<(), Failed> {
     portcullis()
         .arg("check")
@@ -400,6 +417,14 @@ pub fn trials() -> Vec<Trial> {
             "cli::check_reports_what_it_tested",
             None,
             check_reports_what_it_tested,
+        ),
+        root_trial(
+            "cli::check_with_the_real_binaries",
+            ["iptables-restore", "ip6tables-restore"]
+                .into_iter()
+                .find(|b| portcullis_harness::backend::find_in_path(b).is_none())
+                .map(|b| format!("{b} not found (install iptables)")),
+            check_with_the_real_binaries,
         ),
     ];
     let t = Trial::test(
