@@ -1,8 +1,19 @@
 //! The policy: a small TOML file saying who may reach the host and where it may go.
 //!
 //! `Policy::parse` is the only way in: it deserializes with `deny_unknown_fields`
-//! and validates, so a `Policy` value is always renderable. Errors name the key,
-//! the line and what was expected.
+//! and validates, so a `Policy` value is always renderable. Every error is one
+//! line naming the file, the line, the dotted key and what was expected:
+//!
+//! ```text
+//! policy.toml:12: outbound.allow[1].port: expected a port 1-65535 or a range "a:b" with a <= b, found "90:80"
+//! ```
+//!
+//! It refuses what iptables would silently change: a CIDR with host bits set
+//! (iptables widens `192.0.2.7/24` to the subnet; the error offers both
+//! spellings), comments the kernel would cut (over 255 bytes) or that would end
+//! the rule line (control characters), and IPv6 addresses in a policy whose
+//! `ipv6.mode = "deny"` drops them. Absent keys take their defaults: outbound and
+//! inbound switches off, hardening on, `ipv6.mode = "mirror"`, `ssh.port = 22`.
 
 use std::path::Path;
 

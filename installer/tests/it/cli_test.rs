@@ -427,15 +427,23 @@ pub fn trials() -> Vec<Trial> {
             check_with_the_real_binaries,
         ),
     ];
-    let t = Trial::test(
-        "cli::check_without_root_says_what_was_not_tested",
-        check_without_root_says_what_was_not_tested,
+    // The mirror image of a root trial: as root, `check` really tests, so this
+    // one is ignored with the reason (also under `--ignored`).
+    let reason = "runs only as non-root (as root, check really tests)";
+    v.push(
+        Trial::ignorable_test(
+            "cli::check_without_root_says_what_was_not_tested",
+            move || {
+                if root {
+                    Ok(libtest_mimic::Completion::ignored_with(reason))
+                } else {
+                    check_without_root_says_what_was_not_tested()
+                        .map(|()| libtest_mimic::Completion::Completed)
+                }
+            },
+        )
+        .with_ignored_flag(root)
+        .with_kind(if root { reason } else { "" }),
     );
-    v.push(if root {
-        t.with_ignored_flag(true)
-            .with_kind("runs only as non-root (as root, check really tests)")
-    } else {
-        t
-    });
     v
 }
