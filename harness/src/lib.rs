@@ -7,5 +7,6 @@
 
 pub mod backend;
 pub mod probe;
+pub mod services;
 
 pub use backend::{Backend, BackendError, Family};
