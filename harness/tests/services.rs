@@ -41,12 +41,28 @@ fn main() {
         privileged("https::right_ca_ok_wrong_ca_failed", https_ca),
         privileged("tcp::no_listener_is_refused", tcp_refused),
         privileged("tcp::echo_listener_echoes", tcp_echo),
+        privileged("icmp::echo_v4_v6", icmp_echo),
     ];
     for b in Backend::ALL {
         trials.push(with_backend(
             &format!("tcp::drop_is_no_answer::{b}"),
             b,
             move || tcp_dropped(b),
+        ));
+        trials.push(with_backend(
+            &format!("icmp::drop_is_no_answer::{b}"),
+            b,
+            move || icmp_dropped(b),
+        ));
+        trials.push(with_backend(
+            &format!("craft::syn_fin_and_syn_rst_counted::{b}"),
+            b,
+            move || malicious_flags(b),
+        ));
+        trials.push(with_backend(
+            &format!("craft::out_of_window_rst_is_invalid::{b}"),
+            b,
+            move || invalid_rst(b),
         ));
         trials.push(with_backend(
             &format!("timing::negative_probe_median::{b}"),
@@ -341,5 +357,125 @@ async fn negative_timing(b: Backend) -> TestResult {
         times[times.len() / 2],
         times[times.len() - 1]
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// ICMP
+
+async fn icmp_echo() -> TestResult {
+    for ip in [V4, V6] {
+        let got = probe::icmp::echo(ip, PATIENT).await;
+        expect_ok(
+            &format!("echo {ip}"),
+            &got,
+            &format!("echo reply from {ip}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn ruleset(rules: &[&str]) -> String {
+    let mut text =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for r in rules {
+        text.push_str(r);
+        text.push('\n');
+    }
+    text.push_str("COMMIT\n");
+    text
+}
+
+async fn icmp_dropped(b: Backend) -> TestResult {
+    for (ip, family, rule) in [
+        (
+            V4,
+            Family::V4,
+            "-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP",
+        ),
+        (
+            V6,
+            Family::V6,
+            "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP",
+        ),
+    ] {
+        backend::restore(b, family, &ruleset(&[rule]), false).map_err(|e| e.to_string())?;
+        let needle = rule
+            .trim_start_matches("-A INPUT ")
+            .split(" -m ")
+            .next()
+            .unwrap_or_default();
+        let before = rule_packets(b, family, "-j DROP")?;
+        let got = probe::icmp::echo(ip, NEGATIVE_WINDOW).await;
+        expect_word(
+            &format!("echo {ip} behind a DROP ({needle})"),
+            &got,
+            "no-answer",
+        )?;
+        let after = rule_packets(b, family, "-j DROP")?;
+        if after != before + 1 {
+            return Err(format!(
+                "the DROP rule counted {before} -> {after}, expected one echo request"
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Crafted TCP
+
+async fn malicious_flags(b: Backend) -> TestResult {
+    use probe::craft::{Flags, send_tcp};
+    let rules = [
+        "-A INPUT -p tcp -m tcp --tcp-flags FIN,SYN FIN,SYN -j DROP",
+        "-A INPUT -p tcp -m tcp --tcp-flags SYN,RST SYN,RST -j DROP",
+    ];
+    for (ip, family) in [(V4, Family::V4), (V6, Family::V6)] {
+        backend::restore(b, family, &ruleset(&rules), false).map_err(|e| e.to_string())?;
+        let src = SocketAddr::new(ip, 40000);
+        let dst = SocketAddr::new(ip, 8083);
+        for (flags, rule) in [
+            (Flags::SYN_FIN, "FIN,SYN FIN,SYN"),
+            (Flags::SYN_RST, "SYN,RST SYN,RST"),
+        ] {
+            let before = rule_packets(b, family, rule)?;
+            let got = send_tcp(src, dst, flags, 1000, 0).await;
+            expect_ok(&format!("send {flags} {src} -> {dst}"), &got, "sent")?;
+            let after = rule_packets(b, family, rule)?;
+            if after != before + 1 {
+                return Err(format!(
+                    "{family} {flags}: the `{rule}` rule counted {before} -> {after}, expected exactly one"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn invalid_rst(b: Backend) -> TestResult {
+    let rule = "-A INPUT -m conntrack --ctstate INVALID -j DROP";
+    for (ip, family) in [(V4, Family::V4), (V6, Family::V6)] {
+        backend::restore(b, family, &ruleset(&[rule]), false).map_err(|e| e.to_string())?;
+        let dst = SocketAddr::new(ip, 8084);
+        let _svc = services::tcp::echo(&[dst])
+            .await
+            .map_err(|e| e.to_string())?;
+        // Control: a normal connection is never INVALID.
+        expect_ok(
+            "control connect",
+            &probe::tcp::connect(dst, PATIENT).await,
+            "connected",
+        )?;
+        let before = rule_packets(b, family, "INVALID")?;
+        let got = probe::craft::out_of_window_rst(dst, PATIENT).await;
+        expect_ok(&format!("out-of-window rst to {dst}"), &got, "sent RST")?;
+        let after = rule_packets(b, family, "INVALID")?;
+        if after != before + 1 {
+            return Err(format!(
+                "{family}: the INVALID rule counted {before} -> {after}, expected exactly the RST ({got:?})"
+            ));
+        }
+    }
     Ok(())
 }

@@ -14,9 +14,12 @@
 //! (`EPERM`), is `NoAnswer`; a completed exchange that failed at the application
 //! level (NXDOMAIN, a certificate the lab CA did not sign) is `Failed`.
 
+pub mod craft;
 pub mod dns;
 pub mod http;
 pub mod https;
+pub mod icmp;
+pub(crate) mod raw;
 
 pub mod tcp;
 
