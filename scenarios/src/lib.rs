@@ -123,7 +123,7 @@ pub fn trials(root: &Path) -> Vec<Trial> {
         let parsed = Scenario::load(&path).map_err(|e| e.to_string());
         let p = parsed.clone();
         out.push(Trial::test(format!("{name}::parse"), move || {
-            p.map(drop).map_err(Failed::from)
+            run::check_counters_exist(&p?).map_err(Failed::from)
         }));
         for backend in Backend::ALL {
             let needs_ssh = parsed.as_ref().is_ok_and(run::uses_ssh);

@@ -161,7 +161,11 @@ impl Counters {
                     .rules
                     .iter()
                     .filter(|r| chain.is_none_or(|c| r.chain == c))
-                    .filter(|r| r.comment.as_deref() == Some(text.as_str()))
+                    .filter(|r| {
+                        r.comment
+                            .as_deref()
+                            .is_some_and(|c| c.starts_with(text.as_str()))
+                    })
                     .collect();
                 (!hits.is_empty()).then(|| hits.iter().map(|r| r.packets).sum())
             }

@@ -264,8 +264,9 @@ pub enum CountedBy {
     /// `INPUT#3`: the third rule of INPUT, as `iptables --line-numbers` numbers it
     /// (for rulesets without comments, such as the seed's own).
     Position(Chain, usize),
-    /// `INPUT: loopback` or just `loopback`: every rule with this comment (in
-    /// that chain, or in any chain).
+    /// `INPUT: loopback` or just `loopback`: every rule whose comment begins with
+    /// this text (in that chain, or in any chain), so a scenario can name a rule
+    /// by the first words of its comment.
     Comment(Option<Chain>, String),
 }
 
