@@ -73,6 +73,11 @@ pub fn cannot_run(backend: Backend, needs_ssh: bool) -> Option<String> {
     if let Some(r) = backend.unavailable_reason() {
         return Some(r);
     }
+    for bin in ["ip", "conntrack"] {
+        if portcullis_harness::backend::find_in_path(bin).is_none() {
+            return Some(format!("{bin} not found (install iproute2 and conntrack)"));
+        }
+    }
     if needs_ssh {
         for bin in ["sshd", "ssh", "ssh-keygen"] {
             if portcullis_harness::backend::find_in_path(bin).is_none() {

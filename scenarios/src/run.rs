@@ -107,7 +107,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                         why.clone()
                     },
                 };
-                rows.push(match lab.check_ssh_session(*id) {
+                rows.push(match lab.check_ssh_session(*id, *expect) {
                     Ok(obs) => Row::judge(backend, exp, &obs),
                     Err(e) => Row::error(backend, exp, e.to_string()),
                 });
@@ -126,7 +126,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                         counted_by: p.counted_by.clone(),
                         why: p.why.clone(),
                     };
-                    rows.push(match lab.probe(&exp.probe) {
+                    rows.push(match lab.probe(&exp.probe, exp.expect) {
                         Ok(obs) => Row::judge(backend, exp, &obs),
                         Err(e) => Row::error(backend, exp, e.to_string()),
                     });

@@ -512,7 +512,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     }
     // Forwarding: every policy renders FORWARD DROP.
     b.push(
-        (ProbeKind::Forward, Host::Admin, Host::Web, Some(80)),
+        (ProbeKind::Forward, Host::Admin, Host::Inner, Some(80)),
         None,
         Forward,
         "FORWARD DROP (a host is not a router)",

@@ -24,15 +24,19 @@ pub enum Host {
     Resolver,
     /// HTTP 80, HTTPS 443, and a listener on a port no policy opens.
     Web,
+    /// A host on a second link of the target, reachable only THROUGH it (for
+    /// the FORWARD chain); made on demand by the first `forward` probe.
+    Inner,
 }
 
 impl Host {
-    pub const ALL: [Host; 5] = [
+    pub const ALL: [Host; 6] = [
         Host::Target,
         Host::Admin,
         Host::Outsider,
         Host::Resolver,
         Host::Web,
+        Host::Inner,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Host {
             Host::Outsider => "outsider",
             Host::Resolver => "resolver",
             Host::Web => "web",
+            Host::Inner => "inner",
         }
     }
 }
@@ -59,7 +64,9 @@ impl FromStr for Host {
             .into_iter()
             .find(|h| h.name() == s)
             .ok_or_else(|| {
-                format!("unknown host `{s}`: expected target, admin, outsider, resolver or web")
+                format!(
+                    "unknown host `{s}`: expected target, admin, outsider, resolver, web or inner"
+                )
             })
     }
 }
@@ -155,7 +162,7 @@ impl ProbeKind {
             ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(Host::Resolver),
             ProbeKind::Http | ProbeKind::Https => Some(Host::Web),
             ProbeKind::LoopbackTcp => Some(Host::Target),
-            ProbeKind::Forward => Some(Host::Web),
+            ProbeKind::Forward => Some(Host::Inner),
             _ if from != Host::Target => Some(Host::Target),
             _ => None,
         }
