@@ -35,7 +35,7 @@ pub fn drop_in(rendered: &Rendered) -> String {
                 Family::V4 => ("/usr/sbin/iptables-restore", V4),
                 Family::V6 => ("/usr/sbin/ip6tables-restore", V6),
             };
-            s.push_str(&format!("ExecStartPre={bin} -w --test {path}\n"));
+            s.push_str(&format!("ExecStartPre={bin} -w 10 --test {path}\n"));
         }
     }
     s

@@ -348,12 +348,18 @@ pub fn detect(root: &Path) -> Result<Detection, PersistError> {
     }
 
     let os_name = match &os {
-        Some(o) => format!(
-            "{} (ID={}, ID_LIKE={})",
-            o.pretty_name.as_deref().unwrap_or(&o.id),
-            o.id,
-            o.id_like.join(" ")
-        ),
+        Some(o) => {
+            let like = if o.id_like.is_empty() {
+                String::new()
+            } else {
+                format!(", ID_LIKE={}", o.id_like.join(" "))
+            };
+            format!(
+                "{} (ID={}{like})",
+                o.pretty_name.as_deref().unwrap_or(&o.id),
+                o.id
+            )
+        }
         None => "a root without os-release".into(),
     };
     if os.is_none() {

@@ -26,7 +26,10 @@ pub const BLOCK_END: &str = "# END portcullis";
 pub const V4: &str = "/etc/iptables/rules.v4";
 pub const V6: &str = "/etc/iptables/rules.v6";
 
-/// The block for the rendered families.
+/// The block for the rendered families. `-w 10`, never a bare `-w` before the
+/// file: iptables-restore's `-w` takes an optional argument and swallows a
+/// following FILE as its wait time (legacy then fails "wait seconds not numeric";
+/// nft reads an empty stdin and loads nothing).
 pub fn block(rendered: &Rendered) -> String {
     let mut s = format!(
         "{BLOCK_BEGIN}\n\
@@ -44,7 +47,7 @@ pub fn block(rendered: &Rendered) -> String {
         };
         s.push_str(&format!(
             "if command -v {bin} >/dev/null 2>&1 && [ -r {path} ]; then\n\
-             \t{bin} -w {path} || echo \"portcullis: {bin} {path} failed: the {name} firewall is NOT loaded\" >&2 || true\n\
+             \t{bin} -w 10 {path} || echo \"portcullis: {bin} {path} failed: the {name} firewall is NOT loaded\" >&2 || true\n\
              else\n\
              \techo \"portcullis: {bin} or {path} missing: the {name} firewall is NOT loaded\" >&2 || true\n\
              fi\n"
