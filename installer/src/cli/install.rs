@@ -51,6 +51,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let policy = crate::Policy::load_or_default(args.config.as_deref())?;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
+    if args.config.is_none() {
+        let from: Vec<String> = policy
+            .ssh
+            .allow_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        eprintln!(
+            "portcullis: warning: no --config: installing the embedded default policy (ssh only from {})",
+            from.join(", ")
+        );
+    }
     let rendered = crate::render(&policy);
 
     let (mechanism, why) = match args.persistence {

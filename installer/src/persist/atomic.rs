@@ -356,3 +356,88 @@ impl Drop for Staged {
 pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
     name.as_bytes().ends_with(b".portcullis-tmp")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Root::open(dir.path()).unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn stage_commit_creates_dirs_sets_mode_and_keeps_a_backup() {
+        let (dir, r) = root();
+        let p = Path::new("/etc/iptables/rules.v4");
+        assert_eq!(r.read(p).unwrap(), None);
+        assert_eq!(
+            r.stage(p, b"one\n", 0o640, false)
+                .unwrap()
+                .commit()
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            r.read(p).unwrap(),
+            Some(Current {
+                contents: "one\n".into(),
+                mode: 0o640
+            })
+        );
+        let bak = r.stage(p, b"two\n", 0o640, true).unwrap().commit().unwrap();
+        assert_eq!(
+            bak,
+            Some(PathBuf::from("/etc/iptables/rules.v4.portcullis.bak"))
+        );
+        let host = dir.path().join("etc/iptables");
+        assert_eq!(
+            std::fs::read_to_string(host.join("rules.v4.portcullis.bak")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("rules.v4")).unwrap(),
+            "two\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(&host).unwrap().count(),
+            2,
+            "no temp files left"
+        );
+    }
+
+    #[test]
+    fn dropped_stage_leaves_nothing() {
+        let (dir, r) = root();
+        let staged = r.stage(Path::new("/a/b"), b"x", 0o600, false).unwrap();
+        drop(staged);
+        assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn symlinks_are_refused_not_followed() {
+        let (dir, r) = root();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("etc")).unwrap();
+        let p = Path::new("/etc/rules");
+        assert!(matches!(r.read(p), Err(PersistError::Symlink { .. })));
+        assert!(matches!(
+            r.stage(p, b"x", 0o600, false),
+            Err(PersistError::Symlink { .. })
+        ));
+        std::fs::create_dir(dir.path().join("var")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), dir.path().join("var/f")).unwrap();
+        assert!(matches!(
+            r.read(Path::new("/var/f")),
+            Err(PersistError::Symlink { .. })
+        ));
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn parent_components_are_refused() {
+        let (_dir, r) = root();
+        assert!(r.read(Path::new("/etc/../../x")).is_err());
+    }
+}

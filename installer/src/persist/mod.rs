@@ -248,9 +248,15 @@ pub enum FileStatus {
 pub struct FileReport {
     /// Absolute path inside the root.
     pub path: PathBuf,
+    /// Permission bits; JSON prints them in octal (`"0600"`).
+    #[serde(serialize_with = "octal")]
     pub mode: u32,
     #[serde(flatten)]
     pub status: FileStatus,
+}
+
+fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
