@@ -6,6 +6,7 @@
 
 mod cli_test;
 mod golden;
+mod persist;
 mod policy_test;
 mod render_prop;
 mod restore_test;
@@ -20,5 +21,6 @@ fn main() {
     trials.extend(golden::trials());
     trials.extend(render_prop::trials());
     trials.extend(cli_test::trials());
+    trials.extend(persist::trials());
     libtest_mimic::run(&args, trials).exit();
 }
