@@ -64,12 +64,14 @@ pub enum ApplyError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("cannot start the rollback guard, nothing applied: {0}")]
     Guard(String),
-    #[error("applying the {family} rules failed ({source}); the snapshot was restored: {outcome}")]
+    #[error("applying the {family} rules failed ({source}); then: {outcome}")]
     ApplyFailed {
         family: Family,
         #[source]
         source: BackendError,
         outcome: String,
+        /// Whether the snapshot is back (false: the host is in an unknown state).
+        rolled_back: bool,
     },
     #[error("no apply is pending in {0}")]
     NothingPending(PathBuf),
@@ -258,14 +260,21 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
                 started.record.id
             );
             let _ = guard::send(&started.state, &line);
-            let outcome = match started.wait(|_| {}) {
-                Ok(r) => format!("{:?}: {}", r.status, r.reason.unwrap_or_default()),
-                Err(e) => format!("{e:#}"),
+            let (outcome, rolled_back) = match started.wait(|_| {}) {
+                Ok(r) if r.status == Status::RolledBack => {
+                    ("the snapshot was restored".to_owned(), true)
+                }
+                Ok(r) => (
+                    format!("{:?}: {}", r.status, r.reason.unwrap_or_default()),
+                    false,
+                ),
+                Err(e) => (format!("{e:#}"), false),
             };
             return Err(ApplyError::ApplyFailed {
                 family: *family,
                 source,
                 outcome,
+                rolled_back,
             });
         }
     }

@@ -158,6 +158,14 @@ impl StateDir {
         if !path.is_absolute() {
             return Err(unsafe_("not an absolute path".into()));
         }
+        // Check the ancestors before creating anything, so a refused path leaves
+        // no trace.
+        let existing = path
+            .ancestors()
+            .skip(1)
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        check_ancestors(existing, &unsafe_)?;
         match std::fs::symlink_metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -190,25 +198,8 @@ impl StateDir {
                 "mode {mode:04o} is group- or world-writable"
             )));
         }
-        // A world-writable ancestor (/tmp, /var/tmp, /dev/shm) lets another user
-        // rename the directory away and plant their own snapshot.
         let canonical = path.canonicalize().map_err(io("cannot resolve", path))?;
-        for ancestor in canonical.ancestors().skip(1) {
-            let m = std::fs::metadata(ancestor).map_err(io("cannot inspect", ancestor))?;
-            if m.mode() & 0o002 != 0 {
-                return Err(unsafe_(format!(
-                    "it lies under the world-writable {}",
-                    ancestor.display()
-                )));
-            }
-            if m.uid() != 0 && m.uid() != euid {
-                return Err(unsafe_(format!(
-                    "it lies under {}, owned by uid {}",
-                    ancestor.display(),
-                    m.uid()
-                )));
-            }
-        }
+        check_ancestors(canonical.parent().unwrap_or(Path::new("/")), &unsafe_)?;
         if mode & 0o077 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
                 .map_err(io("cannot chmod 0700", path))?;
@@ -357,6 +348,31 @@ impl StateDir {
     pub fn lock_held(&self) -> Result<bool, StateError> {
         Ok(self.try_lock()?.is_none())
     }
+}
+
+/// Refuse `dir` or any of its ancestors being world-writable (/tmp, /var/tmp,
+/// /dev/shm: another user could rename the state dir away and plant their own
+/// snapshot) or owned by someone other than root or the caller.
+fn check_ancestors(dir: &Path, unsafe_: &dyn Fn(String) -> StateError) -> Result<(), StateError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let canonical = dir.canonicalize().map_err(io("cannot resolve", dir))?;
+    for ancestor in canonical.ancestors() {
+        let m = std::fs::metadata(ancestor).map_err(io("cannot inspect", ancestor))?;
+        if m.mode() & 0o002 != 0 {
+            return Err(unsafe_(format!(
+                "it lies under the world-writable {}",
+                ancestor.display()
+            )));
+        }
+        if m.uid() != 0 && m.uid() != euid {
+            return Err(unsafe_(format!(
+                "it lies under {}, owned by uid {}",
+                ancestor.display(),
+                m.uid()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The held lock of the state directory; released on drop.

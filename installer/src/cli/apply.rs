@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Seconds to wait for `portcullis confirm` before the guard rolls back
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub timeout: u64,
     /// The root-only directory for the snapshot, the lock and the guard's record
     #[arg(long, value_name = "DIR", default_value = apply::state::DEFAULT_STATE_DIR)]
@@ -91,8 +91,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut started = match apply::start(&opts) {
         Ok(s) => s,
         Err(e) if e.is_refusal() => return Err(UsageError(e.to_string()).into()),
-        Err(e @ ApplyError::ApplyFailed { .. }) => {
-            say(format_args!("portcullis: ROLLED BACK: {e}\n"));
+        Err(e @ ApplyError::ApplyFailed { rolled_back, .. }) => {
+            let what = if rolled_back {
+                "ROLLED BACK"
+            } else {
+                "ROLLBACK FAILED, check the rules by hand"
+            };
+            say(format_args!("portcullis: {what}: {e}\n"));
             return Ok(ExitCode::FAILURE);
         }
         Err(e) => return Err(e.into()),

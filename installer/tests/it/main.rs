@@ -4,6 +4,7 @@
 //!
 //! Each module exposes `trials() -> Vec<Trial>`; add a module and one line below.
 
+mod apply;
 mod restore_test;
 mod support;
 
@@ -12,5 +13,6 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(support::trials());
     trials.extend(restore_test::trials());
+    trials.extend(apply::trials());
     libtest_mimic::run(&args, trials).exit();
 }
