@@ -671,7 +671,8 @@ mode = "deny"
         assert_eq!(tcp.len(), 1, "{tcp:?}");
         assert_eq!(tcp[0].probe.port, Some(8000));
         assert_eq!(tcp[0].expect, Expect::Ok);
-        // IPv6 deny: nothing over IPv6, not even ssh from the admin.
+        // IPv6 deny: the admin gets nothing over IPv6 (the validator refuses IPv6
+        // CIDRs under deny, so allow_from lists IPv4 only).
         let (e, _) = one(&d, ProbeKind::Ssh, Host::Admin, V6);
         assert_eq!(e, Expect::NoAnswer);
         let (e, _) = one(&d, ProbeKind::Icmp, Host::Outsider, V6);

@@ -4,8 +4,10 @@
 //!
 //! Each module exposes `trials() -> Vec<Trial>`; add a module and one line below.
 
+mod apply;
 mod cli_test;
 mod golden;
+mod persist;
 mod policy_test;
 mod render_prop;
 mod restore_test;
@@ -20,5 +22,7 @@ fn main() {
     trials.extend(golden::trials());
     trials.extend(render_prop::trials());
     trials.extend(cli_test::trials());
+    trials.extend(persist::trials());
+    trials.extend(apply::trials());
     libtest_mimic::run(&args, trials).exit();
 }
