@@ -117,9 +117,10 @@ fn convert(c: &portcullis_harness::Counters) -> Counters {
             continue;
         };
         match &e.kind {
-            CounterKind::Policy { .. } => {
+            CounterKind::Policy { policy } => {
                 let i = Chain::ALL.iter().position(|c| *c == chain).unwrap_or(0);
                 out.policies[i] = e.packets;
+                out.policy_drops[i] = policy == "DROP";
             }
             CounterKind::Rule {
                 index,

@@ -519,13 +519,16 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     );
 }
 
-/// For a hand-written ruleset: its rules carry no portcullis comments, so only
-/// chain policies stay required as counters; the outcome must still match.
+/// For a hand-written ruleset: its rules carry no portcullis comments, so a drop
+/// (or a crafted segment) must be counted by SOME DROP rule or DROP policy, and
+/// an accept by nothing in particular; the outcome must still match.
 pub fn relax_for_hand_written(exps: &mut [Expectation]) {
     for e in exps {
-        if !matches!(e.counted_by, Some(CountedBy::Policy(_))) {
-            e.counted_by = None;
-        }
+        let crafted = matches!(
+            e.probe.kind,
+            ProbeKind::SynFin | ProbeKind::SynRst | ProbeKind::InvalidRst
+        );
+        e.counted_by = (crafted || e.expect == Expect::NoAnswer).then_some(CountedBy::AnyDrop);
     }
 }
 

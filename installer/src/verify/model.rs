@@ -275,6 +275,9 @@ pub enum CountedBy {
     /// this text (in that chain, or in any chain), so a scenario can name a rule
     /// by the first words of its comment.
     Comment(Option<Chain>, String),
+    /// `any DROP`: any DROP rule or DROP chain policy (for hand-written rulesets,
+    /// whose rules carry no portcullis comments).
+    AnyDrop,
 }
 
 pub fn parse_chain(s: &str) -> Option<Chain> {
@@ -287,6 +290,9 @@ impl FromStr for CountedBy {
         let s = s.trim();
         if s.is_empty() {
             return Err("empty counted_by: name a rule comment or `INPUT policy`".into());
+        }
+        if s == "any DROP" {
+            return Ok(CountedBy::AnyDrop);
         }
         if let Some(chain) = s.strip_suffix(" policy").and_then(parse_chain) {
             return Ok(CountedBy::Policy(chain));
@@ -315,6 +321,7 @@ impl fmt::Display for CountedBy {
             CountedBy::Position(c, n) => write!(f, "{}#{n}", c.name()),
             CountedBy::Comment(Some(c), s) => write!(f, "{}: {s}", c.name()),
             CountedBy::Comment(None, s) => f.write_str(s),
+            CountedBy::AnyDrop => f.write_str("any DROP"),
         }
     }
 }
@@ -345,6 +352,7 @@ mod tests {
             ("INPUT policy", CountedBy::Policy(Chain::Input)),
             ("FORWARD policy", CountedBy::Policy(Chain::Forward)),
             ("INPUT#2", CountedBy::Position(Chain::Input, 2)),
+            ("any DROP", CountedBy::AnyDrop),
             (
                 "OUTPUT: loopback",
                 CountedBy::Comment(Some(Chain::Output), "loopback".into()),
