@@ -25,9 +25,11 @@ pub const WEB_NAME: &str = "www.lab.test";
 pub const CLOSED_PORT: u16 = 8081;
 /// A port the target listens on that no inbound rule of the default opens.
 pub const CLOSED_INBOUND_PORT: u16 = 9099;
-/// How long a probe expected to succeed may take: it returns as soon as it does,
-/// so this only bounds a failure.
-pub const PATIENT: Duration = Duration::from_secs(3);
+/// How long a probe expected to succeed may take: it returns as soon as it does
+/// (a few milliseconds in the lab), so this only bounds a failure.
+pub const PATIENT: Duration = Duration::from_secs(1);
+/// The same for a real ssh login (key exchange, authentication, a command).
+pub const PATIENT_SSH: Duration = Duration::from_secs(3);
 
 /// What went wrong driving the lab (not a probe's outcome: that is data).
 #[derive(Debug, thiserror::Error)]
