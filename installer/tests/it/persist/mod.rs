@@ -118,8 +118,20 @@ pub fn install_ok(policy: &Path, root: &Path, extra: &[&str]) -> Result<String, 
 /// Run a fixed sh script (never built from input; values travel as "$1"...) in a
 /// fresh network namespace; stdout on success.
 pub fn in_netns(script: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
-    let out = Command::new("unshare")
-        .args(["-n", "--", "sh", "-ec", script, "sh"])
+    // setpriv: the script dies with this test process, even on SIGKILL.
+    let out = Command::new("setpriv")
+        .args([
+            "--pdeathsig",
+            "KILL",
+            "--",
+            "unshare",
+            "-n",
+            "--",
+            "sh",
+            "-ec",
+            script,
+            "sh",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .output()
