@@ -17,7 +17,7 @@ use super::*;
 use crate::support::root_missing;
 
 /// The cached root, built once per process (ci/debian-root locks across processes).
-fn debian_root() -> Result<PathBuf, String> {
+pub(super) fn debian_root() -> Result<PathBuf, String> {
     static ROOT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     ROOT.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/debian-root");
@@ -41,7 +41,10 @@ fn debian_root() -> Result<PathBuf, String> {
 }
 
 /// A trial that needs root and the Debian root; ignored with the reason otherwise.
-fn debian_trial(name: &str, f: impl FnOnce(&Path) -> Result<(), Failed> + Send + 'static) -> Trial {
+pub(super) fn debian_trial(
+    name: &str,
+    f: impl FnOnce(&Path) -> Result<(), Failed> + Send + 'static,
+) -> Trial {
     let reason = root_missing();
     let ignored = reason.is_some();
     let t = Trial::ignorable_test(name, move || {
@@ -66,7 +69,31 @@ fn debian_trial(name: &str, f: impl FnOnce(&Path) -> Result<(), Failed> + Send +
 /// both die with the command, and run the fixed script `body` there with `$M` the
 /// merged root, `$BIN` portcullis, and `extra` as "$1"... Its output is split into
 /// sections by lines `#== NAME`.
-fn overlay_run(
+pub(super) fn overlay_run(
+    dir: &Path,
+    lower: &str,
+    body: &str,
+    extra: &[&OsStr],
+) -> Result<BTreeMap<String, String>, String> {
+    // setpriv: the script dies with this test process, even on SIGKILL.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--pdeathsig",
+        "KILL",
+        "--",
+        "unshare",
+        "-m",
+        "-n",
+        "--propagation",
+        "private",
+    ]);
+    overlay_exec(cmd, dir, lower, body, extra)
+}
+
+/// `overlay_run` with the caller's `unshare` command (which must make a private
+/// mount namespace), e.g. one that runs in a lab host's network namespace.
+pub(super) fn overlay_exec(
+    mut cmd: Command,
     dir: &Path,
     lower: &str,
     body: &str,
@@ -86,18 +113,8 @@ fn overlay_run(
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     let script = format!("{PREFIX}{body}");
-    let out = Command::new("unshare")
-        .args([
-            "-m",
-            "-n",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-ec",
-            &script,
-            "sh",
-        ])
+    let out = cmd
+        .args(["--", "sh", "-ec", &script, "sh"])
         .arg(lower)
         .args([&upper, &work, &merged])
         .arg(env!("CARGO_BIN_EXE_portcullis"))
@@ -127,7 +144,7 @@ fn overlay_run(
     Ok(sections)
 }
 
-fn section<'a>(s: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, String> {
+pub(super) fn section<'a>(s: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, String> {
     s.get(name)
         .map(String::as_str)
         .ok_or_else(|| format!("no `{name}` section in the output: {s:?}"))

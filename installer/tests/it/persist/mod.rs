@@ -9,6 +9,7 @@
 
 mod debian;
 mod fixtures;
+mod lab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,6 +20,7 @@ use portcullis_harness::Backend;
 pub fn trials() -> Vec<Trial> {
     let mut t = fixtures::trials();
     t.extend(debian::trials());
+    t.extend(lab::trials());
     t
 }
 
