@@ -14,6 +14,7 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use portcullis_harness::backend::{self, Backend, Family};
 use portcullis_harness::probe::dns::{Rtype, Transport};
 use portcullis_harness::probe::{self, NEGATIVE_WINDOW, Outcome};
+use portcullis_harness::services::ssh::{LabDir, Sshd};
 use portcullis_harness::services::{self, dns::Zone, tls::LabCa};
 
 /// The window of probes expected to succeed: generous, because a loaded CI
@@ -42,6 +43,8 @@ fn main() {
         privileged("tcp::no_listener_is_refused", tcp_refused),
         privileged("tcp::echo_listener_echoes", tcp_echo),
         privileged("icmp::echo_v4_v6", icmp_echo),
+        privileged("ssh::run_and_sessions_v4_v6", ssh_case),
+        privileged("ssh::no_sshd_is_refused", ssh_refused),
     ];
     for b in Backend::ALL {
         trials.push(with_backend(
@@ -196,9 +199,7 @@ async fn dns_case(server_ip: IpAddr, rtype: Rtype, over: Transport) -> TestResul
     if got != Outcome::Ok(want.to_owned()) {
         return Err(format!("expected exactly {want}, got {got:?}"));
     }
-    drop(svc);
-    // The service is gone once the runtime has turned: now nobody answers.
-    tokio::task::yield_now().await;
+    svc.stop().await;
     let after = probe::dns::resolve(server, "www.lab.test", rtype, over, PATIENT).await;
     expect_word("after the server stopped", &after, "refused")
 }
@@ -478,4 +479,86 @@ async fn invalid_rst(b: Backend) -> TestResult {
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// OpenSSH
+
+async fn ssh_case() -> TestResult {
+    let dir = std::sync::Arc::new(LabDir::new().map_err(|e| e.to_string())?);
+    let dir_path = dir.path().to_owned();
+    let sshd = Sshd::start(dir, &[V4, V6], 22)
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = sshd.client();
+    for &addr in sshd.addrs() {
+        let got = client.run(addr, "echo hi", PATIENT).await;
+        if got != Outcome::Ok("hi".into()) {
+            return Err(format!(
+                "ssh {addr} echo hi: {got:?}\nsshd log: {:?}",
+                sshd.log()
+            ));
+        }
+        // An interactive session: what goes in comes back.
+        let mut s = client
+            .session(addr, "cat", PATIENT)
+            .await
+            .map_err(|e| format!("{e}\nsshd log: {:#?}", sshd.log()))?;
+        for line in ["first", "second"] {
+            let got = s.exchange(line, PATIENT).await;
+            if got != Outcome::Ok(line.into()) {
+                return Err(format!("session {addr}: sent {line:?}, got {got:?}"));
+            }
+        }
+        // Nothing sent, nothing comes back: the silent case is observable too.
+        expect_word("idle cat", &s.read_line(NEGATIVE_WINDOW).await, "no-answer")?;
+        // A server that speaks first: a countdown the client only reads.
+        let mut c = client
+            .session(
+                addr,
+                "for i in 3 2 1; do echo $i; sleep 0.05; done",
+                PATIENT,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for want in ["3", "2", "1"] {
+            let got = c.read_line(PATIENT).await;
+            if got != Outcome::Ok(want.into()) {
+                return Err(format!("countdown {addr}: want {want}, got {got:?}"));
+            }
+        }
+        expect_word("countdown over", &c.read_line(PATIENT).await, "failed")?;
+    }
+    let log = sshd.log().join("\n");
+    if !log.contains("Accepted publickey") {
+        return Err(format!("sshd never logged a publickey login:\n{log}"));
+    }
+    drop(sshd);
+    drop(client);
+    if dir_path.exists() {
+        return Err(format!(
+            "{} outlived the sshd and its clients",
+            dir_path.display()
+        ));
+    }
+    Ok(())
+}
+
+async fn ssh_refused() -> TestResult {
+    let dir = std::sync::Arc::new(LabDir::new().map_err(|e| e.to_string())?);
+    let sshd = Sshd::start(dir, &[V4], 2222)
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = sshd.client();
+    for ip in [V4, V6] {
+        let got = client
+            .run(SocketAddr::new(ip, 22), "echo hi", PATIENT)
+            .await;
+        expect_word(&format!("ssh [{ip}]:22 with no sshd"), &got, "refused")?;
+    }
+    // Listening on 127.0.0.1 only: ::1 is refused on the same port.
+    let got = client
+        .run(SocketAddr::new(V6, 2222), "echo hi", PATIENT)
+        .await;
+    expect_word("ssh [::1]:2222", &got, "refused")
 }

@@ -15,6 +15,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod ssh;
 
 pub mod tcp;
 pub mod tls;
@@ -23,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 /// What went wrong starting or running a service.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,7 @@ pub enum ServiceError {
 pub struct Service {
     what: String,
     addrs: Vec<SocketAddr>,
-    tasks: Vec<AbortHandle>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Service {
@@ -75,7 +76,7 @@ impl Service {
         }
     }
 
-    pub(crate) fn push(&mut self, addr: SocketAddr, task: AbortHandle) {
+    pub(crate) fn push(&mut self, addr: SocketAddr, task: JoinHandle<()>) {
         self.addrs.push(addr);
         self.tasks.push(task);
     }
@@ -89,6 +90,20 @@ impl Service {
     /// A service on UDP and TCP lists each address once per protocol.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Stop now and return once every socket of the service is closed (drop only
+    /// schedules that for the runtime's next turn).
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            // Cancelled is the expected result; a panic in a task is not ours to
+            // re-raise at shutdown.
+            let _ = t.await;
+        }
     }
 }
 
