@@ -307,7 +307,7 @@ async fn tcp_echo() -> TestResult {
     Ok(())
 }
 
-const DROP_8082: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -p tcp -m tcp --dport 8082 -j DROP\nCOMMIT\n";
+const DROP_8082: &str = "-A INPUT -p tcp -m tcp --dport 8082 -j DROP";
 
 async fn tcp_dropped(b: Backend) -> TestResult {
     let addrs = [SocketAddr::new(V4, 8082), SocketAddr::new(V6, 8082)];
@@ -320,7 +320,7 @@ async fn tcp_dropped(b: Backend) -> TestResult {
             &probe::tcp::connect(a, PATIENT).await,
             "",
         )?;
-        backend::restore(b, family, DROP_8082, false).map_err(|e| e.to_string())?;
+        backend::restore(b, family, &ruleset(&[DROP_8082]), false).map_err(|e| e.to_string())?;
         let before = rule_packets(b, family, "--dport 8082 -j DROP")?;
         let got = probe::tcp::connect(a, NEGATIVE_WINDOW).await;
         expect_word(&format!("connect {a} behind a DROP"), &got, "no-answer")?;
@@ -335,29 +335,62 @@ async fn tcp_dropped(b: Backend) -> TestResult {
 }
 
 /// Not an assertion on time (timing goals belong to benchmarks): it proves that
-/// every probe in the sample was a real NoAnswer and prints the distribution.
+/// every probe in the sample was a real NoAnswer, counted by its DROP rule, and
+/// prints the distribution of the time each took to decide.
 async fn negative_timing(b: Backend) -> TestResult {
-    let a = SocketAddr::new(V4, 8082);
-    let _svc = services::tcp::echo(&[a]).await.map_err(|e| e.to_string())?;
-    backend::restore(b, Family::V4, DROP_8082, false).map_err(|e| e.to_string())?;
-    let mut times = Vec::new();
-    for _ in 0..21 {
-        let t = Instant::now();
-        let got = probe::tcp::connect(a, NEGATIVE_WINDOW).await;
-        times.push(t.elapsed());
-        expect_word("negative probe", &got, "no-answer")?;
+    const N: usize = 21;
+    let tcp = SocketAddr::new(V4, 8082);
+    let dns = SocketAddr::new(V4, 53);
+    let _echo = services::tcp::echo(&[tcp])
+        .await
+        .map_err(|e| e.to_string())?;
+    let _dns = services::dns::start(&[dns], lab_zone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let rules = [
+        "-A INPUT -p tcp -m tcp --dport 8082 -j DROP",
+        "-A INPUT -p udp -m udp --dport 53 -j DROP",
+        "-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP",
+    ];
+    backend::restore(b, Family::V4, &ruleset(&rules), false).map_err(|e| e.to_string())?;
+    for (i, rule) in rules.iter().enumerate() {
+        let mut times = Vec::with_capacity(N);
+        for _ in 0..N {
+            let t = Instant::now();
+            let got = match i {
+                0 => probe::tcp::connect(tcp, NEGATIVE_WINDOW).await,
+                1 => {
+                    probe::dns::resolve(
+                        dns,
+                        "www.lab.test",
+                        Rtype::A,
+                        Transport::Udp,
+                        NEGATIVE_WINDOW,
+                    )
+                    .await
+                }
+                _ => probe::icmp::echo(V4, NEGATIVE_WINDOW).await,
+            };
+            times.push(t.elapsed());
+            expect_word(
+                &format!("negative probe behind `{rule}`"),
+                &got,
+                "no-answer",
+            )?;
+        }
+        let needle = rule.trim_start_matches("-A INPUT ");
+        let counted = rule_packets(b, Family::V4, needle)?;
+        if counted < N as u64 {
+            return Err(format!("`{rule}` counted {counted} of {N} probes"));
+        }
+        times.sort();
+        eprintln!(
+            "negative probe ({b}, window {NEGATIVE_WINDOW:?}, {N} runs) `{needle}`: min {:.2?} median {:.2?} max {:.2?}",
+            times[0],
+            times[N / 2],
+            times[N - 1]
+        );
     }
-    let counted = rule_packets(b, Family::V4, "--dport 8082 -j DROP")?;
-    if counted < 21 {
-        return Err(format!("the DROP rule counted {counted} of 21 SYNs"));
-    }
-    times.sort();
-    eprintln!(
-        "negative tcp probe ({b}, window {NEGATIVE_WINDOW:?}): min {:?} median {:?} max {:?}",
-        times[0],
-        times[times.len() / 2],
-        times[times.len() - 1]
-    );
     Ok(())
 }
 
