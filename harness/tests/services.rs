@@ -82,6 +82,11 @@ fn main() {
             b,
             move |lab| lab_counted(lab, b),
         ));
+        trials.push(lab_backend_trial(
+            &format!("lab::sessions_opened_before_the_ruleset::{b}"),
+            b,
+            move |lab| lab_sessions_before_ruleset(lab, b),
+        ));
     }
     libtest_mimic::run(&args, trials).exit();
 }
@@ -849,4 +854,97 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
         );
     }
     Ok(())
+}
+
+/// Sessions opened before a ruleset loads, as the seed's admin has them: the
+/// connection is untracked until the ruleset switches conntrack on, then picked
+/// up mid-stream by whichever side speaks first (FIELD-NOTES). A `cat` session,
+/// where the client speaks first, keeps working; a server that speaks first
+/// stalls (its packets NEW in OUTPUT, counted by the OUTPUT policy) until the
+/// client writes a byte. This proves Session can be carried across `Host::run`
+/// calls and observe both behaviours.
+fn lab_sessions_before_ruleset(lab: &Lab, b: Backend) -> TestResult {
+    let target = lab.addr(HostId::Target, Family::V4);
+    let dir = std::sync::Arc::new(LabDir::new().map_err(|e| e.to_string())?);
+    let sshd = lab
+        .host(HostId::Target)
+        .run(move || async move { Sshd::start(dir, &[target], 22).await })
+        .map_err(|e| e.to_string())?;
+    let addr = SocketAddr::new(target, 22);
+    let client = sshd.client();
+    let admin = lab.host(HostId::Admin);
+    let (cat, ticker) = admin
+        .run(move || async move {
+            let cat = client.session(addr, "cat", PATIENT).await?;
+            let ticker = client
+                .session(addr, "while :; do echo tick; sleep 0.1; done", PATIENT)
+                .await?;
+            Ok::<_, services::ServiceError>((cat, ticker))
+        })
+        .map_err(|e| e.to_string())?;
+    lab.load(
+        b,
+        Family::V4,
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n\
+         -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment established-in -j ACCEPT\n\
+         -A INPUT -p tcp -m tcp --dport 22 -m comment --comment ssh-in -j ACCEPT\n\
+         -A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment established-out -j ACCEPT\n\
+         COMMIT\n",
+    )
+    .map_err(|e| e.to_string())?;
+
+    // The client speaks first: picked up as NEW by ssh-in, then ESTABLISHED.
+    let (_cat, got) = admin.run(move || async move {
+        let mut cat = cat;
+        let got = cat.exchange("still here", PATIENT).await;
+        (cat, got)
+    });
+    if got != Outcome::Ok("still here".into()) {
+        return Err(format!("cat session after the ruleset loaded: {got:?}"));
+    }
+
+    // The server speaks first: after the lines already in flight, silence, and
+    // the OUTPUT policy counts the server's segments.
+    let ev = lab
+        .probe(HostId::Admin, Some(Family::V4), move || async move {
+            let mut ticker = ticker;
+            let mut buffered = 0;
+            let outcome = loop {
+                match ticker.read_line(Duration::from_millis(400)).await {
+                    Outcome::Ok(_) if buffered < 50 => buffered += 1,
+                    other => break other,
+                }
+            };
+            // Park the session for the next step.
+            TICKER.with(|t| *t.borrow_mut() = Some(ticker));
+            outcome
+        })
+        .map_err(|e| e.to_string())?;
+    expect_word("ticker after the ruleset loaded", &ev.outcome, "no-answer")?;
+    if ev.policy_packets("OUTPUT") == 0 {
+        return Err(format!(
+            "the ticker stalled but the OUTPUT policy counted nothing: {}",
+            ev.summary()
+        ));
+    }
+
+    // One byte from the client, and the server's output flows again.
+    let got = admin.run(move || async move {
+        let mut ticker = TICKER
+            .with(|t| t.borrow_mut().take())
+            .expect("the ticker session was parked on this host thread");
+        if let Err(e) = ticker.send_line("wake").await {
+            return Outcome::Failed(e.to_string());
+        }
+        ticker.read_line(PATIENT).await
+    });
+    expect_ok("ticker after the client wrote", &got, "tick")?;
+    drop(sshd);
+    Ok(())
+}
+
+thread_local! {
+    /// A session parked on the host thread that owns it between two steps.
+    static TICKER: std::cell::RefCell<Option<services::ssh::Session>> =
+        const { std::cell::RefCell::new(None) };
 }
