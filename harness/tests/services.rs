@@ -44,8 +44,8 @@ fn main() {
         privileged("tcp::no_listener_is_refused", tcp_refused),
         privileged("tcp::echo_listener_echoes", tcp_echo),
         privileged("icmp::echo_v4_v6", icmp_echo),
-        privileged("ssh::run_and_sessions_v4_v6", ssh_case),
-        privileged("ssh::no_sshd_is_refused", ssh_refused),
+        needs_openssh(privileged("ssh::run_and_sessions_v4_v6", ssh_case)),
+        needs_openssh(privileged("ssh::no_sshd_is_refused", ssh_refused)),
     ];
     for b in Backend::ALL {
         trials.push(with_backend(
@@ -75,24 +75,45 @@ fn main() {
         ));
     }
     trials.push(lab_trial("lab::services_across_the_router", lab_services));
-    trials.push(lab_trial("lab::ssh_admin_and_outsider_to_target", lab_ssh));
+    trials.push(needs_openssh(lab_trial(
+        "lab::ssh_admin_and_outsider_to_target",
+        lab_ssh,
+    )));
     for b in Backend::ALL {
         trials.push(lab_backend_trial(
             &format!("lab::crafted_and_dropped_counted_on_target::{b}"),
             b,
             move |lab| lab_counted(lab, b),
         ));
-        trials.push(lab_backend_trial(
+        trials.push(needs_openssh(lab_backend_trial(
             &format!("lab::sessions_opened_before_the_ruleset::{b}"),
             b,
             move |lab| lab_sessions_before_ruleset(lab, b),
-        ));
+        )));
     }
     libtest_mimic::run(&args, trials).exit();
 }
 
 // ---------------------------------------------------------------------------
 // Trial plumbing
+
+/// Mark an OpenSSH trial ignored (with the reason) when sshd or ssh is missing.
+fn needs_openssh(trial: Trial) -> Trial {
+    let missing = ["sshd", "ssh", "ssh-keygen"]
+        .into_iter()
+        .find(|b| backend::find_in_path(b).is_none());
+    match missing {
+        None => trial,
+        Some(bin) => {
+            let name = trial.name().to_owned();
+            Trial::ignorable_test(name, move || {
+                Ok(Completion::ignored_with(format!(
+                    "{bin} not found on PATH (install openssh-server and openssh-client)"
+                )))
+            })
+        }
+    }
+}
 
 fn not_root() -> Option<String> {
     (!nix::unistd::geteuid().is_root())

@@ -8,6 +8,23 @@
 //! slept for. The returned [`Service`] (or [`ssh::Sshd`]) stops the server when
 //! dropped.
 //!
+//! The API, all async functions awaited on a host's thread (they need that
+//! thread's tokio runtime with IO, time and, for OpenSSH, process support):
+//!
+//! - [`dns::start`]`(&[SocketAddr], dns::Zone) -> Result<Service>`: UDP and TCP on
+//!   each address, A/AAAA from the zone, NXDOMAIN otherwise.
+//! - [`http::start`]`(&[SocketAddr], host) -> Result<Service>` and
+//!   [`http::start_tls`]`(&[SocketAddr], host, &tls::ServerCert)`: `GET /` answers
+//!   `200 OK` with [`http::body_for`]`(host)`.
+//! - [`tls::LabCa::new`]`(name)`, [`tls::LabCa::issue`]`(&[dns names], &[IpAddr])
+//!   -> ServerCert`, [`tls::LabCa::cert`] (what clients trust).
+//! - [`tcp::echo`]`(&[SocketAddr]) -> Result<Service>`: a listener that echoes.
+//! - [`ssh::Sshd::start`]`(Arc<ssh::LabDir>, &[IpAddr], port) -> Result<Sshd>`,
+//!   [`ssh::Sshd::client`] -> [`ssh::Client`] with `run(addr, command, window)
+//!   -> Outcome` and `session(addr, command, window) -> Result<ssh::Session>`.
+//! - [`Service::stop`] closes every socket before it returns; dropping a
+//!   [`Service`] schedules the same.
+//!
 //! What this module refuses to do: bind wildcard addresses (a lab host serves on
 //! the addresses it was given, so a probe to any other address of the host proves
 //! something), talk to the namespace it was not started in, or keep serving after
