@@ -4,6 +4,7 @@
 //!
 //! Each module exposes `trials() -> Vec<Trial>`; add a module and one line below.
 
+mod apply;
 mod cli_test;
 mod golden;
 mod persist;
@@ -22,5 +23,6 @@ fn main() {
     trials.extend(render_prop::trials());
     trials.extend(cli_test::trials());
     trials.extend(persist::trials());
+    trials.extend(apply::trials());
     libtest_mimic::run(&args, trials).exit();
 }
