@@ -54,6 +54,11 @@ fn main() {
             move || tcp_dropped(b),
         ));
         trials.push(with_backend(
+            &format!("reject_is_refused::{b}"),
+            b,
+            move || rejected(b),
+        ));
+        trials.push(with_backend(
             &format!("icmp::drop_is_no_answer::{b}"),
             b,
             move || icmp_dropped(b),
@@ -487,6 +492,68 @@ async fn icmp_dropped(b: Backend) -> TestResult {
             return Err(format!(
                 "the DROP rule counted {before} -> {after}, expected one echo request"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// REJECT answers: a RST or an ICMP unreachable, each `Refused`, and each counted
+/// by its REJECT rule. The ICMP case proves the probe reads the request quoted in
+/// the error (its id and sequence number).
+async fn rejected(b: Backend) -> TestResult {
+    let echo = [SocketAddr::new(V4, 8085), SocketAddr::new(V6, 8085)];
+    let _echo = services::tcp::echo(&echo)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dns = [SocketAddr::new(V4, 53), SocketAddr::new(V6, 53)];
+    let _dns = services::dns::start(&dns, lab_zone())
+        .await
+        .map_err(|e| e.to_string())?;
+    for (i, family) in Family::ALL.into_iter().enumerate() {
+        let (icmp, unreachable) = match family {
+            Family::V4 => ("-p icmp -m icmp --icmp-type 8", "icmp-port-unreachable"),
+            Family::V6 => (
+                "-p ipv6-icmp -m icmp6 --icmpv6-type 128",
+                "icmp6-port-unreachable",
+            ),
+        };
+        let rules = [
+            "-A INPUT -p tcp -m tcp --dport 8085 -m comment --comment tcp-rst -j REJECT --reject-with tcp-reset".to_owned(),
+            format!(
+                "-A INPUT -p tcp -m tcp --dport 8086 -m comment --comment tcp-unreach -j REJECT --reject-with {unreachable}"
+            ),
+            format!(
+                "-A INPUT -p udp -m udp --dport 53 -m comment --comment udp-unreach -j REJECT --reject-with {unreachable}"
+            ),
+            format!(
+                "-A INPUT {icmp} -m comment --comment icmp-unreach -j REJECT --reject-with {unreachable}"
+            ),
+        ];
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        backend::restore(b, family, &ruleset(&rules), false).map_err(|e| e.to_string())?;
+        let ip = echo[i].ip();
+        let cases: [(&str, Outcome); 4] = [
+            ("tcp-rst", probe::tcp::connect(echo[i], PATIENT).await),
+            (
+                "tcp-unreach",
+                probe::tcp::connect(SocketAddr::new(ip, 8086), PATIENT).await,
+            ),
+            (
+                "udp-unreach",
+                probe::dns::resolve(dns[i], "www.lab.test", Rtype::A, Transport::Udp, PATIENT)
+                    .await,
+            ),
+            ("icmp-unreach", probe::icmp::echo(ip, PATIENT).await),
+        ];
+        for (comment, got) in cases {
+            expect_word(&format!("{family} {comment}"), &got, "refused")?;
+            // At least one: over loopback the ICMPv6 error can reach the socket
+            // while connect(2) still holds it, so TCP keeps it as a soft error and
+            // the SYN is sent again before the refusal sticks.
+            let counted = rule_packets(b, family, &format!("--comment {comment} "))?;
+            if counted == 0 {
+                return Err(format!("{family}: rule {comment} counted nothing"));
+            }
         }
     }
     Ok(())
