@@ -27,7 +27,14 @@ const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
 type TestResult = Result<(), String>;
 
+/// Set in a re-executed copy of this binary that builds a lab with sshd and
+/// sessions, reports their pids and waits to be SIGKILLed.
+const CHILD_ENV: &str = "PORTCULLIS_SERVICES_TEST_CHILD";
+
 fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        child_mode();
+    }
     let args = Arguments::from_args();
     let mut trials = vec![
         privileged("dns::a_over_udp", || dns_case(V4, Rtype::A, Transport::Udp)),
@@ -83,6 +90,15 @@ fn main() {
     trials.push(needs_openssh(lab_trial(
         "lab::ssh_admin_and_outsider_to_target",
         lab_ssh,
+    )));
+    trials.push(needs_openssh(Trial::ignorable_test(
+        "lab::sigkill_leaves_no_ssh_process",
+        || match not_root() {
+            Some(reason) => Ok(Completion::ignored_with(reason)),
+            None => sigkill_leaves_no_ssh_process()
+                .map(|()| Completion::Completed)
+                .map_err(Failed::from),
+        },
     )));
     for b in Backend::ALL {
         trials.push(lab_backend_trial(
@@ -1035,4 +1051,159 @@ thread_local! {
     /// A session parked on the host thread that owns it between two steps.
     static TICKER: std::cell::RefCell<Option<services::ssh::Session>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// The child of `sigkill_leaves_no_ssh_process`: a lab, sshd in the target, a
+/// ticking session and an idle `cat` session from admin; print the pids, wait.
+fn child_mode() -> ! {
+    let lab = Lab::standard().expect("child lab");
+    let target = both(&lab, HostId::Target);
+    let dir = std::sync::Arc::new(LabDir::new().expect("lab dir"));
+    let sshd = lab
+        .host(HostId::Target)
+        .run(move || async move { Sshd::start(dir, &target, 22).await })
+        .expect("sshd");
+    let client = sshd.client();
+    let addr = sshd.addrs()[1];
+    let sessions = lab
+        .host(HostId::Admin)
+        .run(move || async move {
+            let a = client
+                .session(addr, "while :; do echo tick; sleep 0.1; done", PATIENT)
+                .await?;
+            let b = client.session(addr, "cat", PATIENT).await?;
+            Ok::<_, services::ServiceError>([a, b])
+        })
+        .expect("sessions");
+    // Lock the admin out: its FIN can no longer reach sshd when it dies, so only
+    // the kill, not the connection's end, can take the sessions down.
+    let backend = Backend::ALL
+        .into_iter()
+        .find(|b| b.available())
+        .expect("an iptables backend");
+    for family in Family::ALL {
+        lab.load(
+            backend,
+            family,
+            "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n",
+        )
+        .expect("lockout ruleset");
+    }
+    let mut line = format!("sshd={}", sshd.pid().unwrap_or(0));
+    for s in &sessions {
+        line += &format!(" ssh={}", s.pid().unwrap_or(0));
+    }
+    println!("{line}");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Every process descended from `root`, `root` included.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// SIGKILL a process holding a lab with sshd and open sessions, after a ruleset
+/// has locked the sessions' client out: sshd, every per-connection sshd it forked
+/// (they setsid, out of reach of its process group, and no FIN will reach them),
+/// the remote commands and the local ssh clients must all die.
+fn sigkill_leaves_no_ssh_process() -> TestResult {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .env(CHILD_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let mut watched = Vec::new();
+    for field in line.split_whitespace() {
+        let (what, pid) = field
+            .split_once('=')
+            .ok_or(format!("child said {line:?}"))?;
+        let pid: u32 = pid
+            .parse()
+            .map_err(|e| format!("child said {line:?}: {e}"))?;
+        if what == "sshd" {
+            watched.extend(descendants(pid));
+        } else {
+            watched.push(pid);
+        }
+    }
+    // sshd, 2 x (privileged + session sshd, remote shell), and 2 ssh clients.
+    if watched.len() < 7 {
+        return Err(format!(
+            "expected sshd, its sessions and 2 clients, saw {watched:?} from {line:?}"
+        ));
+    }
+    let killed = Instant::now();
+    child.kill().map_err(|e| e.to_string())?;
+    child.wait().map_err(|e| e.to_string())?;
+    let deadline = killed + Duration::from_secs(10);
+    loop {
+        let alive: Vec<u32> = watched
+            .iter()
+            .copied()
+            .filter(|&p| portcullis_harness::process_alive(p))
+            .collect();
+        if alive.is_empty() {
+            eprintln!(
+                "sigkill: {} ssh-related processes gone {:.0?} after the kill",
+                watched.len(),
+                Instant::now() + Duration::from_secs(10) - deadline
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = alive
+                .iter()
+                .map(|p| {
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+                })
+                .collect();
+            // Do not leave them behind for the next test either.
+            for p in &alive {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(format!("still alive 10 s after SIGKILL: {names:?}"));
+        }
+        // Polling a process table has no readiness event to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

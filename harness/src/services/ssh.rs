@@ -2,7 +2,8 @@
 //! clients in the others, with generated keys and private configs.
 //!
 //! [`Sshd::start`] runs `sshd -D -e -f PRIVATE_CONFIG` in the calling host (its
-//! thread, hence its namespace) and returns once sshd has logged "Server listening"
+//! thread, hence its network namespace), as PID 1 of a PID namespace of its own so
+//! that nothing it forks can outlive it, and returns once sshd has logged "Server listening"
 //! for every address. [`Client`] runs `ssh -F PRIVATE_CONFIG`: BatchMode, no host
 //! key checking, only the lab's identity, so neither the host's `/etc/ssh` nor
 //! anyone's `~/.ssh` is ever read. [`Session`] keeps an interactive session open
@@ -183,6 +184,7 @@ async fn keygen(path: &Path, comment: &str) -> Result<(), ServiceError> {
 }
 
 /// A running OpenSSH server. Dropping it kills sshd and every session it forked.
+/// [`Sshd::pid`] is the pid of the `unshare` that holds sshd's PID namespace.
 #[must_use = "dropping an Sshd stops it"]
 pub struct Sshd {
     child: Child,
@@ -260,8 +262,19 @@ impl Sshd {
         let config_path = dir.write("sshd_config", &config)?;
         let client = Client::new(dir.clone(), &id)?;
 
-        let mut cmd = Command::new(&sshd);
-        cmd.arg("-D")
+        // sshd runs as PID 1 of its own PID namespace: when it dies, the kernel
+        // kills every process in that namespace, the per-connection sshds too.
+        // They setsid(2) away from its process group, and a parent-death signal
+        // does not reach them; without this, a session whose client is locked out
+        // by the ruleset (so no FIN ever arrives) outlives a SIGKILLed test run
+        // and keeps the target's network namespace alive. `unshare` itself gets
+        // the parent-death signal, and `--kill-child` passes it on to sshd.
+        let unshare = find_in_path("unshare")
+            .ok_or_else(|| command_error("unshare", "not found on PATH (install util-linux)"))?;
+        let mut cmd = Command::new(&unshare);
+        cmd.args(["--pid", "--fork", "--kill-child=SIGKILL", "--"])
+            .arg(&sshd)
+            .arg("-D")
             .arg("-e")
             .arg("-f")
             .arg(&config_path)
@@ -327,6 +340,12 @@ impl Sshd {
             drain,
             client,
         })
+    }
+
+    /// The pid of the `unshare` whose child is the listening sshd (`None` once it
+    /// has been reaped); every sshd process descends from it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The addresses sshd listens on.
@@ -573,6 +592,11 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// The pid of the local ssh client.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Write `line` and a newline to the remote command's stdin.
     pub async fn send_line(&mut self, line: &str) -> std::io::Result<()> {
         self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
