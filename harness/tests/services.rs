@@ -1,9 +1,9 @@
-//! End-to-end proof of every service and probe, each trial in its own private
-//! network namespace (loopback only: 127.0.0.1 and ::1).
-//!
-//! A trial runs on a fresh thread that unshares its network namespace, brings
-//! `lo` up and runs a current-thread tokio runtime: the same shape as a lab host,
-//! without the lab. It never touches the namespace the test process started in.
+//! End-to-end proof of every service and probe. Loopback trials (127.0.0.1 and
+//! ::1) each run on a lab `Host` of their own: a dedicated thread in a fresh
+//! network namespace with `lo` up and a current-thread runtime. The `lab::`
+//! trials use the standard lab, across veth links and the router, with the
+//! target's counters as evidence. Nothing touches the namespace the test process
+//! started in.
 //! Trials that need root are reported ignored, with the reason, when not root.
 
 use std::future::Future;
@@ -167,36 +167,23 @@ where
     })
 }
 
-/// Run `f` on a new thread inside a new, private network namespace with `lo` up.
-/// Namespaces are per thread, and this thread exists only for this trial, so
-/// nothing leaks into libtest-mimic's reused worker threads.
+/// Run `f` on a lab host of its own: a dedicated thread in a new, private network
+/// namespace with `lo` up, running a current-thread runtime. Namespaces are per
+/// thread, and this one exists only for this trial, so nothing leaks into
+/// libtest-mimic's reused worker threads.
 fn in_netns<F, Fut>(f: F) -> Result<(), Failed>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
-    let handle = std::thread::spawn(move || -> TestResult {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
-        // `ip` forks from this thread, so it runs in the new namespace.
-        backend::run(&["ip", "link", "set", "lo", "up"], None).map_err(|e| e.to_string())?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?;
-        rt.block_on(f())
-    });
-    match handle.join() {
-        Ok(r) => r.map_err(Failed::from),
-        Err(panic) => Err(Failed::from(format!(
-            "trial thread panicked: {}",
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default()
-        ))),
-    }
+    let host = portcullis_harness::Host::new("services-test")
+        .map_err(|e| Failed::from(format!("private namespace: {e}")))?;
+    let result = host
+        .try_run(f)
+        .map_err(|e| Failed::from(format!("host thread: {e}")))?;
+    host.shutdown()
+        .map_err(|e| Failed::from(format!("host teardown: {e:?}")))?;
+    result.map_err(Failed::from)
 }
 
 fn expect_ok(what: &str, got: &Outcome, detail_contains: &str) -> TestResult {
