@@ -213,6 +213,14 @@ impl Sshd {
         listen: &[IpAddr],
         port: u16,
     ) -> Result<Sshd, ServiceError> {
+        if listen.is_empty() {
+            // sshd would listen on every address, and readiness (one "Server
+            // listening" per address asked for) would prove nothing.
+            return Err(command_error(
+                "sshd",
+                "no listen address given: name the lab addresses sshd serves",
+            ));
+        }
         let sshd = find_in_path("sshd")
             .ok_or_else(|| command_error("sshd", "not found on PATH (install openssh-server)"))?;
         ensure_privsep_dir()?;
