@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use portcullis_harness::probe::{self, Outcome};
+use portcullis_harness::services::ssh;
 use portcullis_harness::services::{self, Service};
-use portcullis_harness::{Backend, Family, HostId, Lab, link};
+use portcullis_harness::{Backend, Family, HostId, Lab, Task, link};
 use rustls_pki_types::CertificateDer;
 
 use super::counters::{Counters, Observation, RuleCount};
@@ -43,6 +44,25 @@ fn err(what: &str) -> impl FnOnce(portcullis_harness::LabError) -> ExecError + '
 /// A long-lived interactive SSH session opened by [`LabSession::open_ssh_session`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SshSessionId(pub usize);
+
+/// The remote side of a session: it prints on its own, every 100 ms, and never
+/// reads its input (the server speaks first, the client never types).
+const TICKER: &str = "while :; do echo tick; sleep 0.1; done";
+
+/// A request to a session task: read `lines` fresh lines, each within `window`.
+struct SessionCmd {
+    lines: usize,
+    window: Duration,
+    reply: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+/// A session owned by a task on its client host's thread (the ssh child and its
+/// pipes belong to that host's runtime).
+struct SessionHandle {
+    family: Family,
+    tx: tokio::sync::mpsc::UnboundedSender<SessionCmd>,
+    _task: Task,
+}
 
 fn host_id(h: Host) -> Option<HostId> {
     Some(match h {
@@ -149,6 +169,11 @@ pub struct LabSession {
     services: Vec<Service>,
     /// (host, port, on loopback) of every TCP listener.
     listeners: Vec<(Host, u16, bool)>,
+    /// Open ssh sessions (their tasks run on the client host's thread); dropped
+    /// before sshd.
+    sessions: Vec<SessionHandle>,
+    /// sshd on the target: its port, a client for it, and the task holding it.
+    sshd: Option<(u16, ssh::Client, Task)>,
     /// The host behind the target and its server, once a forward probe made it.
     inner: Option<portcullis_harness::Host>,
     loaded: bool,
@@ -208,6 +233,8 @@ impl LabSession {
                 (Host::Web, 80, false),
                 (Host::Web, 443, false),
             ],
+            sessions: Vec::new(),
+            sshd: None,
             inner: None,
             loaded: false,
             lab,
@@ -310,6 +337,39 @@ impl LabSession {
         Ok(())
     }
 
+    /// Real OpenSSH sshd on the target, on `port` of both its addresses.
+    fn ensure_sshd(&mut self, port: u16) -> Result<ssh::Client, ExecError> {
+        if let Some((p, client, _)) = &self.sshd {
+            if *p == port {
+                return Ok(client.clone());
+            }
+            return Err(ExecError(format!(
+                "sshd already runs on port {p}; one scenario uses one ssh port"
+            )));
+        }
+        let listen: Vec<IpAddr> = Family::ALL
+            .iter()
+            .map(|&f| self.addr(Host::Target, f))
+            .collect::<Result<_, _>>()?;
+        let (client, task) = self
+            .lab
+            .host(HostId::Target)
+            .serve(move || async move {
+                let dir = std::sync::Arc::new(ssh::LabDir::new()?);
+                let sshd = ssh::Sshd::start(dir, &listen, port).await?;
+                let client = sshd.client();
+                Ok::<_, services::ServiceError>((client, async move {
+                    // sshd lives as long as this task: dropping the task kills it.
+                    let _sshd = sshd;
+                    std::future::pending::<()>().await
+                }))
+            })
+            .map_err(|e| ExecError(format!("sshd on the target: {e}")))?;
+        self.listeners.push((Host::Target, port, false));
+        self.sshd = Some((port, client.clone(), task));
+        Ok(client)
+    }
+
     /// Make `inner`: a namespace on a second link of the target, with the target
     /// forwarding and the router routing inner's subnets through the target.
     fn ensure_inner(&mut self) -> Result<(), ExecError> {
@@ -382,19 +442,26 @@ impl LabSession {
         let port = spec.port.or(spec.kind.default_port()).unwrap_or(0);
         // Servers the probe needs, started before the snapshot.
         match spec.kind {
+            ProbeKind::Tcp | ProbeKind::InvalidRst
+                if spec.to == Host::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {}
             ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
             ProbeKind::LoopbackTcp => self.ensure_listener(Host::Target, port, true)?,
             ProbeKind::Forward => {
                 self.ensure_inner()?;
                 self.ensure_listener(Host::Inner, port, false)?;
             }
-            ProbeKind::Ssh => {
-                return Err(ExecError(
-                    "ssh probes need the lab's sshd: not on main yet".into(),
-                ));
-            }
             _ => {}
         }
+        let client = match spec.kind {
+            ProbeKind::Ssh => Some(self.ensure_sshd(port)?),
+            _ => None,
+        };
+        // A real ssh client needs longer than a socket to decide either way.
+        let window = match (spec.kind, expect) {
+            (ProbeKind::Ssh, Expect::NoAnswer) => probe::NEGATIVE_WINDOW * 4,
+            (ProbeKind::Ssh, _) => PATIENT_SSH,
+            _ => window,
+        };
         let to = match spec.kind {
             ProbeKind::LoopbackTcp => match f {
                 Family::V4 => Ipv4Addr::LOCALHOST.into(),
@@ -436,7 +503,10 @@ impl LabSession {
                     ProbeKind::SynFin => send_tcp(src, dst, Flags::SYN_FIN, 1000, 0).await,
                     ProbeKind::SynRst => send_tcp(src, dst, Flags::SYN_RST, 1000, 0).await,
                     ProbeKind::InvalidRst => probe::craft::out_of_window_rst(dst, window).await,
-                    ProbeKind::Ssh => Outcome::Failed("unreachable".into()),
+                    ProbeKind::Ssh => match client {
+                        Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
+                        None => Outcome::Failed("no ssh client".into()),
+                    },
                 }
             })
             .map_err(err(&format!("probing from {}", spec.from)))?;
@@ -449,27 +519,77 @@ impl LabSession {
     }
 
     /// Open an interactive SSH session from `from` to the target whose server side
-    /// prints periodically without any client input.
+    /// prints every 100 ms without any client input; returns once it runs.
     pub fn open_ssh_session(
         &mut self,
-        _from: Host,
-        _family: Family,
+        from: Host,
+        family: Family,
     ) -> Result<SshSessionId, ExecError> {
-        Err(ExecError(
-            "ssh sessions need the lab's sshd: not on main yet".into(),
-        ))
+        let client = self.ensure_sshd(22)?;
+        let addr = SocketAddr::new(self.addr(Host::Target, family)?, 22);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SessionCmd>();
+        let ((), task) = self
+            .host(from)?
+            .serve(move || async move {
+                let mut session = client.session(addr, TICKER, PATIENT_SSH).await?;
+                Ok::<_, services::ServiceError>(((), async move {
+                    while let Some(cmd) = rx.recv().await {
+                        // Lines already waiting were printed before this check.
+                        while session.read_line(Duration::from_millis(1)).await.is_ok() {}
+                        let mut last = Outcome::NoAnswer;
+                        for _ in 0..cmd.lines {
+                            last = session.read_line(cmd.window).await;
+                            if !last.is_ok() {
+                                break;
+                            }
+                        }
+                        let _ = cmd.reply.send(last);
+                    }
+                }))
+            })
+            .map_err(|e| ExecError(format!("ssh session from {from} over {family}: {e}")))?;
+        self.sessions.push(SessionHandle {
+            family,
+            tx,
+            _task: task,
+        });
+        Ok(SshSessionId(self.sessions.len() - 1))
     }
 
-    /// Whether the session's server output still arrives with no client keystroke;
-    /// the counters since the ruleset loaded.
+    /// Whether the session's server output still arrives with no client keystroke
+    /// (three fresh lines); its family's counters SINCE THE RULESET LOADED (a
+    /// restore zeroes them), because the packet that matters, the server's first
+    /// after the load, may pass before this check starts.
     pub fn check_ssh_session(
         &mut self,
-        _id: SshSessionId,
-        _expect: Expect,
+        id: SshSessionId,
+        expect: Expect,
     ) -> Result<Observation, ExecError> {
-        Err(ExecError(
-            "ssh sessions need the lab's sshd: not on main yet".into(),
-        ))
+        let h = self
+            .sessions
+            .get(id.0)
+            .ok_or_else(|| ExecError(format!("no ssh session #{}", id.0)))?;
+        let window = if expect == Expect::NoAnswer {
+            Duration::from_millis(500)
+        } else {
+            PATIENT_SSH
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        h.tx.send(SessionCmd {
+            lines: 3,
+            window,
+            reply,
+        })
+        .map_err(|_| ExecError("the ssh session task is gone".into()))?;
+        let outcome = rx
+            .blocking_recv()
+            .map_err(|_| ExecError("the ssh session task ended".into()))?;
+        let family = h.family;
+        Ok(Observation {
+            outcome,
+            deltas: self.counters(family)?,
+            family: Some(family),
+        })
     }
 }
 
