@@ -27,6 +27,45 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
     }
 }
 
+/// Every example policy shipped in `examples/` keeps every promise it makes.
+fn verify_examples(backend: Backend) -> Result<(), Failed> {
+    let dir = crate::scenarios_dir().join("../examples");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(format!("no example policies in {}", dir.display()).into());
+    }
+    let mut failures = Vec::new();
+    for path in &paths {
+        let policy = Policy::load(path).map_err(|e| e.to_string())?;
+        let opts = Options {
+            policy,
+            backends: vec![backend],
+            rules_v4: None,
+            rules_v6: None,
+        };
+        let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+        if !report.passed() {
+            let mut out = Vec::new();
+            let _ = verify::matrix::print(&report.rows, &mut out);
+            failures.push(format!(
+                "{}:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out)
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n").into())
+    }
+}
+
 /// `verify --rules-v4` has teeth: the seed's own final ruleset, judged against
 /// the embedded default policy, must FAIL exactly where the seed falls short
 /// (no INPUT loopback, no tcp/53, no IPv6 rules at all) and pass elsewhere.
@@ -111,6 +150,11 @@ pub fn trials() -> Vec<Trial> {
             format!("flows::verify_default::{backend}"),
             cannot_run(backend, true),
             move || verify_default(backend),
+        ));
+        out.push(privileged_trial(
+            format!("flows::verify_examples::{backend}"),
+            cannot_run(backend, true),
+            move || verify_examples(backend),
         ));
         out.push(privileged_trial(
             format!("flows::verify_catches_seed_gaps::{backend}"),

@@ -475,6 +475,17 @@ impl LabSession {
         let kind = spec.kind;
         static SPORT: AtomicU16 = AtomicU16::new(41000);
         let sport = SPORT.fetch_add(1, Ordering::Relaxed);
+        // Over IPv6 the router must resolve the target afresh for every inbound
+        // probe: a cached (or FAILED) neighbour entry would hide whether the
+        // target's rules let neighbour discovery through. Under `ipv6.mode =
+        // deny` the router's solicitation is what the INPUT policy counts.
+        if f == Family::V6 && spec.to == Host::Target && spec.kind != ProbeKind::LoopbackTcp {
+            let target = to.to_string();
+            self.lab
+                .host(HostId::Router)
+                .exec(&["ip", "-6", "neigh", "flush", "to", &target], None)
+                .map_err(err("flushing the router's neighbour entry"))?;
+        }
         let before = self.counters(f)?;
         let outcome = self
             .host(spec.from)?

@@ -478,7 +478,9 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     );
 
     if deny {
-        // IPv6 `deny`: policies DROP everything; the probes above expect that.
+        // IPv6 `deny`: policies DROP everything; the probes above expect that
+        // (inbound, the INPUT policy counts the router's neighbour solicitation:
+        // the target answers none, so nothing else reaches it).
         // Malicious flags and INVALID are not rendered there: nothing to count.
         return;
     }
