@@ -442,7 +442,12 @@ impl LabSession {
         let port = spec.port.or(spec.kind.default_port()).unwrap_or(0);
         // Servers the probe needs, started before the snapshot.
         match spec.kind {
-            ProbeKind::Tcp | ProbeKind::InvalidRst
+            // The out-of-window RST rides a real ssh connection (sshd on the
+            // policy's ssh port, the one port sure to be open from the admin).
+            ProbeKind::InvalidRst if spec.to == Host::Target => {
+                self.ensure_sshd(port)?;
+            }
+            ProbeKind::Tcp
                 if spec.to == Host::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {}
             ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
             ProbeKind::LoopbackTcp => self.ensure_listener(Host::Target, port, true)?,
