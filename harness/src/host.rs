@@ -37,7 +37,7 @@ type Job = Box<dyn FnOnce() -> LocalFuture + Send>;
 
 /// Where debug mounts live: the directory `ip netns` reads.
 pub const NETNS_DIR: &str = "/run/netns";
-/// The prefix of every debug mount this harness makes (`pc-<pid>-<lab>-<host>`).
+/// The prefix of every debug mount this harness makes (`pc-<pid>-<seq>-<host>`).
 pub const MOUNT_PREFIX: &str = "pc-";
 /// Set to `1` to bind-mount every lab namespace under /run/netns.
 pub const DEBUG_ENV: &str = "PORTCULLIS_LAB_DEBUG";

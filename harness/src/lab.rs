@@ -157,7 +157,7 @@ impl LinkPlan {
 /// Options for building a lab.
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
-    /// Bind-mount every namespace at /run/netns/pc-<pid>-<seq>-<host> so that
+    /// Bind-mount every namespace at `/run/netns/pc-<pid>-<seq>-<host>` so that
     /// `ip netns exec` works on a paused lab. Default: [`host::DEBUG_ENV`].
     pub debug: bool,
 }
@@ -276,9 +276,22 @@ impl Lab {
 
     /// Load `text` into the target with one `*-restore -w`; later counter reads
     /// use the same backend.
+    ///
+    /// Refuses a second backend in the same lab: a packet would pass both
+    /// kernels' hooks and the counters of one would not tell the whole story.
     pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
-        *self.backend.lock().unwrap() = Some(backend);
-        self.host(HostId::Target).load(backend, family, text)
+        let mut current = self.backend.lock().unwrap();
+        if let Some(loaded) = *current {
+            if loaded != backend {
+                return Err(LabError::MixedBackends {
+                    loaded,
+                    asked: backend,
+                });
+            }
+        }
+        self.host(HostId::Target).load(backend, family, text)?;
+        *current = Some(backend);
+        Ok(())
     }
 
     /// The backend of the last [`Lab::load`].
