@@ -307,8 +307,9 @@ impl Host {
 
     /// Run `f()` on the host thread and block until its future completes.
     ///
-    /// A panic in the future is re-raised here. Do not call it from inside a host
-    /// job (it blocks; use [`Host::run_async`] there).
+    /// A panic in the future is re-raised here. It blocks the calling thread:
+    /// inside async code prefer [`Host::run_async`]; from the host's own thread it
+    /// panics (it would deadlock).
     ///
     /// # Panics
     /// When the host thread is gone (see [`Host::try_run`]) or `f` panics.
@@ -331,8 +332,17 @@ impl Host {
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
+        if self.thread.as_ref().map(|t| t.thread().id()) == Some(thread::current().id()) {
+            panic!(
+                "Host::run on host `{}` called from that host's own thread would deadlock: \
+                 await the future directly instead",
+                self.name
+            );
+        }
         let rx = self.submit(f)?;
-        match rx.blocking_recv() {
+        // Not `blocking_recv`: that panics when the caller sits inside some tokio
+        // runtime (a test's `#[tokio::main]`); blocking there is the caller's choice.
+        match futures::executor::block_on(rx) {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             Err(_) => Err(LabError::HostGone {
@@ -482,21 +492,28 @@ impl Host {
         Ok(())
     }
 
-    /// Forget every tracked connection of both families (`conntrack -F`), so the
-    /// next step's packets are NEW again. A namespace where conntrack never ran
-    /// has nothing to flush; without the `conntrack` binary this is an error that
-    /// says what to install.
+    /// Forget every tracked connection of both families, so the next step's
+    /// packets are NEW again: one ctnetlink flush per family on the host thread
+    /// (see [`crate::conntrack`]); if the kernel refuses that, `conntrack -F`.
     pub fn flush_conntrack(&self) -> Result<()> {
+        let host = self.name.to_string();
+        let netlink = self.try_run(|| async {
+            for family in Family::ALL {
+                crate::conntrack::flush(family)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{family}: {e}")))?;
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+        let Err(netlink_err) = netlink else {
+            return Ok(());
+        };
         if crate::backend::find_in_path("conntrack").is_none() {
-            return Err(LabError::Backend {
-                host: self.name.to_string(),
-                source: BackendError::Spawn {
-                    command: "conntrack -F".into(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "conntrack not found on PATH (install the conntrack package)",
-                    ),
-                },
+            return Err(LabError::Sys {
+                host,
+                what: "flush conntrack over netlink (and no conntrack binary to fall back on: \
+                       install the conntrack package)"
+                    .into(),
+                source: netlink_err,
             });
         }
         for family in ["ipv4", "ipv6"] {

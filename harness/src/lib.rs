@@ -83,6 +83,7 @@
 //!   [`Host::spawn_child`]; their parent-death signal is tied to the host thread.
 
 pub mod backend;
+pub mod conntrack;
 pub mod counters;
 pub mod error;
 pub mod evidence;
@@ -96,7 +97,7 @@ pub use backend::{Backend, BackendError, Family};
 pub use counters::{Counter, CounterKind, Counters, Delta};
 pub use error::LabError;
 pub use evidence::{Evidence, Selector};
-pub use host::{Child, Host, Task};
+pub use host::{Child, Host, Task, sweep};
 pub use lab::{HostId, Lab, LabOptions, LinkPlan};
 pub use probe::Outcome;
 

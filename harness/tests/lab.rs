@@ -250,6 +250,34 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
                 ok.summary()
             )
         })?;
+        // The connection is tracked; reset() forgets it (and zeroes the counters).
+        let tracked = || -> Result<bool, Failed> {
+            let list = lab
+                .host(HostId::Target)
+                .exec(&["conntrack", "-L", "-f", family.name()], None)?;
+            Ok(list.contains("dport=2222"))
+        };
+        check(tracked()?, || {
+            format!("{backend} {family}: admin's connection is not tracked (the check is blind)")
+        })?;
+        // The netlink flush itself, not the conntrack-binary fallback.
+        let flushed = lab.host(HostId::Target).run(move || async move {
+            portcullis_harness::conntrack::flush(family).map_err(|e| e.to_string())
+        });
+        check(flushed.is_ok(), || {
+            format!("{backend} {family}: ctnetlink flush: {flushed:?}")
+        })?;
+        check(!tracked()?, || {
+            format!("{backend} {family}: the flush left the conntrack entry")
+        })?;
+        lab.reset()?;
+        let zeroed = lab.counters(&[family])?;
+        check(zeroed.entries.iter().all(|c| c.packets == 0), || {
+            format!(
+                "{backend} {family}: reset() left counters: {:?}",
+                zeroed.entries
+            )
+        })?;
 
         let dropped = lab.probe(HostId::Outsider, Some(family), move || {
             connect(bound, NEGATIVE_WINDOW)
