@@ -91,6 +91,7 @@ pub mod host;
 pub mod lab;
 pub mod link;
 pub mod probe;
+pub mod services;
 mod sys;
 
 pub use backend::{Backend, BackendError, Family};

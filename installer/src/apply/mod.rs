@@ -1,1 +1,559 @@
 //! Safe apply: snapshot, a detached rollback guard, confirmation from a new session.
+//!
+//! `start` does, in order: render and `--test` both families with the chosen
+//! backend; preflight (the SSH session must survive the policy; no conflicting
+//! firewall manager or backend unless forced); snapshot the live rules into the
+//! state directory; start the guard and wait until it is armed; apply each family
+//! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
+//! the apply, one way or the other. `confirm`, `rollback` and `status` talk to the
+//! guard through the state directory.
+//!
+//! It refuses to change a rule before the guard is armed, to persist anything
+//! before a confirmation, and to accept a confirmation from the session that ran
+//! the apply (an old session proves nothing about new connections).
+
+pub mod guard;
+pub mod persistence;
+pub mod preflight;
+pub mod session;
+pub mod snapshot;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis_harness::{Backend, BackendError, Family};
+use serde::Serialize;
+
+pub use session::SshConnection;
+pub use state::{Record, StateDir, StateError, Status};
+
+use crate::policy::Policy;
+
+/// Why an apply, confirm or rollback did not happen (or ended badly).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Preflight (or a confirm from the wrong session) refused; nothing changed.
+    #[error("refused, nothing changed:\n  - {}", .0.join("\n  - "))]
+    Refused(Vec<String>),
+    #[error(
+        "refused, nothing changed: apply {id} is pending until {deadline} ({remaining} s left); confirm it from a new session with `portcullis confirm`, undo it with `portcullis rollback`, or wait"
+    )]
+    AlreadyPending {
+        id: String,
+        deadline: String,
+        remaining: i64,
+    },
+    #[error(
+        "refused, nothing changed: apply {id} was left {status:?} and its guard is gone; inspect `portcullis status`, then `portcullis rollback` (restores its snapshot) or `portcullis confirm`"
+    )]
+    Orphaned { id: String, status: Status },
+    #[error(
+        "the rendered {family} rules do not pass {backend} restore --test, nothing changed: {source}"
+    )]
+    Test {
+        family: Family,
+        backend: Backend,
+        #[source]
+        source: BackendError,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("cannot start the rollback guard, nothing applied: {0}")]
+    Guard(String),
+    #[error("applying the {family} rules failed ({source}); then: {outcome}")]
+    ApplyFailed {
+        family: Family,
+        #[source]
+        source: BackendError,
+        outcome: String,
+        /// Whether the snapshot is back (false: the host is in an unknown state).
+        rolled_back: bool,
+    },
+    #[error("no apply is pending in {0}")]
+    NothingPending(PathBuf),
+    #[error("too late: apply {id} ended {status:?} ({reason})")]
+    TooLate {
+        id: String,
+        status: Status,
+        reason: String,
+    },
+    #[error(
+        "the guard of apply {0} did not answer; check `portcullis status` and the guard.log in the state dir"
+    )]
+    NoAnswer(String),
+    #[error(
+        "confirmed, but NOT persisted: {0}; the rules are live until the next reboot; write them with `portcullis install`"
+    )]
+    Persist(String),
+    #[error("{0}")]
+    Session(String),
+}
+
+impl ApplyError {
+    /// Bad input (a policy or a session that fails preflight): exit 2.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ApplyError::Refused(_) | ApplyError::Session(_))
+    }
+}
+
+/// Everything `portcullis apply` was asked.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub policy: Policy,
+    /// The policy's origin, for the record.
+    pub config: String,
+    pub timeout: Duration,
+    pub state_dir: PathBuf,
+    pub backend: Backend,
+    pub persist: bool,
+    pub root: PathBuf,
+    pub force: bool,
+    /// The portcullis binary to run as the guard (`std::env::current_exe()`).
+    pub guard_exe: PathBuf,
+}
+
+/// An apply whose rules are live and whose guard is armed.
+#[derive(Debug)]
+pub struct Started {
+    pub state: StateDir,
+    pub record: Record,
+    guard: Child,
+}
+
+/// Format a unix time in milliseconds as `HH:MM:SS UTC`.
+pub fn clock(unix_ms: u64) -> String {
+    let s = unix_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// Check the state directory for a pending apply; retire a finished record.
+fn refuse_if_pending(state: &StateDir) -> Result<state::Lock, ApplyError> {
+    let Some(lock) = state.try_lock()? else {
+        let rec = state.record()?;
+        return Err(match rec {
+            Some(r) => ApplyError::AlreadyPending {
+                deadline: clock(r.deadline_unix_ms),
+                remaining: r.remaining_ms().max(0) / 1000,
+                id: r.id,
+            },
+            None => ApplyError::AlreadyPending {
+                id: "(unknown)".into(),
+                deadline: "unknown".into(),
+                remaining: 0,
+            },
+        });
+    };
+    if let Some(r) = state.record()? {
+        if r.status.is_final() {
+            state.retire_record()?;
+        } else {
+            return Err(ApplyError::Orphaned {
+                id: r.id,
+                status: r.status,
+            });
+        }
+    }
+    Ok(lock)
+}
+
+/// Render, test, preflight, snapshot, arm the guard, apply. See the module doc.
+pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
+    let rendered = crate::render(&opts.policy);
+    let families: Vec<(Family, String)> = Family::ALL
+        .iter()
+        .filter_map(|&f| rendered.text(f).map(|t| (f, t)))
+        .collect();
+    for (family, text) in &families {
+        portcullis_harness::backend::restore(opts.backend, *family, text, true).map_err(
+            |source| ApplyError::Test {
+                family: *family,
+                backend: opts.backend,
+                source,
+            },
+        )?;
+    }
+
+    let ssh = SshConnection::current().map_err(|e| ApplyError::Refused(vec![e]))?;
+    let facts = preflight::gather(opts.backend, ssh.clone(), Path::new("/"));
+    let mut refusals = Vec::new();
+    for finding in preflight::check(&opts.policy, &facts) {
+        match finding {
+            preflight::Finding::LockOut { message } => refusals.push(message),
+            preflight::Finding::Conflict { message } if !opts.force => refusals.push(message),
+            preflight::Finding::Conflict { .. } => {}
+        }
+    }
+    if opts.persist {
+        if let Err(e) = persistence::detect(&opts.root) {
+            refusals.push(e);
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(ApplyError::Refused(refusals));
+    }
+
+    let state = StateDir::open(&opts.state_dir)?;
+    let lock = refuse_if_pending(&state)?;
+    snapshot::take(&state, opts.backend)?;
+    for family in Family::ALL {
+        state.remove(state::applied_name(family))?;
+    }
+    for (family, text) in &families {
+        state.write_atomic(state::applied_name(*family), text.as_bytes())?;
+    }
+    let now = state::now_unix_ms();
+    let record = Record {
+        id: format!("{now}-{}", std::process::id()),
+        status: Status::Starting,
+        started_unix_ms: now,
+        deadline_unix_ms: now + opts.timeout.as_millis() as u64,
+        timeout_secs: opts.timeout.as_secs(),
+        backend: opts.backend.name().into(),
+        families: families.iter().map(|(f, _)| f.name().to_owned()).collect(),
+        config: opts.config.clone(),
+        ssh_connection: ssh.as_ref().map(|s| s.raw.clone()),
+        session_id: nix::unistd::getsid(None).map(|p| p.as_raw()).unwrap_or(0),
+        guard_pid: None,
+        persist: opts.persist,
+        persist_root: opts.root.display().to_string(),
+        ended_unix_ms: None,
+        reason: None,
+        persisted: None,
+    };
+    state.write_record(&record)?;
+
+    let guard = spawn_guard(&state, &record, &opts.guard_exe);
+    // The guard takes the lock itself: hand it over. A second apply arriving in
+    // between finds a record that is not final and refuses.
+    drop(lock);
+    let (guard, record) = match guard.and_then(|g| wait_armed(&state, &record.id, g)) {
+        Ok(x) => x,
+        Err(e) => {
+            // Nothing was applied: forget this attempt.
+            if let Ok(Some(_l)) = state.try_lock() {
+                let _ = state.remove(state::PENDING);
+            }
+            return Err(ApplyError::Guard(e));
+        }
+    };
+
+    let mut started = Started {
+        state,
+        record,
+        guard,
+    };
+    for (family, text) in &families {
+        if let Err(source) =
+            portcullis_harness::backend::restore(opts.backend, *family, text, false)
+        {
+            let line = format!(
+                "rollback {} applying the {family} rules failed",
+                started.record.id
+            );
+            let _ = guard::send(&started.state, &line);
+            let (outcome, rolled_back) = match started.wait(|_| {}) {
+                Ok(r) if r.status == Status::RolledBack => {
+                    ("the snapshot was restored".to_owned(), true)
+                }
+                Ok(r) => (
+                    format!("{:?}: {}", r.status, r.reason.unwrap_or_default()),
+                    false,
+                ),
+                Err(e) => (format!("{e:#}"), false),
+            };
+            return Err(ApplyError::ApplyFailed {
+                family: *family,
+                source,
+                outcome,
+                rolled_back,
+            });
+        }
+    }
+    Ok(started)
+}
+
+fn spawn_guard(state: &StateDir, record: &Record, exe: &Path) -> Result<Child, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let log_path = state.file(state::GUARD_LOG);
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("cannot dup {}: {e}", log_path.display()))?;
+    Command::new(exe)
+        .arg("__guard")
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--id")
+        .arg(&record.id)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot run {} __guard: {e}", exe.display()))
+}
+
+/// Wait until the guard has marked the record pending (it holds the lock then).
+fn wait_armed(state: &StateDir, id: &str, mut child: Child) -> Result<(Child, Record), String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the guard exited at once ({status}); see {}",
+                state.file(state::GUARD_LOG).display()
+            ));
+        }
+        if let Ok(Some(r)) = state.record() {
+            if r.id == id && r.status == Status::Pending {
+                return Ok((child, r));
+            }
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the guard did not arm within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The record of apply `id` once it has ended, if it has.
+pub fn finished(state: &StateDir, id: &str) -> Result<Option<Record>, StateError> {
+    for r in [state.last_record()?, state.record()?]
+        .into_iter()
+        .flatten()
+    {
+        if r.id == id && r.status.is_final() {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+impl Started {
+    /// Wait for the guard to end the apply; `tick` gets the milliseconds left,
+    /// about once a second (and once at the start).
+    pub fn wait(&mut self, mut tick: impl FnMut(i64)) -> Result<Record, ApplyError> {
+        let mut next_tick = Instant::now();
+        loop {
+            let _ = self.guard.try_wait();
+            if let Some(r) = finished(&self.state, &self.record.id)? {
+                return Ok(r);
+            }
+            if !self.state.lock_held()? {
+                // The guard is gone without a final record (killed itself).
+                if let Some(r) = finished(&self.state, &self.record.id)? {
+                    return Ok(r);
+                }
+                return Err(ApplyError::NoAnswer(self.record.id.clone()));
+            }
+            if Instant::now() >= next_tick {
+                tick(self.record.remaining_ms());
+                // Tick on the wall-clock second boundary of the deadline.
+                let ms = self.record.remaining_ms().rem_euclid(1000) as u64;
+                next_tick = Instant::now() + Duration::from_millis(if ms == 0 { 1000 } else { ms });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What `confirm` was asked.
+#[derive(Debug, Clone)]
+pub struct ConfirmOptions {
+    pub state_dir: PathBuf,
+    /// `Some(false)` for `--no-persist`; `None` follows what apply recorded.
+    pub persist: Option<bool>,
+    pub root: Option<PathBuf>,
+    /// The session confirm runs in.
+    pub ssh: Option<SshConnection>,
+}
+
+/// Whether a confirm from `ssh` may confirm `record`.
+pub fn check_session(record: &Record, ssh: Option<&SshConnection>) -> Result<(), String> {
+    match (&record.ssh_connection, ssh) {
+        (Some(applied), Some(now)) if *applied == now.raw => Err(format!(
+            "this is the ssh connection that ran apply ({applied}): it proves nothing about new connections; open a NEW ssh session (no ControlMaster reuse) and run `portcullis confirm` there"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Confirm the pending apply: stop the guard, then persist. Returns the final record.
+pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
+    let state = StateDir::open(&opts.state_dir)?;
+    let record = pending(&state)?;
+    check_session(&record, opts.ssh.as_ref()).map_err(ApplyError::Session)?;
+    let persist = opts.persist.unwrap_or(record.persist);
+    let root = opts
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&record.persist_root));
+    // Find out before confirming whether persistence can work at all: a confirm
+    // that cannot persist must not stop the guard behind the admin's back.
+    let mechanism = if persist {
+        Some(persistence::detect(&root).map_err(|e| {
+            ApplyError::Refused(vec![format!(
+                "{e} (the apply stays pending; the guard still rolls back at {})",
+                clock(record.deadline_unix_ms)
+            )])
+        })?)
+    } else {
+        None
+    };
+    let mut done = end(
+        &state,
+        &record,
+        &format!("confirm {}", record.id),
+        Status::Confirmed,
+    )?;
+    if done.status != Status::Confirmed {
+        return Err(ApplyError::TooLate {
+            id: done.id,
+            status: done.status,
+            reason: done.reason.unwrap_or_default(),
+        });
+    }
+    if let Some(m) = mechanism {
+        let backend: Backend = done.backend.parse().map_err(ApplyError::Session)?;
+        let v4 = state
+            .read(state::applied_name(Family::V4))?
+            .unwrap_or_default();
+        let v6 = state.read(state::applied_name(Family::V6))?;
+        let what = persistence::install(&root, &m, &v4, v6.as_deref(), backend)
+            .map_err(ApplyError::Persist)?;
+        done.persisted = Some(what);
+        let _lock = state.lock()?;
+        let mut text = serde_json::to_string_pretty(&done).expect("a record serializes");
+        text.push('\n');
+        state.write_atomic(state::LAST, text.as_bytes())?;
+    }
+    Ok(done)
+}
+
+/// Restore the snapshot of the pending apply now.
+pub fn rollback(state_dir: &Path) -> Result<Record, ApplyError> {
+    let state = StateDir::open(state_dir)?;
+    let record = pending(&state)?;
+    let line = format!("rollback {} requested by `portcullis rollback`", record.id);
+    end(&state, &record, &line, Status::RolledBack)
+}
+
+fn pending(state: &StateDir) -> Result<Record, ApplyError> {
+    match state.record()? {
+        Some(r) if !r.status.is_final() => Ok(r),
+        _ => Err(ApplyError::NothingPending(state.path().to_owned())),
+    }
+}
+
+/// Ask the guard to end `record` with `line`, and wait for its final record. With
+/// no guard alive, do it here under the lock.
+fn end(state: &StateDir, record: &Record, line: &str, want: Status) -> Result<Record, ApplyError> {
+    let sent = guard::send(state, line).unwrap_or(false);
+    if sent && guard::wait_for_exit(state, Duration::from_secs(15))? {
+        return finished(state, &record.id)?.ok_or_else(|| ApplyError::NoAnswer(record.id.clone()));
+    }
+    if sent {
+        return Err(ApplyError::NoAnswer(record.id.clone()));
+    }
+    // No guard listens: it died (or was killed). Act under the lock ourselves.
+    let Some(_lock) = state.try_lock()? else {
+        return Err(ApplyError::NoAnswer(record.id.clone()));
+    };
+    if let Some(r) = finished(state, &record.id)? {
+        return Ok(r);
+    }
+    let mut r = state.record()?.unwrap_or_else(|| record.clone());
+    let (status, reason) = if want == Status::Confirmed {
+        (
+            Status::Confirmed,
+            "confirmed (the guard was gone)".to_owned(),
+        )
+    } else {
+        let backend: Backend = r.backend.parse().map_err(ApplyError::Session)?;
+        let families: Vec<Family> = r.families.iter().filter_map(|f| f.parse().ok()).collect();
+        let errors = snapshot::restore(state, backend, &families);
+        if errors.is_empty() {
+            (
+                Status::RolledBack,
+                "rolled back by `portcullis rollback` (the guard was gone)".to_owned(),
+            )
+        } else {
+            let all: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+            (Status::RollbackFailed, all.join("; "))
+        }
+    };
+    r.status = status;
+    r.ended_unix_ms = Some(state::now_unix_ms());
+    r.reason = Some(reason);
+    state.write_record(&r)?;
+    state.retire_record()?;
+    Ok(r)
+}
+
+/// What `portcullis status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub state_dir: String,
+    pub pending: Option<Record>,
+    pub remaining_secs: Option<i64>,
+    pub guard_alive: Option<bool>,
+    pub last: Option<Record>,
+    pub backend: Option<String>,
+    pub persistence: Result<String, String>,
+    pub conflicts: Vec<String>,
+}
+
+/// Gather the status of `state_dir` and of this host.
+pub fn status(state_dir: &Path, root: &Path) -> Result<StatusReport, ApplyError> {
+    // Reading status must not create the state directory.
+    let (pending, last, alive, dir) = if state_dir.exists() {
+        let state = StateDir::open(state_dir)?;
+        let pending = state.record()?;
+        let alive = pending.as_ref().map(|r| guard::alive(&state, r));
+        (
+            pending,
+            state.last_record()?,
+            alive,
+            state.path().display().to_string(),
+        )
+    } else {
+        (None, None, None, state_dir.display().to_string())
+    };
+    let backend = pending
+        .as_ref()
+        .map(|r| r.backend.parse::<Backend>().ok())
+        .unwrap_or_else(|| Backend::detect().ok());
+    let conflicts = match backend {
+        Some(b) => preflight::conflicts(&preflight::gather(b, None, root)),
+        None => vec![],
+    };
+    Ok(StatusReport {
+        state_dir: dir,
+        remaining_secs: pending
+            .as_ref()
+            .filter(|r| !r.status.is_final())
+            .map(|r| r.remaining_ms().max(0) / 1000),
+        guard_alive: alive,
+        pending,
+        last,
+        backend: backend.map(|b| b.name().to_owned()),
+        persistence: persistence::detect(root).map(|m| format!("{} ({})", m.name, m.reason)),
+        conflicts,
+    })
+}

@@ -1,10 +1,175 @@
-//! `portcullis apply`.
+//! `portcullis apply`: apply a policy to this host behind a rollback guard, then
+//! wait, with a countdown, for `portcullis confirm` from a new session.
+//!
+//! Also the hidden `portcullis __guard`, the detached process that rolls back.
 
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use portcullis_harness::Backend;
+
+use crate::apply::{self, ApplyError, ApplyOptions, Status, clock};
+use crate::cli::UsageError;
+
+/// Which iptables backend to load the rules with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// What `iptables -V` says
+    Auto,
+    Nft,
+    Legacy,
+}
+
+impl BackendChoice {
+    pub fn resolve(self) -> anyhow::Result<Backend> {
+        Ok(match self {
+            BackendChoice::Auto => Backend::detect().context(
+                "cannot detect the iptables backend; pass --backend nft or --backend legacy",
+            )?,
+            BackendChoice::Nft => Backend::Nft,
+            BackendChoice::Legacy => Backend::Legacy,
+        })
+    }
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The policy file (default: the embedded default policy)
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for `portcullis confirm` before the guard rolls back
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub timeout: u64,
+    /// The root-only directory for the snapshot, the lock and the guard's record
+    #[arg(long, value_name = "DIR", default_value = apply::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// The iptables backend
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Do not persist the rules when confirmed (they last until the next reboot)
+    #[arg(long)]
+    pub no_persist: bool,
+    /// Persist into this root filesystem when confirmed
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Apply despite conflicting firewall managers or the other backend's rules
+    /// (never despite a policy that would cut this ssh session)
+    #[arg(long)]
+    pub force: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`portcullis apply` is not built yet")
+/// Write to stderr, ignoring a terminal that has gone away: the guard is in
+/// charge then, and a panic here would only add noise.
+fn say(msg: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(msg);
+    let _ = err.flush();
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    let backend = args.backend.resolve()?;
+    let opts = ApplyOptions {
+        config: args
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded default>".into()),
+        policy,
+        timeout: Duration::from_secs(args.timeout),
+        state_dir: args.state_dir,
+        backend,
+        persist: !args.no_persist,
+        root: args.root,
+        force: args.force,
+        guard_exe: std::env::current_exe()
+            .context("cannot find the portcullis binary to run as the guard")?,
+    };
+    let mut started = match apply::start(&opts) {
+        Ok(s) => s,
+        Err(e) if e.is_refusal() => return Err(UsageError(e.to_string()).into()),
+        Err(e @ ApplyError::ApplyFailed { rolled_back, .. }) => {
+            let what = if rolled_back {
+                "ROLLED BACK"
+            } else {
+                "ROLLBACK FAILED, check the rules by hand"
+            };
+            say(format_args!("portcullis: {what}: {e}\n"));
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let rec = started.record.clone();
+    say(format_args!(
+        "portcullis: applied {} ({}) with the {backend} backend; snapshot and guard (pid {}) in {}\n\
+         portcullis: from a NEW ssh session run `portcullis confirm{}` before {} or the old rules come back\n",
+        rec.families.join(" and "),
+        rec.config,
+        rec.guard_pid.unwrap_or(0),
+        started.state.path().display(),
+        if started.state.path() == std::path::Path::new(apply::state::DEFAULT_STATE_DIR) {
+            String::new()
+        } else {
+            format!(" --state-dir {}", started.state.path().display())
+        },
+        clock(rec.deadline_unix_ms),
+    ));
+    // One line a second: over a non-interactive `ssh host portcullis apply` this
+    // output is the only traffic, and it is what keeps the session visibly alive.
+    let tty = std::io::stderr().is_terminal();
+    let result = started.wait(|ms| {
+        let secs = (ms.max(0) + 999) / 1000;
+        if tty {
+            say(format_args!(
+                "\rportcullis: waiting for confirm: {secs:>4} s left "
+            ));
+        } else {
+            say(format_args!(
+                "portcullis: waiting for confirm: {secs} s left\n"
+            ));
+        }
+    });
+    if tty {
+        say(format_args!("\n"));
+    }
+    let done = result?;
+    match done.status {
+        Status::Confirmed => {
+            say(format_args!("portcullis: confirmed: the new rules stay\n"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Status::RolledBack => {
+            say(format_args!(
+                "portcullis: ROLLED BACK: {}; the previous rules are live again\n",
+                done.reason.unwrap_or_default()
+            ));
+            Ok(ExitCode::FAILURE)
+        }
+        s => {
+            say(format_args!(
+                "portcullis: {s:?}: {}\n",
+                done.reason.unwrap_or_default()
+            ));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The hidden guard subcommand; never run it by hand.
+#[derive(Debug, clap::Args)]
+pub struct GuardArgs {
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub id: String,
+}
+
+pub fn run_guard(args: GuardArgs) -> anyhow::Result<ExitCode> {
+    match apply::guard::run(&args.state_dir, &args.id)? {
+        Status::Confirmed | Status::RolledBack => Ok(ExitCode::SUCCESS),
+        _ => Ok(ExitCode::FAILURE),
+    }
 }

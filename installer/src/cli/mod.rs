@@ -51,6 +51,9 @@ pub enum Command {
     Install(install::Args),
     /// Print shell completions or the man page
     Completions(completions::Args),
+    /// The detached rollback guard that `apply` starts (internal)
+    #[command(name = "__guard", hide = true)]
+    Guard(apply::GuardArgs),
 }
 
 /// An error that is the user's input, not the host: exit 2.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Detect(a) => detect::run(a),
         Command::Install(a) => install::run(a),
         Command::Completions(a) => completions::run(a),
+        Command::Guard(a) => apply::run_guard(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,713 @@
+//! `portcullis apply`, `confirm`, `rollback` and `status`, run as the real binary
+//! inside a throwaway network namespace (never the host's), with the state
+//! directory in a private root-only directory under the target dir.
+//!
+//! The namespace is held by an `unshare -n cat` whose stdin is a pipe from this
+//! process: when the test process dies, even by SIGKILL, the pipe closes and the
+//! holder exits. Commands enter it with `nsenter -n` (which execs, so the child's
+//! pid is portcullis's own). Guards a test started are killed when it ends.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Failed, Trial};
+use portcullis::apply::{Record, Status};
+use portcullis_harness::{Backend, Family};
+
+use crate::support::root_trial;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// The policy the trials apply: ssh from 192.0.2.0/24 and 2001:db8:1::/64.
+pub const POLICY: &str = r#"
+[ssh]
+port = 22
+allow_from = ["192.0.2.0/24", "2001:db8:1::/64"]
+
+[ipv6]
+mode = "mirror"
+"#;
+
+/// Rules loaded before each apply, so "rolled back" means "these are back".
+fn before_rules(family: Family) -> String {
+    let src = match family {
+        Family::V4 => "203.0.113.99/32",
+        Family::V6 => "2001:db8:ffff::99/128",
+    };
+    format!(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -s {src} -m comment --comment \"portcullis-test before\" -j DROP\nCOMMIT\n"
+    )
+}
+
+/// A network namespace held by a child process.
+pub struct Netns {
+    holder: Child,
+    pub dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    /// Extra directory put first on PATH (fake binaries).
+    pub path_prefix: Option<PathBuf>,
+}
+
+impl Netns {
+    pub fn new() -> Result<Netns, Failed> {
+        let holder = Command::new("unshare")
+            .args(["-n", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run unshare -n: {e}"))?;
+        let me = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+        let theirs = format!("/proc/{}/ns/net", holder.id());
+        let until = Instant::now() + Duration::from_secs(5);
+        // Ready once the holder's namespace differs from ours.
+        while std::fs::read_link(&theirs).map(|l| l == me).unwrap_or(true) {
+            if Instant::now() > until {
+                return Err("unshare -n did not enter a new namespace".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("apply-it")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .map_err(|e| e.to_string())?;
+        let state_dir = dir.path().join("state");
+        std::fs::write(dir.path().join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
+        Ok(Netns {
+            holder,
+            dir,
+            state_dir,
+            path_prefix: None,
+        })
+    }
+
+    pub fn policy(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    /// A command run inside the namespace with a clean environment.
+    pub fn cmd(&self, program: &str, ssh: Option<&str>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("-t")
+            .arg(self.holder.id().to_string())
+            .arg("-n")
+            .arg("--")
+            .arg(program);
+        c.env_clear();
+        let mut path = String::new();
+        if let Some(p) = &self.path_prefix {
+            path.push_str(&p.display().to_string());
+            path.push(':');
+        }
+        path.push_str("/usr/sbin:/usr/bin:/sbin:/bin");
+        c.env("PATH", path);
+        if let Some(s) = ssh {
+            c.env("SSH_CONNECTION", s);
+        }
+        c
+    }
+
+    /// `portcullis ARGS` with the trial's state dir.
+    pub fn portcullis(&self, verb: &str, args: &[&str], ssh: Option<&str>) -> Command {
+        let mut c = self.cmd(BIN, ssh);
+        c.arg(verb)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, mut c: Command) -> Result<(ExitStatus, String, String), Failed> {
+        let out = c.output().map_err(|e| format!("cannot run {c:?}: {e}"))?;
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Load the "before" rules of both families.
+    pub fn load_before(&self, backend: Backend) -> Result<(), Failed> {
+        for f in Family::ALL {
+            let mut c = self.cmd(&backend.restore_binary(f), None);
+            c.arg("-w");
+            let mut child = c
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(before_rules(f).as_bytes())
+                .map_err(|e| e.to_string())?;
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cannot load the before rules: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// `*-save` of `family`, comments dropped (they carry a timestamp).
+    pub fn save(&self, backend: Backend, family: Family) -> Result<String, Failed> {
+        let (st, out, err) = self.run(self.cmd(&backend.save_binary(family), None))?;
+        if !st.success() {
+            return Err(format!("{} failed: {err}", backend.save_binary(family)).into());
+        }
+        Ok(out
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect())
+    }
+
+    pub fn save_both(&self, backend: Backend) -> Result<(String, String), Failed> {
+        Ok((
+            self.save(backend, Family::V4)?,
+            self.save(backend, Family::V6)?,
+        ))
+    }
+
+    fn read_record(&self, name: &str) -> Option<Record> {
+        let text = std::fs::read_to_string(self.state_dir.join(name)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The pending record, once the guard has armed it and apply has applied.
+    pub fn wait_pending(&self, apply: &mut ApplyRun) -> Result<Record, Failed> {
+        apply.wait_applied()?;
+        match self.read_record("pending.json") {
+            Some(r) if r.status == Status::Pending => Ok(r),
+            other => Err(format!("applied, but the record is {other:?}").into()),
+        }
+    }
+
+    /// The finished record of `id`, waiting up to `limit` for the guard.
+    pub fn wait_finished(&self, id: &str, limit: Duration) -> Result<Record, Failed> {
+        let until = Instant::now() + limit;
+        loop {
+            for name in ["last.json", "pending.json"] {
+                if let Some(r) = self.read_record(name) {
+                    if r.id == id && r.status.is_final() {
+                        return Ok(r);
+                    }
+                }
+            }
+            if Instant::now() > until {
+                return Err(format!("apply {id} did not end within {limit:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn guard_log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("guard.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // A guard this trial started must not outlive it.
+        for name in ["pending.json", "last.json"] {
+            if let Some(r) = self.read_record(name) {
+                if let (Some(pid), false) = (r.guard_pid, r.status.is_final()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A running `portcullis apply`: the child, and its stderr read by a thread.
+pub struct ApplyRun {
+    pub child: Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApplyRun {
+    pub fn spawn(mut c: Command) -> Result<ApplyRun, Failed> {
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|e| format!("cannot run apply: {e}"))?;
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let buf = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Ok(ApplyRun {
+            child,
+            stderr,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait until apply says the rules are live (its "applied" line).
+    pub fn wait_applied(&mut self) -> Result<(), Failed> {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.stderr().contains("portcullis: applied ") {
+                return Ok(());
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(
+                    format!("apply exited ({st}) before applying: {}", self.stderr()).into(),
+                );
+            }
+            if Instant::now() > until {
+                return Err(format!("apply did not apply within 20 s: {}", self.stderr()).into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Wait for the exit; the status and everything it wrote to stderr.
+    pub fn finish(mut self) -> Result<(ExitStatus, String), Failed> {
+        let st = self.child.wait().map_err(|e| e.to_string())?;
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Ok((st, self.stderr()))
+    }
+}
+
+impl Drop for ApplyRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawn `portcullis apply` in the namespace with the trial policy.
+pub fn spawn_apply(
+    ns: &Netns,
+    backend: Backend,
+    timeout: u64,
+    ssh: Option<&str>,
+) -> Result<ApplyRun, Failed> {
+    let policy = ns.policy();
+    let c = ns.portcullis(
+        "apply",
+        &[
+            "--config",
+            policy.to_str().unwrap(),
+            "--backend",
+            backend.name(),
+            "--timeout",
+            &timeout.to_string(),
+            "--no-persist",
+        ],
+        ssh,
+    );
+    ApplyRun::spawn(c)
+}
+
+fn output_of(run: ApplyRun) -> Result<(ExitStatus, String), Failed> {
+    run.finish()
+}
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(msg().into()) }
+}
+
+/// The rules after an apply carry the policy: INPUT drops, ssh from the admin
+/// subnet is accepted, and the "before" marker is gone.
+fn assert_applied(v4: &str) -> Result<(), Failed> {
+    ensure(
+        v4.contains(":INPUT DROP")
+            && v4.contains("-s 192.0.2.0/24")
+            && !v4.contains("portcullis-test before"),
+        || format!("the applied rules are not live:\n{v4}"),
+    )
+}
+
+/// How late the rollback was, from the guard's record.
+fn lateness_ms(r: &Record) -> i64 {
+    r.ended_unix_ms.unwrap_or(0) as i64 - r.deadline_unix_ms as i64
+}
+
+fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let mut apply = spawn_apply(&ns, backend, 3, None)?;
+    let rec = ns.wait_pending(&mut apply)?;
+    // While pending: status names it, the guard watches, the rules are live.
+    let (st, out, err) = ns.run(ns.portcullis("status", &["--json"], None))?;
+    ensure(st.success(), || format!("status failed: {err}"))?;
+    let s: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    ensure(
+        s["pending"]["id"] == rec.id.as_str() && s["guard_alive"] == true,
+        || format!("status does not show the pending apply: {out}"),
+    )?;
+    ensure(s["backend"] == backend.name(), || {
+        format!("status backend: {out}")
+    })?;
+    assert_applied(&ns.save(backend, Family::V4)?)?;
+
+    let (st, _, err) = ns.run(ns.portcullis("confirm", &["--no-persist"], None))?;
+    ensure(st.success(), || format!("confirm failed: {err}"))?;
+    let (st, err) = output_of(apply)?;
+    ensure(st.code() == Some(0), || {
+        format!("apply exited {st} after confirm: {err}")
+    })?;
+    ensure(err.contains("confirmed"), || format!("apply said: {err}"))?;
+    let done = ns.wait_finished(&rec.id, Duration::from_secs(1))?;
+    ensure(done.status == Status::Confirmed, || format!("{done:?}"))?;
+    // Past the deadline (a wall-clock condition, not a readiness wait), the rules stay.
+    let left = rec.remaining_ms();
+    if left > -500 {
+        std::thread::sleep(Duration::from_millis((left + 500) as u64));
+    }
+    assert_applied(&ns.save(backend, Family::V4)?)?;
+    ensure(
+        ns.save(backend, Family::V6)?.contains(":INPUT DROP"),
+        || "v6 not applied".into(),
+    )?;
+    ensure(!ns.state_dir.join("pending.json").exists(), || {
+        "pending.json left behind".into()
+    })?;
+    Ok(())
+}
+
+fn no_confirm_rolls_back(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let mut apply = spawn_apply(&ns, backend, 2, None)?;
+    let rec = ns.wait_pending(&mut apply)?;
+    assert_applied(&ns.save(backend, Family::V4)?)?;
+    let (st, err) = output_of(apply)?;
+    ensure(st.code() == Some(1), || format!("apply exited {st}: {err}"))?;
+    ensure(
+        err.contains("ROLLED BACK") && err.contains("deadline reached"),
+        || format!("apply did not say it rolled back: {err}"),
+    )?;
+    // The countdown was printed, one line a second (stderr is not a tty here).
+    let ticks = err
+        .lines()
+        .filter(|l| l.contains("waiting for confirm"))
+        .count();
+    ensure(ticks >= 2, || format!("{ticks} countdown lines: {err}"))?;
+    ensure(ns.save_both(backend)? == before, || {
+        "the rules were not restored".into()
+    })?;
+    let done = ns.wait_finished(&rec.id, Duration::from_secs(1))?;
+    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
+    eprintln!(
+        "measured: apply::no_confirm_rolls_back::{backend}: rollback done {} ms after the deadline",
+        lateness_ms(&done)
+    );
+    Ok(())
+}
+
+fn killed_foreground_still_rolls_back(
+    backend: Backend,
+    sig: nix::sys::signal::Signal,
+) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let mut apply = spawn_apply(&ns, backend, 3, None)?;
+    let rec = ns.wait_pending(&mut apply)?;
+    assert_applied(&ns.save(backend, Family::V4)?)?;
+    let pid = nix::unistd::Pid::from_raw(apply.child.id() as i32);
+    nix::sys::signal::kill(pid, sig).map_err(|e| e.to_string())?;
+    let st = apply.child.wait().map_err(|e| e.to_string())?;
+    ensure(!st.success(), || format!("apply survived {sig}: {st}"))?;
+    // The guard is hung up too, as a session loss would: it must ignore that.
+    let guard = nix::unistd::Pid::from_raw(rec.guard_pid.ok_or("no guard pid")?);
+    nix::sys::signal::kill(guard, nix::sys::signal::Signal::SIGHUP).map_err(|e| e.to_string())?;
+    assert_applied(&ns.save(backend, Family::V4)?)?;
+    let done = ns.wait_finished(&rec.id, Duration::from_secs(15))?;
+    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
+    ensure(ns.save_both(backend)? == before, || {
+        "the rules were not restored".into()
+    })?;
+    let log = ns.guard_log();
+    ensure(log.contains("SIGHUP ignored"), || {
+        format!("guard log: {log}")
+    })?;
+    eprintln!(
+        "measured: apply::{sig}_foreground::{backend}: rollback done {} ms after the deadline",
+        lateness_ms(&done)
+    );
+    Ok(())
+}
+
+fn second_apply_refused(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let mut first = spawn_apply(&ns, backend, 60, None)?;
+    let rec = ns.wait_pending(&mut first)?;
+    let second = spawn_apply(&ns, backend, 60, None)?;
+    let (st, err) = output_of(second)?;
+    ensure(st.code() == Some(1), || {
+        format!("second apply exited {st}: {err}")
+    })?;
+    ensure(
+        err.contains("is pending until") && err.contains(&rec.id),
+        || format!("second apply did not name the pending one: {err}"),
+    )?;
+    // `rollback` ends the first at once, well before its 60 s deadline.
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || format!("rollback failed: {err}"))?;
+    let (st, err) = output_of(first)?;
+    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
+        format!("first apply exited {st}: {err}")
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "rollback did not restore".into()
+    })?;
+    // With nothing pending, rollback says so and fails.
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(!st.success() && err.contains("no apply is pending"), || {
+        format!("{st}: {err}")
+    })?;
+    Ok(())
+}
+
+fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
+    let mut ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    // An ip6tables-restore that passes --test and fails the real load: the kind
+    // of failure (a module missing, a race) that --test cannot catch.
+    let fake = ns.dir.path().join("fakebin");
+    std::fs::create_dir(&fake).map_err(|e| e.to_string())?;
+    let bin = backend.restore_binary(Family::V6);
+    let real = portcullis_harness::backend::find_in_path(&bin).ok_or("no ip6tables restore")?;
+    // It fails only the rendered ruleset (portcullis's header), so the rollback
+    // of the ipv6 snapshot, had it been needed, would still go through.
+    let script = format!(
+        "#!/bin/sh\ninput=$(cat)\ncase \" $* \" in *\" --test \"*) ;; *) case \"$input\" in *'Generated by portcullis'*) echo 'injected failure' >&2; exit 1;; esac;; esac\nprintf '%s\\n' \"$input\" | exec {} \"$@\"\n",
+        real.display()
+    );
+    let path = fake.join(&bin);
+    std::fs::write(&path, script).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    ns.path_prefix = Some(fake);
+    let apply = spawn_apply(&ns, backend, 30, None)?;
+    let (st, err) = output_of(apply)?;
+    ensure(st.code() == Some(1), || format!("apply exited {st}: {err}"))?;
+    ensure(
+        err.contains("ROLLED BACK") && err.contains("ipv6") && err.contains("injected failure"),
+        || format!("apply did not report the ipv6 failure and rollback: {err}"),
+    )?;
+    ensure(ns.save_both(backend)? == before, || {
+        format!(
+            "ipv4 was not rolled back:\n{}",
+            ns.save(backend, Family::V4).unwrap_or_default()
+        )
+    })?;
+    Ok(())
+}
+
+fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    for ssh in [
+        "198.51.100.7 40022 192.0.2.1 22",
+        "2001:db8:9::7 40022 2001:db8:1::1 22",
+    ] {
+        let apply = spawn_apply(&ns, backend, 30, Some(ssh))?;
+        let (st, err) = output_of(apply)?;
+        let client = ssh.split(' ').next().unwrap();
+        ensure(st.code() == Some(2), || format!("apply exited {st}: {err}"))?;
+        ensure(
+            err.contains(client) && err.contains("`ssh.allow_from`"),
+            || format!("refusal does not name {client} and ssh.allow_from: {err}"),
+        )?;
+        ensure(err.contains("nothing changed"), || err.clone())?;
+    }
+    let apply = spawn_apply(&ns, backend, 30, Some("192.0.2.10 40022 192.0.2.1 2222"))?;
+    let (st, err) = output_of(apply)?;
+    ensure(st.code() == Some(2) && err.contains("`ssh.port`"), || {
+        format!("{st}: {err}")
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "preflight changed the rules".into()
+    })?;
+    ensure(!ns.state_dir.exists(), || {
+        "preflight created the state dir".into()
+    })?;
+    Ok(())
+}
+
+fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let session = "192.0.2.10 40022 192.0.2.1 22";
+    let mut apply = spawn_apply(&ns, backend, 30, Some(session))?;
+    let rec = ns.wait_pending(&mut apply)?;
+    ensure(rec.ssh_connection.as_deref() == Some(session), || {
+        format!("{rec:?}")
+    })?;
+    let (st, _, err) = ns.run(ns.portcullis("confirm", &["--no-persist"], Some(session)))?;
+    ensure(
+        st.code() == Some(2) && err.contains("proves nothing about new connections"),
+        || format!("same-session confirm: {st}: {err}"),
+    )?;
+    // Still pending, then confirmed from a new connection (another client port).
+    ensure(
+        ns.read_record("pending.json").map(|r| r.status) == Some(Status::Pending),
+        || "a refused confirm changed the record".into(),
+    )?;
+    let (st, _, err) = ns.run(ns.portcullis(
+        "confirm",
+        &["--no-persist"],
+        Some("192.0.2.10 40023 192.0.2.1 22"),
+    ))?;
+    ensure(st.success(), || format!("new-session confirm: {st}: {err}"))?;
+    let (st, err) = output_of(apply)?;
+    ensure(st.code() == Some(0), || format!("apply: {st}: {err}"))?;
+    Ok(())
+}
+
+fn confirm_with_persistence_is_loud(backend: Backend) -> Result<(), Failed> {
+    // Persisting is asked for: until confirm can persist, apply refuses up front
+    // (nothing changed) rather than pretend.
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let root = ns.dir.path().join("root");
+    std::fs::create_dir(&root).map_err(|e| e.to_string())?;
+    let policy = ns.policy();
+    let c = ns.portcullis(
+        "apply",
+        &[
+            "--config",
+            policy.to_str().unwrap(),
+            "--backend",
+            backend.name(),
+            "--timeout",
+            "5",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+        None,
+    );
+    let (st, _, err) = ns.run(c)?;
+    if st.code() == Some(2) {
+        ensure(err.contains("persist"), || err.clone())?;
+        ensure(ns.save_both(backend)? == before, || {
+            "a refused apply changed the rules".into()
+        })?;
+        return Ok(());
+    }
+    Err(format!("apply with persistence exited {st}: {err}").into())
+}
+
+fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let target = ns.dir.path().join("real");
+    std::fs::create_dir(&target).map_err(|e| e.to_string())?;
+    let link = ns.dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).map_err(|e| e.to_string())?;
+    let wide = ns.dir.path().join("wide");
+    std::fs::create_dir(&wide).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| e.to_string())?;
+    let policy = ns.policy();
+    for (dir, why) in [
+        (&link, "symlink"),
+        (&wide, "world-writable"),
+        (
+            &PathBuf::from("/tmp/portcullis-state"),
+            "world-writable /tmp",
+        ),
+    ] {
+        let mut c = ns.cmd(BIN, None);
+        c.args([
+            "apply",
+            "--no-persist",
+            "--timeout",
+            "5",
+            "--backend",
+            backend.name(),
+            "--config",
+        ])
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(dir);
+        let (st, _, err) = ns.run(c)?;
+        ensure(!st.success() && err.contains(why), || {
+            format!("{}: {st}: {err}", dir.display())
+        })?;
+    }
+    ensure(!Path::new("/tmp/portcullis-state").exists(), || {
+        "created a state dir under /tmp".into()
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "an unsafe state dir changed the rules".into()
+    })?;
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    use nix::sys::signal::Signal;
+    let mut trials = Vec::new();
+    for backend in Backend::ALL {
+        let why = backend.unavailable_reason();
+        let mut add = |name: &str, f: fn(Backend) -> Result<(), Failed>| {
+            trials.push(root_trial(
+                format!("apply::{name}::{backend}"),
+                why.clone(),
+                move || f(backend),
+            ));
+        };
+        add("confirm_keeps_rules", confirm_keeps_rules);
+        add("no_confirm_rolls_back", no_confirm_rolls_back);
+        add("sigkill_foreground_still_rolls_back", |b| {
+            killed_foreground_still_rolls_back(b, Signal::SIGKILL)
+        });
+        add("sighup_foreground_still_rolls_back", |b| {
+            killed_foreground_still_rolls_back(b, Signal::SIGHUP)
+        });
+        add("second_apply_refused", second_apply_refused);
+        add("ipv6_failure_rolls_back_ipv4", ipv6_failure_rolls_back_ipv4);
+        add(
+            "preflight_refuses_outside_client",
+            preflight_refuses_outside_client,
+        );
+        add("same_session_confirm_refused", same_session_confirm_refused);
+        add(
+            "confirm_with_persistence_is_loud",
+            confirm_with_persistence_is_loud,
+        );
+        add("unsafe_state_dir_refused", unsafe_state_dir_refused);
+    }
+    trials
+}
