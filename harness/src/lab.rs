@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
+use futures::FutureExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::backend::{Backend, Family};
@@ -368,6 +369,43 @@ impl Lab {
             Vec::new()
         };
         Ok(Evidence { outcome, deltas })
+    }
+
+    /// Forget the neighbour entries (ARP / NDP) of `family` on host `id`, and its
+    /// peers' entries for it (the router's entry for a leaf's address; every
+    /// leaf's entry for its gateway when `id` is the router), so the next
+    /// exchange starts with neighbour resolution. Returns how many were deleted.
+    pub fn flush_neighbours(&self, id: HostId, family: Family) -> Result<usize> {
+        let mut jobs = vec![
+            self.host(id)
+                .run_async(move || link::flush_neighbours(family, None))
+                .boxed(),
+        ];
+        match id.plan() {
+            Some(plan) => {
+                let addr = plan.addr(family);
+                jobs.push(
+                    self.host(HostId::Router)
+                        .run_async(move || link::flush_neighbours(family, Some(addr)))
+                        .boxed(),
+                );
+            }
+            None => {
+                for leaf in HostId::LEAVES {
+                    let gw = leaf.plan().expect("leaf").gateway(family);
+                    jobs.push(
+                        self.host(leaf)
+                            .run_async(move || link::flush_neighbours(family, Some(gw)))
+                            .boxed(),
+                    );
+                }
+            }
+        }
+        let mut deleted = 0;
+        for r in futures::executor::block_on(futures::future::join_all(jobs)) {
+            deleted += r??;
+        }
+        Ok(deleted)
     }
 
     /// Tear down now, in reverse order, and return every error (Drop does the

@@ -111,3 +111,56 @@ pub fn enable_forwarding() -> Result<()> {
     }
     Ok(())
 }
+
+/// Delete the neighbour (ARP / NDP) entries of `family` in the calling host's
+/// namespace, or only those for `only` when given, so the next packet must
+/// resolve its neighbour again. Permanent and no-ARP entries stay. Returns how
+/// many were deleted.
+pub async fn flush_neighbours(
+    family: crate::backend::Family,
+    only: Option<IpAddr>,
+) -> Result<usize> {
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourState,
+    };
+
+    let handle = host::netlink();
+    let af = match family {
+        crate::backend::Family::V4 => AddressFamily::Inet,
+        crate::backend::Family::V6 => AddressFamily::Inet6,
+    };
+    let what = || format!("flush {family} neighbours");
+    let entries: Vec<_> = handle
+        .neighbours()
+        .get()
+        .set_address_family(af)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(error::netlink(&here(), what()))?;
+    let mut deleted = 0;
+    for msg in entries {
+        if matches!(
+            msg.header.state,
+            NeighbourState::Noarp | NeighbourState::Permanent
+        ) {
+            continue;
+        }
+        let dest = msg.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            _ => None,
+        });
+        if only.is_some() && dest != only {
+            continue;
+        }
+        match handle.neighbours().del(msg).execute().await {
+            Ok(()) => deleted += 1,
+            // Gone meanwhile (expired, or already being resolved again).
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => {}
+            Err(e) => return Err(error::netlink(&here(), what())(e)),
+        }
+    }
+    Ok(deleted)
+}

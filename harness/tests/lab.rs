@@ -192,6 +192,21 @@ fn lab_routes_tcp() -> Result<(), Failed> {
             format!("admin -> web {closed}: {out:?}, want refused")
         })?;
     }
+    // After that traffic the admin knows its gateway and the router knows the
+    // admin: flushing removes both entries, and traffic resolves them again.
+    for family in Family::ALL {
+        let deleted = lab.flush_neighbours(HostId::Admin, family)?;
+        check(deleted >= 2, || {
+            format!("flush_neighbours(admin, {family}) deleted {deleted}, want >= 2")
+        })?;
+        let web = SocketAddr::new(lab.addr(HostId::Web, family), 8080);
+        let out = lab
+            .host(HostId::Admin)
+            .run(move || connect(web, Duration::from_secs(2)));
+        check(out.is_ok(), || {
+            format!("admin -> web {web} after flush: {out:?}")
+        })?;
+    }
     // Forwarding is on in the router only.
     let fwd = lab
         .host(HostId::Router)
