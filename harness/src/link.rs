@@ -24,17 +24,36 @@ fn here() -> String {
 /// the peer goes to another namespace (iproute2 6.1 on Linux 6.18 shows the same),
 /// so the local end is set up here and the peer's host sets its own end up.
 /// Returns the local end's index.
-pub async fn add_veth(local: &str, peer: &str, peer_netns: RawFd) -> Result<u32> {
+///
+/// `indexes` asks for the (local, peer) ifindexes; the kernel honours the
+/// peer's only when the local one is given too. Give them different values: the
+/// kernel treats a link event as urgent only when a device's index differs from
+/// its peer's (`linkwatch_urgent_event`), and in fresh namespaces both ends would
+/// otherwise get index 2, so their operstate changes (and with them the IPv6
+/// MLD reports) waited up to a second in linkwatch, landing in the first probes'
+/// counters as noise.
+pub async fn add_veth(
+    local: &str,
+    peer: &str,
+    peer_netns: RawFd,
+    indexes: Option<(u32, u32)>,
+) -> Result<u32> {
     let handle = host::netlink();
-    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+    let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_owned())
-        .setns_by_fd(peer_netns)
-        .build();
-    let msg = LinkVeth::new(local, peer)
-        .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+        .setns_by_fd(peer_netns);
+    if let Some((_, index)) = indexes {
+        peer_msg = peer_msg.index(index);
+    }
+    let peer_msg = peer_msg.build();
+    let mut msg =
+        LinkVeth::new(local, peer).set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
             rtnetlink::packet_route::link::InfoVeth::Peer(peer_msg),
-        ))
-        .build();
+        ));
+    if let Some((index, _)) = indexes {
+        msg = msg.index(index);
+    }
+    let msg = msg.build();
     handle
         .link()
         .add(msg)

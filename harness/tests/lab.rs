@@ -53,6 +53,11 @@ fn main() {
             backend,
             drop_is_counted,
         ));
+        trials.push(with_backend(
+            format!("an_idle_window_counts_nothing::{backend}"),
+            backend,
+            idle_window_counts_nothing,
+        ));
     }
     libtest_mimic::run(&args, trials).exit();
 }
@@ -316,6 +321,26 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
             )
         })?;
     }
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+/// Right after a lab comes up, nothing but a probe's own packets may move the
+/// target's counters: the evidence of a probe that sends nothing is empty. (A
+/// fresh link's MLD reports used to land here.)
+fn idle_window_counts_nothing(backend: Backend) -> Result<(), Failed> {
+    let lab = Lab::standard_with(LabOptions::default())?;
+    let rules = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n";
+    for family in Family::ALL {
+        lab.load(backend, family, rules)?;
+    }
+    let ev = lab.probe(HostId::Admin, None, || async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Outcome::NoAnswer
+    })?;
+    check(ev.deltas.is_empty(), || {
+        format!("{backend}: an idle window counted: {}", ev.summary())
+    })?;
     lab.shutdown().map_err(|e| format!("{e:?}"))?;
     Ok(())
 }
