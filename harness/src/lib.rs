@@ -27,7 +27,11 @@
 //!   error.
 //! - Rules on the target: [`Lab::load`] (one `*-restore -w`), [`Lab::counters`]
 //!   (`*-save -c` parsed into [`Counters`]), [`Lab::reset`] (zero counters and
-//!   flush conntrack), [`Counters::delta`].
+//!   flush conntrack over ctnetlink, module [`conntrack`]), [`Counters::delta`].
+//!   [`Lab::flush_neighbours`] forgets ARP/NDP entries of a host and its peers.
+//! - [`Lab::settle`]: waits (once per lab, at most [`lab::SETTLE_LIMIT`]) until
+//!   the target has sent the MLD reports of its fresh link, so they never land in
+//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it.
 //! - [`Lab::probe`]: run any async probe returning an [`Outcome`] on one host and
 //!   get [`Evidence`]: the outcome plus every target counter that moved, so a drop
 //!   is proved by the rule or policy that counted it ([`Evidence::count`] with a
