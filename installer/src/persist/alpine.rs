@@ -13,6 +13,15 @@ pub struct Alpine;
 pub const V4: &str = "/etc/iptables/rules-save";
 pub const V6: &str = "/etc/ip6tables/rules-save";
 
+/// OpenRC reads the paths from `/etc/conf.d/iptables` and `ip6tables`
+/// (`IPTABLES_SAVE`); honour them so the files land where the script looks.
+fn paths(root: &Path) -> Result<(String, String), PersistError> {
+    Ok((
+        super::detect::openrc_save_path(root, "/etc/conf.d/iptables", V4)?,
+        super::detect::openrc_save_path(root, "/etc/conf.d/ip6tables", V6)?,
+    ))
+}
+
 impl Persistence for Alpine {
     fn mechanism(&self) -> Mechanism {
         Mechanism::Alpine
@@ -22,11 +31,13 @@ impl Persistence for Alpine {
         "OpenRC /etc/init.d/iptables and /etc/init.d/ip6tables (iptables-restore < FILE)"
     }
 
-    fn plan(&self, _root: &Path, rendered: &Rendered) -> Result<Vec<PlannedFile>, PersistError> {
-        Ok(ruleset_files(rendered, V4, V6, 0o600))
+    fn plan(&self, root: &Path, rendered: &Rendered) -> Result<Vec<PlannedFile>, PersistError> {
+        let (v4, v6) = paths(root)?;
+        Ok(ruleset_files(rendered, &v4, &v6, 0o600))
     }
 
-    fn files(&self, _root: &Path) -> Vec<PathBuf> {
-        vec![V4.into(), V6.into()]
+    fn files(&self, root: &Path) -> Vec<PathBuf> {
+        let (v4, v6) = paths(root).unwrap_or_else(|_| (V4.into(), V6.into()));
+        vec![v4.into(), v6.into()]
     }
 }

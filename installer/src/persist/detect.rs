@@ -405,11 +405,27 @@ pub fn detect(root: &Path) -> Result<Detection, PersistError> {
 }
 
 /// `KEY="value"` from a shell-style conf file.
-fn conf_value(text: &str, key: &str) -> Option<String> {
+pub(super) fn conf_value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let (k, v) = l.trim().split_once('=')?;
         (k.trim() == key).then(|| v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
     })
+}
+
+/// The file OpenRC's iptables script restores: `IPTABLES_SAVE` from
+/// `/etc/conf.d/{iptables,ip6tables}` when it is an absolute path, else `default`.
+pub(super) fn openrc_save_path(
+    root: &Path,
+    conf: &str,
+    default: &str,
+) -> Result<String, PersistError> {
+    let text = read_in_root(root, conf)?.unwrap_or_default();
+    Ok(
+        match conf_value(&text, "IPTABLES_SAVE").or_else(|| conf_value(&text, "IP6TABLES_SAVE")) {
+            Some(p) if p.starts_with('/') && !p.contains("..") && !p.contains('$') => p,
+            _ => default.to_owned(),
+        },
+    )
 }
 
 /// The rc.local the root's systemd runs: `/etc/rc.d/rc.local` on the RHEL family

@@ -301,6 +301,27 @@ pub fn trials() -> Vec<Trial> {
         },
     ));
 
+    t.push(trial("persist::install::alpine_honours_conf_d", || {
+        let dir = scratch();
+        let root = copy_fixture("alpine", dir.path())?;
+        std::fs::write(
+            root.join("etc/conf.d/iptables"),
+            "IPTABLES_SAVE=\"/etc/iptables/custom-save\"\n",
+        )?;
+        let policy = policy_file(dir.path(), POLICY);
+        let out = install_ok(&policy, &root, &["--no-test"])?;
+        if !root.join("etc/iptables/custom-save").exists()
+            || root.join("etc/iptables/rules-save").exists()
+            || !root.join("etc/ip6tables/rules-save").exists()
+        {
+            return Err(format!(
+                "IPTABLES_SAVE from /etc/conf.d/iptables was not honoured:\n{out}"
+            )
+            .into());
+        }
+        Ok(())
+    }));
+
     t.push(trial("persist::bad::missing_os_release", || {
         let dir = scratch();
         let empty = dir.path().join("empty");

@@ -9,6 +9,7 @@
 
 mod debian;
 mod fixtures;
+mod lab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,6 +20,7 @@ use portcullis_harness::Backend;
 pub fn trials() -> Vec<Trial> {
     let mut t = fixtures::trials();
     t.extend(debian::trials());
+    t.extend(lab::trials());
     t
 }
 
@@ -118,8 +120,20 @@ pub fn install_ok(policy: &Path, root: &Path, extra: &[&str]) -> Result<String, 
 /// Run a fixed sh script (never built from input; values travel as "$1"...) in a
 /// fresh network namespace; stdout on success.
 pub fn in_netns(script: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
-    let out = Command::new("unshare")
-        .args(["-n", "--", "sh", "-ec", script, "sh"])
+    // setpriv: the script dies with this test process, even on SIGKILL.
+    let out = Command::new("setpriv")
+        .args([
+            "--pdeathsig",
+            "KILL",
+            "--",
+            "unshare",
+            "-n",
+            "--",
+            "sh",
+            "-ec",
+            script,
+            "sh",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .output()
