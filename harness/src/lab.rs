@@ -228,7 +228,7 @@ impl Lab {
         lab.host(HostId::Router).try_run(move || async move {
             link::enable_forwarding()?;
             for (id, netns, plan) in &leaves {
-                let index = link::add_veth(
+                let index = link::add_veth_indexed(
                     &id.router_ifname(),
                     "eth0",
                     netns.as_raw_fd(),
@@ -305,7 +305,11 @@ impl Lab {
     ///
     /// Refuses a second backend in the same lab: a packet would pass both
     /// kernels' hooks and the counters of one would not tell the whole story.
+    ///
+    /// The first load waits for [`Lab::settle`], so the target's MLD reports are
+    /// out before any rule can count them.
     pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
+        self.settle()?;
         let mut current = self.backend.lock().unwrap();
         if let Some(loaded) = *current {
             if loaded != backend {
@@ -441,8 +445,8 @@ impl Lab {
     /// twice (the robustness variable), over about 3 jiffies. The check reads the
     /// target's `Icmp6OutMLDv2Reports` against 2 x its reportable groups on
     /// `eth0`, and gives up [`SETTLE_LIMIT`] after the links came up. Runs once
-    /// per lab; [`Lab::reset`] and [`Lab::probe`] call it, so a lab that is only
-    /// built and torn down never waits.
+    /// per lab; [`Lab::load`], [`Lab::reset`] and [`Lab::probe`] call it, so a
+    /// lab that is only built and torn down never waits.
     pub fn settle(&self) -> Result<()> {
         if self.settled.load(Ordering::Acquire) {
             return Ok(());

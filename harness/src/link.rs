@@ -25,14 +25,47 @@ fn here() -> String {
 /// so the local end is set up here and the peer's host sets its own end up.
 /// Returns the local end's index.
 ///
-/// `indexes` asks for the (local, peer) ifindexes; the kernel honours the
-/// peer's only when the local one is given too. Give them different values: the
-/// kernel treats a link event as urgent only when a device's index differs from
-/// its peer's (`linkwatch_urgent_event`), and in fresh namespaces both ends would
-/// otherwise get index 2, so their operstate changes (and with them the IPv6
-/// MLD reports) waited up to a second in linkwatch, landing in the first probes'
-/// counters as noise.
-pub async fn add_veth(
+/// The two ends get different ifindexes (the next free one here, that plus
+/// [`PEER_INDEX_OFFSET`] for the peer, or the kernel's choice if those are
+/// taken): the kernel treats a link event as urgent only when a device's index
+/// differs from its peer's (`linkwatch_urgent_event`), and in fresh namespaces
+/// both ends would otherwise get index 2, so their operstate changes (and with
+/// them the IPv6 MLD reports) waited up to a second in linkwatch, landing in the
+/// first probes' counters as noise. [`add_veth_indexed`] picks them explicitly.
+pub async fn add_veth(local: &str, peer: &str, peer_netns: RawFd) -> Result<u32> {
+    let handle = host::netlink();
+    let highest = handle
+        .link()
+        .get()
+        .execute()
+        .try_fold(
+            1u32,
+            |max, msg| async move { Ok(max.max(msg.header.index)) },
+        )
+        .await
+        .map_err(error::netlink(&here(), "list links"))?;
+    let local_index = highest + 1;
+    match add_veth_indexed(
+        local,
+        peer,
+        peer_netns,
+        Some((local_index, local_index + PEER_INDEX_OFFSET)),
+    )
+    .await
+    {
+        Ok(index) => Ok(index),
+        // The peer's namespace already uses that index: let the kernel choose.
+        Err(_) => add_veth_indexed(local, peer, peer_netns, None).await,
+    }
+}
+
+/// What [`add_veth`] adds to the local end's index to get the peer's.
+pub const PEER_INDEX_OFFSET: u32 = 1000;
+
+/// [`add_veth`] with the (local, peer) ifindexes given, or `None` for the
+/// kernel's choice. The kernel honours the peer's index only when the local one
+/// is given too; give them different values (see [`add_veth`]).
+pub async fn add_veth_indexed(
     local: &str,
     peer: &str,
     peer_netns: RawFd,
@@ -104,6 +137,37 @@ pub async fn add_address(index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         &here(),
         format!("add address {addr}/{prefix}"),
     ))
+}
+
+/// Add a route to `dest` via `gateway` (same family).
+pub async fn add_route(dest: ipnet::IpNet, gateway: IpAddr) -> Result<()> {
+    let what = || format!("add route {dest} via {gateway}");
+    let msg = match (dest, gateway) {
+        (ipnet::IpNet::V4(d), IpAddr::V4(gw)) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(d.network(), d.prefix_len())
+            .gateway(gw)
+            .build(),
+        (ipnet::IpNet::V6(d), IpAddr::V6(gw)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(d.network(), d.prefix_len())
+            .gateway(gw)
+            .build(),
+        _ => {
+            return Err(LabError::Sys {
+                host: here(),
+                what: what(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "destination and gateway are of different families",
+                ),
+            });
+        }
+    };
+    host::netlink()
+        .route()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(error::netlink(&here(), what()))
 }
 
 /// Add the default route of the address's family via `gateway`.

@@ -33,6 +33,10 @@ fn main() {
             children_die_with_host,
         ),
         privileged("lab_routes_tcp_between_leaves_v4_and_v6", lab_routes_tcp),
+        privileged(
+            "a_host_behind_the_target_is_reachable_through_it",
+            host_behind_target,
+        ),
         privileged("teardown_leaves_nothing", teardown_leaves_nothing),
         privileged(
             "debug_mode_mounts_and_unmounts",
@@ -341,6 +345,68 @@ fn idle_window_counts_nothing(backend: Backend) -> Result<(), Failed> {
     check(ev.deltas.is_empty(), || {
         format!("{backend}: an idle window counted: {}", ev.summary())
     })?;
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+/// A sixth host on a second link of the target (the FORWARD scenarios' shape),
+/// built with the public link helpers: add_veth picks distinct ifindexes, the
+/// router routes the new subnets via the target with add_route.
+fn host_behind_target() -> Result<(), Failed> {
+    use portcullis_harness::link;
+    let lab = Lab::standard_with(LabOptions::default())?;
+    let inner = Host::new("inner")?;
+    let fd = {
+        use std::os::fd::AsRawFd;
+        inner.netns_fd().as_raw_fd()
+    };
+    let nets: [(IpAddr, IpAddr, u8); 2] = [
+        ("192.0.2.49".parse()?, "192.0.2.50".parse()?, 28),
+        ("2001:db8:6::1".parse()?, "2001:db8:6::2".parse()?, 64),
+    ];
+    let ours = lab.host(HostId::Target).run(move || async move {
+        let index = link::add_veth("to-inner", "eth0", fd).await?;
+        for (gw, _, prefix) in nets {
+            link::add_address(index, gw, prefix).await?;
+        }
+        link::enable_forwarding()?;
+        Ok::<_, portcullis_harness::LabError>(index)
+    })?;
+    let theirs = inner.run(move || async move {
+        let index = link::link_index("eth0").await?;
+        link::set_up(index).await?;
+        for (gw, addr, prefix) in nets {
+            link::add_address(index, addr, prefix).await?;
+            link::add_default_route(gw).await?;
+        }
+        Ok::<_, portcullis_harness::LabError>(index)
+    })?;
+    check(ours != theirs, || {
+        format!("both ends of the veth have index {ours}")
+    })?;
+    for family in Family::ALL {
+        let via = lab.addr(HostId::Target, family);
+        let dest: ipnet::IpNet = match family {
+            Family::V4 => "192.0.2.48/28".parse()?,
+            Family::V6 => "2001:db8:6::/64".parse()?,
+        };
+        lab.host(HostId::Router)
+            .run(move || link::add_route(dest, via))?;
+    }
+    let mut tasks = Vec::new();
+    for (_, addr, _) in nets {
+        let at = SocketAddr::new(addr, 8080);
+        let (bound, task) = inner.serve(move || echo_server(at))?;
+        tasks.push(task);
+        let out = lab
+            .host(HostId::Admin)
+            .run(move || connect(bound, Duration::from_secs(2)));
+        check(out.is_ok(), || {
+            format!("admin -> inner {bound} through the target: {out:?}")
+        })?;
+    }
+    drop(tasks);
+    inner.shutdown().map_err(|e| format!("{e:?}"))?;
     lab.shutdown().map_err(|e| format!("{e:?}"))?;
     Ok(())
 }
