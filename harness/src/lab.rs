@@ -442,9 +442,9 @@ impl Lab {
     /// Wait until the target has sent the MLD reports its new link causes, so
     /// they do not land in a probe's counters: a fresh IPv6 interface reports
     /// each multicast group it joins (the solicited-node groups of its addresses)
-    /// twice (the robustness variable), over about 3 jiffies. The check reads the
-    /// target's `Icmp6OutMLDv2Reports` against 2 x its reportable groups on
-    /// `eth0`, and gives up [`SETTLE_LIMIT`] after the links came up. Runs once
+    /// twice (the robustness variable), over about 3 jiffies. The check is
+    /// [`host::settle_mld`] on the target, giving up [`SETTLE_LIMIT`] after the
+    /// links came up. Runs once
     /// per lab; [`Lab::load`], [`Lab::reset`] and [`Lab::probe`] call it, so a
     /// lab that is only built and torn down never waits.
     pub fn settle(&self) -> Result<()> {
@@ -452,15 +452,8 @@ impl Lab {
             return Ok(());
         }
         let deadline = self.links_up + SETTLE_LIMIT;
-        self.host(HostId::Target).try_run(move || async move {
-            loop {
-                let (link_local, sent, groups) = mld_state("eth0");
-                if (link_local && sent >= 2 * groups) || Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })?;
+        self.host(HostId::Target)
+            .try_run(move || host::settle_mld(deadline))?;
         self.settled.store(true, Ordering::Release);
         Ok(())
     }
@@ -485,49 +478,6 @@ impl Lab {
         }
         errors
     }
-}
-
-/// On a host thread: (whether `dev` has its link-local address yet, MLDv2
-/// reports sent by this namespace, multicast groups on `dev` that are reported).
-/// Until the link-local address exists its group is not joined yet, so the count
-/// of groups is not final. Unreadable files count as settled.
-fn mld_state(dev: &str) -> (bool, u64, u64) {
-    // /proc/net/if_inet6: address (32 hex digits), ifindex, prefix, scope,
-    // flags, device. Scope 0x20 is link-local; flag 0x40 is tentative.
-    let link_local = std::fs::read_to_string("/proc/thread-self/net/if_inet6")
-        .map(|s| {
-            s.lines().any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() >= 6
-                    && f[5] == dev
-                    && f[3] == "20"
-                    && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x40 == 0)
-            })
-        })
-        .unwrap_or(true);
-    let sent = std::fs::read_to_string("/proc/thread-self/net/snmp6")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Icmp6OutMLDv2Reports"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(u64::MAX);
-    // /proc/net/igmp6: index, device, group, users, flags (hex), timer.
-    // MAF_NOREPORT (0x08) marks groups never reported (ff02::1).
-    let groups = std::fs::read_to_string("/proc/thread-self/net/igmp6")
-        .map(|s| {
-            s.lines()
-                .filter(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    f.len() >= 5
-                        && f[1] == dev
-                        && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x08 == 0)
-                })
-                .count() as u64
-        })
-        .unwrap_or(0);
-    (link_local, sent, groups)
 }
 
 impl Drop for Lab {
