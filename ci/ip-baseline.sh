@@ -22,7 +22,11 @@ cleanup() {
     ip netns del "$ns" 2>/dev/null || echo "ip-baseline: cannot delete $ns" >&2
   done
 }
-trap cleanup EXIT INT TERM HUP
+# Signals exit (running the EXIT trap) instead of cleaning up and carrying on.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "ip-baseline: needs root (network namespaces): run with sudo" >&2
