@@ -120,3 +120,13 @@ pub const NOT_ROOT: &str = "needs root (network namespaces, netlink, iptables): 
 pub fn process_alive(pid: u32) -> bool {
     sys::alive(pid)
 }
+
+// Labs are shared between threads (a runner's workers), so they must stay Send
+// and Sync; this fails to compile the day they are not.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Lab>();
+    assert_send_sync::<Host>();
+    assert_send_sync::<Evidence>();
+    assert_send_sync::<Counters>();
+};

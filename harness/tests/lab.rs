@@ -135,6 +135,12 @@ fn host_thread_owns_its_namespace() -> Result<(), Failed> {
         let out = h.run(move || connect(bound, Duration::from_secs(2)));
         check(out.is_ok(), || format!("loopback {bound}: {out:?}"))?;
     }
+    // A caller inside some other tokio runtime can still use the blocking API.
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let from_async = rt.block_on(async { h.run(|| async { ns_link("/proc/thread-self/ns/net") }) });
+    check(from_async == expected, || {
+        format!("run() from async code landed in {from_async}")
+    })?;
     h.shutdown().map_err(|e| format!("{e:?}"))?;
     Ok(())
 }
