@@ -242,25 +242,41 @@ fn mld_state() -> Option<(bool, u64)> {
     ))
 }
 
-/// A long-lived task on a host thread (a server). Dropping it cancels the task.
+/// A long-lived task on a host thread (a server). Dropping it cancels the task
+/// (asynchronously: the host thread drops it at its next turn);
+/// [`Task::cancel`] waits until it is gone.
 #[must_use = "dropping a Task cancels it"]
 pub struct Task {
-    abort: tokio::task::AbortHandle,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Task {
     /// Whether the task has ended (returned, panicked or was cancelled).
     pub fn is_finished(&self) -> bool {
-        self.abort.is_finished()
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
-    /// Cancel now (the same as dropping).
-    pub fn cancel(self) {}
+    /// Cancel the task and wait until the host thread has dropped its future (and
+    /// with it the sockets it owns). The kernel closes a socket with its last fd:
+    /// a child being forked elsewhere in the process at that moment holds a copy
+    /// until it execs (every fd here is close-on-exec), so a listener can linger
+    /// for that long. On a host thread it only cancels, as dropping does (waiting
+    /// there could deadlock).
+    pub fn cancel(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            if current_host().is_none() {
+                let _ = futures::executor::block_on(handle);
+            }
+        }
+    }
 }
 
 impl Drop for Task {
     fn drop(&mut self) {
-        self.abort.abort();
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
     }
 }
 
@@ -493,8 +509,10 @@ impl Host {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let abort = self.run(move || async move { tokio::task::spawn_local(f()).abort_handle() });
-        Task { abort }
+        // In an Option: an async block yielding a bare JoinHandle reads like a
+        // forgotten `.await`.
+        let handle = self.run(move || async move { Some(tokio::task::spawn_local(f())) });
+        Task { handle }
     }
 
     /// Set up a server and start it: `f()` runs on the host thread and returns
@@ -511,9 +529,16 @@ impl Host {
     {
         let out = self.run(move || async move {
             let (ready, serve) = f().await?;
-            Ok((ready, tokio::task::spawn_local(serve).abort_handle()))
+            Ok((ready, tokio::task::spawn_local(serve)))
         });
-        out.map(|(ready, abort)| (ready, Task { abort }))
+        out.map(|(ready, handle)| {
+            (
+                ready,
+                Task {
+                    handle: Some(handle),
+                },
+            )
+        })
     }
 
     /// A command whose child runs in this host's namespace (it enters it between

@@ -135,6 +135,36 @@ fn host_thread_owns_its_namespace() -> Result<(), Failed> {
         let out = h.run(move || connect(bound, Duration::from_secs(2)));
         check(out.is_ok(), || format!("loopback {bound}: {out:?}"))?;
     }
+    // Task::cancel returns once the host thread has dropped the task's future
+    // (and so everything it owns, its listener included).
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = dropped.clone();
+    let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+    let (bound, task) = h.serve(move || async move {
+        let (bound, serve) = echo_server(addr).await?;
+        let guard = SetOnDrop(flag);
+        Ok::<_, std::io::Error>((bound, async move {
+            let _guard = guard;
+            serve.await
+        }))
+    })?;
+    check(!task.is_finished(), || "the server ended by itself".into())?;
+    let before = h.run(move || connect(bound, Duration::from_secs(2)));
+    check(before.is_ok(), || {
+        format!("server before cancel: {before:?}")
+    })?;
+    let listening = move |h: &Host| h.run(|| async { listeners_on(7001) });
+    check(listening(&h) == 1, || {
+        "no LISTEN socket on 7001 (the check is blind)".into()
+    })?;
+    task.cancel();
+    check(dropped.load(std::sync::atomic::Ordering::SeqCst), || {
+        "Task::cancel returned before the task was dropped".into()
+    })?;
+    // The socket itself closes with its last fd; a child another trial is
+    // forking at this moment holds a copy until it execs, so wait for it.
+    wait_until(Duration::from_secs(5), || listening(&h) == 0)
+        .map_err(|()| "the listener outlived its task".to_string())?;
     // A caller inside some other tokio runtime can still use the blocking API.
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let from_async = rt.block_on(async { h.run(|| async { ns_link("/proc/thread-self/ns/net") }) });
@@ -638,6 +668,36 @@ fn namespaces_in_use(inodes: &[u64]) -> Vec<String> {
         }
     }
     found
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// LISTEN sockets on `port` in the calling thread's namespace (IPv4 and IPv6).
+fn listeners_on(port: u16) -> usize {
+    ["tcp", "tcp6"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // local_address is ADDR:PORT (hex); st 0A is LISTEN.
+                    f.len() > 3
+                        && f[3] == "0A"
+                        && f[1].rsplit(':').next() == Some(&format!("{port:04X}"))
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// Poll `cond` until it holds or `limit` passes: a readiness wait, not a timing
