@@ -1,8 +1,10 @@
 //! Safe apply: snapshot, a detached rollback guard, confirmation from a new session.
 //!
-//! `start` does, in order: render and `--test` both families with the chosen
-//! backend; preflight (the SSH session must survive the policy; no conflicting
-//! firewall manager or backend unless forced); snapshot the live rules into the
+//! `start` does, in order: render; preflight (the SSH session must survive the
+//! policy; no conflicting firewall manager or backend unless forced); `--test`
+//! both families with the chosen backend (after preflight, because a legacy
+//! `--test` instantiates empty tables, and a refusal must leave no trace);
+//! snapshot the live rules into the
 //! state directory; start the guard and wait until it is armed; apply each family
 //! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
 //! the apply, one way or the other. `confirm`, `rollback` and `status` talk to the
@@ -172,16 +174,6 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         .iter()
         .filter_map(|&f| rendered.text(f).map(|t| (f, t)))
         .collect();
-    for (family, text) in &families {
-        portcullis_harness::backend::restore(opts.backend, *family, text, true).map_err(
-            |source| ApplyError::Test {
-                family: *family,
-                backend: opts.backend,
-                source,
-            },
-        )?;
-    }
-
     let ssh = SshConnection::current().map_err(|e| ApplyError::Refused(vec![e]))?;
     let facts = preflight::gather(opts.backend, ssh.clone(), Path::new("/"));
     let mut refusals = Vec::new();
@@ -199,6 +191,16 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     }
     if !refusals.is_empty() {
         return Err(ApplyError::Refused(refusals));
+    }
+
+    for (family, text) in &families {
+        portcullis_harness::backend::restore(opts.backend, *family, text, true).map_err(
+            |source| ApplyError::Test {
+                family: *family,
+                backend: opts.backend,
+                source,
+            },
+        )?;
     }
 
     let state = StateDir::open(&opts.state_dir)?;
