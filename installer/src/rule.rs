@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 
 use ipnet::IpNet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Chain {
     Input,
     Forward,
@@ -23,7 +23,7 @@ impl Chain {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
     Accept,
     Drop,
@@ -39,7 +39,7 @@ impl Target {
 }
 
 /// The transport a match is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum L4 {
     Tcp,
     Udp,
@@ -59,7 +59,7 @@ impl L4 {
 }
 
 /// One match of a rule, in the order iptables-save prints them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
     Source(IpNet),
     Destination(IpNet),

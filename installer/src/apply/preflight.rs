@@ -293,7 +293,12 @@ mod tests {
     fn ipv6_client_follows_the_ipv6_mode() {
         let outside = "2001:db8:9::10 5000 2001:db8:1::1 22";
         assert_eq!(check(&policy(""), &ssh(outside)).len(), 1);
-        let deny = policy("[ipv6]\nmode = \"deny\"\n");
+        // The validator refuses IPv6 CIDRs under `deny`, so this policy lists IPv4 only.
+        let deny = Policy::parse(
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[ipv6]\nmode = \"deny\"\n",
+            "test",
+        )
+        .unwrap();
         let f = check(&deny, &ssh("2001:db8:1::10 5000 2001:db8:1::1 22"));
         assert!(matches!(&f[..], [Finding::LockOut { message }] if message.contains("`ipv6.mode")));
         let untouched = policy("[ipv6]\nmode = \"untouched\"\n");

@@ -1,10 +1,131 @@
-//! `portcullis install`.
+//! `portcullis install`: write the rendered rules where the distro's boot loader
+//! reads them, into a root filesystem (`--root`). Each file is tested with the
+//! target backend's `*-restore --test` in a throwaway network namespace, then
+//! replaced atomically with a backup kept next to it; `--check` prints the diff and
+//! writes nothing.
+//!
+//! It refuses a policy without `ssh.allow_from` (exit 2), and refuses to run
+//! without `--root`: on a live host, rules are persisted by `portcullis apply` once
+//! you confirm from a new session (`--root /` persists without applying).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context as _;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`portcullis install` is not built yet")
+use crate::cli::UsageError;
+use crate::persist::{self, FileStatus, InstallOptions, Mechanism, TestMode};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy file (default: the embedded default policy)
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The root filesystem to write into (`/` for this host)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The mechanism to install for, instead of the detected one: netfilter-persistent,
+    /// iptables-services, arch, alpine, gentoo, rc-local
+    #[arg(long, value_name = "KIND")]
+    pub persistence: Option<Mechanism>,
+    /// The backend whose *-restore --test validates the files (default: the root's)
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<portcullis_harness::Backend>,
+    /// Print a unified diff of what would change and write nothing
+    #[arg(long)]
+    pub check: bool,
+    /// Install without testing the files with *-restore --test (not recommended)
+    #[arg(long)]
+    pub no_test: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Some(root) = args.root else {
+        return Err(UsageError(
+            "install writes into a root filesystem: pass --root DIR (on this host, `portcullis apply` persists once you confirm from a new session; `--root /` persists without applying)".into(),
+        )
+        .into());
+    };
+    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
+    if args.config.is_none() {
+        let from: Vec<String> = policy
+            .ssh
+            .allow_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        eprintln!(
+            "portcullis: warning: no --config: installing the embedded default policy (ssh only from {})",
+            from.join(", ")
+        );
+    }
+    let rendered = crate::render(&policy);
+
+    let (mechanism, why) = match args.persistence {
+        Some(m) => (m, "chosen with --persistence".to_owned()),
+        None => {
+            let d = persist::detect(&root).with_context(|| {
+                format!(
+                    "cannot detect the persistence mechanism of {}: pass --persistence",
+                    root.display()
+                )
+            })?;
+            (d.mechanism, d.reason)
+        }
+    };
+    let opts = InstallOptions {
+        check_only: args.check,
+        test: if args.no_test {
+            TestMode::Skip
+        } else {
+            TestMode::Namespace
+        },
+    };
+    let report = persist::install(&root, mechanism, &rendered, args.backend, opts)
+        .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("portcullis: {mechanism} into {} ({why})", root.display());
+    for f in &report.files {
+        let path = f.path.display();
+        match &f.status {
+            FileStatus::Unchanged => println!("unchanged {path}"),
+            FileStatus::Written { backup: Some(b) } => {
+                println!(
+                    "written   {path} (mode {:04o}, previous kept as {})",
+                    f.mode,
+                    b.display()
+                )
+            }
+            FileStatus::Written { backup: None } => {
+                println!("written   {path} (mode {:04o}, new)", f.mode)
+            }
+            FileStatus::WouldChange { diff } => {
+                println!("would change {path} (mode {:04o})", f.mode);
+                print!("{diff}");
+            }
+        }
+    }
+    if !args.check && report.changed() {
+        match &report.tested_with {
+            Some(b) => eprintln!(
+                "portcullis: every ruleset passed {b}'s *-restore --test before it replaced the old file"
+            ),
+            None if args.no_test => {
+                eprintln!("portcullis: warning: the ruleset files were NOT tested (--no-test)")
+            }
+            None => {}
+        }
+    }
+    if !report.changed() {
+        eprintln!("portcullis: unchanged: the root already has this ruleset");
+    }
+    Ok(ExitCode::SUCCESS)
 }

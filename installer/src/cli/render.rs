@@ -1,6 +1,12 @@
 //! `portcullis render`: print (or write) the iptables-restore text of a policy.
+//!
+//! Printing writes one family (IPv4 unless `--family ipv6`), so that
+//! `portcullis render | iptables-restore --test` reads a file it can parse;
+//! `--out-dir` writes both, atomically. It never writes through a symlink and
+//! never leaves a half-written file.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -12,7 +18,7 @@ pub struct Args {
     /// The policy file (default: the embedded default policy)
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Render one family only (ipv4 or ipv6)
+    /// Render one family only: ipv4 or ipv6 (printing defaults to ipv4)
     #[arg(long, value_name = "FAMILY")]
     pub family: Option<Family>,
     /// Write rules.v4 and rules.v6 into this directory instead of printing
@@ -20,34 +26,138 @@ pub struct Args {
     pub out_dir: Option<PathBuf>,
 }
 
+/// The file name a family's rules get in `--out-dir` (Debian's names).
+pub fn file_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "rules.v4",
+        Family::V6 => "rules.v6",
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = crate::Policy::load_or_default(args.config.as_deref())?;
     let rendered = crate::render(&policy);
-    let families: Vec<Family> = match args.family {
-        Some(f) => vec![f],
-        None => Family::ALL.to_vec(),
-    };
     match args.out_dir {
         None => {
-            for f in families {
-                if let Some(text) = rendered.text(f) {
-                    print!("{text}");
+            let family = args.family.unwrap_or(Family::V4);
+            match rendered.text(family) {
+                Some(text) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())
+                        .and_then(|()| out.flush())
+                        .context("cannot write to stdout")?;
                 }
+                None => eprintln!("portcullis: ipv6.mode is \"untouched\": no ipv6 ruleset"),
+            }
+            if args.family.is_none() && rendered.v6.is_some() {
+                eprintln!(
+                    "portcullis: printed the ipv4 ruleset; `--family ipv6` prints the ipv6 one, \
+                     `--out-dir DIR` writes both"
+                );
             }
         }
         Some(dir) => {
+            create_dir(&dir)?;
+            let families = match args.family {
+                Some(f) => vec![f],
+                None => Family::ALL.to_vec(),
+            };
             for f in families {
-                let name = match f {
-                    Family::V4 => "rules.v4",
-                    Family::V6 => "rules.v6",
-                };
-                if let Some(text) = rendered.text(f) {
-                    let path = dir.join(name);
-                    std::fs::write(&path, text)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                let path = dir.join(file_name(f));
+                match rendered.text(f) {
+                    Some(text) => {
+                        write_atomic(&path, text.as_bytes(), 0o600)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        eprintln!("portcullis: wrote {}", path.display());
+                    }
+                    None => {
+                        let existing = if path.symlink_metadata().is_ok() {
+                            " (the existing one was left as it was)"
+                        } else {
+                            ""
+                        };
+                        eprintln!(
+                            "portcullis: ipv6.mode is \"untouched\": wrote no {}{existing}",
+                            path.display()
+                        );
+                    }
                 }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+/// How `write_atomic` treats a file already at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Replace,
+    Refuse,
+}
+
+/// Replace `path` with `bytes` atomically: a temp file in the same directory
+/// (created exclusively, so never through a symlink), fsync, rename, fsync the
+/// directory. Readers see the old file or the new one, never half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_with(path, bytes, mode, Existing::Replace)
+}
+
+/// `write_atomic`, or with `Existing::Refuse` fail with `AlreadyExists` when
+/// anything (a file, a symlink, even a dangling one) is at `path`. The refusal is
+/// atomic too: the temp file is hard-linked into place, which never replaces.
+pub fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    existing: Existing,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let tmp = TempPath(dir.join(format!(
+        ".{}.portcullis-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    )));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp.0)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    match existing {
+        Existing::Replace => std::fs::rename(&tmp.0, path)?,
+        Existing::Refuse => std::fs::hard_link(&tmp.0, path)?,
+    }
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+/// A temp file removed when dropped (after a rename it no longer exists, and the
+/// removal fails harmlessly).
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -1,10 +1,119 @@
-//! `portcullis verify`.
+//! `portcullis verify`: prove a policy with real packets in a namespace lab.
+//!
+//! Exit codes: 0 every promise held under every backend; 1 a promise did not hold
+//! (or the lab broke); 2 it cannot run here (not root, no usable backend) or the
+//! input is bad (an invalid policy, an unreadable rules file).
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context as _;
+use portcullis_harness::Backend;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`portcullis verify` is not built yet")
+use super::UsageError;
+use crate::verify::{self, VerifyError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Nft,
+    Legacy,
+    /// Every backend whose binaries are installed
+    All,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy file (default: the embedded default policy)
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The iptables backend(s) to prove the rules under
+    #[arg(long, value_enum, default_value = "all")]
+    pub backend: BackendArg,
+    /// Load this hand-written IPv4 restore file instead of the policy's rendering,
+    /// and judge it against the policy's intent
+    #[arg(long, value_name = "FILE")]
+    pub rules_v4: Option<PathBuf>,
+    /// The same for IPv6
+    #[arg(long, value_name = "FILE")]
+    pub rules_v6: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the matrix
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    path.map(|p| {
+        std::fs::read_to_string(p).map_err(|e| {
+            anyhow::Error::new(UsageError(format!(
+                "cannot read rules file {}: {e}",
+                p.display()
+            )))
+        })
+    })
+    .transpose()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    let backends: Vec<Backend> = match args.backend {
+        BackendArg::Nft => vec![Backend::Nft],
+        BackendArg::Legacy => vec![Backend::Legacy],
+        BackendArg::All => {
+            let present: Vec<Backend> =
+                Backend::ALL.into_iter().filter(|b| b.available()).collect();
+            if present.is_empty() {
+                return Err(UsageError(
+                    "no iptables backend is installed (neither iptables-nft nor iptables-legacy): install iptables"
+                        .into(),
+                )
+                .into());
+            }
+            present
+        }
+    };
+    let opts = verify::Options {
+        policy,
+        backends,
+        rules_v4: read_rules(args.rules_v4.as_ref())?,
+        rules_v6: read_rules(args.rules_v6.as_ref())?,
+    };
+    let mut progress = |line: &str| eprintln!("verify: {line}");
+    let report = match verify::verify(&opts, &mut progress) {
+        Ok(r) => r,
+        Err(e @ (VerifyError::NotRoot | VerifyError::BackendMissing { .. })) => {
+            return Err(UsageError(e.to_string()).into());
+        }
+        Err(e) => return Err(e).context("verify could not finish"),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report).context("cannot write the report")?;
+        writeln!(out)?;
+    } else {
+        if !report.mappings.is_empty() {
+            let how = if report.hand_written {
+                "replaced textually, exact CIDR strings only, in the given rules files"
+            } else {
+                "the policy's own CIDRs cannot exist in the lab"
+            };
+            writeln!(out, "lab mapping ({how}):")?;
+            for m in &report.mappings {
+                writeln!(out, "  {} {} -> {} ({} host)", m.key, m.from, m.to, m.host)?;
+            }
+            writeln!(out)?;
+        }
+        for n in &report.notes {
+            writeln!(out, "note: {n}")?;
+        }
+        if !report.notes.is_empty() {
+            writeln!(out)?;
+        }
+        verify::matrix::print(&report.rows, &mut out)?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,1 +1,450 @@
-//! Persistence: detect the distro's boot-time loader and install rules where it reads them.
+//! Persistence: detect the distro's boot-time loader of iptables rules, and install
+//! the rendered rules where that loader reads them.
+//!
+//! `detect` reads files only (os-release, the loaders' scripts and unit files, and
+//! whether a unit is a real file or a symlink alias). `install` writes through one
+//! `Persistence` driver per mechanism, chosen by `driver`: each write is staged as a
+//! temp file in the same directory, fsynced, renamed, and the directory fsynced; the
+//! previous file is kept as a `.portcullis.bak` next to it; every ruleset file passes
+//! the target backend's `*-restore --test` before anything is replaced.
+//!
+//! It refuses to write through a symlink or to follow one out of the root, to
+//! install a policy that lets nobody in over SSH, and to leave a half-written
+//! install behind: all files are staged before the first rename.
+
+mod alpine;
+mod arch;
+pub mod atomic;
+mod conflicts;
+mod debian;
+pub mod detect;
+mod gentoo;
+mod rc_local;
+mod rhel;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use portcullis_harness::{Backend, Family};
+
+use crate::render::Rendered;
+
+pub use conflicts::{Conflict, conflicts, conflicts_live};
+pub use detect::{Detection, OsRelease, detect};
+pub use rc_local::{BLOCK_BEGIN, BLOCK_END};
+
+/// One way a distro loads iptables rules at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(into = "String")]
+pub enum Mechanism {
+    /// Debian, Ubuntu: netfilter-persistent.service, /etc/iptables/rules.v{4,6}.
+    NetfilterPersistent,
+    /// RHEL, Fedora, Rocky, Alma, CentOS: iptables.service, /etc/sysconfig/iptables.
+    IptablesServices,
+    /// Arch: iptables.service, /etc/iptables/iptables.rules.
+    Arch,
+    /// Alpine: OpenRC /etc/init.d/iptables, /etc/iptables/rules-save.
+    Alpine,
+    /// Gentoo: iptables-restore.service (or OpenRC), /var/lib/iptables/rules-save.
+    Gentoo,
+    /// The fallback: a marked block in /etc/rc.local (or /etc/rc.d/rc.local).
+    RcLocal,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 6] = [
+        Mechanism::NetfilterPersistent,
+        Mechanism::IptablesServices,
+        Mechanism::Arch,
+        Mechanism::Alpine,
+        Mechanism::Gentoo,
+        Mechanism::RcLocal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::NetfilterPersistent => "netfilter-persistent",
+            Mechanism::IptablesServices => "iptables-services",
+            Mechanism::Arch => "arch",
+            Mechanism::Alpine => "alpine",
+            Mechanism::Gentoo => "gentoo",
+            Mechanism::RcLocal => "rc-local",
+        }
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<Mechanism> for String {
+    fn from(m: Mechanism) -> String {
+        m.name().to_owned()
+    }
+}
+
+impl FromStr for Mechanism {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown persistence mechanism `{s}`: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Why persistence failed. Every variant names the path (inside the root) or the
+/// command.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write {path}: {source}; nothing was replaced (check that the root is writable)"
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to write through the symlink {path}: replace it with a regular file or pass another --root"
+    )]
+    Symlink { path: PathBuf },
+    #[error("{path} is not a regular file: remove it or pick another --persistence")]
+    NotAFile { path: PathBuf },
+    #[error("{path}: {message}")]
+    Edit { path: PathBuf, message: String },
+    #[error(
+        "{path} does not pass `{command}`: {stderr}; nothing was replaced (fix the policy, or check the backend with --backend)"
+    )]
+    Invalid {
+        path: PathBuf,
+        command: String,
+        stderr: String,
+    },
+    #[error(
+        "cannot test {path} with `{command}`: {reason}; run as root with iptables installed, or pass --no-test to install untested"
+    )]
+    CannotTest {
+        path: PathBuf,
+        command: String,
+        reason: String,
+    },
+    #[error(
+        "the policy lets nobody in over SSH: set ssh.allow_from to your admin subnet before installing it"
+    )]
+    NoSshAccess,
+    #[error("cannot open the root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PersistError {
+    /// Bad input (the policy, a symlink the user put there) rather than a failing host.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PersistError::NoSshAccess)
+    }
+}
+
+/// A file a driver wants in the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// Absolute path inside the root (`/etc/iptables/rules.v4`).
+    pub path: PathBuf,
+    pub contents: String,
+    /// The mode the distro expects; never world-readable for rules.
+    pub mode: u32,
+    /// The family to test with `*-restore --test`, for ruleset files.
+    pub ruleset: Option<Family>,
+}
+
+/// What one mechanism writes and how its loader runs. One implementation per file
+/// in this module; `driver` picks one.
+pub trait Persistence {
+    fn mechanism(&self) -> Mechanism;
+    /// What loads the files at boot, for people (`detect`, reports, docs).
+    fn loader(&self) -> &'static str;
+    /// The files to write for `rendered` into `root`. Reads the root where the file
+    /// is edited rather than replaced (rc.local).
+    fn plan(&self, root: &Path, rendered: &Rendered) -> Result<Vec<PlannedFile>, PersistError>;
+    /// The files the loader reads at boot, inside `root` (IPv4 first).
+    fn files(&self, root: &Path) -> Vec<PathBuf>;
+}
+
+/// The two ruleset files of a mechanism, with `mode`; IPv6 only when rendered
+/// (`ipv6.mode = "untouched"` leaves the IPv6 file alone).
+fn ruleset_files(rendered: &Rendered, v4: &str, v6: &str, mode: u32) -> Vec<PlannedFile> {
+    Family::ALL
+        .into_iter()
+        .filter_map(|f| {
+            let text = rendered.text(f)?;
+            Some(PlannedFile {
+                path: PathBuf::from(if f == Family::V4 { v4 } else { v6 }),
+                contents: text,
+                mode,
+                ruleset: Some(f),
+            })
+        })
+        .collect()
+}
+
+/// The driver of `kind`.
+pub fn driver(kind: Mechanism) -> Box<dyn Persistence> {
+    match kind {
+        Mechanism::NetfilterPersistent => Box::new(debian::NetfilterPersistent),
+        Mechanism::IptablesServices => Box::new(rhel::IptablesServices),
+        Mechanism::Arch => Box::new(arch::Arch),
+        Mechanism::Alpine => Box::new(alpine::Alpine),
+        Mechanism::Gentoo => Box::new(gentoo::Gentoo),
+        Mechanism::RcLocal => Box::new(rc_local::RcLocal),
+    }
+}
+
+/// How `install` validates ruleset files before replacing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TestMode {
+    /// `*-restore -w --test` in a fresh network namespace (`unshare -n` as root,
+    /// `unshare -rn` otherwise); refuse to install when that cannot run.
+    #[default]
+    Namespace,
+    /// Do not test (the caller already tested the exact text, or said `--no-test`).
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
+    /// Compute what would change and write nothing.
+    pub check_only: bool,
+    pub test: TestMode,
+}
+
+/// What happened (or would happen) to one file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum FileStatus {
+    Written { backup: Option<PathBuf> },
+    Unchanged,
+    WouldChange { diff: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileReport {
+    /// Absolute path inside the root.
+    pub path: PathBuf,
+    /// Permission bits; JSON prints them in octal (`"0600"`).
+    #[serde(serialize_with = "octal")]
+    pub mode: u32,
+    #[serde(flatten)]
+    pub status: FileStatus,
+}
+
+fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstallReport {
+    pub root: PathBuf,
+    pub mechanism: Mechanism,
+    /// The backend the ruleset files were tested with; `None` when not tested.
+    pub tested_with: Option<String>,
+    pub files: Vec<FileReport>,
+}
+
+impl InstallReport {
+    pub fn changed(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| !matches!(f.status, FileStatus::Unchanged))
+    }
+}
+
+/// Install `rendered` into `root` for `mechanism`. `backend` is the backend whose
+/// `*-restore --test` validates the files; `None` reads it from the root
+/// (`/etc/alternatives/iptables`, `/usr/sbin/iptables`), defaulting to nft.
+pub fn install(
+    root: &Path,
+    mechanism: Mechanism,
+    rendered: &Rendered,
+    backend: Option<Backend>,
+    opts: InstallOptions,
+) -> Result<InstallReport, PersistError> {
+    let plan = driver(mechanism).plan(root, rendered)?;
+    // Refuse an unreadable or missing root before testing anything.
+    let dir = atomic::Root::open(root)?;
+    let backend = backend.unwrap_or_else(|| detect::root_backend(root));
+
+    let mut files = Vec::new();
+    let mut to_write = Vec::new();
+    for p in plan {
+        let current = dir.read(&p.path)?;
+        let status = match &current {
+            Some(old) if old.contents == p.contents && old.mode & 0o7777 == p.mode => {
+                FileStatus::Unchanged
+            }
+            _ => {
+                let old = current.as_ref().map(|c| c.contents.as_str()).unwrap_or("");
+                FileStatus::WouldChange {
+                    diff: unified_diff(&p.path, old, &p.contents),
+                }
+            }
+        };
+        if !matches!(status, FileStatus::Unchanged) {
+            to_write.push((p.clone(), current.is_some()));
+        }
+        files.push(FileReport {
+            path: p.path,
+            mode: p.mode,
+            status,
+        });
+    }
+
+    let mut tested_with = None;
+    if opts.test == TestMode::Namespace && !opts.check_only {
+        for (p, _) in &to_write {
+            if let Some(family) = p.ruleset {
+                validate(backend, family, &p.path, &p.contents)?;
+                tested_with = Some(backend.name().to_owned());
+            }
+        }
+    }
+    if opts.check_only || to_write.is_empty() {
+        return Ok(InstallReport {
+            root: root.to_owned(),
+            mechanism,
+            tested_with,
+            files,
+        });
+    }
+
+    // Stage everything, then rename: a failure while staging leaves the root as it was.
+    let mut staged = Vec::new();
+    for (p, existed) in &to_write {
+        staged.push(dir.stage(&p.path, p.contents.as_bytes(), p.mode, *existed)?);
+    }
+    let mut backups = Vec::new();
+    for s in staged {
+        backups.push((s.path().to_owned(), s.commit()?));
+    }
+    for f in &mut files {
+        if let Some((_, backup)) = backups.iter().find(|(path, _)| *path == f.path) {
+            f.status = FileStatus::Written {
+                backup: backup.clone(),
+            };
+        }
+    }
+    Ok(InstallReport {
+        root: root.to_owned(),
+        mechanism,
+        tested_with,
+        files,
+    })
+}
+
+/// Refuse a policy whose rendered rules let nobody in over SSH: installed, it would
+/// lock the admin out at the next boot.
+pub fn require_ssh_access(policy: &crate::Policy) -> Result<(), PersistError> {
+    if policy.ssh.allow_from.is_empty() {
+        Err(PersistError::NoSshAccess)
+    } else {
+        Ok(())
+    }
+}
+
+/// `--- a/PATH` / `+++ b/PATH` unified diff, three lines of context.
+pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
+    let name = path.display().to_string();
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a{name}"), &format!("b{name}"))
+        .to_string()
+}
+
+/// `BACKEND-restore -w --test` on `text`, in a network namespace of its own so the
+/// host's tables are never read or touched. Root uses `unshare -n`; anyone else
+/// tries a user namespace (`unshare -rn`), which some kernels refuse.
+fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result<(), PersistError> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let bin = backend.restore_binary(family);
+    let command = format!("{bin} -w --test");
+    let cannot = |reason: String| PersistError::CannotTest {
+        path: path.to_owned(),
+        command: command.clone(),
+        reason,
+    };
+    let Some(bin_path) = portcullis_harness::backend::find_in_path(&bin) else {
+        return Err(cannot(format!("{bin} not found (install iptables)")));
+    };
+    let Some(unshare) = portcullis_harness::backend::find_in_path("unshare") else {
+        return Err(cannot("unshare not found (install util-linux)".into()));
+    };
+    let ns = if nix::unistd::geteuid().is_root() {
+        "-n"
+    } else {
+        "-rn"
+    };
+    let mut child = Command::new(unshare)
+        .arg(ns)
+        .arg(&bin_path)
+        .args(["-w", "--test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| cannot(e.to_string()))?;
+    // A write error means the child died early; its status and stderr say why.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes());
+    let out = child
+        .wait_with_output()
+        .map_err(|e| cannot(e.to_string()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if out.status.success() {
+        return Ok(());
+    }
+    // unshare itself failing (no privilege for a namespace) is "cannot test", not
+    // "the file is bad".
+    if stderr.starts_with("unshare:") {
+        return Err(cannot(stderr));
+    }
+    Err(PersistError::Invalid {
+        path: path.to_owned(),
+        command,
+        stderr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mechanism_names_round_trip() {
+        for m in Mechanism::ALL {
+            assert_eq!(m.name().parse::<Mechanism>(), Ok(m));
+        }
+        assert!("iptables".parse::<Mechanism>().is_err());
+    }
+}

@@ -5,6 +5,11 @@
 //! Each module exposes `trials() -> Vec<Trial>`; add a module and one line below.
 
 mod apply;
+mod cli_test;
+mod golden;
+mod persist;
+mod policy_test;
+mod render_prop;
 mod restore_test;
 mod support;
 
@@ -13,6 +18,11 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(support::trials());
     trials.extend(restore_test::trials());
+    trials.extend(policy_test::trials());
+    trials.extend(golden::trials());
+    trials.extend(render_prop::trials());
+    trials.extend(cli_test::trials());
+    trials.extend(persist::trials());
     trials.extend(apply::trials());
     libtest_mimic::run(&args, trials).exit();
 }

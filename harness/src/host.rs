@@ -1,0 +1,784 @@
+//! A lab host: one anonymous network namespace owned by one dedicated OS thread
+//! that runs a current-thread tokio runtime (inside a `LocalSet`).
+//!
+//! The thread unshares its own network namespace (namespaces are per thread), so
+//! every socket, netlink handle and child process made on it lives in the host's
+//! namespace. Callers hand it closures that build futures ([`Host::run`],
+//! [`Host::spawn`], [`Host::serve`]); the futures run on the host thread and need
+//! not be `Send`. The namespace is held by an fd and by the thread itself: when
+//! the `Host` drops (or the process dies, even by SIGKILL) the kernel frees it.
+//!
+//! Refuses: `setns` on any thread but a forked child before exec; sysctl writes
+//! from any thread but a host's own ([`sysctl`] checks).
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use futures::FutureExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::{Backend, BackendError, Family};
+use crate::counters::Counters;
+use crate::error::{self, LabError, Result};
+use crate::sys;
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+type Job = Box<dyn FnOnce() -> LocalFuture + Send>;
+
+/// Where debug mounts live: the directory `ip netns` reads.
+pub const NETNS_DIR: &str = "/run/netns";
+/// The prefix of every debug mount this harness makes (`pc-<pid>-<lab>-<host>`).
+pub const MOUNT_PREFIX: &str = "pc-";
+/// Set to `1` to bind-mount every lab namespace under /run/netns.
+pub const DEBUG_ENV: &str = "PORTCULLIS_LAB_DEBUG";
+
+/// Whether [`DEBUG_ENV`] asks for debug mounts.
+pub fn debug_from_env() -> bool {
+    std::env::var(DEBUG_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+#[derive(Clone)]
+struct Current {
+    name: Arc<str>,
+    netlink: rtnetlink::Handle,
+}
+
+/// The name of the host whose thread is calling, or `None` off a host thread.
+pub fn current_host() -> Option<String> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.name.to_string()))
+}
+
+/// The rtnetlink handle of the calling host thread (bound to its namespace).
+///
+/// # Panics
+/// Off a host thread: a netlink handle there would act on some other namespace,
+/// perhaps the machine's own.
+pub fn netlink() -> rtnetlink::Handle {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|c| c.netlink.clone())
+            .expect("portcullis_harness::host::netlink() called off a lab host thread")
+    })
+}
+
+/// Write a sysctl (`net.ipv4.ip_forward`, ...) in the calling host's namespace.
+///
+/// /proc/sys/net resolves through the CALLING THREAD's namespace, so this is only
+/// allowed on a host thread; anywhere else it would change the machine itself.
+pub fn sysctl(key: &str, value: &str) -> std::io::Result<()> {
+    if current_host().is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing to write sysctl {key} off a lab host thread"),
+        ));
+    }
+    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+    std::fs::write(&path, value)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Read a sysctl in the calling thread's namespace.
+pub fn read_sysctl(key: &str) -> std::io::Result<String> {
+    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}
+
+/// A `tokio::process::Command` for the calling host thread: the child inherits the
+/// thread's namespace, gets SIGKILL when the host thread exits, and is killed when
+/// the `Child` handle drops.
+///
+/// # Panics
+/// Off a host thread (the child would run in the wrong namespace).
+pub fn async_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    assert!(
+        current_host().is_some(),
+        "portcullis_harness::host::async_command() called off a lab host thread"
+    );
+    let mut std_cmd = Command::new(program);
+    sys::prepare_child(&mut std_cmd, None);
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// Run `argv` (no shell) on the calling host thread, feeding `stdin`; stdout on
+/// success, an error naming the command and its stderr otherwise.
+pub async fn run_command(argv: &[&str], stdin: Option<&str>) -> Result<String, BackendError> {
+    let command = argv.join(" ");
+    let (program, args) = argv.split_first().expect("argv is never empty");
+    let path = crate::backend::find_in_path(program).unwrap_or_else(|| PathBuf::from(program));
+    let mut cmd = async_command(path);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let spawn_err = |source| BackendError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.map_err(spawn_err)?;
+        drop(pipe);
+    }
+    let out = child.wait_with_output().await.map_err(spawn_err)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stderr = if stderr.is_empty() {
+            format!("exit status {}", out.status)
+        } else {
+            stderr
+        };
+        Err(BackendError::Failed { command, stderr })
+    }
+}
+
+/// A long-lived task on a host thread (a server). Dropping it cancels the task.
+#[must_use = "dropping a Task cancels it"]
+pub struct Task {
+    abort: tokio::task::AbortHandle,
+}
+
+impl Task {
+    /// Whether the task has ended (returned, panicked or was cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.abort.is_finished()
+    }
+
+    /// Cancel now (the same as dropping).
+    pub fn cancel(self) {}
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.abort.abort();
+    }
+}
+
+/// A child process started in a host's namespace. Dropping it kills and reaps it;
+/// if the handle is leaked, the parent-death signal kills it when the host thread
+/// exits.
+pub struct Child {
+    host: Arc<str>,
+    inner: Option<std::process::Child>,
+}
+
+impl Child {
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.inner.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The std handle, for its pipes and `try_wait`.
+    pub fn inner(&mut self) -> &mut std::process::Child {
+        self.inner.as_mut().expect("child present until drop")
+    }
+
+    /// The name of the host it runs in.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Kill (SIGKILL) and reap it, returning its status.
+    pub fn kill(mut self) -> std::io::Result<ExitStatus> {
+        let mut c = self.inner.take().expect("child present until drop");
+        let killed = sys::kill(c.id());
+        let status = c.wait();
+        killed.and(status)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.inner.take() {
+            if let Err(e) = sys::kill(c.id()) {
+                eprintln!(
+                    "lab: host `{}`: cannot kill child {}: {e}",
+                    self.host,
+                    c.id()
+                );
+            }
+            if let Err(e) = c.wait() {
+                eprintln!(
+                    "lab: host `{}`: cannot reap child {}: {e}",
+                    self.host,
+                    c.id()
+                );
+            }
+        }
+    }
+}
+
+static MOUNT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// One lab host. See the module docs.
+pub struct Host {
+    name: Arc<str>,
+    netns: Arc<OwnedFd>,
+    inode: u64,
+    jobs: Option<mpsc::UnboundedSender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+    mount: Option<PathBuf>,
+}
+
+/// A host whose thread is still setting up; [`Starting::finish`] waits for it.
+/// Starting several hosts before finishing any builds them in parallel.
+pub(crate) struct Starting {
+    name: Arc<str>,
+    ready: std::sync::mpsc::Receiver<Result<OwnedFd>>,
+    jobs: mpsc::UnboundedSender<Job>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Host {
+    /// Start a host named `name` (used in errors, thread names and debug mounts):
+    /// a thread, a fresh network namespace with `lo` up, IPv6 enabled with DAD and
+    /// router solicitations off. Debug mounts follow [`DEBUG_ENV`].
+    pub fn new(name: &str) -> Result<Host> {
+        Self::with_debug(name, debug_from_env())
+    }
+
+    /// [`Host::new`], with debug mounts on or off regardless of the environment.
+    pub fn with_debug(name: &str, debug: bool) -> Result<Host> {
+        Self::start(name)?.finish(debug.then(next_mount_tag))
+    }
+
+    pub(crate) fn start(name: &str) -> Result<Starting> {
+        let name: Arc<str> = Arc::from(name);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (jobs, rx) = mpsc::unbounded_channel::<Job>();
+        let thread_name = name.clone();
+        let thread = thread::Builder::new()
+            .name(format!("lab-{name}"))
+            .spawn(move || host_main(thread_name, ready_tx, rx))
+            .map_err(error::sys(&name, "spawn the host thread"))?;
+        Ok(Starting {
+            name,
+            ready,
+            jobs,
+            thread,
+        })
+    }
+
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fd that holds the host's network namespace.
+    pub fn netns_fd(&self) -> BorrowedFd<'_> {
+        self.netns.as_fd()
+    }
+
+    pub(crate) fn netns_arc(&self) -> Arc<OwnedFd> {
+        self.netns.clone()
+    }
+
+    /// The namespace's inode (`net:[INODE]` in /proc/PID/ns/net).
+    pub fn netns_inode(&self) -> u64 {
+        self.inode
+    }
+
+    /// The debug mount (`/run/netns/pc-...`), when debug mode is on.
+    pub fn debug_mount(&self) -> Option<&Path> {
+        self.mount.as_deref()
+    }
+
+    /// Run `f()` on the host thread and block until its future completes.
+    ///
+    /// A panic in the future is re-raised here. Do not call it from inside a host
+    /// job (it blocks; use [`Host::run_async`] there).
+    ///
+    /// # Panics
+    /// When the host thread is gone (see [`Host::try_run`]) or `f` panics.
+    pub fn run<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        match self.try_run(f) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Host::run`], with a gone host thread as an error instead of a panic.
+    pub fn try_run<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let rx = self.submit(f)?;
+        match rx.blocking_recv() {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(LabError::HostGone {
+                host: self.name.to_string(),
+            }),
+        }
+    }
+
+    /// Run `f()` on the host thread; the returned future (which is `Send`) resolves
+    /// to its output. Lets one async caller drive several hosts at once.
+    pub fn run_async<F, Fut, T>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let name = self.name.clone();
+        let rx = self.submit(f);
+        async move {
+            match rx?.await {
+                Ok(Ok(t)) => Ok(t),
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => Err(LabError::HostGone {
+                    host: name.to_string(),
+                }),
+            }
+        }
+    }
+
+    fn submit<F, Fut, T>(&self, f: F) -> Result<oneshot::Receiver<thread::Result<T>>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let out = AssertUnwindSafe(async move { f().await })
+                    .catch_unwind()
+                    .await;
+                let _ = tx.send(out);
+            })
+        });
+        let gone = || LabError::HostGone {
+            host: self.name.to_string(),
+        };
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        Ok(rx)
+    }
+
+    /// Start a long-lived task (a server) on the host thread. It runs until the
+    /// returned [`Task`] drops or the host shuts down.
+    pub fn spawn<F, Fut>(&self, f: F) -> Task
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let abort = self.run(move || async move { tokio::task::spawn_local(f()).abort_handle() });
+        Task { abort }
+    }
+
+    /// Set up a server and start it: `f()` runs on the host thread and returns
+    /// `Ok((ready, serve))` once the server is ready (its socket bound, say); then
+    /// `serve` is spawned as a [`Task`] and `ready` (an address, a port) is returned.
+    /// An error from the setup comes back as is and nothing is spawned.
+    pub fn serve<F, Fut, R, S, E>(&self, f: F) -> Result<(R, Task), E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(R, S), E>> + 'static,
+        S: Future<Output = ()> + 'static,
+        R: Send + 'static,
+        E: Send + 'static,
+    {
+        let out = self.run(move || async move {
+            let (ready, serve) = f().await?;
+            Ok((ready, tokio::task::spawn_local(serve).abort_handle()))
+        });
+        out.map(|(ready, abort)| (ready, Task { abort }))
+    }
+
+    /// A command whose child runs in this host's namespace (it enters it between
+    /// fork and exec) and dies with the thread that spawns it. Spawn it with
+    /// [`Host::spawn_child`] so that thread is the host's; `output()` on any
+    /// thread is fine for short commands.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        sys::prepare_child(&mut cmd, Some(self.netns.clone()));
+        cmd
+    }
+
+    /// Spawn `cmd` (from [`Host::command`]) on the host thread. The returned
+    /// [`Child`] kills and reaps it on drop; the parent-death signal covers a
+    /// leaked handle and a killed test process.
+    pub fn spawn_child(&self, mut cmd: Command) -> Result<Child> {
+        let name = self.name.clone();
+        let child = self
+            .try_run(move || async move { cmd.spawn() })?
+            .map_err(error::sys(&name, "spawn a child process"))?;
+        Ok(Child {
+            host: name,
+            inner: Some(child),
+        })
+    }
+
+    /// Run `argv` (no shell) on the host thread with optional stdin; its stdout.
+    pub fn exec(&self, argv: &[&str], stdin: Option<&str>) -> Result<String> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let stdin = stdin.map(str::to_owned);
+        let host = self.name.to_string();
+        self.try_run(move || async move {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            run_command(&argv, stdin.as_deref()).await
+        })?
+        .map_err(|source| LabError::Backend { host, source })
+    }
+
+    /// Load `text` into this host's kernel with one `*-restore -w` call.
+    pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
+        let bin = backend.restore_binary(family);
+        self.exec(&[&bin, "-w"], Some(text)).map(drop)
+    }
+
+    /// The counters of every rule and chain policy, from `*-save -c`.
+    pub fn counters(&self, backend: Backend, family: Family) -> Result<Counters> {
+        let bin = backend.save_binary(family);
+        let text = self.exec(&[&bin, "-c"], None)?;
+        Counters::parse(family, &text).map_err(|e| LabError::Parse {
+            host: self.name.to_string(),
+            command: format!("{bin} -c"),
+            line: e.line,
+            reason: e.reason,
+        })
+    }
+
+    /// Zero the counters of every table `*-save` shows (`-w -t TABLE -Z`).
+    pub fn zero_counters(&self, backend: Backend, family: Family) -> Result<()> {
+        let bin = backend.binary(family);
+        let tables = self.counters(backend, family)?.tables();
+        for table in tables {
+            self.exec(&[&bin, "-w", "-t", &table, "-Z"], None)?;
+        }
+        Ok(())
+    }
+
+    /// Forget every tracked connection of both families (`conntrack -F`), so the
+    /// next step's packets are NEW again. A namespace where conntrack never ran
+    /// has nothing to flush; without the `conntrack` binary this is an error that
+    /// says what to install.
+    pub fn flush_conntrack(&self) -> Result<()> {
+        if crate::backend::find_in_path("conntrack").is_none() {
+            return Err(LabError::Backend {
+                host: self.name.to_string(),
+                source: BackendError::Spawn {
+                    command: "conntrack -F".into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "conntrack not found on PATH (install the conntrack package)",
+                    ),
+                },
+            });
+        }
+        for family in ["ipv4", "ipv6"] {
+            self.exec(&["conntrack", "-F", "-f", family], None)?;
+        }
+        Ok(())
+    }
+
+    /// Stop the host: unmount its debug mount, end its thread (cancelling its
+    /// tasks, killing its children), release the namespace. Every error is
+    /// reported; the steps after a failed one still run.
+    pub fn shutdown(mut self) -> Result<(), Vec<LabError>> {
+        let errors = self.teardown();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn teardown(&mut self) -> Vec<LabError> {
+        let mut errors = Vec::new();
+        if let Some(mount) = self.mount.take() {
+            if let Err(e) = remove_mount(&mount) {
+                errors.push(LabError::Sys {
+                    host: self.name.to_string(),
+                    what: format!("remove debug mount {}", mount.display()),
+                    source: e,
+                });
+            }
+        }
+        // Closing the job channel ends the thread's loop; it drops its tasks and
+        // runtime, and its exit fires the children's parent-death signal.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            if let Err(panic) = thread.join() {
+                errors.push(LabError::Panicked {
+                    host: self.name.to_string(),
+                    message: error::panic_message(&*panic),
+                });
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for e in self.teardown() {
+            eprintln!("lab: teardown: {e}");
+        }
+    }
+}
+
+impl Starting {
+    /// Wait for the host thread to be ready, then add the debug mount if asked.
+    pub(crate) fn finish(self, mount_tag: Option<String>) -> Result<Host> {
+        let Starting {
+            name,
+            ready,
+            jobs,
+            thread,
+        } = self;
+        let fd = match ready.recv() {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let message = match thread.join() {
+                    Err(panic) => error::panic_message(&*panic),
+                    Ok(()) => "the host thread ended during setup".into(),
+                };
+                return Err(LabError::Panicked {
+                    host: name.to_string(),
+                    message,
+                });
+            }
+        };
+        let inode =
+            sys::ns_inode(fd.as_fd()).map_err(error::sys(&name, "stat the namespace fd"))?;
+        let mut host = Host {
+            name,
+            netns: Arc::new(fd),
+            inode,
+            jobs: Some(jobs),
+            thread: Some(thread),
+            mount: None,
+        };
+        if let Some(tag) = mount_tag {
+            let path = Path::new(NETNS_DIR).join(format!("{MOUNT_PREFIX}{tag}-{}", host.name));
+            add_mount(host.netns.as_fd(), &path).map_err(error::sys(
+                &host.name,
+                format!("debug mount {}", path.display()),
+            ))?;
+            host.mount = Some(path);
+        }
+        Ok(host)
+    }
+}
+
+/// A fresh `<pid>-<seq>` tag for a lab's debug mounts.
+pub(crate) fn next_mount_tag() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        MOUNT_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn host_main(
+    name: Arc<str>,
+    ready: std::sync::mpsc::Sender<Result<OwnedFd>>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    let setup = || -> Result<(OwnedFd, tokio::runtime::Runtime)> {
+        let fd = sys::unshare_thread_netns().map_err(error::sys(&name, "unshare(CLONE_NEWNET)"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(error::sys(&name, "build the tokio runtime"))?;
+        Ok((fd, rt))
+    };
+    let (fd, rt) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let netlink = match init_namespace(&name).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        CURRENT.with(|c| {
+            *c.borrow_mut() = Some(Current {
+                name: name.clone(),
+                netlink,
+            })
+        });
+        if ready.send(Ok(fd)).is_err() {
+            return;
+        }
+        while let Some(job) = jobs.recv().await {
+            tokio::task::spawn_local(job());
+        }
+    });
+    // Dropping the LocalSet cancels the host's remaining tasks (servers) and
+    // their kill-on-drop children, before the runtime goes.
+    drop(local);
+    drop(rt);
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// Sysctls every lab namespace gets before any link exists: IPv6 on, no duplicate
+/// address detection (the first packets would fail while it runs), no router
+/// solicitations (they would show up in the target's counters as noise).
+const NAMESPACE_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv6.conf.all.disable_ipv6", "0"),
+    ("net.ipv6.conf.default.disable_ipv6", "0"),
+    ("net.ipv6.conf.all.accept_dad", "0"),
+    ("net.ipv6.conf.default.accept_dad", "0"),
+    ("net.ipv6.conf.all.router_solicitations", "0"),
+    ("net.ipv6.conf.default.router_solicitations", "0"),
+];
+
+async fn init_namespace(name: &Arc<str>) -> Result<rtnetlink::Handle> {
+    for (key, value) in NAMESPACE_SYSCTLS {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(error::sys(name, format!("write {key}={value}")))?;
+    }
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(error::sys(name, "open a netlink socket"))?;
+    tokio::task::spawn_local(conn);
+    // lo is always index 1 in a new namespace.
+    handle
+        .link()
+        .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
+        .execute()
+        .await
+        .map_err(error::netlink(name, "set lo up"))?;
+    Ok(handle)
+}
+
+fn add_mount(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(NETNS_DIR)?;
+    // create_new refuses an existing path, a symlink included: never mount over
+    // something we did not make.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    if let Err(e) = sys::bind_netns(fd, path) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn remove_mount(path: &Path) -> std::io::Result<()> {
+    sys::unmount(path)?;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Remove leftover debug mounts (`/run/netns/pc-<pid>-...`) whose process is dead.
+/// Mounts of live processes (this one included) stay. Returns the paths removed;
+/// every failure is reported and the sweep goes on.
+pub fn sweep() -> Result<Vec<PathBuf>, Vec<LabError>> {
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(NETNS_DIR) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => {
+            return Err(vec![LabError::Sys {
+                host: "sweep".into(),
+                what: format!("read {NETNS_DIR}"),
+                source: e,
+            }]);
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = mount_owner(&name) else {
+            continue;
+        };
+        if pid == std::process::id() || sys::alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match remove_mount(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => errors.push(LabError::Sys {
+                host: "sweep".into(),
+                what: format!("remove {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(removed)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The pid in a debug mount's name (`pc-<pid>-<seq>-<host>`); `None` for names
+/// this harness does not make (`pc-bench-...`, anything else).
+pub fn mount_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(MOUNT_PREFIX)?;
+    let (pid, rest) = rest.split_once('-')?;
+    let (seq, host) = rest.split_once('-')?;
+    if host.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) || seq.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_names_name_their_owner() {
+        assert_eq!(mount_owner("pc-1234-0-target"), Some(1234));
+        assert_eq!(mount_owner("pc-1234-7-web"), Some(1234));
+        assert_eq!(mount_owner("pc-bench-1-target"), None);
+        assert_eq!(mount_owner("pc-1234-x-target"), None);
+        assert_eq!(mount_owner("pc-1234-0-"), None);
+        assert_eq!(mount_owner("other"), None);
+    }
+}

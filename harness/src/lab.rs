@@ -1,0 +1,426 @@
+//! The standard lab: a router joining `target`, `admin`, `outsider`, `resolver`
+//! and `web`, each on its own dual-stack link, documentation addresses only.
+//!
+//! The address plan lives in [`HostId::plan`] and docs/lab.md. Teardown is driven
+//! by `Drop` in reverse order of creation; [`Lab::shutdown`] does the same and
+//! returns every error. The lab refuses to read or touch the namespace it was
+//! started in: all work happens on the hosts' own threads.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::backend::{Backend, Family};
+use crate::counters::Counters;
+use crate::error::{LabError, Result};
+use crate::evidence::Evidence;
+use crate::host::{self, Host};
+use crate::link;
+use crate::probe::Outcome;
+
+/// The hosts of the standard lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostId {
+    /// Joins every other host; forwards both families.
+    Router,
+    /// The firewall under test.
+    Target,
+    /// Inside the subnet a policy allows SSH from.
+    Admin,
+    /// Outside it.
+    Outsider,
+    /// DNS on 53.
+    Resolver,
+    /// HTTP 80, HTTPS 443, and a port the policy does not open.
+    Web,
+}
+
+impl HostId {
+    /// Every host, in creation order (teardown runs in reverse).
+    pub const ALL: [HostId; 6] = [
+        HostId::Router,
+        HostId::Target,
+        HostId::Admin,
+        HostId::Outsider,
+        HostId::Resolver,
+        HostId::Web,
+    ];
+    /// The hosts on a link to the router.
+    pub const LEAVES: [HostId; 5] = [
+        HostId::Target,
+        HostId::Admin,
+        HostId::Outsider,
+        HostId::Resolver,
+        HostId::Web,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HostId::Router => "router",
+            HostId::Target => "target",
+            HostId::Admin => "admin",
+            HostId::Outsider => "outsider",
+            HostId::Resolver => "resolver",
+            HostId::Web => "web",
+        }
+    }
+
+    /// The link plan of a leaf: its subnets, its addresses and the router's.
+    /// `None` for the router, which has one address per leaf link (the gateways).
+    pub fn plan(self) -> Option<LinkPlan> {
+        // (v4 network, v6 network number): /28s out of the three documentation
+        // /24s, 2001:db8:N::/64 with N the host's number.
+        let (v4, n): ([u8; 4], u16) = match self {
+            HostId::Router => return None,
+            HostId::Target => ([192, 0, 2, 0], 1),
+            HostId::Admin => ([198, 51, 100, 0], 2),
+            HostId::Outsider => ([203, 0, 113, 0], 3),
+            HostId::Resolver => ([192, 0, 2, 16], 4),
+            HostId::Web => ([192, 0, 2, 32], 5),
+        };
+        let base = Ipv4Addr::from(v4);
+        let b = u32::from(base);
+        let v6 = Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 0);
+        Some(LinkPlan {
+            subnet_v4: Ipv4Net::new(base, 28).expect("valid prefix"),
+            subnet_v6: Ipv6Net::new(v6, 64).expect("valid prefix"),
+            gateway_v4: Ipv4Addr::from(b + 1),
+            host_v4: Ipv4Addr::from(b + 2),
+            gateway_v6: Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 1),
+            host_v6: Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 2),
+        })
+    }
+
+    /// The router-side interface name of a leaf's link (`to-target`, ...).
+    pub fn router_ifname(self) -> String {
+        format!("to-{}", self.name())
+    }
+}
+
+impl std::fmt::Display for HostId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for HostId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostId::ALL
+            .into_iter()
+            .find(|h| h.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown host `{s}`: expected router, target, admin, outsider, resolver or web"
+                )
+            })
+    }
+}
+
+/// One leaf's link to the router: the leaf's end is `eth0`, the router's is
+/// `to-<leaf>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LinkPlan {
+    pub subnet_v4: Ipv4Net,
+    pub subnet_v6: Ipv6Net,
+    pub gateway_v4: Ipv4Addr,
+    pub gateway_v6: Ipv6Addr,
+    pub host_v4: Ipv4Addr,
+    pub host_v6: Ipv6Addr,
+}
+
+impl LinkPlan {
+    pub fn addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.host_v4.into(),
+            Family::V6 => self.host_v6.into(),
+        }
+    }
+    pub fn subnet(&self, family: Family) -> IpNet {
+        match family {
+            Family::V4 => self.subnet_v4.into(),
+            Family::V6 => self.subnet_v6.into(),
+        }
+    }
+    pub fn gateway(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.gateway_v4.into(),
+            Family::V6 => self.gateway_v6.into(),
+        }
+    }
+}
+
+/// Options for building a lab.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    /// Bind-mount every namespace at /run/netns/pc-<pid>-<seq>-<host> so that
+    /// `ip netns exec` works on a paused lab. Default: [`host::DEBUG_ENV`].
+    pub debug: bool,
+}
+
+impl LabOptions {
+    /// Options from the environment (`PORTCULLIS_LAB_DEBUG=1` turns debug on).
+    pub fn from_env() -> Self {
+        LabOptions {
+            debug: host::debug_from_env(),
+        }
+    }
+}
+
+/// The standard lab. See the module docs.
+pub struct Lab {
+    /// In creation order; dropped in reverse.
+    hosts: Vec<(HostId, Host)>,
+    backend: Mutex<Option<Backend>>,
+}
+
+impl Lab {
+    /// Build the standard lab (debug mounts per [`LabOptions::from_env`]).
+    pub fn standard() -> Result<Lab> {
+        Self::standard_with(LabOptions::from_env())
+    }
+
+    /// Build the standard lab with explicit options.
+    pub fn standard_with(options: LabOptions) -> Result<Lab> {
+        let tag = options.debug.then(host::next_mount_tag);
+        // Start every host thread first so their namespaces come up in parallel.
+        let starting = HostId::ALL
+            .iter()
+            .map(|id| Host::start(id.name()).map(|s| (*id, s)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut lab = Lab {
+            hosts: Vec::with_capacity(starting.len()),
+            backend: Mutex::new(None),
+        };
+        for (id, s) in starting {
+            lab.hosts.push((id, s.finish(tag.clone())?));
+        }
+
+        // The router makes every veth pair, each peer created directly in its
+        // leaf's namespace, and its own addresses.
+        let leaves: Vec<_> = HostId::LEAVES
+            .iter()
+            .map(|id| (*id, lab.host(*id).netns_arc(), id.plan().expect("leaf")))
+            .collect();
+        lab.host(HostId::Router).try_run(move || async move {
+            link::enable_forwarding()?;
+            for (id, netns, plan) in &leaves {
+                let index = link::add_veth(&id.router_ifname(), "eth0", netns.as_raw_fd()).await?;
+                link::add_address(index, plan.gateway_v4.into(), plan.subnet_v4.prefix_len())
+                    .await?;
+                link::add_address(index, plan.gateway_v6.into(), plan.subnet_v6.prefix_len())
+                    .await?;
+            }
+            Ok::<_, LabError>(())
+        })??;
+
+        // Each leaf configures its end; all leaves at once.
+        let jobs: Vec<_> = HostId::LEAVES
+            .iter()
+            .map(|id| {
+                let plan = id.plan().expect("leaf");
+                lab.host(*id).run_async(move || async move {
+                    let index = link::link_index("eth0").await?;
+                    link::set_up(index).await?;
+                    link::add_address(index, plan.host_v4.into(), plan.subnet_v4.prefix_len())
+                        .await?;
+                    link::add_address(index, plan.host_v6.into(), plan.subnet_v6.prefix_len())
+                        .await?;
+                    link::add_default_route(plan.gateway_v4.into()).await?;
+                    link::add_default_route(plan.gateway_v6.into()).await?;
+                    Ok::<_, LabError>(())
+                })
+            })
+            .collect();
+        for r in futures::executor::block_on(futures::future::join_all(jobs)) {
+            r??;
+        }
+        Ok(lab)
+    }
+
+    /// A host of the lab.
+    pub fn host(&self, id: HostId) -> &Host {
+        &self
+            .hosts
+            .iter()
+            .find(|(h, _)| *h == id)
+            .expect("every HostId is in the standard lab")
+            .1
+    }
+
+    /// The address of a leaf host (the router's own address on that leaf's link
+    /// for [`HostId::Router`] is [`LinkPlan::gateway`]).
+    ///
+    /// # Panics
+    /// For the router, which has no single address.
+    pub fn addr(&self, id: HostId, family: Family) -> IpAddr {
+        id.plan()
+            .expect("the router has one address per link: use plan().gateway")
+            .addr(family)
+    }
+
+    /// The subnet of a leaf's link (e.g. the admin subnet a policy's
+    /// `allow_from` names).
+    ///
+    /// # Panics
+    /// For the router.
+    pub fn subnet(&self, id: HostId, family: Family) -> IpNet {
+        id.plan()
+            .expect("the router has no single subnet")
+            .subnet(family)
+    }
+
+    /// Load `text` into the target with one `*-restore -w`; later counter reads
+    /// use the same backend.
+    pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
+        *self.backend.lock().unwrap() = Some(backend);
+        self.host(HostId::Target).load(backend, family, text)
+    }
+
+    /// The backend of the last [`Lab::load`].
+    pub fn backend(&self) -> Option<Backend> {
+        *self.backend.lock().unwrap()
+    }
+
+    /// The target's counters for `families` (both families read in parallel).
+    pub fn counters(&self, families: &[Family]) -> Result<Counters> {
+        let backend = self.backend().ok_or(LabError::NoBackend)?;
+        let target = self.host(HostId::Target);
+        let reads: Vec<_> = families
+            .iter()
+            .map(|&family| {
+                let bin = backend.save_binary(family);
+                let host = target.name().to_owned();
+                target.run_async(move || async move {
+                    let text = host::run_command(&[&bin, "-c"], None)
+                        .await
+                        .map_err(|source| LabError::Backend {
+                            host: host.clone(),
+                            source,
+                        })?;
+                    Counters::parse(family, &text).map_err(|e| LabError::Parse {
+                        host,
+                        command: format!("{bin} -c"),
+                        line: e.line,
+                        reason: e.reason,
+                    })
+                })
+            })
+            .collect();
+        let mut all = Counters::default();
+        for r in futures::executor::block_on(futures::future::join_all(reads)) {
+            all.extend(r??);
+        }
+        Ok(all)
+    }
+
+    /// Zero the target's counters (both families) and flush its conntrack table,
+    /// so the next step starts clean.
+    pub fn reset(&self) -> Result<()> {
+        let backend = self.backend().ok_or(LabError::NoBackend)?;
+        let target = self.host(HostId::Target);
+        for family in Family::ALL {
+            target.zero_counters(backend, family)?;
+        }
+        target.flush_conntrack()
+    }
+
+    /// Run `probe` on host `from` and return its outcome with what the target's
+    /// rules and chain policies counted meanwhile (`family` limits the snapshot
+    /// to one family; `None` reads both). Before any [`Lab::load`], the deltas
+    /// are empty.
+    pub fn probe<F, Fut>(&self, from: HostId, family: Option<Family>, probe: F) -> Result<Evidence>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + 'static,
+    {
+        let families: Vec<Family> = match family {
+            Some(f) => vec![f],
+            None => Family::ALL.to_vec(),
+        };
+        let loaded = self.backend().is_some();
+        let before = if loaded {
+            self.counters(&families)?
+        } else {
+            Counters::default()
+        };
+        let outcome = self.host(from).try_run(probe)?;
+        let deltas = if loaded {
+            self.counters(&families)?.delta(&before)
+        } else {
+            Vec::new()
+        };
+        Ok(Evidence { outcome, deltas })
+    }
+
+    /// Tear down now, in reverse order, and return every error (Drop does the
+    /// same and logs them to stderr).
+    pub fn shutdown(mut self) -> Result<(), Vec<LabError>> {
+        let errors = self.teardown();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn teardown(&mut self) -> Vec<LabError> {
+        let mut errors = Vec::new();
+        while let Some((_, host)) = self.hosts.pop() {
+            if let Err(e) = host.shutdown() {
+                errors.extend(e);
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for e in self.teardown() {
+            eprintln!("lab: teardown: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn documentation(a: IpAddr) -> bool {
+        let docs: [IpNet; 4] = [
+            "192.0.2.0/24".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+        docs.iter().any(|n| n.contains(&a))
+    }
+
+    #[test]
+    fn the_plan_uses_documentation_addresses_on_disjoint_subnets() {
+        let mut subnets = Vec::new();
+        for id in HostId::LEAVES {
+            let p = id.plan().unwrap();
+            for f in Family::ALL {
+                assert!(documentation(p.addr(f)), "{id} {f}");
+                assert!(documentation(p.gateway(f)), "{id} {f}");
+                assert!(p.subnet(f).contains(&p.addr(f)));
+                assert!(p.subnet(f).contains(&p.gateway(f)));
+                assert_ne!(p.addr(f), p.gateway(f));
+                subnets.push(p.subnet(f));
+            }
+        }
+        for (i, a) in subnets.iter().enumerate() {
+            for b in &subnets[i + 1..] {
+                assert!(!a.contains(b) && !b.contains(a), "{a} overlaps {b}");
+            }
+        }
+        assert!(HostId::Router.plan().is_none());
+        assert!(HostId::LEAVES.iter().all(|h| h.router_ifname().len() <= 15));
+    }
+}

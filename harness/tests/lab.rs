@@ -1,0 +1,526 @@
+//! The lab's own tests: one libtest-mimic binary (`harness = false`). Trials that
+//! need root are reported ignored with the reason when not root; trials for a
+//! backend whose binaries are missing are ignored with that reason.
+//!
+//! The binary doubles as the child of the SIGKILL trials: with
+//! `PORTCULLIS_LAB_TEST_CHILD` set it builds a lab, starts a child process in the
+//! target, prints what it made and waits to be killed.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use portcullis_harness::probe::NEGATIVE_WINDOW;
+use portcullis_harness::{Backend, Family, Host, HostId, Lab, LabOptions, Outcome, Selector, host};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CHILD_ENV: &str = "PORTCULLIS_LAB_TEST_CHILD";
+
+fn main() {
+    if let Ok(mode) = std::env::var(CHILD_ENV) {
+        child_mode(&mode);
+    }
+    let args = Arguments::from_args();
+    let mut trials = vec![
+        privileged(
+            "host_thread_owns_its_namespace",
+            host_thread_owns_its_namespace,
+        ),
+        privileged(
+            "children_run_in_the_host_namespace_and_die_with_it",
+            children_die_with_host,
+        ),
+        privileged("lab_routes_tcp_between_leaves_v4_and_v6", lab_routes_tcp),
+        privileged("teardown_leaves_nothing", teardown_leaves_nothing),
+        privileged(
+            "debug_mode_mounts_and_unmounts",
+            debug_mode_mounts_and_unmounts,
+        ),
+        privileged(
+            "sigkill_leaves_no_process_or_namespace",
+            sigkill_leaves_nothing,
+        ),
+        privileged(
+            "sweep_removes_mounts_of_killed_runs",
+            sweep_removes_leftovers,
+        ),
+    ];
+    for backend in Backend::ALL {
+        trials.push(with_backend(
+            format!("drop_is_counted_by_input_policy::{backend}"),
+            backend,
+            drop_is_counted,
+        ));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn privileged(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
+    Trial::ignorable_test(name, move || {
+        if !portcullis_harness::can_build_labs() {
+            return Ok(Completion::ignored_with(portcullis_harness::NOT_ROOT));
+        }
+        f().map(|()| Completion::Completed)
+    })
+}
+
+fn with_backend(name: String, backend: Backend, f: fn(Backend) -> Result<(), Failed>) -> Trial {
+    Trial::ignorable_test(name, move || {
+        if !portcullis_harness::can_build_labs() {
+            return Ok(Completion::ignored_with(portcullis_harness::NOT_ROOT));
+        }
+        if let Some(reason) = backend.unavailable_reason() {
+            return Ok(Completion::ignored_with(reason));
+        }
+        f(backend).map(|()| Completion::Completed)
+    })
+}
+
+fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(msg().into()) }
+}
+
+fn ns_link(path: &str) -> String {
+    std::fs::read_link(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+
+fn host_thread_owns_its_namespace() -> Result<(), Failed> {
+    let mine = ns_link("/proc/thread-self/ns/net");
+    let h = Host::new("solo")?;
+    let expected = format!("net:[{}]", h.netns_inode());
+    let (theirs, dad, dad_default) = h.run(|| async {
+        (
+            ns_link("/proc/thread-self/ns/net"),
+            host::read_sysctl("net.ipv6.conf.all.accept_dad").unwrap(),
+            host::read_sysctl("net.ipv6.conf.default.accept_dad").unwrap(),
+        )
+    });
+    check(theirs == expected, || {
+        format!("host thread in {theirs}, its fd holds {expected}")
+    })?;
+    check(mine != theirs, || {
+        "the host shares the test thread's namespace".into()
+    })?;
+    check(ns_link("/proc/thread-self/ns/net") == mine, || {
+        "the test thread's namespace changed".into()
+    })?;
+    check(dad == "0" && dad_default == "0", || {
+        format!(
+            "accept_dad all={dad} default={dad_default} in the host, want 0 (/proc/sys follows the thread)"
+        )
+    })?;
+    // sysctl writes are refused off a host thread: here they would hit the machine.
+    check(host::sysctl("net.ipv4.ip_forward", "1").is_err(), || {
+        "sysctl() accepted a write from the test thread".into()
+    })?;
+    // lo is up: a TCP round trip over 127.0.0.1 and ::1 works inside the host.
+    for addr in ["127.0.0.1:7000", "[::1]:7000"] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let (bound, _task) = h.serve(move || echo_server(addr))?;
+        let out = h.run(move || connect(bound, Duration::from_secs(2)));
+        check(out.is_ok(), || format!("loopback {bound}: {out:?}"))?;
+    }
+    h.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+fn children_die_with_host() -> Result<(), Failed> {
+    let h = Host::new("kids")?;
+    let want = format!("net:[{}]", h.netns_inode());
+    // command() enters the namespace between fork and exec, from any thread.
+    let out = h.command("readlink").arg("/proc/self/ns/net").output()?;
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    check(got == want, || {
+        format!("child of command() in {got}, want {want}")
+    })?;
+    // exec() runs on the host thread.
+    let got = h.exec(&["readlink", "/proc/self/ns/net"], None)?;
+    check(got.trim() == want, || {
+        format!("child of exec() in {}, want {want}", got.trim())
+    })?;
+    // A long-lived child: dropping its handle kills it.
+    let mut sleep = h.command("sleep");
+    sleep.arg("1000");
+    let child = h.spawn_child(sleep)?;
+    let pid = child.id();
+    check(portcullis_harness::process_alive(pid), || {
+        "sleep did not start".into()
+    })?;
+    drop(child);
+    check(!portcullis_harness::process_alive(pid), || {
+        "sleep survived its handle".into()
+    })?;
+    // A leaked child dies with the host thread (parent-death signal).
+    let mut sleep = h.command("sleep");
+    sleep.arg("1000");
+    let child = h.spawn_child(sleep)?;
+    let pid = child.id();
+    std::mem::forget(child);
+    h.shutdown().map_err(|e| format!("{e:?}"))?;
+    wait_until(Duration::from_secs(10), || {
+        !portcullis_harness::process_alive(pid)
+    })
+    .map_err(|()| format!("leaked sleep {pid} outlived its host"))?;
+    Ok(())
+}
+
+fn lab_routes_tcp() -> Result<(), Failed> {
+    let lab = Lab::standard_with(LabOptions::default())?;
+    let mut tasks = Vec::new();
+    for family in Family::ALL {
+        let web = SocketAddr::new(lab.addr(HostId::Web, family), 8080);
+        let (bound, task) = lab.host(HostId::Web).serve(move || echo_server(web))?;
+        tasks.push(task);
+        for from in [HostId::Admin, HostId::Outsider, HostId::Target] {
+            let out = lab
+                .host(from)
+                .run(move || connect(bound, Duration::from_secs(2)));
+            check(out.is_ok(), || format!("{from} -> web {bound}: {out:?}"))?;
+        }
+        // A closed port answers with a reset: routing works both ways.
+        let closed = SocketAddr::new(lab.addr(HostId::Web, family), 9);
+        let out = lab
+            .host(HostId::Admin)
+            .run(move || connect(closed, Duration::from_secs(2)));
+        check(matches!(out, Outcome::Refused(_)), || {
+            format!("admin -> web {closed}: {out:?}, want refused")
+        })?;
+    }
+    // Forwarding is on in the router only.
+    let fwd = lab
+        .host(HostId::Router)
+        .run(|| async { host::read_sysctl("net.ipv4.ip_forward").unwrap() });
+    check(fwd == "1", || format!("router ip_forward={fwd}"))?;
+    drop(tasks);
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+const RULESET: &str = "*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"established\" -j ACCEPT
+ICMPV6-A INPUT -s SUBNET -p tcp -m tcp --dport 2222 -m comment --comment \"test port from admin\" -j ACCEPT
+COMMIT
+";
+
+fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
+    let lab = Lab::standard_with(LabOptions::default())?;
+    for family in Family::ALL {
+        let admin_subnet = lab.subnet(HostId::Admin, family).to_string();
+        // IPv6 needs neighbour discovery in, or the target cannot answer anyone.
+        let icmpv6 = match family {
+            Family::V4 => "",
+            Family::V6 => "-A INPUT -p ipv6-icmp -m comment --comment \"icmpv6\" -j ACCEPT\n",
+        };
+        let text = RULESET
+            .replace("SUBNET", &admin_subnet)
+            .replace("ICMPV6", icmpv6);
+        lab.load(backend, family, &text)?;
+    }
+    lab.reset()?;
+    for family in Family::ALL {
+        let target = SocketAddr::new(lab.addr(HostId::Target, family), 2222);
+        let (bound, _task) = lab
+            .host(HostId::Target)
+            .serve(move || echo_server(target))?;
+
+        let ok = lab.probe(HostId::Admin, Some(family), move || {
+            connect(bound, Duration::from_secs(2))
+        })?;
+        check(ok.outcome.is_ok(), || {
+            format!("{backend} {family} admin: {}", ok.summary())
+        })?;
+        check(ok.rule_packets("test port from admin") >= 1, || {
+            format!(
+                "{backend} {family} admin: allow rule did not count: {}",
+                ok.summary()
+            )
+        })?;
+        check(ok.policy_packets("INPUT") == 0, || {
+            format!(
+                "{backend} {family} admin: INPUT policy counted: {}",
+                ok.summary()
+            )
+        })?;
+
+        let dropped = lab.probe(HostId::Outsider, Some(family), move || {
+            connect(bound, NEGATIVE_WINDOW)
+        })?;
+        check(dropped.outcome == Outcome::NoAnswer, || {
+            format!("{backend} {family} outsider: {}", dropped.summary())
+        })?;
+        check(
+            dropped.count(&Selector::Policy("INPUT".into())) >= 1,
+            || {
+                format!(
+                    "{backend} {family} outsider: INPUT policy did not count: {}",
+                    dropped.summary()
+                )
+            },
+        )?;
+        check(dropped.rule_packets("test port from admin") == 0, || {
+            format!(
+                "{backend} {family} outsider: allow rule counted: {}",
+                dropped.summary()
+            )
+        })?;
+    }
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+fn teardown_leaves_nothing() -> Result<(), Failed> {
+    let lab = Lab::standard_with(LabOptions::default())?;
+    let inodes: Vec<u64> = HostId::ALL
+        .iter()
+        .map(|h| lab.host(*h).netns_inode())
+        .collect();
+    let mut sleep = lab.host(HostId::Target).command("sleep");
+    sleep.arg("1000");
+    let child = lab.host(HostId::Target).spawn_child(sleep)?;
+    let pid = child.id();
+    std::mem::forget(child);
+    check(!namespaces_in_use(&inodes).is_empty(), || {
+        "the lab's namespaces are not visible while it runs (the check is blind)".into()
+    })?;
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    wait_until(Duration::from_secs(10), || {
+        !portcullis_harness::process_alive(pid)
+    })
+    .map_err(|()| format!("target child {pid} outlived the lab"))?;
+    let left = namespaces_in_use(&inodes);
+    check(left.is_empty(), || {
+        format!("namespaces still referenced: {left:?}")
+    })?;
+    Ok(())
+}
+
+fn debug_mode_mounts_and_unmounts() -> Result<(), Failed> {
+    let lab = Lab::standard_with(LabOptions { debug: true })?;
+    let mut mounts = Vec::new();
+    for id in HostId::ALL {
+        let h = lab.host(id);
+        let m = h
+            .debug_mount()
+            .ok_or("debug mode made no mount")?
+            .to_owned();
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&m)?.ino();
+        check(ino == h.netns_inode(), || {
+            format!("{} holds inode {ino}, not the host's", m.display())
+        })?;
+        mounts.push(m);
+    }
+    // `ip netns exec` sees the lab (this runs ip inside the lab's target only).
+    let name = mounts[1].file_name().unwrap().to_str().unwrap().to_owned();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &name, "readlink", "/proc/self/ns/net"])
+        .output()?;
+    let want = format!("net:[{}]", lab.host(HostId::Target).netns_inode());
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    check(got == want, || {
+        format!("ip netns exec {name}: {got:?}, want {want}")
+    })?;
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    for m in &mounts {
+        check(!m.exists(), || format!("{} left behind", m.display()))?;
+    }
+    Ok(())
+}
+
+fn sigkill_leaves_nothing() -> Result<(), Failed> {
+    let report = run_and_kill_child("plain")?;
+    wait_until(Duration::from_secs(10), || {
+        !portcullis_harness::process_alive(report.sleep)
+    })
+    .map_err(|()| format!("child's sleep {} survived SIGKILL", report.sleep))?;
+    // The kernel frees namespaces asynchronously but their references go with the
+    // process at once.
+    let left = namespaces_in_use(&report.inodes);
+    check(left.is_empty(), || {
+        format!("namespaces still referenced after SIGKILL: {left:?}")
+    })?;
+    Ok(())
+}
+
+fn sweep_removes_leftovers() -> Result<(), Failed> {
+    let report = run_and_kill_child("debug")?;
+    check(!report.mounts.is_empty(), || {
+        "debug child made no mounts".into()
+    })?;
+    for m in &report.mounts {
+        check(std::path::Path::new(m).exists(), || {
+            format!("{m} vanished before the sweep (the check is blind)")
+        })?;
+    }
+    let removed = host::sweep().map_err(|e| format!("{e:?}"))?;
+    for m in &report.mounts {
+        check(removed.iter().any(|r| r.to_str() == Some(m)), || {
+            format!("sweep did not report {m}: {removed:?}")
+        })?;
+        check(!std::path::Path::new(m).exists(), || {
+            format!("{m} still there")
+        })?;
+    }
+    let left = namespaces_in_use(&report.inodes);
+    check(left.is_empty(), || {
+        format!("namespaces still referenced: {left:?}")
+    })?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+
+struct ChildReport {
+    sleep: u32,
+    inodes: Vec<u64>,
+    mounts: Vec<String>,
+}
+
+/// Start this binary in child mode, read what it built, SIGKILL it.
+fn run_and_kill_child(mode: &str) -> Result<ChildReport, Failed> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(CHILD_ENV, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    child.kill()?;
+    child.wait()?;
+    let mut report = ChildReport {
+        sleep: 0,
+        inodes: Vec::new(),
+        mounts: Vec::new(),
+    };
+    for field in line.split_whitespace() {
+        if let Some(v) = field.strip_prefix("sleep=") {
+            report.sleep = v.parse()?;
+        } else if let Some(v) = field.strip_prefix("ns=") {
+            report.inodes.push(v.parse()?);
+        } else if let Some(v) = field.strip_prefix("mount=") {
+            report.mounts.push(v.to_owned());
+        }
+    }
+    check(report.sleep != 0 && report.inodes.len() == 6, || {
+        format!("child reported {line:?}")
+    })?;
+    Ok(report)
+}
+
+fn child_mode(mode: &str) -> ! {
+    let lab = Lab::standard_with(LabOptions {
+        debug: mode == "debug",
+    })
+    .expect("child lab");
+    let mut sleep = lab.host(HostId::Target).command("sleep");
+    sleep.arg("1000");
+    let child = lab.host(HostId::Target).spawn_child(sleep).expect("sleep");
+    let mut line = format!("sleep={}", child.id());
+    for id in HostId::ALL {
+        line += &format!(" ns={}", lab.host(id).netns_inode());
+        if let Some(m) = lab.host(id).debug_mount() {
+            line += &format!(" mount={}", m.display());
+        }
+    }
+    println!("{line}");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Which of `inodes` any process still references (its threads' namespace or an
+/// open fd).
+fn namespaces_in_use(inodes: &[u64]) -> Vec<String> {
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("net:[{i}]")).collect();
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let mut links = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(p.path().join("task")) {
+            links.extend(tasks.flatten().map(|t| t.path().join("ns/net")));
+        }
+        if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        for l in links {
+            if let Ok(target) = std::fs::read_link(&l) {
+                let t = target.display().to_string();
+                if wanted.contains(&t) {
+                    found.push(format!("{} -> {t}", l.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Poll `cond` until it holds or `limit` passes: a readiness wait, not a timing
+/// assertion.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if cond() { Ok(()) } else { Err(()) }
+}
+
+/// Bind a TCP listener on `addr` and return (its address, a server that echoes one
+/// line per connection).
+async fn echo_server(
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((bound, async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::task::spawn_local(async move {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = s.read(&mut buf).await {
+                    let _ = s.write_all(&buf[..n]).await;
+                }
+            });
+        }
+    }))
+}
+
+/// Connect, send a line, expect it back: Ok, Refused (RST), NoAnswer (timeout).
+async fn connect(addr: SocketAddr, window: Duration) -> Outcome {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"hello\n").await?;
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    match tokio::time::timeout(window, attempt).await {
+        Err(_) => Outcome::NoAnswer,
+        Ok(Ok(buf)) if &buf == b"hello\n" => Outcome::Ok(format!("echo from {addr}")),
+        Ok(Ok(buf)) => Outcome::Failed(format!("bad echo {buf:?}")),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Outcome::Refused(e.to_string())
+        }
+        Ok(Err(e)) => Outcome::Failed(format!("{e} ({})", ip_kind(addr.ip()))),
+    }
+}
+
+fn ip_kind(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}

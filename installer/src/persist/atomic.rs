@@ -1,0 +1,443 @@
+//! Atomic file replacement inside a root directory, openat-style.
+//!
+//! Every path is walked from a file descriptor of the root one component at a time
+//! with `O_NOFOLLOW`, so a symlink anywhere below the root (a directory or the file
+//! itself) is refused instead of followed, and nothing can lead a write out of the
+//! root. A write is staged as a temp file in the target's own directory (created
+//! `O_EXCL | O_NOFOLLOW`, mode set, fsynced), the previous contents are staged as a
+//! backup the same way, and only `commit` renames them into place and fsyncs the
+//! directory. A staged file that is dropped uncommitted is unlinked.
+//!
+//! It refuses `..` in paths, symlinks, and anything but regular files.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+
+use super::PersistError;
+
+/// The suffix of the backup kept next to a replaced file.
+pub const BACKUP_SUFFIX: &str = ".portcullis.bak";
+
+/// A root directory held open by a descriptor.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// A regular file's contents and permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub contents: String,
+    pub mode: u32,
+}
+
+fn io(e: Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// The normal components of an absolute in-root path; `..` is refused.
+fn components(path: &Path) -> Result<Vec<OsString>, PersistError> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n.to_owned()),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(PersistError::Edit {
+                    path: path.to_owned(),
+                    message: "`..` is not allowed in an installed path".into(),
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(PersistError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+impl Root {
+    /// Open `path` as the root. The root itself may be reached through a symlink
+    /// (the caller named it); nothing below it may.
+    pub fn open(path: &Path) -> Result<Root, PersistError> {
+        let fd = openat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| PersistError::Root {
+            path: path.to_owned(),
+            source: io(e),
+        })?;
+        Ok(Root {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Walk to the directory holding `path`. `create` makes missing directories
+    /// (0755, as distros ship them); otherwise a missing one gives `None`.
+    fn parent(
+        &self,
+        path: &Path,
+        create: bool,
+    ) -> Result<Option<(OwnedFd, OsString)>, PersistError> {
+        let parts = components(path)?;
+        let (name, dirs) = parts.split_last().expect("components is never empty");
+        let mut dir = self.fd.try_clone().map_err(|source| PersistError::Root {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut so_far = PathBuf::from("/");
+        for d in dirs {
+            so_far.push(d);
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let next = match openat(dir.as_fd(), d.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) if create => {
+                    mkdirat(dir.as_fd(), d.as_os_str(), Mode::from_bits_truncate(0o755)).map_err(
+                        |e| PersistError::Write {
+                            path: so_far.clone(),
+                            source: io(e),
+                        },
+                    )?;
+                    openat(dir.as_fd(), d.as_os_str(), flags, Mode::empty()).map_err(|e| {
+                        PersistError::Write {
+                            path: so_far.clone(),
+                            source: io(e),
+                        }
+                    })?
+                }
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    return Err(self.not_followed(dir.as_fd(), d, &so_far));
+                }
+                Err(e) => {
+                    return Err(PersistError::Read {
+                        path: so_far,
+                        source: io(e),
+                    });
+                }
+            };
+            dir = next;
+        }
+        Ok(Some((dir, name.clone())))
+    }
+
+    /// Why a component could not be walked: a symlink, or not a directory.
+    fn not_followed(&self, dir: impl AsFd, name: &OsString, path: &Path) -> PersistError {
+        match fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if kind(&st) == SFlag::S_IFLNK => PersistError::Symlink {
+                path: path.to_owned(),
+            },
+            _ => PersistError::NotAFile {
+                path: path.to_owned(),
+            },
+        }
+    }
+
+    /// The regular file at `path` (inside the root), or `None` when it (or its
+    /// directory) does not exist. A symlink is an error, never followed.
+    pub fn read(&self, path: &Path) -> Result<Option<Current>, PersistError> {
+        let Some((dir, name)) = self.parent(path, false)? else {
+            return Ok(None);
+        };
+        let st = match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => {
+                return Err(PersistError::Read {
+                    path: path.to_owned(),
+                    source: io(e),
+                });
+            }
+        };
+        match kind(&st) {
+            SFlag::S_IFREG => {}
+            SFlag::S_IFLNK => {
+                return Err(PersistError::Symlink {
+                    path: path.to_owned(),
+                });
+            }
+            _ => {
+                return Err(PersistError::NotAFile {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        let read_err = |source: std::io::Error| PersistError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let fd = openat(
+            dir.as_fd(),
+            name.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| read_err(io(e)))?;
+        let mut f = File::from(fd);
+        let mode = f.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
+        let mut contents = String::new();
+        f.read_to_string(&mut contents).map_err(read_err)?;
+        Ok(Some(Current { contents, mode }))
+    }
+
+    /// Stage `contents` for `path` with `mode`; when `backup` is set, also stage the
+    /// current file's contents as `NAME.portcullis.bak` (same mode). Nothing visible
+    /// changes until `Staged::commit`.
+    pub fn stage(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        mode: u32,
+        backup: bool,
+    ) -> Result<Staged, PersistError> {
+        let (dir, name) = self
+            .parent(path, true)?
+            .expect("create makes the directories");
+        let old = if backup { self.read(path)? } else { None };
+        let mut staged = Staged {
+            dir,
+            path: path.to_owned(),
+            name: name.clone(),
+            tmp: tmp_name(&name, ""),
+            backup: None,
+            committed: false,
+        };
+        write_new(&staged.dir, &staged.tmp, contents, mode).map_err(|source| {
+            PersistError::Write {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        if let Some(old) = old {
+            let bak_tmp = tmp_name(&name, BACKUP_SUFFIX);
+            let mut bak_name = name.clone();
+            bak_name.push(BACKUP_SUFFIX);
+            // Set before writing so a failed write is cleaned up by Drop too.
+            staged.backup = Some((bak_tmp.clone(), bak_name));
+            write_new(&staged.dir, &bak_tmp, old.contents.as_bytes(), mode).map_err(|source| {
+                PersistError::Write {
+                    path: backup_path(path),
+                    source,
+                }
+            })?;
+        }
+        Ok(staged)
+    }
+}
+
+/// `/etc/iptables/rules.v4` -> `/etc/iptables/rules.v4.portcullis.bak`.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(BACKUP_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// `.NAME[SUFFIX].portcullis-tmp`: hidden, and ours, so a leftover from a killed run
+/// is simply replaced.
+fn tmp_name(name: &OsString, suffix: &str) -> OsString {
+    let mut s = OsString::from(".");
+    s.push(name);
+    s.push(suffix);
+    s.push(".portcullis-tmp");
+    s
+}
+
+/// Create `name` in `dir` (`O_EXCL | O_NOFOLLOW`, removing a leftover temp of ours
+/// first), set `mode` regardless of the umask, write, fsync.
+fn write_new(dir: &OwnedFd, name: &OsString, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    match unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(io(e)),
+    }
+    let fd = openat(
+        dir.as_fd(),
+        name.as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode & 0o700),
+    )
+    .map_err(io)?;
+    fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(io)?;
+    let mut f = File::from(fd);
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// A file written next to its target, not yet renamed over it.
+#[must_use = "a staged file is unlinked unless committed"]
+#[derive(Debug)]
+pub struct Staged {
+    dir: OwnedFd,
+    path: PathBuf,
+    name: OsString,
+    tmp: OsString,
+    /// (staged temp, final name) of the backup.
+    backup: Option<(OsString, OsString)>,
+    committed: bool,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rename the backup and the file into place, then fsync the directory so the
+    /// renames survive a crash. Returns the backup's path when one was kept.
+    pub fn commit(mut self) -> Result<Option<PathBuf>, PersistError> {
+        let err = |path: PathBuf, e: Errno| PersistError::Write {
+            path,
+            source: io(e),
+        };
+        let mut kept = None;
+        if let Some((tmp, bak)) = &self.backup {
+            renameat(
+                self.dir.as_fd(),
+                tmp.as_os_str(),
+                self.dir.as_fd(),
+                bak.as_os_str(),
+            )
+            .map_err(|e| err(backup_path(&self.path), e))?;
+            kept = Some(backup_path(&self.path));
+        }
+        renameat(
+            self.dir.as_fd(),
+            self.tmp.as_os_str(),
+            self.dir.as_fd(),
+            self.name.as_os_str(),
+        )
+        .map_err(|e| err(self.path.clone(), e))?;
+        self.committed = true;
+        fsync(self.dir.as_fd()).map_err(|e| err(self.path.clone(), e))?;
+        Ok(kept)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let _ = unlinkat(
+            self.dir.as_fd(),
+            self.tmp.as_os_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+        if let Some((tmp, _)) = &self.backup {
+            let _ = unlinkat(
+                self.dir.as_fd(),
+                tmp.as_os_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+}
+
+/// Whether `name` looks like one of our temp files (for tests and cleanup checks).
+pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    name.as_bytes().ends_with(b".portcullis-tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Root::open(dir.path()).unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn stage_commit_creates_dirs_sets_mode_and_keeps_a_backup() {
+        let (dir, r) = root();
+        let p = Path::new("/etc/iptables/rules.v4");
+        assert_eq!(r.read(p).unwrap(), None);
+        assert_eq!(
+            r.stage(p, b"one\n", 0o640, false)
+                .unwrap()
+                .commit()
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            r.read(p).unwrap(),
+            Some(Current {
+                contents: "one\n".into(),
+                mode: 0o640
+            })
+        );
+        let bak = r.stage(p, b"two\n", 0o640, true).unwrap().commit().unwrap();
+        assert_eq!(
+            bak,
+            Some(PathBuf::from("/etc/iptables/rules.v4.portcullis.bak"))
+        );
+        let host = dir.path().join("etc/iptables");
+        assert_eq!(
+            std::fs::read_to_string(host.join("rules.v4.portcullis.bak")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("rules.v4")).unwrap(),
+            "two\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(&host).unwrap().count(),
+            2,
+            "no temp files left"
+        );
+    }
+
+    #[test]
+    fn dropped_stage_leaves_nothing() {
+        let (dir, r) = root();
+        let staged = r.stage(Path::new("/a/b"), b"x", 0o600, false).unwrap();
+        drop(staged);
+        assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn symlinks_are_refused_not_followed() {
+        let (dir, r) = root();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("etc")).unwrap();
+        let p = Path::new("/etc/rules");
+        assert!(matches!(r.read(p), Err(PersistError::Symlink { .. })));
+        assert!(matches!(
+            r.stage(p, b"x", 0o600, false),
+            Err(PersistError::Symlink { .. })
+        ));
+        std::fs::create_dir(dir.path().join("var")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), dir.path().join("var/f")).unwrap();
+        assert!(matches!(
+            r.read(Path::new("/var/f")),
+            Err(PersistError::Symlink { .. })
+        ));
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn parent_components_are_refused() {
+        let (_dir, r) = root();
+        assert!(r.read(Path::new("/etc/../../x")).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! Gentoo: systemd's `iptables-restore.service` (or OpenRC's `/etc/init.d/iptables`)
+//! restores `/var/lib/iptables/rules-save` and `/var/lib/ip6tables/rules-save`.
+//! A broken file fails the service.
+
+use std::path::{Path, PathBuf};
+
+use super::{Mechanism, PersistError, Persistence, PlannedFile, ruleset_files};
+use crate::render::Rendered;
+
+pub struct Gentoo;
+
+pub const V4: &str = "/var/lib/iptables/rules-save";
+pub const V6: &str = "/var/lib/ip6tables/rules-save";
+
+/// systemd's units name the default paths; OpenRC reads them from
+/// `/etc/conf.d/iptables` and `ip6tables` (`IPTABLES_SAVE`), which are honoured
+/// when the root has no `iptables-restore.service`.
+fn paths(root: &Path) -> Result<(String, String), PersistError> {
+    if super::detect::unit(root, "iptables-restore.service")? != super::detect::Unit::Missing {
+        return Ok((V4.into(), V6.into()));
+    }
+    Ok((
+        super::detect::openrc_save_path(root, "/etc/conf.d/iptables", V4)?,
+        super::detect::openrc_save_path(root, "/etc/conf.d/ip6tables", V6)?,
+    ))
+}
+
+impl Persistence for Gentoo {
+    fn mechanism(&self) -> Mechanism {
+        Mechanism::Gentoo
+    }
+
+    fn loader(&self) -> &'static str {
+        "iptables-restore.service and ip6tables-restore.service (systemd), or OpenRC /etc/init.d/iptables"
+    }
+
+    fn plan(&self, root: &Path, rendered: &Rendered) -> Result<Vec<PlannedFile>, PersistError> {
+        let (v4, v6) = paths(root)?;
+        Ok(ruleset_files(rendered, &v4, &v6, 0o600))
+    }
+
+    fn files(&self, root: &Path) -> Vec<PathBuf> {
+        let (v4, v6) = paths(root).unwrap_or_else(|_| (V4.into(), V6.into()));
+        vec![v4.into(), v6.into()]
+    }
+}

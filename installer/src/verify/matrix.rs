@@ -1,0 +1,213 @@
+//! The reachability matrix: one row per probe (host x service x family) with the
+//! expected outcome, the observed one, and the rule that counted it. Printing
+//! only; the rows are made by the runner.
+
+use std::io::{self, Write};
+
+use portcullis_harness::Backend;
+use portcullis_harness::probe::Outcome;
+
+use super::counters::{Observation, check};
+use super::model::Expectation;
+use crate::rule::Chain;
+
+/// One probed promise.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    #[serde(serialize_with = "ser_backend")]
+    pub backend: Backend,
+    #[serde(flatten)]
+    pub expectation: Expectation,
+    pub observed: Outcome,
+    /// What counted the probe: the expected rule when it did, else every rule and
+    /// policy whose counter moved (conntrack's ESTABLISHED rule left out).
+    pub counted: Vec<String>,
+    /// Empty when the row passed.
+    pub problems: Vec<String>,
+}
+
+fn ser_backend<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(b.name())
+}
+
+impl Row {
+    /// Judge `obs` against `exp`.
+    pub fn judge(backend: Backend, expectation: Expectation, obs: &Observation) -> Row {
+        let problems = check(&expectation, obs).err().unwrap_or_default();
+        let counted = match &expectation.counted_by {
+            Some(by) if obs.deltas.counted(by).is_some_and(|n| n > 0) => {
+                vec![format!("{by} (+{})", obs.deltas.counted(by).unwrap_or(0))]
+            }
+            _ => Chain::ALL
+                .into_iter()
+                .flat_map(|c| obs.deltas.counted_in(c))
+                .collect(),
+        };
+        Row {
+            backend,
+            expectation,
+            observed: obs.outcome.clone(),
+            counted,
+            problems,
+        }
+    }
+
+    /// A row for a probe that could not run at all (the lab failed under it).
+    pub fn error(backend: Backend, expectation: Expectation, error: String) -> Row {
+        Row {
+            backend,
+            expectation,
+            observed: Outcome::Failed(error.clone()),
+            counted: Vec::new(),
+            problems: vec![format!("the probe could not run: {error}")],
+        }
+    }
+
+    pub fn pass(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Print the matrix as an aligned table, then each failed row's reasons.
+pub fn print(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
+    let header = [
+        "backend",
+        "from",
+        "to",
+        "service",
+        "family",
+        "expected",
+        "observed",
+        "counted by",
+        "",
+    ];
+    let mut table: Vec<[String; 9]> = vec![header.map(str::to_owned)];
+    for r in rows {
+        let e = &r.expectation;
+        table.push([
+            r.backend.to_string(),
+            e.probe.from.to_string(),
+            e.probe.to.to_string(),
+            e.probe.service(),
+            e.probe.family.to_string(),
+            e.expect.to_string(),
+            r.observed.word().to_owned(),
+            if r.counted.is_empty() {
+                "-".to_owned()
+            } else {
+                r.counted.join(", ")
+            },
+            if r.pass() { "ok" } else { "MISMATCH" }.to_owned(),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &table {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    for row in &table {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        writeln!(w, "{}", line.trim_end())?;
+    }
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass()).collect();
+    for r in &failed {
+        let e = &r.expectation;
+        writeln!(
+            w,
+            "\nMISMATCH {} {} -> {} {} {} ({}):",
+            r.backend,
+            e.probe.from,
+            e.probe.to,
+            e.probe.service(),
+            e.probe.family,
+            e.why
+        )?;
+        for p in &r.problems {
+            writeln!(w, "  - {p}")?;
+        }
+    }
+    writeln!(
+        w,
+        "\n{} probes: {} as promised, {} mismatched",
+        rows.len(),
+        rows.len() - failed.len(),
+        failed.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::counters::Counters;
+    use super::super::model::*;
+    use super::*;
+    use portcullis_harness::Family;
+
+    #[test]
+    fn matrix_names_the_counting_rule_and_the_mismatches() {
+        let exp = |kind, from, to, expect: &str, by: &str| Expectation {
+            probe: ProbeSpec {
+                kind,
+                from,
+                to,
+                family: Family::V4,
+                port: Some(22),
+            },
+            expect: expect.parse().unwrap(),
+            counted_by: Some(by.parse().unwrap()),
+            why: "ssh.allow_from".into(),
+        };
+        let counted = Counters {
+            policies: [1, 0, 0],
+            rules: Vec::new(),
+        };
+        let obs = Observation {
+            outcome: Outcome::NoAnswer,
+            deltas: counted,
+            family: None,
+        };
+        let rows = vec![
+            Row::judge(
+                Backend::Nft,
+                exp(
+                    ProbeKind::Ssh,
+                    Host::Outsider,
+                    Host::Target,
+                    "no-answer",
+                    "INPUT policy",
+                ),
+                &obs,
+            ),
+            Row::judge(
+                Backend::Legacy,
+                exp(
+                    ProbeKind::Ssh,
+                    Host::Admin,
+                    Host::Target,
+                    "ok",
+                    "INPUT policy",
+                ),
+                &obs,
+            ),
+        ];
+        let mut out = Vec::new();
+        print(&rows, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("INPUT policy (+1)"), "{out}");
+        assert!(
+            out.contains("MISMATCH legacy admin -> target ssh ipv4"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2 probes: 1 as promised, 1 mismatched"),
+            "{out}"
+        );
+    }
+}

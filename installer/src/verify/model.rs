@@ -1,0 +1,367 @@
+//! The vocabulary shared by `verify` and the scenario suite: lab hosts, probe
+//! kinds, expected outcomes and the rule (or chain policy) that must count a probe.
+//! Pure data with parsers; nothing here touches a namespace.
+
+use std::fmt;
+use std::str::FromStr;
+
+use portcullis_harness::Family;
+use portcullis_harness::probe::Outcome;
+
+use crate::rule::Chain;
+
+/// A host of the standard lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Host {
+    /// The firewall under test.
+    Target,
+    /// Inside the allowed SSH subnet.
+    Admin,
+    /// Outside it.
+    Outsider,
+    /// DNS on 53.
+    Resolver,
+    /// HTTP 80, HTTPS 443, and a listener on a port no policy opens.
+    Web,
+}
+
+impl Host {
+    pub const ALL: [Host; 5] = [
+        Host::Target,
+        Host::Admin,
+        Host::Outsider,
+        Host::Resolver,
+        Host::Web,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::Target => "target",
+            Host::Admin => "admin",
+            Host::Outsider => "outsider",
+            Host::Resolver => "resolver",
+            Host::Web => "web",
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Host {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Host::ALL
+            .into_iter()
+            .find(|h| h.name() == s)
+            .ok_or_else(|| {
+                format!("unknown host `{s}`: expected target, admin, outsider, resolver or web")
+            })
+    }
+}
+
+/// What a probe does. The direction is implied: inbound kinds go from a client host
+/// to the target, outbound kinds from the target to a server host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeKind {
+    /// TCP connect to a port (a listener is started there first).
+    Tcp,
+    /// A real OpenSSH login running a command.
+    Ssh,
+    /// A DNS query over UDP that must resolve the lab's test name.
+    DnsUdp,
+    /// The same over TCP.
+    DnsTcp,
+    /// HTTP GET.
+    Http,
+    /// HTTPS GET with the certificate checked against the lab CA.
+    Https,
+    /// ICMP echo (ICMPv6 echo for IPv6).
+    Icmp,
+    /// A crafted TCP segment with SYN and FIN set.
+    SynFin,
+    /// A crafted TCP segment with SYN and RST set.
+    SynRst,
+    /// An out-of-window RST on an established connection: conntrack INVALID.
+    InvalidRst,
+    /// TCP over the target's own loopback (127.0.0.1, ::1).
+    LoopbackTcp,
+    /// TCP from a client routed THROUGH the target to a host behind it.
+    Forward,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 12] = [
+        ProbeKind::Tcp,
+        ProbeKind::Ssh,
+        ProbeKind::DnsUdp,
+        ProbeKind::DnsTcp,
+        ProbeKind::Http,
+        ProbeKind::Https,
+        ProbeKind::Icmp,
+        ProbeKind::SynFin,
+        ProbeKind::SynRst,
+        ProbeKind::InvalidRst,
+        ProbeKind::LoopbackTcp,
+        ProbeKind::Forward,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Ssh => "ssh",
+            ProbeKind::DnsUdp => "dns-udp",
+            ProbeKind::DnsTcp => "dns-tcp",
+            ProbeKind::Http => "http",
+            ProbeKind::Https => "https",
+            ProbeKind::Icmp => "icmp",
+            ProbeKind::SynFin => "syn-fin",
+            ProbeKind::SynRst => "syn-rst",
+            ProbeKind::InvalidRst => "invalid-rst",
+            ProbeKind::LoopbackTcp => "loopback-tcp",
+            ProbeKind::Forward => "forward",
+        }
+    }
+
+    /// Whether the kind needs an explicit `port`.
+    pub fn needs_port(self) -> bool {
+        matches!(
+            self,
+            ProbeKind::Tcp | ProbeKind::LoopbackTcp | ProbeKind::Forward
+        )
+    }
+
+    /// The well-known port of the kind, when it has one.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            ProbeKind::Ssh | ProbeKind::SynFin | ProbeKind::SynRst | ProbeKind::InvalidRst => {
+                Some(22)
+            }
+            ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(53),
+            ProbeKind::Http => Some(80),
+            ProbeKind::Https => Some(443),
+            _ => None,
+        }
+    }
+
+    /// The peer a probe of this kind goes to when the file does not say.
+    pub fn default_to(self, from: Host) -> Option<Host> {
+        match self {
+            ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(Host::Resolver),
+            ProbeKind::Http | ProbeKind::Https => Some(Host::Web),
+            ProbeKind::LoopbackTcp => Some(Host::Target),
+            ProbeKind::Forward => Some(Host::Web),
+            _ if from != Host::Target => Some(Host::Target),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProbeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProbeKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = ProbeKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown probe kind `{s}`: expected one of {}",
+                    all.join(", ")
+                )
+            })
+    }
+}
+
+/// One probe: who sends what to whom, over which family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub from: Host,
+    pub to: Host,
+    #[serde(serialize_with = "ser_family")]
+    pub family: Family,
+    /// The destination port (TCP kinds), or the well-known port of the kind.
+    pub port: Option<u16>,
+}
+
+fn ser_family<S: serde::Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(f.name())
+}
+
+impl ProbeSpec {
+    /// A short label for tables: `ssh`, `tcp/8443`, `dns-udp`.
+    pub fn service(&self) -> String {
+        match (self.kind.needs_port(), self.port) {
+            (true, Some(p)) => format!("{}/{p}", self.kind),
+            _ => self.kind.to_string(),
+        }
+    }
+}
+
+/// The outcome a probe must observe; the words of [`Outcome::word`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    Ok,
+    Refused,
+    NoAnswer,
+    Failed,
+}
+
+impl Expect {
+    pub fn word(self) -> &'static str {
+        match self {
+            Expect::Ok => "ok",
+            Expect::Refused => "refused",
+            Expect::NoAnswer => "no-answer",
+            Expect::Failed => "failed",
+        }
+    }
+
+    pub fn matches(self, outcome: &Outcome) -> bool {
+        self.word() == outcome.word()
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+impl FromStr for Expect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ok" => Ok(Expect::Ok),
+            "refused" => Ok(Expect::Refused),
+            "no-answer" => Ok(Expect::NoAnswer),
+            "failed" => Ok(Expect::Failed),
+            other => Err(format!(
+                "unknown outcome `{other}`: expected ok, refused, no-answer or failed"
+            )),
+        }
+    }
+}
+
+/// The rule, or chain policy, whose packet counter must rise for a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountedBy {
+    /// `INPUT policy`: the chain's default policy.
+    Policy(Chain),
+    /// `INPUT#3`: the third rule of INPUT, as `iptables --line-numbers` numbers it
+    /// (for rulesets without comments, such as the seed's own).
+    Position(Chain, usize),
+    /// `INPUT: loopback` or just `loopback`: every rule with this comment (in
+    /// that chain, or in any chain).
+    Comment(Option<Chain>, String),
+}
+
+pub fn parse_chain(s: &str) -> Option<Chain> {
+    Chain::ALL.into_iter().find(|c| c.name() == s)
+}
+
+impl FromStr for CountedBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty counted_by: name a rule comment or `INPUT policy`".into());
+        }
+        if let Some(chain) = s.strip_suffix(" policy").and_then(parse_chain) {
+            return Ok(CountedBy::Policy(chain));
+        }
+        if let Some((c, n)) = s.split_once('#') {
+            if let Some(chain) = parse_chain(c.trim()) {
+                let n: usize = n.trim().parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("`{s}`: expected CHAIN#N with N a rule number from 1")
+                })?;
+                return Ok(CountedBy::Position(chain, n));
+            }
+        }
+        if let Some((c, comment)) = s.split_once(':') {
+            if let Some(chain) = parse_chain(c.trim()) {
+                return Ok(CountedBy::Comment(Some(chain), comment.trim().to_owned()));
+            }
+        }
+        Ok(CountedBy::Comment(None, s.to_owned()))
+    }
+}
+
+impl fmt::Display for CountedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CountedBy::Policy(c) => write!(f, "{} policy", c.name()),
+            CountedBy::Position(c, n) => write!(f, "{}#{n}", c.name()),
+            CountedBy::Comment(Some(c), s) => write!(f, "{}: {s}", c.name()),
+            CountedBy::Comment(None, s) => f.write_str(s),
+        }
+    }
+}
+
+impl serde::Serialize for CountedBy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A promise: this probe must observe this outcome, counted by this rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Expectation {
+    pub probe: ProbeSpec,
+    pub expect: Expect,
+    pub counted_by: Option<CountedBy>,
+    /// Why the policy promises this (shown in the matrix and in failures).
+    pub why: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_by_forms_round_trip() {
+        for (text, want) in [
+            ("INPUT policy", CountedBy::Policy(Chain::Input)),
+            ("FORWARD policy", CountedBy::Policy(Chain::Forward)),
+            ("INPUT#2", CountedBy::Position(Chain::Input, 2)),
+            (
+                "OUTPUT: loopback",
+                CountedBy::Comment(Some(Chain::Output), "loopback".into()),
+            ),
+            (
+                "[malicious packet patterns] SYN+FIN",
+                CountedBy::Comment(None, "[malicious packet patterns] SYN+FIN".into()),
+            ),
+        ] {
+            let got: CountedBy = text.parse().unwrap();
+            assert_eq!(got, want, "{text}");
+            assert_eq!(got.to_string(), text);
+        }
+        assert!("INPUT#0".parse::<CountedBy>().is_err());
+        assert!("".parse::<CountedBy>().is_err());
+    }
+
+    #[test]
+    fn kinds_and_hosts_parse_their_names() {
+        for k in ProbeKind::ALL {
+            assert_eq!(k.name().parse::<ProbeKind>(), Ok(k));
+        }
+        for h in Host::ALL {
+            assert_eq!(h.name().parse::<Host>(), Ok(h));
+        }
+        assert!("smtp".parse::<ProbeKind>().unwrap_err().contains("dns-udp"));
+    }
+}

@@ -1,0 +1,504 @@
+//! The scenario file format (documented in docs/scenarios.md): TOML with
+//! `deny_unknown_fields`, parsed and validated into a [`Scenario`]. Policies named
+//! by a scenario are read and validated here too, so a bad file fails before any
+//! lab is built. Errors name the file, the step and what was expected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use portcullis::Policy;
+use portcullis::verify::{CountedBy, Expect, Host, ProbeKind};
+use portcullis_harness::Family;
+use serde::Deserialize;
+
+/// A parsed, validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub description: String,
+    /// Named rulesets; `main` is loaded first unless a step loads one.
+    pub rulesets: BTreeMap<String, RulesetSource>,
+    /// Policy CIDRs the lab cannot use, and the lab host whose subnet stands in.
+    pub map: Vec<(IpNet, Host)>,
+    pub steps: Vec<Step>,
+}
+
+/// Where a ruleset comes from.
+#[derive(Debug, Clone)]
+pub enum RulesetSource {
+    /// A policy, rendered by the installer (after `map` is applied to its CIDRs).
+    Policy(Box<Policy>),
+    /// Literal restore text per family (after `map` is applied textually). A
+    /// family without text gets no rules at all.
+    Rules {
+        v4: Option<String>,
+        v6: Option<String>,
+    },
+}
+
+/// One step, in file order.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Load a named ruleset into the target (one restore per family).
+    Load(String),
+    /// Zero the target's counters and flush its conntrack table.
+    ResetCounters,
+    /// Forget the neighbour cache of `on` for `family` (IPv6: neighbour discovery
+    /// must run again under the loaded rules).
+    FlushNeighbours { on: Host, families: Vec<Family> },
+    /// Open a long-lived interactive SSH session whose server prints periodically.
+    OpenSshSession {
+        name: String,
+        from: Host,
+        family: Family,
+    },
+    /// Check that a session's server output keeps arriving with no keystroke.
+    CheckSshSession {
+        name: String,
+        expect: Expect,
+        counted_by: Option<CountedBy>,
+        why: String,
+    },
+    /// Send a probe (once per family) and compare with the expectation.
+    Probe(ProbeStep),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeStep {
+    pub kind: ProbeKind,
+    pub from: Host,
+    pub to: Host,
+    pub port: Option<u16>,
+    pub families: Vec<Family>,
+    pub expect: Expect,
+    pub counted_by: Option<CountedBy>,
+    pub why: String,
+}
+
+/// A scenario file that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FormatError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    description: String,
+    #[serde(default)]
+    ruleset: BTreeMap<String, RawRuleset>,
+    #[serde(default)]
+    map: BTreeMap<String, String>,
+    #[serde(default)]
+    step: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleset {
+    policy: Option<String>,
+    policy_inline: Option<toml::Table>,
+    rules_v4: Option<String>,
+    rules_v6: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    probe: Option<String>,
+    load: Option<String>,
+    action: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    on: Option<String>,
+    port: Option<u16>,
+    family: Option<String>,
+    expect: Option<String>,
+    counted_by: Option<String>,
+    session: Option<String>,
+    why: Option<String>,
+}
+
+fn families(s: Option<&str>) -> Result<Vec<Family>, String> {
+    match s.unwrap_or("both") {
+        "both" => Ok(Family::ALL.to_vec()),
+        f => Ok(vec![f.parse::<Family>()?]),
+    }
+}
+
+fn host(s: Option<&str>, key: &str) -> Result<Host, String> {
+    s.ok_or_else(|| format!("`{key}` is required"))?.parse()
+}
+
+impl Scenario {
+    /// Read and validate the scenario at `path`.
+    pub fn load(path: &Path) -> Result<Scenario, FormatError> {
+        let err = |message: String| FormatError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Parse scenario text; `path` names it and anchors relative policy paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, FormatError> {
+        let err = |message: String| FormatError {
+            path: path.display().to_string(),
+            message,
+        };
+        let raw: RawScenario = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut rulesets = BTreeMap::new();
+        for (name, r) in raw.ruleset {
+            let src = ruleset(name.as_str(), r, dir).map_err(err)?;
+            rulesets.insert(name, src);
+        }
+        let mut map = Vec::new();
+        for (cidr, h) in raw.map {
+            let net: IpNet = cidr
+                .parse()
+                .map_err(|e| err(format!("map: `{cidr}` is not a CIDR: {e}")))?;
+            let h: Host = h.parse().map_err(|e| err(format!("map.\"{cidr}\": {e}")))?;
+            map.push((net, h));
+        }
+        let mut steps = Vec::new();
+        for (i, s) in raw.step.into_iter().enumerate() {
+            let step =
+                step(s).map_err(|m| err(format!("step {} ([[step]] #{}): {m}", i + 1, i + 1)))?;
+            if let Step::Load(name) = &step {
+                if !rulesets.contains_key(name) {
+                    return Err(err(format!(
+                        "step {}: loads ruleset `{name}`, which no [ruleset.{name}] defines",
+                        i + 1
+                    )));
+                }
+            }
+            steps.push(step);
+        }
+        let loads = steps.iter().any(|s| matches!(s, Step::Load(_)));
+        if !loads {
+            if !rulesets.contains_key("main") {
+                return Err(err(
+                    "no [ruleset.main] and no step loads a ruleset: name the rules under test"
+                        .into(),
+                ));
+            }
+            steps.insert(0, Step::Load("main".into()));
+        }
+        let mut sessions: Vec<&str> = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            match s {
+                Step::OpenSshSession { name, .. } => sessions.push(name),
+                Step::CheckSshSession { name, .. } if !sessions.contains(&name.as_str()) => {
+                    return Err(err(format!(
+                        "step {i}: checks ssh session `{name}` before any step opens it"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if !steps
+            .iter()
+            .any(|s| matches!(s, Step::Probe(_) | Step::CheckSshSession { .. }))
+        {
+            return Err(err(
+                "no probe: a scenario that checks nothing cannot fail".into()
+            ));
+        }
+        Ok(Scenario {
+            path: path.to_owned(),
+            description: raw.description,
+            rulesets,
+            map,
+            steps,
+        })
+    }
+}
+
+fn ruleset(name: &str, r: RawRuleset, dir: &Path) -> Result<RulesetSource, String> {
+    let here = format!("ruleset.{name}");
+    let literal = r.rules_v4.is_some() || r.rules_v6.is_some();
+    let sources = [r.policy.is_some(), r.policy_inline.is_some(), literal]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if sources != 1 {
+        return Err(format!(
+            "{here}: give exactly one of `policy`, `policy_inline`, or `rules_v4`/`rules_v6`"
+        ));
+    }
+    if let Some(p) = r.policy {
+        let policy = if p == "@default" {
+            Policy::embedded_default()
+        } else {
+            Policy::load(&dir.join(&p)).map_err(|e| format!("{here}.policy: {e}"))?
+        };
+        return Ok(RulesetSource::Policy(Box::new(policy)));
+    }
+    if let Some(table) = r.policy_inline {
+        let text = toml::to_string(&table).map_err(|e| format!("{here}.policy_inline: {e}"))?;
+        let policy =
+            Policy::parse(&text, &format!("{here}.policy_inline")).map_err(|e| e.to_string())?;
+        return Ok(RulesetSource::Policy(Box::new(policy)));
+    }
+    for (key, text) in [("rules_v4", &r.rules_v4), ("rules_v6", &r.rules_v6)] {
+        if let Some(t) = text {
+            if !t.lines().any(|l| l.trim() == "*filter") || !t.lines().any(|l| l.trim() == "COMMIT")
+            {
+                return Err(format!(
+                    "{here}.{key}: expected iptables-restore text with a *filter table and COMMIT"
+                ));
+            }
+        }
+    }
+    Ok(RulesetSource::Rules {
+        v4: r.rules_v4,
+        v6: r.rules_v6,
+    })
+}
+
+fn step(s: RawStep) -> Result<Step, String> {
+    let actions = [s.probe.is_some(), s.load.is_some(), s.action.is_some()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if actions != 1 {
+        return Err("give exactly one of `probe = KIND`, `load = RULESET`, `action = ...`".into());
+    }
+    let expect = |s: &Option<String>| -> Result<Expect, String> {
+        s.as_deref()
+            .ok_or("`expect` is required (ok, refused, no-answer, failed)")?
+            .parse()
+    };
+    let counted = |c: &Option<String>| -> Result<Option<CountedBy>, String> {
+        c.as_deref().map(str::parse).transpose()
+    };
+    let unused = |keys: &[(&str, bool)]| -> Result<(), String> {
+        match keys.iter().find(|(_, present)| *present) {
+            Some((k, _)) => Err(format!("`{k}` means nothing for this step")),
+            None => Ok(()),
+        }
+    };
+    if let Some(name) = s.load {
+        unused(&[
+            ("from", s.from.is_some()),
+            ("to", s.to.is_some()),
+            ("on", s.on.is_some()),
+            ("port", s.port.is_some()),
+            ("family", s.family.is_some()),
+            ("expect", s.expect.is_some()),
+            ("counted_by", s.counted_by.is_some()),
+            ("session", s.session.is_some()),
+        ])?;
+        return Ok(Step::Load(name));
+    }
+    if let Some(kind) = s.probe {
+        let kind: ProbeKind = kind.parse()?;
+        unused(&[("on", s.on.is_some()), ("session", s.session.is_some())])?;
+        let from = host(s.from.as_deref(), "from")?;
+        let to = match s.to.as_deref() {
+            Some(t) => t.parse()?,
+            None => kind
+                .default_to(from)
+                .ok_or_else(|| format!("`to` is required for a {kind} probe from {from}"))?,
+        };
+        if from == to && kind != ProbeKind::LoopbackTcp {
+            return Err(format!(
+                "a {kind} probe from {from} to itself: use loopback-tcp"
+            ));
+        }
+        let port = s.port.or(kind.default_port());
+        if kind.needs_port() && port.is_none() {
+            return Err(format!("`port` is required for a {kind} probe"));
+        }
+        return Ok(Step::Probe(ProbeStep {
+            kind,
+            from,
+            to,
+            port,
+            families: families(s.family.as_deref())?,
+            expect: expect(&s.expect)?,
+            counted_by: counted(&s.counted_by)?,
+            why: s.why.unwrap_or_default(),
+        }));
+    }
+    let action = s.action.unwrap_or_default();
+    match action.as_str() {
+        "reset-counters" => {
+            unused(&[
+                ("from", s.from.is_some()),
+                ("on", s.on.is_some()),
+                ("expect", s.expect.is_some()),
+                ("counted_by", s.counted_by.is_some()),
+            ])?;
+            Ok(Step::ResetCounters)
+        }
+        "flush-neighbours" => Ok(Step::FlushNeighbours {
+            on: host(s.on.as_deref(), "on")?,
+            families: families(s.family.as_deref())?,
+        }),
+        "open-ssh-session" => {
+            let fams = families(s.family.as_deref())?;
+            let [family] = fams[..] else {
+                return Err("open-ssh-session needs one `family` (ipv4 or ipv6)".into());
+            };
+            unused(&[
+                ("expect", s.expect.is_some()),
+                ("counted_by", s.counted_by.is_some()),
+            ])?;
+            Ok(Step::OpenSshSession {
+                name: s.session.unwrap_or_else(|| "session".into()),
+                from: host(s.from.as_deref(), "from")?,
+                family,
+            })
+        }
+        "check-ssh-session" => Ok(Step::CheckSshSession {
+            name: s.session.unwrap_or_else(|| "session".into()),
+            expect: expect(&s.expect)?,
+            counted_by: counted(&s.counted_by)?,
+            why: s.why.unwrap_or_default(),
+        }),
+        other => Err(format!(
+            "unknown action `{other}`: expected reset-counters, flush-neighbours, open-ssh-session or check-ssh-session"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, String> {
+        Scenario::parse(text, Path::new("scenarios/t/x.toml")).map_err(|e| e.to_string())
+    }
+
+    const OK: &str = r#"
+description = "ssh from the admin subnet"
+[ruleset.main]
+policy = "@default"
+[map]
+"10.137.0.0/24" = "admin"
+[[step]]
+probe = "ssh"
+from = "admin"
+family = "ipv4"
+expect = "ok"
+counted_by = "INPUT: ssh from admin subnet"
+[[step]]
+probe = "tcp"
+from = "target"
+to = "web"
+port = 8081
+expect = "no-answer"
+counted_by = "OUTPUT policy"
+"#;
+
+    #[test]
+    fn a_valid_scenario_loads_main_first_and_expands_families() {
+        let s = parse(OK).unwrap();
+        assert!(matches!(&s.steps[0], Step::Load(n) if n == "main"));
+        let Step::Probe(p) = &s.steps[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (p.kind, p.to, p.port),
+            (ProbeKind::Ssh, Host::Target, Some(22))
+        );
+        assert_eq!(p.families, [Family::V4]);
+        let Step::Probe(p) = &s.steps[2] else {
+            panic!()
+        };
+        assert_eq!(p.families, [Family::V4, Family::V6]);
+        assert_eq!(s.map.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_step_and_what_was_expected() {
+        for (text, want) in [
+            (OK.replace("probe = \"tcp\"", "probe = \"smtp\""), "step 2"),
+            (
+                OK.replace("expect = \"ok\"", "expect = \"maybe\""),
+                "unknown outcome `maybe`",
+            ),
+            (
+                OK.replace("family = \"ipv4\"", "famly = \"ipv4\""),
+                "unknown field `famly`",
+            ),
+            (OK.replace("port = 8081\n", ""), "`port` is required"),
+            (
+                OK.replace("policy = \"@default\"", "policy = \"nope.toml\""),
+                "cannot read policy",
+            ),
+            (
+                OK.replace("\"admin\"\n[[step]]", "\"gateway\"\n[[step]]"),
+                "unknown host `gateway`",
+            ),
+            (
+                OK.replace(
+                    "policy = \"@default\"",
+                    "policy = \"@default\"\nrules_v4 = \"*filter\\nCOMMIT\\n\"",
+                ),
+                "exactly one of",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(want), "want {want:?} in {e}");
+            assert!(e.starts_with("scenarios/t/x.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_scenario_without_probes_is_refused() {
+        let e = parse("description = \"x\"\n[ruleset.main]\npolicy = \"@default\"\n").unwrap_err();
+        assert!(e.contains("cannot fail"), "{e}");
+    }
+
+    #[test]
+    fn literal_rules_and_inline_policies_parse() {
+        let text = r#"
+description = "literal"
+[ruleset.old]
+rules_v4 = '''
+*filter
+:INPUT DROP [0:0]
+COMMIT
+'''
+[ruleset.new.policy_inline]
+ssh = { allow_from = ["192.0.2.0/24"] }
+outbound = { dns = true }
+[[step]]
+load = "old"
+[[step]]
+probe = "dns-udp"
+from = "target"
+expect = "no-answer"
+counted_by = "OUTPUT policy"
+[[step]]
+load = "new"
+[[step]]
+action = "open-ssh-session"
+from = "admin"
+family = "ipv4"
+[[step]]
+action = "check-ssh-session"
+expect = "ok"
+"#;
+        let s = parse(text).unwrap();
+        assert!(matches!(
+            &s.rulesets["old"],
+            RulesetSource::Rules {
+                v4: Some(_),
+                v6: None
+            }
+        ));
+        let RulesetSource::Policy(p) = &s.rulesets["new"] else {
+            panic!()
+        };
+        assert!(p.outbound.dns && !p.outbound.http);
+        assert_eq!(s.steps.len(), 5);
+    }
+}

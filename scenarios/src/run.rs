@@ -1,0 +1,154 @@
+//! Running one scenario under one backend: build the standard lab, then walk the
+//! steps in order. Every probe is judged by the outcome AND the counter of the
+//! rule (or chain policy) that must count it; the trial fails with the matrix.
+
+use portcullis::verify::exec::{LabSession, SshSessionId};
+use portcullis::verify::{
+    Expectation, Host, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
+    map_text,
+};
+use portcullis_harness::{Backend, Family};
+
+use crate::format::{RulesetSource, Scenario, Step};
+
+fn family_of(net: &ipnet::IpNet) -> Family {
+    match net {
+        ipnet::IpNet::V4(_) => Family::V4,
+        ipnet::IpNet::V6(_) => Family::V6,
+    }
+}
+
+/// The scenario's `[map]` against a real lab: each CIDR to its host's subnet.
+pub fn mappings(scn: &Scenario, topo: &Topology) -> Result<Vec<Mapping>, String> {
+    scn.map
+        .iter()
+        .map(|(net, host)| {
+            let family = family_of(net);
+            let to = topo
+                .subnet(*host, family)
+                .ok_or_else(|| format!("the lab has no {family} subnet on {host} for map {net}"))?;
+            Ok(Mapping {
+                key: "map".into(),
+                from: *net,
+                to,
+                host: *host,
+            })
+        })
+        .collect()
+}
+
+/// The restore text of a named ruleset in this lab.
+pub fn lab_rules(src: &RulesetSource, maps: &[Mapping]) -> LabRules {
+    match src {
+        RulesetSource::Policy(p) => {
+            let r = portcullis::render(&apply_mappings(p, maps));
+            LabRules {
+                v4: r.text(Family::V4),
+                v6: r.text(Family::V6),
+            }
+        }
+        RulesetSource::Rules { v4, v6 } => LabRules {
+            v4: v4.as_deref().map(|t| map_text(t, maps)),
+            v6: v6.as_deref().map(|t| map_text(t, maps)),
+        },
+    }
+}
+
+/// Run `scn` under `backend`: every judged row, or the error that stopped the lab.
+pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
+    let mut lab = LabSession::start(backend).map_err(|e| format!("building the lab: {e}"))?;
+    let maps = mappings(scn, lab.topology())?;
+    let mut rows = Vec::new();
+    let mut sessions: Vec<(String, Host, Family, SshSessionId)> = Vec::new();
+    for (i, step) in scn.steps.iter().enumerate() {
+        let at = |e: String| format!("step {}: {e}", i + 1);
+        match step {
+            Step::Load(name) => {
+                let rules = lab_rules(&scn.rulesets[name], &maps);
+                lab.load(&rules)
+                    .map_err(|e| at(format!("loading ruleset `{name}`: {e}")))?;
+            }
+            Step::ResetCounters => lab.reset_counters().map_err(|e| at(e.to_string()))?,
+            Step::FlushNeighbours { on, families } => {
+                for &f in families {
+                    lab.flush_neighbours(*on, f)
+                        .map_err(|e| at(e.to_string()))?;
+                }
+            }
+            Step::OpenSshSession { name, from, family } => {
+                let id = lab
+                    .open_ssh_session(*from, *family)
+                    .map_err(|e| at(format!("opening ssh session `{name}`: {e}")))?;
+                sessions.push((name.clone(), *from, *family, id));
+            }
+            Step::CheckSshSession {
+                name,
+                expect,
+                counted_by,
+                why,
+            } => {
+                let (_, from, family, id) = sessions
+                    .iter()
+                    .find(|s| &s.0 == name)
+                    .ok_or_else(|| at(format!("no ssh session `{name}`")))?;
+                let exp = Expectation {
+                    probe: ProbeSpec {
+                        kind: ProbeKind::Ssh,
+                        from: *from,
+                        to: Host::Target,
+                        family: *family,
+                        port: Some(22),
+                    },
+                    expect: *expect,
+                    counted_by: counted_by.clone(),
+                    why: if why.is_empty() {
+                        format!("session `{name}` opened before the ruleset")
+                    } else {
+                        why.clone()
+                    },
+                };
+                rows.push(match lab.check_ssh_session(*id) {
+                    Ok(obs) => Row::judge(backend, exp, &obs),
+                    Err(e) => Row::error(backend, exp, e.to_string()),
+                });
+            }
+            Step::Probe(p) => {
+                for &family in &p.families {
+                    let exp = Expectation {
+                        probe: ProbeSpec {
+                            kind: p.kind,
+                            from: p.from,
+                            to: p.to,
+                            family,
+                            port: p.port,
+                        },
+                        expect: p.expect,
+                        counted_by: p.counted_by.clone(),
+                        why: p.why.clone(),
+                    };
+                    rows.push(match lab.probe(&exp.probe) {
+                        Ok(obs) => Row::judge(backend, exp, &obs),
+                        Err(e) => Row::error(backend, exp, e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The matrix of `rows` as text, for a failed trial's message.
+pub fn matrix_text(rows: &[Row]) -> String {
+    let mut out = Vec::new();
+    let _ = portcullis::verify::matrix::print(rows, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the scenario needs OpenSSH.
+pub fn uses_ssh(scn: &Scenario) -> bool {
+    scn.steps.iter().any(|s| match s {
+        Step::Probe(p) => p.kind == ProbeKind::Ssh || p.kind == ProbeKind::InvalidRst,
+        Step::OpenSshSession { .. } | Step::CheckSshSession { .. } => true,
+        _ => false,
+    })
+}
