@@ -106,6 +106,9 @@ impl ApplyError {
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub policy: Policy,
+    /// The policy's source text, kept with the snapshot so confirm persists what
+    /// was applied.
+    pub policy_text: String,
     /// The policy's origin, for the record.
     pub config: String,
     pub timeout: Duration,
@@ -175,7 +178,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         .filter_map(|&f| rendered.text(f).map(|t| (f, t)))
         .collect();
     let ssh = SshConnection::current().map_err(|e| ApplyError::Refused(vec![e]))?;
-    let facts = preflight::gather(opts.backend, ssh.clone(), Path::new("/"));
+    let facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
     let mut refusals = Vec::new();
     for finding in preflight::check(&opts.policy, &facts) {
         match finding {
@@ -212,6 +215,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     for (family, text) in &families {
         state.write_atomic(state::applied_name(*family), text.as_bytes())?;
     }
+    state.write_atomic(state::POLICY, opts.policy_text.as_bytes())?;
     let now = state::now_unix_ms();
     let record = Record {
         id: format!("{now}-{}", std::process::id()),
@@ -418,6 +422,11 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
     } else {
         None
     };
+    // Everything persistence needs is read and checked before the guard stops.
+    let plan = match mechanism {
+        None => None,
+        Some(m) => Some(persist_plan(&state, &record, m)?),
+    };
     let mut done = end(
         &state,
         &record,
@@ -431,13 +440,9 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
             reason: done.reason.unwrap_or_default(),
         });
     }
-    if let Some(m) = mechanism {
+    if let Some((m, rendered, v4, v6)) = plan {
         let backend: Backend = done.backend.parse().map_err(ApplyError::Session)?;
-        let v4 = state
-            .read(state::applied_name(Family::V4))?
-            .unwrap_or_default();
-        let v6 = state.read(state::applied_name(Family::V6))?;
-        let what = persistence::install(&root, &m, &v4, v6.as_deref(), backend)
+        let what = persistence::install(&root, &m, &rendered, &v4, v6.as_deref(), backend)
             .map_err(ApplyError::Persist)?;
         done.persisted = Some(what);
         let _lock = state.lock()?;
@@ -446,6 +451,45 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
         state.write_atomic(state::LAST, text.as_bytes())?;
     }
     Ok(done)
+}
+
+type Plan = (
+    persistence::Mechanism,
+    crate::Rendered,
+    String,
+    Option<String>,
+);
+
+/// The applied texts and the re-rendered policy, checked equal.
+fn persist_plan(
+    state: &StateDir,
+    record: &Record,
+    m: persistence::Mechanism,
+) -> Result<Plan, ApplyError> {
+    let refuse = |why: String| {
+        ApplyError::Refused(vec![format!(
+            "{why}; confirm with --no-persist (the apply stays pending until {})",
+            clock(record.deadline_unix_ms)
+        )])
+    };
+    let v4 = state
+        .read(state::applied_name(Family::V4))?
+        .ok_or_else(|| refuse("the applied ipv4 rules are missing from the state dir".into()))?;
+    let v6 = state.read(state::applied_name(Family::V6))?;
+    let text = state
+        .read(state::POLICY)?
+        .ok_or_else(|| refuse("the applied policy is missing from the state dir".into()))?;
+    let policy = Policy::parse(&text, &record.config)
+        .map_err(|e| refuse(format!("the applied policy no longer parses: {e}")))?;
+    let rendered = crate::render(&policy);
+    for (family, applied) in [(Family::V4, Some(&v4)), (Family::V6, v6.as_ref())] {
+        if rendered.text(family).as_ref() != applied {
+            return Err(refuse(format!(
+                "this portcullis renders different {family} rules from those applied"
+            )));
+        }
+    }
+    Ok((m, rendered, v4, v6))
 }
 
 /// Restore the snapshot of the pending apply now.

@@ -602,38 +602,77 @@ fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
-fn confirm_with_persistence_is_loud(backend: Backend) -> Result<(), Failed> {
-    // Persisting is asked for: until confirm can persist, apply refuses up front
-    // (nothing changed) rather than pretend.
+/// Apply with persistence into a Debian fixture root: nothing is written there
+/// while the apply is pending, the applied text after confirm; a rollback
+/// leaves the root as it was; a root whose loader cannot be found is refused
+/// up front, with nothing changed.
+fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     let ns = Netns::new()?;
     ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
-    let root = ns.dir.path().join("root");
-    std::fs::create_dir(&root).map_err(|e| e.to_string())?;
+    let root = crate::persist::copy_fixture("debian", ns.dir.path())?;
+    let rules_v4 = root.join("etc/iptables/rules.v4");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let boot_before = read(&rules_v4);
     let policy = ns.policy();
-    let c = ns.portcullis(
-        "apply",
-        &[
-            "--config",
-            policy.to_str().unwrap(),
-            "--backend",
-            backend.name(),
-            "--timeout",
-            "5",
-            "--root",
-            root.to_str().unwrap(),
-        ],
-        None,
-    );
-    let (st, _, err) = ns.run(c)?;
-    if st.code() == Some(2) {
-        ensure(err.contains("persist"), || err.clone())?;
-        ensure(ns.save_both(backend)? == before, || {
-            "a refused apply changed the rules".into()
-        })?;
-        return Ok(());
-    }
-    Err(format!("apply with persistence exited {st}: {err}").into())
+    let apply_with_root = |root: &Path, timeout: &str| {
+        ns.portcullis(
+            "apply",
+            &[
+                "--config",
+                policy.to_str().unwrap(),
+                "--backend",
+                backend.name(),
+                "--timeout",
+                timeout,
+                "--root",
+                root.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+
+    // Not confirmed: rolled back, and the boot files never changed.
+    let mut run = ApplyRun::spawn(apply_with_root(&root, "2"))?;
+    ns.wait_pending(&mut run)?;
+    ensure(read(&rules_v4) == boot_before, || {
+        "persisted before confirmation".into()
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    ensure(read(&rules_v4) == boot_before, || {
+        "a rolled-back apply persisted".into()
+    })?;
+
+    // Confirmed: the applied text is what the boot loader will read.
+    let mut run = ApplyRun::spawn(apply_with_root(&root, "30"))?;
+    let rec = ns.wait_pending(&mut run)?;
+    ensure(rec.persist && read(&rules_v4) == boot_before, || {
+        "persisted before confirmation".into()
+    })?;
+    let (st, _, err) = ns.run(ns.portcullis("confirm", &[], None))?;
+    ensure(st.success(), || format!("confirm: {st}: {err}"))?;
+    ensure(err.contains("persisted: netfilter-persistent"), || {
+        format!("confirm said: {err}")
+    })?;
+    let applied =
+        std::fs::read_to_string(ns.state_dir.join("applied.v4")).map_err(|e| e.to_string())?;
+    ensure(read(&rules_v4) == applied, || {
+        "rules.v4 is not the applied text".into()
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(0), || format!("apply: {st}: {err}"))?;
+
+    // A root with no loader to find: refused before anything changes.
+    let before = ns.save_both(backend)?;
+    let nowhere = ns.dir.path().join("no-such-root");
+    let (st, _, err) = ns.run(apply_with_root(&nowhere, "5"))?;
+    ensure(st.code() == Some(2) && err.contains("--no-persist"), || {
+        format!("{st}: {err}")
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "a refused apply changed the rules".into()
+    })?;
+    Ok(())
 }
 
 fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
@@ -712,10 +751,7 @@ pub fn trials() -> Vec<Trial> {
             preflight_refuses_outside_client,
         );
         add("same_session_confirm_refused", same_session_confirm_refused);
-        add(
-            "confirm_with_persistence_is_loud",
-            confirm_with_persistence_is_loud,
-        );
+        add("confirm_persists_into_root", confirm_persists_into_root);
         add("unsafe_state_dir_refused", unsafe_state_dir_refused);
     }
     trials

@@ -19,7 +19,14 @@ use portcullis_harness::{Backend, Family, HostId, Lab};
 use crate::support::root_trial;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-const SSH_REPLIES: &str = "ssh replies on sessions older than the ruleset";
+
+/// The comment of the renderer's OUTPUT rule for sessions older than the ruleset
+/// (`--sport 22 ! --syn`), read from the rendered text.
+fn ssh_replies_comment(rendered_v4: &str) -> Option<String> {
+    let line = rendered_v4.lines().find(|l| l.contains("! --syn"))?;
+    let rest = &line[line.find("--comment \"")? + 11..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
 
 fn e(x: impl std::fmt::Display) -> Failed {
     x.to_string().into()
@@ -475,9 +482,13 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     let id = pending_id(&lab)?;
     // Two countdown lines after the load reached the admin over the old session.
     apply.wait_line("waiting for confirm: 4 s left", Duration::from_secs(10))?;
-    let replies = lab.counters(Family::V4)?.rule_packets(SSH_REPLIES);
+    let text = std::fs::read_to_string(&cfg).map_err(e)?;
+    let rendered = portcullis::render(&portcullis::Policy::parse(&text, "t").map_err(e)?);
+    let comment = ssh_replies_comment(&rendered.text(Family::V4).unwrap_or_default())
+        .ok_or("the rendered rules have no `! --syn` OUTPUT rule for older sessions")?;
+    let replies = lab.counters(Family::V4)?.rule_packets(&comment);
     ensure(replies > 0, || {
-        format!("the countdown reached the admin but the `{SSH_REPLIES}` rule counted nothing")
+        format!("the countdown reached the admin but the `{comment}` rule counted nothing")
     })?;
     let state = lab.state_dir();
     let (st, out) = lab.ssh_output(
