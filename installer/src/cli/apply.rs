@@ -70,6 +70,11 @@ fn say(msg: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "`portcullis apply` changes the host's firewall and needs root: run it with sudo"
+        );
+    }
     // Read once, parse that text, and keep it: confirm persists exactly this.
     let (policy_text, origin) = match &args.config {
         Some(p) => (
