@@ -142,7 +142,18 @@ pub fn clock(unix_ms: u64) -> String {
 
 /// Check the state directory for a pending apply; retire a finished record.
 fn refuse_if_pending(state: &StateDir) -> Result<state::Lock, ApplyError> {
-    let Some(lock) = state.try_lock()? else {
+    // `status`, `confirm` and a finishing `apply` hold the lock for moments; only
+    // a guard holds it while a record is pending.
+    let mut lock = state.try_lock()?;
+    let until = Instant::now() + Duration::from_secs(1);
+    while lock.is_none()
+        && Instant::now() < until
+        && !matches!(state.record(), Ok(Some(r)) if !r.status.is_final())
+    {
+        std::thread::sleep(Duration::from_millis(10));
+        lock = state.try_lock()?;
+    }
+    let Some(lock) = lock else {
         let rec = state.record()?;
         return Err(match rec {
             Some(r) => ApplyError::AlreadyPending {

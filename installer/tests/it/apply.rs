@@ -364,7 +364,7 @@ fn lateness_ms(r: &Record) -> i64 {
 fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
     let ns = Netns::new()?;
     ns.load_before(backend)?;
-    let mut apply = spawn_apply(&ns, backend, 3, None)?;
+    let mut apply = spawn_apply(&ns, backend, 5, None)?;
     let rec = ns.wait_pending(&mut apply)?;
     // While pending: status names it, the guard watches, the rules are live.
     let (st, out, err) = ns.run(ns.portcullis("status", &["--json"], None))?;
