@@ -3,11 +3,24 @@
 //! [`Outcome`]. The lab wraps probes with the target's counter deltas.
 
 //!
-//! Modules: [`tcp`] (connect), [`dns`] (resolve a name over UDP or TCP), [`http`]
-//! and [`https`] (GET, the latter with certificate verification), [`icmp`] (echo
-//! v4/v6 over raw sockets), [`craft`] (hand-made TCP packets: any flags, and an
-//! out-of-window RST on an established connection). Every probe takes a `window`,
-//! the whole time it may take; silence for that long is [`Outcome::NoAnswer`].
+//! The probes (every one takes a `window`, the whole time it may take; silence
+//! for that long is [`Outcome::NoAnswer`]):
+//!
+//! - [`tcp::connect`]`(SocketAddr, window)`: `Ok("connected L -> P")`.
+//! - [`dns::resolve`]`(server, name, dns::Rtype::{A, Aaaa},
+//!   dns::Transport::{Udp, Tcp}, window)`: `Ok("192.0.2.34")`, addresses
+//!   comma-separated; NXDOMAIN is `Failed("NAME: nxdomain")`.
+//! - [`http::get`]`(addr, host, window)`: `Ok("200 OK <first body line>")`.
+//! - [`https::get`]`(addr, server_name, &CertificateDer ca, window)`: the same
+//!   over TLS, verified against `ca` only; a wrong CA or name is `Failed`.
+//! - [`icmp::echo`]`(IpAddr, window)`: `Ok("echo reply from A in T ms")`.
+//! - [`craft::send_tcp`]`(src, dst, craft::Flags, seq, ack)`: one segment with any
+//!   flags, IP header included; `Ok("sent ...")`, no answer awaited.
+//! - [`craft::out_of_window_rst`]`(dst, window)`: a real connection, then a RST
+//!   0x7000_0000 past its next sequence number: INVALID for conntrack.
+//!
+//! The ssh client ([`crate::services::ssh::Client::run`]) also returns an
+//! [`Outcome`], so the lab's evidence wrapper takes it like any probe.
 //!
 //! How errors map to outcomes, everywhere: a TCP RST or an ICMP unreachable is
 //! `Refused`; silence, or a send that this host's own OUTPUT chain refused

@@ -84,7 +84,7 @@ pub async fn start(addrs: &[SocketAddr], zone: Zone) -> Result<Service, ServiceE
                 }
             }
         });
-        service.push(local, task.abort_handle());
+        service.push(local, task);
 
         let tcp = bind_tcp(local)?;
         let local = tcp.local_addr().unwrap_or(local);
@@ -101,7 +101,7 @@ pub async fn start(addrs: &[SocketAddr], zone: Zone) -> Result<Service, ServiceE
                 }
             }
         });
-        service.push(local, task.abort_handle());
+        service.push(local, task);
     }
     Ok(service)
 }

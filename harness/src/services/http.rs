@@ -45,7 +45,7 @@ pub async fn start(addrs: &[SocketAddr], host: &str) -> Result<Service, ServiceE
                 }
             }
         });
-        service.push(local, task.abort_handle());
+        service.push(local, task);
     }
     Ok(service)
 }
@@ -87,7 +87,7 @@ pub async fn start_tls(
                 }
             }
         });
-        service.push(local, task.abort_handle());
+        service.push(local, task);
     }
     Ok(service)
 }

@@ -8,6 +8,23 @@
 //! slept for. The returned [`Service`] (or [`ssh::Sshd`]) stops the server when
 //! dropped.
 //!
+//! The API, all async functions awaited on a host's thread (they need that
+//! thread's tokio runtime with IO, time and, for OpenSSH, process support):
+//!
+//! - [`dns::start`]`(&[SocketAddr], dns::Zone) -> Result<Service>`: UDP and TCP on
+//!   each address, A/AAAA from the zone, NXDOMAIN otherwise.
+//! - [`http::start`]`(&[SocketAddr], host) -> Result<Service>` and
+//!   [`http::start_tls`]`(&[SocketAddr], host, &tls::ServerCert)`: `GET /` answers
+//!   `200 OK` with [`http::body_for`]`(host)`.
+//! - [`tls::LabCa::new`]`(name)`, [`tls::LabCa::issue`]`(&[dns names], &[IpAddr])
+//!   -> ServerCert`, [`tls::LabCa::cert`] (what clients trust).
+//! - [`tcp::echo`]`(&[SocketAddr]) -> Result<Service>`: a listener that echoes.
+//! - [`ssh::Sshd::start`]`(Arc<ssh::LabDir>, &[IpAddr], port) -> Result<Sshd>`,
+//!   [`ssh::Sshd::client`] -> [`ssh::Client`] with `run(addr, command, window)
+//!   -> Outcome` and `session(addr, command, window) -> Result<ssh::Session>`.
+//! - [`Service::stop`] closes every socket before it returns; dropping a
+//!   [`Service`] schedules the same.
+//!
 //! What this module refuses to do: bind wildcard addresses (a lab host serves on
 //! the addresses it was given, so a probe to any other address of the host proves
 //! something), talk to the namespace it was not started in, or keep serving after
@@ -15,6 +32,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod ssh;
 
 pub mod tcp;
 pub mod tls;
@@ -23,7 +41,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 /// What went wrong starting or running a service.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +81,7 @@ pub enum ServiceError {
 pub struct Service {
     what: String,
     addrs: Vec<SocketAddr>,
-    tasks: Vec<AbortHandle>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Service {
@@ -75,7 +93,7 @@ impl Service {
         }
     }
 
-    pub(crate) fn push(&mut self, addr: SocketAddr, task: AbortHandle) {
+    pub(crate) fn push(&mut self, addr: SocketAddr, task: JoinHandle<()>) {
         self.addrs.push(addr);
         self.tasks.push(task);
     }
@@ -89,6 +107,20 @@ impl Service {
     /// A service on UDP and TCP lists each address once per protocol.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Stop now and return once every socket of the service is closed (drop only
+    /// schedules that for the runtime's next turn).
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            // Cancelled is the expected result; a panic in a task is not ours to
+            // re-raise at shutdown.
+            let _ = t.await;
+        }
     }
 }
 

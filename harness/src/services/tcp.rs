@@ -46,7 +46,7 @@ pub async fn echo(addrs: &[SocketAddr]) -> Result<Service, ServiceError> {
                 }
             }
         });
-        service.push(local, task.abort_handle());
+        service.push(local, task);
     }
     Ok(service)
 }
