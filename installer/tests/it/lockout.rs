@@ -305,14 +305,13 @@ impl SshLab {
 
 impl Drop for SshLab {
     fn drop(&mut self) {
-        // A guard a trial started must not outlive it.
-        for name in ["pending.json", "last.json"] {
-            if let Some(r) = self.record(name) {
-                if let (Some(pid), false) = (r.guard_pid, r.status.is_final()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+        // A guard a trial started must not outlive it: ask it to roll back and
+        // exit, through its FIFO (never by pid: the guard is not our child).
+        if let Some(r) = self.record("pending.json").filter(|r| !r.status.is_final()) {
+            if let Ok(state) = portcullis::apply::StateDir::open(&self.state_dir()) {
+                let line = format!("rollback {} the trial ended", r.id);
+                if let Ok(true) = portcullis::apply::guard::send(&state, &line) {
+                    let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
                 }
             }
         }
