@@ -523,6 +523,64 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The control for the OUTPUT `! --syn` rule: the same rules without it, loaded
+/// under an untracked session whose server speaks first (a remote loop printing
+/// every 200 ms to an idle client). Nothing reaches the client while the rules are
+/// loaded, and the target's OUTPUT policy counts the dropped segments; once the
+/// rules go, the stalled output arrives (the session was alive, only stalled).
+fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(), Failed> {
+    let lab = SshLab::new(backend)?;
+    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
+    let rendered =
+        portcullis::render(&portcullis::Policy::parse(&policy(&[&admin]), "t").map_err(e)?);
+    let full = rendered.text(Family::V4).unwrap_or_default();
+    ensure(full.contains("! --syn"), || {
+        "the renderer has no `! --syn` rule".into()
+    })?;
+    let without: String = full
+        .lines()
+        .filter(|l| !l.contains("! --syn"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = lab.write("nosyn.v4", &without)?;
+    let restore = backend.restore_binary(Family::V4);
+    let script = format!(
+        "echo loading; {restore} -w < {}; while :; do echo tick; sleep 0.2; done",
+        file.display()
+    );
+    let mut run = Remote::spawn(&lab, lab.ssh(HostId::Admin, Family::V4, false, &[&script]))?;
+    run.wait_line("loading", Duration::from_secs(20))?;
+    // The load is done once the target's INPUT policy is DROP.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !lab.save(Family::V4)?.contains(":INPUT DROP") {
+        ensure(Instant::now() < until, || "the rules never loaded".into())?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dropped_before = lab.counters(Family::V4)?.policy_packets("OUTPUT");
+    // A short negative window: ticks are due every 200 ms.
+    std::thread::sleep(portcullis_harness::probe::NEGATIVE_WINDOW.max(Duration::from_millis(600)));
+    let ticks = run.text().matches("tick").count();
+    let dropped = lab.counters(Family::V4)?.policy_packets("OUTPUT") - dropped_before;
+    ensure(ticks == 0, || {
+        format!("{ticks} ticks reached the admin without the rule")
+    })?;
+    ensure(dropped > 0, || {
+        "no tick arrived, but the OUTPUT policy counted nothing".into()
+    })?;
+    let empty =
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+    lab.lab
+        .host(HostId::Target)
+        .load(backend, Family::V4, empty)
+        .map_err(e)?;
+    run.wait_line("tick", Duration::from_secs(10))?;
+    run.kill()?;
+    eprintln!(
+        "measured: lockout::untracked_session::{backend}: without the `! --syn` rule, 0 ticks in the window and {dropped} segments dropped by the OUTPUT policy; they arrived once the rules were gone"
+    );
+    Ok(())
+}
+
 /// Nobody confirms: the guard rolls back at the deadline; how late is measured.
 fn nobody_confirms(backend: Backend) -> Result<(), Failed> {
     let lab = SshLab::new(backend)?;
@@ -728,6 +786,10 @@ pub fn trials() -> Vec<Trial> {
         add(
             "admin_confirms_from_new_session",
             Box::new(move || admin_confirms_from_new_session(backend)),
+        );
+        add(
+            "untracked_session_stalls_without_the_syn_rule",
+            Box::new(move || untracked_session_stalls_without_the_syn_rule(backend)),
         );
         add(
             "nobody_confirms_rolled_back",
