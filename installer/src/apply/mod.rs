@@ -415,6 +415,13 @@ pub fn check_session(record: &Record, ssh: Option<&SshConnection>) -> Result<(),
 pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
     let state = StateDir::open(&opts.state_dir)?;
     let record = pending(&state)?;
+    if record.status == Status::Starting {
+        // Its guard never armed, so its rules were never applied: nothing to keep.
+        return Err(ApplyError::Orphaned {
+            id: record.id,
+            status: record.status,
+        });
+    }
     check_session(&record, opts.ssh.as_ref()).map_err(ApplyError::Session)?;
     let persist = opts.persist.unwrap_or(record.persist);
     let root = opts

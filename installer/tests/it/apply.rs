@@ -724,6 +724,57 @@ fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
+/// An apply whose process died before its guard armed leaves a `starting` record
+/// and no guard: a new apply and a confirm are refused (its rules were never
+/// applied, so there is nothing to confirm), and `rollback` clears it.
+fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    // A real apply, rolled back, leaves a snapshot and last.json to start from.
+    let mut run = spawn_apply(&ns, backend, 30, None)?;
+    ns.wait_pending(&mut run)?;
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || format!("rollback: {err}"))?;
+    run.finish()?;
+    let mut orphan = ns.read_record("last.json").ok_or("no last.json")?;
+    orphan.id = "orphan".into();
+    orphan.status = Status::Starting;
+    orphan.guard_pid = None;
+    orphan.ended_unix_ms = None;
+    orphan.reason = None;
+    let state = portcullis::apply::StateDir::open(&ns.state_dir).map_err(|e| e.to_string())?;
+    state.write_record(&orphan).map_err(|e| e.to_string())?;
+
+    let (st, err) = spawn_apply(&ns, backend, 30, None)?.finish()?;
+    ensure(
+        st.code() == Some(1) && err.contains("guard is gone"),
+        || format!("apply: {st}: {err}"),
+    )?;
+    let (st, _, err) = ns.run(ns.portcullis("confirm", &["--no-persist"], None))?;
+    ensure(st.code() == Some(1) && err.contains("orphan"), || {
+        format!("confirm: {st}: {err}")
+    })?;
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || {
+        format!("rollback of the orphan: {st}: {err}")
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "the rules are not the snapshot".into()
+    })?;
+    ensure(!ns.state_dir.join("pending.json").exists(), || {
+        "the orphan is still pending".into()
+    })?;
+    // And the next apply goes ahead.
+    let mut run = spawn_apply(&ns, backend, 30, None)?;
+    ns.wait_pending(&mut run)?;
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || format!("rollback: {err}"))?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     use nix::sys::signal::Signal;
     let mut trials = Vec::new();
@@ -752,6 +803,10 @@ pub fn trials() -> Vec<Trial> {
         );
         add("same_session_confirm_refused", same_session_confirm_refused);
         add("confirm_persists_into_root", confirm_persists_into_root);
+        add(
+            "orphaned_record_refused_then_cleared",
+            orphaned_record_refused_then_cleared,
+        );
         add("unsafe_state_dir_refused", unsafe_state_dir_refused);
     }
     trials
