@@ -724,6 +724,37 @@ fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
+/// SIGTERM to the guard (a shutdown) rolls back at once, well before a 60 s
+/// deadline; SIGHUP before it changes nothing.
+fn guard_sigterm_rolls_back_at_once(backend: Backend) -> Result<(), Failed> {
+    use nix::sys::signal::{Signal, kill};
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let mut run = spawn_apply(&ns, backend, 60, None)?;
+    let rec = ns.wait_pending(&mut run)?;
+    let guard = nix::unistd::Pid::from_raw(rec.guard_pid.ok_or("no guard pid")?);
+    kill(guard, Signal::SIGHUP).map_err(|e| e.to_string())?;
+    kill(guard, Signal::SIGTERM).map_err(|e| e.to_string())?;
+    let done = ns.wait_finished(&rec.id, Duration::from_secs(10))?;
+    ensure(
+        done.status == Status::RolledBack
+            && done.reason.as_deref().unwrap_or("").contains("SIGTERM"),
+        || format!("{done:?}"),
+    )?;
+    ensure(done.remaining_ms() > 30_000, || {
+        "the rollback waited for the deadline".into()
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "not rolled back".into()
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
+        format!("apply: {st}: {err}")
+    })?;
+    Ok(())
+}
+
 /// An apply whose process died before its guard armed leaves a `starting` record
 /// and no guard: a new apply and a confirm are refused (its rules were never
 /// applied, so there is nothing to confirm), and `rollback` clears it.
@@ -803,6 +834,10 @@ pub fn trials() -> Vec<Trial> {
         );
         add("same_session_confirm_refused", same_session_confirm_refused);
         add("confirm_persists_into_root", confirm_persists_into_root);
+        add(
+            "guard_sigterm_rolls_back_at_once",
+            guard_sigterm_rolls_back_at_once,
+        );
         add(
             "orphaned_record_refused_then_cleared",
             orphaned_record_refused_then_cleared,
