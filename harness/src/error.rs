@@ -42,6 +42,13 @@ pub enum LabError {
     },
     #[error("no ruleset loaded on the target: call `Lab::load` before reading counters")]
     NoBackend,
+    #[error(
+        "the target already has {loaded} rules; refusing to load {asked} rules into the same lab (build a new lab per backend)"
+    )]
+    MixedBackends {
+        loaded: crate::backend::Backend,
+        asked: crate::backend::Backend,
+    },
 }
 
 /// A short result alias for the lab.

@@ -7,6 +7,7 @@
 mod apply;
 mod cli_test;
 mod golden;
+mod lockout;
 mod persist;
 mod policy_test;
 mod render_prop;
@@ -25,6 +26,7 @@ fn main() {
     trials.extend(cli_test::trials());
     trials.extend(persist::trials());
     trials.extend(apply::trials());
+    trials.extend(lockout::trials());
     trials.extend(verify_cli::trials());
     libtest_mimic::run(&args, trials).exit();
 }
