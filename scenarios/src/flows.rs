@@ -66,6 +66,28 @@ fn verify_examples(backend: Backend) -> Result<(), Failed> {
     }
 }
 
+/// The other half of `--rules-*`: portcullis's own rendering of the default,
+/// handed in as if hand-written (with the real 10.137.0.0/24 in it), passes; so
+/// the hand-written judgement is not stricter than the policy.
+fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
+    let policy = Policy::embedded_default();
+    let rendered = portcullis::render(&policy);
+    let opts = Options {
+        rules_v4: rendered.text(portcullis_harness::Family::V4),
+        rules_v6: rendered.text(portcullis_harness::Family::V6),
+        policy,
+        backends: vec![backend],
+    };
+    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    if report.passed() && report.hand_written && !report.mappings.is_empty() {
+        Ok(())
+    } else {
+        let mut out = Vec::new();
+        let _ = verify::matrix::print(&report.rows, &mut out);
+        Err(String::from_utf8_lossy(&out).into_owned().into())
+    }
+}
+
 /// `verify --rules-v4` has teeth: the seed's own final ruleset, judged against
 /// the embedded default policy, must FAIL exactly where the seed falls short
 /// (no INPUT loopback, no tcp/53, no IPv6 rules at all) and pass elsewhere.
@@ -155,6 +177,11 @@ pub fn trials() -> Vec<Trial> {
             format!("flows::verify_examples::{backend}"),
             cannot_run(backend, true),
             move || verify_examples(backend),
+        ));
+        out.push(privileged_trial(
+            format!("flows::verify_rendered_as_hand_written::{backend}"),
+            cannot_run(backend, true),
+            move || verify_rendered_as_hand_written(backend),
         ));
         out.push(privileged_trial(
             format!("flows::verify_catches_seed_gaps::{backend}"),
