@@ -360,6 +360,37 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
                 dropped.summary()
             )
         })?;
+
+        // Both at once from two threads: each evidence holds only its own probe.
+        let (ok, dropped) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                lab.probe(HostId::Admin, Some(family), move || {
+                    connect(bound, Duration::from_secs(2))
+                })
+            });
+            let o = s.spawn(|| {
+                lab.probe(HostId::Outsider, Some(family), move || {
+                    connect(bound, NEGATIVE_WINDOW)
+                })
+            });
+            (a.join().unwrap(), o.join().unwrap())
+        });
+        let (ok, dropped) = (ok?, dropped?);
+        check(
+            ok.outcome.is_ok() && ok.policy_packets("INPUT") == 0,
+            || format!("{backend} {family} concurrent admin: {}", ok.summary()),
+        )?;
+        check(
+            dropped.outcome == Outcome::NoAnswer
+                && dropped.policy_packets("INPUT") >= 1
+                && dropped.rule_packets("test port from admin") == 0,
+            || {
+                format!(
+                    "{backend} {family} concurrent outsider: {}",
+                    dropped.summary()
+                )
+            },
+        )?;
     }
     lab.shutdown().map_err(|e| format!("{e:?}"))?;
     Ok(())
