@@ -79,3 +79,29 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privilege_errors_say_what_to_do() {
+        let e = LabError::Sys {
+            host: "target".into(),
+            what: "unshare(CLONE_NEWNET)".into(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("host `target`: unshare(CLONE_NEWNET): "),
+            "{text}"
+        );
+        assert!(text.ends_with("run with sudo)"), "{text}");
+        let e = LabError::Sys {
+            host: "target".into(),
+            what: "find link eth0".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(!e.to_string().contains("sudo"), "{e}");
+    }
+}
