@@ -7,9 +7,7 @@ use crate::backend::BackendError;
 /// What went wrong building, using or tearing down a lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error(
-        "host `{host}`: {what}: {source} (the lab needs root and a kernel with network namespaces)"
-    )]
+    #[error("host `{host}`: {what}: {source}{}", hint(source))]
     Sys {
         host: String,
         what: String,
@@ -49,6 +47,16 @@ pub enum LabError {
         loaded: crate::backend::Backend,
         asked: crate::backend::Backend,
     },
+}
+
+/// What to do next when the kernel said no for lack of privilege.
+fn hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            " (the lab needs root and a kernel with network namespaces: run with sudo)"
+        }
+        _ => "",
+    }
 }
 
 /// A short result alias for the lab.
