@@ -18,7 +18,11 @@ fn policy_text(entries: usize) -> String {
         // Distinct destinations so no two rules collapse into one.
         let net = format!("203.0.{}.{}/32", 113 + (i / 250) % 2, i % 250 + 1);
         let port = 1024 + i % 60000;
-        writeln!(t, "[[outbound.allow]]\nproto = \"tcp\"\nport = {port}\nto = [\"{net}\"]").unwrap();
+        writeln!(
+            t,
+            "[[outbound.allow]]\nproto = \"tcp\"\nport = {port}\nto = [\"{net}\"]"
+        )
+        .unwrap();
     }
     t
 }
@@ -50,8 +54,15 @@ fn split_rule(line: &str) -> Vec<String> {
 
 fn flush(backend: Backend) {
     let bin = backend.binary(Family::V4);
-    for args in [&["-w", "-F"][..], &["-w", "-P", "INPUT", "ACCEPT"], &["-w", "-P", "OUTPUT", "ACCEPT"]] {
-        let st = Command::new(&bin).args(args).status().expect("run iptables");
+    for args in [
+        &["-w", "-F"][..],
+        &["-w", "-P", "INPUT", "ACCEPT"],
+        &["-w", "-P", "OUTPUT", "ACCEPT"],
+    ] {
+        let st = Command::new(&bin)
+            .args(args)
+            .status()
+            .expect("run iptables");
         assert!(st.success(), "{bin} {args:?} failed");
     }
 }
@@ -90,14 +101,19 @@ fn per_rule(backend: Backend, text: &str) -> (Duration, usize) {
 }
 
 fn main() {
-    let entries: usize = std::env::args().nth(1).map(|a| a.parse().expect("ENTRIES")).unwrap_or(5000);
+    let entries: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("ENTRIES"))
+        .unwrap_or(5000);
     if !nix::unistd::geteuid().is_root() {
         eprintln!("apply-bench: needs root (it unshares a network namespace)");
         std::process::exit(2);
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     let policy = portcullis::Policy::parse(&policy_text(entries), "bench").expect("valid policy");
-    let text = portcullis::render(&policy).text(Family::V4).expect("ipv4 rendered");
+    let text = portcullis::render(&policy)
+        .text(Family::V4)
+        .expect("ipv4 rendered");
     let rules = text.lines().filter(|l| l.starts_with("-A ")).count();
     println!("apply-bench: {entries} allow entries -> {rules} ipv4 rules");
     for backend in Backend::ALL {

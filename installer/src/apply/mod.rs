@@ -1,8 +1,10 @@
 //! Safe apply: snapshot, a detached rollback guard, confirmation from a new session.
 //!
-//! `start` does, in order: render and `--test` both families with the chosen
-//! backend; preflight (the SSH session must survive the policy; no conflicting
-//! firewall manager or backend unless forced); snapshot the live rules into the
+//! `start` does, in order: render; preflight (the SSH session must survive the
+//! policy; no conflicting firewall manager or backend unless forced); `--test`
+//! both families with the chosen backend (after preflight, because a legacy
+//! `--test` instantiates empty tables, and a refusal must leave no trace);
+//! snapshot the live rules into the
 //! state directory; start the guard and wait until it is armed; apply each family
 //! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
 //! the apply, one way or the other. `confirm`, `rollback` and `status` talk to the
@@ -104,6 +106,9 @@ impl ApplyError {
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub policy: Policy,
+    /// The policy's source text, kept with the snapshot so confirm persists what
+    /// was applied.
+    pub policy_text: String,
     /// The policy's origin, for the record.
     pub config: String,
     pub timeout: Duration,
@@ -137,7 +142,18 @@ pub fn clock(unix_ms: u64) -> String {
 
 /// Check the state directory for a pending apply; retire a finished record.
 fn refuse_if_pending(state: &StateDir) -> Result<state::Lock, ApplyError> {
-    let Some(lock) = state.try_lock()? else {
+    // `status`, `confirm` and a finishing `apply` hold the lock for moments; only
+    // a guard holds it while a record is pending.
+    let mut lock = state.try_lock()?;
+    let until = Instant::now() + Duration::from_secs(1);
+    while lock.is_none()
+        && Instant::now() < until
+        && !matches!(state.record(), Ok(Some(r)) if !r.status.is_final())
+    {
+        std::thread::sleep(Duration::from_millis(10));
+        lock = state.try_lock()?;
+    }
+    let Some(lock) = lock else {
         let rec = state.record()?;
         return Err(match rec {
             Some(r) => ApplyError::AlreadyPending {
@@ -172,18 +188,8 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         .iter()
         .filter_map(|&f| rendered.text(f).map(|t| (f, t)))
         .collect();
-    for (family, text) in &families {
-        portcullis_harness::backend::restore(opts.backend, *family, text, true).map_err(
-            |source| ApplyError::Test {
-                family: *family,
-                backend: opts.backend,
-                source,
-            },
-        )?;
-    }
-
     let ssh = SshConnection::current().map_err(|e| ApplyError::Refused(vec![e]))?;
-    let facts = preflight::gather(opts.backend, ssh.clone(), Path::new("/"));
+    let facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
     let mut refusals = Vec::new();
     for finding in preflight::check(&opts.policy, &facts) {
         match finding {
@@ -201,6 +207,16 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         return Err(ApplyError::Refused(refusals));
     }
 
+    for (family, text) in &families {
+        portcullis_harness::backend::restore(opts.backend, *family, text, true).map_err(
+            |source| ApplyError::Test {
+                family: *family,
+                backend: opts.backend,
+                source,
+            },
+        )?;
+    }
+
     let state = StateDir::open(&opts.state_dir)?;
     let lock = refuse_if_pending(&state)?;
     snapshot::take(&state, opts.backend)?;
@@ -210,6 +226,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     for (family, text) in &families {
         state.write_atomic(state::applied_name(*family), text.as_bytes())?;
     }
+    state.write_atomic(state::POLICY, opts.policy_text.as_bytes())?;
     let now = state::now_unix_ms();
     let record = Record {
         id: format!("{now}-{}", std::process::id()),
@@ -398,6 +415,13 @@ pub fn check_session(record: &Record, ssh: Option<&SshConnection>) -> Result<(),
 pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
     let state = StateDir::open(&opts.state_dir)?;
     let record = pending(&state)?;
+    if record.status == Status::Starting {
+        // Its guard never armed, so its rules were never applied: nothing to keep.
+        return Err(ApplyError::Orphaned {
+            id: record.id,
+            status: record.status,
+        });
+    }
     check_session(&record, opts.ssh.as_ref()).map_err(ApplyError::Session)?;
     let persist = opts.persist.unwrap_or(record.persist);
     let root = opts
@@ -416,6 +440,11 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
     } else {
         None
     };
+    // Everything persistence needs is read and checked before the guard stops.
+    let plan = match mechanism {
+        None => None,
+        Some(m) => Some(persist_plan(&state, &record, m)?),
+    };
     let mut done = end(
         &state,
         &record,
@@ -429,13 +458,9 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
             reason: done.reason.unwrap_or_default(),
         });
     }
-    if let Some(m) = mechanism {
+    if let Some((m, rendered, v4, v6)) = plan {
         let backend: Backend = done.backend.parse().map_err(ApplyError::Session)?;
-        let v4 = state
-            .read(state::applied_name(Family::V4))?
-            .unwrap_or_default();
-        let v6 = state.read(state::applied_name(Family::V6))?;
-        let what = persistence::install(&root, &m, &v4, v6.as_deref(), backend)
+        let what = persistence::install(&root, &m, &rendered, &v4, v6.as_deref(), backend)
             .map_err(ApplyError::Persist)?;
         done.persisted = Some(what);
         let _lock = state.lock()?;
@@ -444,6 +469,45 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
         state.write_atomic(state::LAST, text.as_bytes())?;
     }
     Ok(done)
+}
+
+type Plan = (
+    persistence::Mechanism,
+    crate::Rendered,
+    String,
+    Option<String>,
+);
+
+/// The applied texts and the re-rendered policy, checked equal.
+fn persist_plan(
+    state: &StateDir,
+    record: &Record,
+    m: persistence::Mechanism,
+) -> Result<Plan, ApplyError> {
+    let refuse = |why: String| {
+        ApplyError::Refused(vec![format!(
+            "{why}; confirm with --no-persist (the apply stays pending until {})",
+            clock(record.deadline_unix_ms)
+        )])
+    };
+    let v4 = state
+        .read(state::applied_name(Family::V4))?
+        .ok_or_else(|| refuse("the applied ipv4 rules are missing from the state dir".into()))?;
+    let v6 = state.read(state::applied_name(Family::V6))?;
+    let text = state
+        .read(state::POLICY)?
+        .ok_or_else(|| refuse("the applied policy is missing from the state dir".into()))?;
+    let policy = Policy::parse(&text, &record.config)
+        .map_err(|e| refuse(format!("the applied policy no longer parses: {e}")))?;
+    let rendered = crate::render(&policy);
+    for (family, applied) in [(Family::V4, Some(&v4)), (Family::V6, v6.as_ref())] {
+        if rendered.text(family).as_ref() != applied {
+            return Err(refuse(format!(
+                "this portcullis renders different {family} rules from those applied"
+            )));
+        }
+    }
+    Ok((m, rendered, v4, v6))
 }
 
 /// Restore the snapshot of the pending apply now.

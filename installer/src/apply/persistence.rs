@@ -1,39 +1,83 @@
-//! The boundary between confirmation and persistence: `confirm` calls these two
-//! functions and nothing else of `crate::persist`.
+//! The boundary between confirmation and persistence: `apply` and `confirm` call
+//! these two functions and nothing else of `crate::persist`.
 //!
-//! Until the persistence module can detect and install, both answer with an error,
-//! so a confirm that should persist fails loudly (and before it stops the guard)
-//! instead of pretending the rules survive a reboot.
+//! Confirm persists the exact text that was applied: it re-renders the policy
+//! saved with the apply and refuses to persist when that differs from what is
+//! live (a different portcullis binary in between), rather than write rules
+//! nobody tested.
 
 use std::path::Path;
 
-use portcullis_harness::Backend;
+use portcullis_harness::{Backend, Family};
+
+use crate::persist::{self, InstallOptions, TestMode};
+use crate::render::Rendered;
 
 /// The mechanism that would load the rules at boot, with the reason it was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mechanism {
+    pub kind: persist::Mechanism,
     pub name: String,
     pub reason: String,
 }
 
 /// The persistence mechanism of `root` (`/` for this host).
 pub fn detect(root: &Path) -> Result<Mechanism, String> {
-    let _ = root;
-    Err("persistence is not built into this portcullis yet: rerun with --no-persist and write the rules with `portcullis install` later".into())
+    persist::detect(root)
+        .map(|d| Mechanism {
+            kind: d.mechanism,
+            name: d.mechanism.name().to_owned(),
+            reason: d.reason,
+        })
+        .map_err(|e| {
+            format!(
+                "cannot find how {} loads rules at boot: {e}; pass --no-persist, or --root DIR",
+                root.display()
+            )
+        })
 }
 
-/// Write the applied rules where `mechanism` loads them at boot, under `root`.
-/// Returns what was written, for the record.
+/// Write `rendered` where `mechanism` loads it at boot, under `root`. `rendered`
+/// must be the text that was applied (`applied_v4`, `applied_v6`): checked again
+/// here, since nothing else may reach the boot files. Returns what was written.
 pub fn install(
     root: &Path,
     mechanism: &Mechanism,
-    v4: &str,
-    v6: Option<&str>,
+    rendered: &Rendered,
+    applied_v4: &str,
+    applied_v6: Option<&str>,
     backend: Backend,
 ) -> Result<String, String> {
-    let _ = (root, v4, v6, backend);
-    Err(format!(
-        "cannot persist through {}: persistence is not built into this portcullis yet",
-        mechanism.name
+    for (family, applied) in [(Family::V4, Some(applied_v4)), (Family::V6, applied_v6)] {
+        if rendered.text(family).as_deref() != applied {
+            return Err(format!(
+                "the rendered {family} rules differ from those applied; run `portcullis install` once you have checked them"
+            ));
+        }
+    }
+    // The exact text passed `--test` and is live: no second test.
+    let opts = InstallOptions {
+        check_only: false,
+        test: TestMode::Skip,
+    };
+    let report = persist::install(root, mechanism.kind, rendered, Some(backend), opts)
+        .map_err(|e| format!("{e:#}"))?;
+    let files: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| {
+            let what = match &f.status {
+                persist::FileStatus::Written { .. } => "written",
+                persist::FileStatus::Unchanged => "unchanged",
+                persist::FileStatus::WouldChange { .. } => "not written",
+            };
+            format!("{} {what}", f.path.display())
+        })
+        .collect();
+    Ok(format!(
+        "{} into {}: {}",
+        mechanism.name,
+        root.display(),
+        files.join(", ")
     ))
 }

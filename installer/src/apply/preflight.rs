@@ -25,6 +25,8 @@ pub struct Facts {
     pub firewalld_active: bool,
     pub ufw_enabled: bool,
     pub nftables_service_enabled: bool,
+    /// Docker's service, enabled or installed (its evidence).
+    pub docker_service: Option<String>,
     /// Docker's chains (DOCKER, DOCKER-USER, ...) found in a live table.
     pub docker_chains: Vec<String>,
     /// Live rules (`-A` lines) counted per backend, both families together.
@@ -140,6 +142,11 @@ pub fn conflicts(facts: &Facts) -> Vec<String> {
     if facts.nftables_service_enabled {
         out.push("nftables.service is enabled: it starts with `flush ruleset` and wipes these rules at boot; disable it or pass --force".into());
     }
+    if let Some(evidence) = &facts.docker_service {
+        out.push(format!(
+            "{evidence}: a filter table loaded over Docker's breaks container networking; pass --force if you know this host"
+        ));
+    }
     if !facts.docker_chains.is_empty() {
         out.push(format!(
             "Docker's chains are present ({}): loading a filter table replaces them and breaks container networking; pass --force if you know this host",
@@ -161,14 +168,24 @@ pub fn conflicts(facts: &Facts) -> Vec<String> {
     out
 }
 
-/// Read the facts from this host and the current network namespace.
+/// Read the facts from this host and the current network namespace. The files
+/// (enabled units, ufw.conf) are read under `root`, through the persistence
+/// module's own conflict detection.
 pub fn gather(backend: Backend, ssh: Option<SshConnection>, root: &Path) -> Facts {
+    let found = crate::persist::conflicts(root);
+    let has = |m: &str| {
+        found
+            .iter()
+            .find(|c| c.manager == m)
+            .map(|c| c.evidence.clone())
+    };
     let mut facts = Facts {
         ssh,
         backend: Some(backend),
-        firewalld_active: process_running("firewalld"),
-        ufw_enabled: ufw_enabled(root),
-        nftables_service_enabled: unit_enabled(root, "nftables.service"),
+        firewalld_active: has("firewalld").is_some() || process_running("firewalld"),
+        ufw_enabled: has("ufw").is_some(),
+        nftables_service_enabled: has("nftables").is_some(),
+        docker_service: has("docker"),
         ..Facts::default()
     };
     let mut docker = std::collections::BTreeSet::new();
@@ -216,28 +233,6 @@ fn process_running(name: &str) -> bool {
             .map(|c| c.trim() == name)
             .unwrap_or(false)
     })
-}
-
-fn ufw_enabled(root: &Path) -> bool {
-    std::fs::read_to_string(root.join("etc/ufw/ufw.conf"))
-        .map(|t| {
-            t.lines()
-                .map(|l| l.trim().replace(['"', '\''], ""))
-                .any(|l| l.eq_ignore_ascii_case("ENABLED=yes"))
-        })
-        .unwrap_or(false)
-}
-
-/// A unit is enabled when some `*.wants` directory under /etc/systemd/system
-/// links it.
-fn unit_enabled(root: &Path, unit: &str) -> bool {
-    let base = root.join("etc/systemd/system");
-    let Ok(dir) = std::fs::read_dir(&base) else {
-        return false;
-    };
-    dir.flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".wants"))
-        .any(|e| e.path().join(unit).symlink_metadata().is_ok())
 }
 
 #[cfg(test)]
@@ -318,13 +313,14 @@ mod tests {
             ufw_enabled: true,
             nftables_service_enabled: true,
             docker_chains: vec!["DOCKER-USER".into()],
+            docker_service: Some("docker.service is enabled".into()),
             nft_rules: 3,
             legacy_rules: 2,
             ..Facts::default()
         };
         let f = check(&policy(""), &facts);
         let all: Vec<&str> = f.iter().map(Finding::message).collect();
-        assert_eq!(f.len(), 5, "{all:?}");
+        assert_eq!(f.len(), 6, "{all:?}");
         assert!(f.iter().all(|x| matches!(x, Finding::Conflict { .. })));
         for word in [
             "firewalld",

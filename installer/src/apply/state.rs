@@ -11,6 +11,7 @@
 //! D/snapshot.v6     ip6tables-save of the same
 //! D/applied.v4      the rendered rules that were applied (what confirm persists)
 //! D/applied.v6      (absent when ipv6 is `untouched`)
+//! D/policy.toml     the policy applied, re-rendered and persisted by confirm
 //! D/guard.fifo      how confirm and rollback wake the guard at once
 //! D/guard.log       the guard's stdout and stderr
 //! ```
@@ -383,6 +384,7 @@ pub const LOCK: &str = "lock";
 pub const PENDING: &str = "pending.json";
 pub const LAST: &str = "last.json";
 pub const GUARD_FIFO: &str = "guard.fifo";
+pub const POLICY: &str = "policy.toml";
 pub const GUARD_LOG: &str = "guard.log";
 
 /// The snapshot file of a family (`snapshot.v4`).

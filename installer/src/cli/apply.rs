@@ -70,15 +70,31 @@ fn say(msg: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "`portcullis apply` changes the host's firewall and needs root: run it with sudo"
+        );
+    }
+    // Read once, parse that text, and keep it: confirm persists exactly this.
+    let (policy_text, origin) = match &args.config {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| crate::PolicyError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
+            p.display().to_string(),
+        ),
+        None => (
+            crate::policy::DEFAULT_POLICY.to_owned(),
+            "<embedded default>".to_owned(),
+        ),
+    };
+    let policy = crate::Policy::parse(&policy_text, &origin)?;
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {
-        config: args
-            .config
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "<embedded default>".into()),
+        config: origin,
         policy,
+        policy_text,
         timeout: Duration::from_secs(args.timeout),
         state_dir: args.state_dir,
         backend,

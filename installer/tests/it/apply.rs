@@ -42,6 +42,15 @@ fn before_rules(family: Family) -> String {
     )
 }
 
+/// A `*-save` line with its chain counters (`:INPUT ACCEPT [12:345]`, printed
+/// even without `-c`) zeroed, so traffic does not read as a change of rules.
+pub fn without_chain_counters(line: &str) -> String {
+    match (line.starts_with(':'), line.rfind(" [")) {
+        (true, Some(i)) => format!("{} [0:0]\n", &line[..i]),
+        _ => format!("{line}\n"),
+    }
+}
+
 /// A network namespace held by a child process.
 pub struct Netns {
     holder: Child,
@@ -166,7 +175,7 @@ impl Netns {
         Ok(out
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
+            .map(without_chain_counters)
             .collect())
     }
 
@@ -355,7 +364,7 @@ fn lateness_ms(r: &Record) -> i64 {
 fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
     let ns = Netns::new()?;
     ns.load_before(backend)?;
-    let mut apply = spawn_apply(&ns, backend, 3, None)?;
+    let mut apply = spawn_apply(&ns, backend, 5, None)?;
     let rec = ns.wait_pending(&mut apply)?;
     // While pending: status names it, the guard watches, the rules are live.
     let (st, out, err) = ns.run(ns.portcullis("status", &["--json"], None))?;
@@ -593,38 +602,77 @@ fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
-fn confirm_with_persistence_is_loud(backend: Backend) -> Result<(), Failed> {
-    // Persisting is asked for: until confirm can persist, apply refuses up front
-    // (nothing changed) rather than pretend.
+/// Apply with persistence into a Debian fixture root: nothing is written there
+/// while the apply is pending, the applied text after confirm; a rollback
+/// leaves the root as it was; a root whose loader cannot be found is refused
+/// up front, with nothing changed.
+fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     let ns = Netns::new()?;
     ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
-    let root = ns.dir.path().join("root");
-    std::fs::create_dir(&root).map_err(|e| e.to_string())?;
+    let root = crate::persist::copy_fixture("debian", ns.dir.path())?;
+    let rules_v4 = root.join("etc/iptables/rules.v4");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let boot_before = read(&rules_v4);
     let policy = ns.policy();
-    let c = ns.portcullis(
-        "apply",
-        &[
-            "--config",
-            policy.to_str().unwrap(),
-            "--backend",
-            backend.name(),
-            "--timeout",
-            "5",
-            "--root",
-            root.to_str().unwrap(),
-        ],
-        None,
-    );
-    let (st, _, err) = ns.run(c)?;
-    if st.code() == Some(2) {
-        ensure(err.contains("persist"), || err.clone())?;
-        ensure(ns.save_both(backend)? == before, || {
-            "a refused apply changed the rules".into()
-        })?;
-        return Ok(());
-    }
-    Err(format!("apply with persistence exited {st}: {err}").into())
+    let apply_with_root = |root: &Path, timeout: &str| {
+        ns.portcullis(
+            "apply",
+            &[
+                "--config",
+                policy.to_str().unwrap(),
+                "--backend",
+                backend.name(),
+                "--timeout",
+                timeout,
+                "--root",
+                root.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+
+    // Not confirmed: rolled back, and the boot files never changed.
+    let mut run = ApplyRun::spawn(apply_with_root(&root, "2"))?;
+    ns.wait_pending(&mut run)?;
+    ensure(read(&rules_v4) == boot_before, || {
+        "persisted before confirmation".into()
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    ensure(read(&rules_v4) == boot_before, || {
+        "a rolled-back apply persisted".into()
+    })?;
+
+    // Confirmed: the applied text is what the boot loader will read.
+    let mut run = ApplyRun::spawn(apply_with_root(&root, "30"))?;
+    let rec = ns.wait_pending(&mut run)?;
+    ensure(rec.persist && read(&rules_v4) == boot_before, || {
+        "persisted before confirmation".into()
+    })?;
+    let (st, _, err) = ns.run(ns.portcullis("confirm", &[], None))?;
+    ensure(st.success(), || format!("confirm: {st}: {err}"))?;
+    ensure(err.contains("persisted: netfilter-persistent"), || {
+        format!("confirm said: {err}")
+    })?;
+    let applied =
+        std::fs::read_to_string(ns.state_dir.join("applied.v4")).map_err(|e| e.to_string())?;
+    ensure(read(&rules_v4) == applied, || {
+        "rules.v4 is not the applied text".into()
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(0), || format!("apply: {st}: {err}"))?;
+
+    // A root with no loader to find: refused before anything changes.
+    let before = ns.save_both(backend)?;
+    let nowhere = ns.dir.path().join("no-such-root");
+    let (st, _, err) = ns.run(apply_with_root(&nowhere, "5"))?;
+    ensure(st.code() == Some(2) && err.contains("--no-persist"), || {
+        format!("{st}: {err}")
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "a refused apply changed the rules".into()
+    })?;
+    Ok(())
 }
 
 fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
@@ -676,6 +724,88 @@ fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
+/// SIGTERM to the guard (a shutdown) rolls back at once, well before a 60 s
+/// deadline; SIGHUP before it changes nothing.
+fn guard_sigterm_rolls_back_at_once(backend: Backend) -> Result<(), Failed> {
+    use nix::sys::signal::{Signal, kill};
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let mut run = spawn_apply(&ns, backend, 60, None)?;
+    let rec = ns.wait_pending(&mut run)?;
+    let guard = nix::unistd::Pid::from_raw(rec.guard_pid.ok_or("no guard pid")?);
+    kill(guard, Signal::SIGHUP).map_err(|e| e.to_string())?;
+    kill(guard, Signal::SIGTERM).map_err(|e| e.to_string())?;
+    let done = ns.wait_finished(&rec.id, Duration::from_secs(10))?;
+    ensure(
+        done.status == Status::RolledBack
+            && done.reason.as_deref().unwrap_or("").contains("SIGTERM"),
+        || format!("{done:?}"),
+    )?;
+    ensure(done.remaining_ms() > 30_000, || {
+        "the rollback waited for the deadline".into()
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "not rolled back".into()
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
+        format!("apply: {st}: {err}")
+    })?;
+    Ok(())
+}
+
+/// An apply whose process died before its guard armed leaves a `starting` record
+/// and no guard: a new apply and a confirm are refused (its rules were never
+/// applied, so there is nothing to confirm), and `rollback` clears it.
+fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    // A real apply, rolled back, leaves a snapshot and last.json to start from.
+    let mut run = spawn_apply(&ns, backend, 30, None)?;
+    ns.wait_pending(&mut run)?;
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || format!("rollback: {err}"))?;
+    run.finish()?;
+    let mut orphan = ns.read_record("last.json").ok_or("no last.json")?;
+    orphan.id = "orphan".into();
+    orphan.status = Status::Starting;
+    orphan.guard_pid = None;
+    orphan.ended_unix_ms = None;
+    orphan.reason = None;
+    let state = portcullis::apply::StateDir::open(&ns.state_dir).map_err(|e| e.to_string())?;
+    state.write_record(&orphan).map_err(|e| e.to_string())?;
+
+    let (st, err) = spawn_apply(&ns, backend, 30, None)?.finish()?;
+    ensure(
+        st.code() == Some(1) && err.contains("guard is gone"),
+        || format!("apply: {st}: {err}"),
+    )?;
+    let (st, _, err) = ns.run(ns.portcullis("confirm", &["--no-persist"], None))?;
+    ensure(st.code() == Some(1) && err.contains("orphan"), || {
+        format!("confirm: {st}: {err}")
+    })?;
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || {
+        format!("rollback of the orphan: {st}: {err}")
+    })?;
+    ensure(ns.save_both(backend)? == before, || {
+        "the rules are not the snapshot".into()
+    })?;
+    ensure(!ns.state_dir.join("pending.json").exists(), || {
+        "the orphan is still pending".into()
+    })?;
+    // And the next apply goes ahead.
+    let mut run = spawn_apply(&ns, backend, 30, None)?;
+    ns.wait_pending(&mut run)?;
+    let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
+    ensure(st.success(), || format!("rollback: {err}"))?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     use nix::sys::signal::Signal;
     let mut trials = Vec::new();
@@ -703,9 +833,14 @@ pub fn trials() -> Vec<Trial> {
             preflight_refuses_outside_client,
         );
         add("same_session_confirm_refused", same_session_confirm_refused);
+        add("confirm_persists_into_root", confirm_persists_into_root);
         add(
-            "confirm_with_persistence_is_loud",
-            confirm_with_persistence_is_loud,
+            "guard_sigterm_rolls_back_at_once",
+            guard_sigterm_rolls_back_at_once,
+        );
+        add(
+            "orphaned_record_refused_then_cleared",
+            orphaned_record_refused_then_cleared,
         );
         add("unsafe_state_dir_refused", unsafe_state_dir_refused);
     }

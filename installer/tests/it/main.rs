@@ -7,11 +7,13 @@
 mod apply;
 mod cli_test;
 mod golden;
+mod lockout;
 mod persist;
 mod policy_test;
 mod render_prop;
 mod restore_test;
 mod support;
+mod verify_cli;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -24,5 +26,7 @@ fn main() {
     trials.extend(cli_test::trials());
     trials.extend(persist::trials());
     trials.extend(apply::trials());
+    trials.extend(lockout::trials());
+    trials.extend(verify_cli::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,0 +1,821 @@
+//! Lockout flows over real OpenSSH in the standard lab: sshd runs in `target`, the
+//! admin (`198.51.100.0/28`, `2001:db8:2::/64`) and the outsider (`203.0.113.0/28`)
+//! connect with the real ssh client, and `portcullis apply`/`confirm` run as the
+//! remote commands. Each trial runs under both backends.
+//!
+//! Also the side-by-side with Debian's stock iptables-apply under the same session
+//! drop (docs/safety.md quotes its outcome).
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Failed, Trial};
+use portcullis::apply::{Record, Status};
+use portcullis_harness::{Backend, Family, HostId, Lab};
+
+use crate::support::root_trial;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// The comment of the renderer's OUTPUT rule for sessions older than the ruleset
+/// (`--sport 22 ! --syn`), read from the rendered text.
+fn ssh_replies_comment(rendered_v4: &str) -> Option<String> {
+    let line = rendered_v4.lines().find(|l| l.contains("! --syn"))?;
+    let rest = &line[line.find("--comment \"")? + 11..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+fn e(x: impl std::fmt::Display) -> Failed {
+    x.to_string().into()
+}
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(msg().into()) }
+}
+
+/// A policy letting `allow` in over ssh.
+fn policy(allow: &[&str]) -> String {
+    let list: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[ssh]\nport = 22\nallow_from = [{}]\n\n[ipv6]\nmode = \"mirror\"\n",
+        list.join(", ")
+    )
+}
+
+/// Rules a host may have before: accept everything, but tracked, so sessions
+/// are known to conntrack (the usual case on a host that already has a firewall).
+const TRACKED_BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
+
+/// The lab, sshd in `target`, keys and the state dir in a private directory.
+struct SshLab {
+    lab: Lab,
+    dir: tempfile::TempDir,
+    sshd: Option<portcullis_harness::Child>,
+    backend: Backend,
+}
+
+impl SshLab {
+    fn new(backend: Backend) -> Result<SshLab, Failed> {
+        let dir = tempfile::Builder::new()
+            .prefix("lockout")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .map_err(e)?;
+        let d = dir.path();
+        for key in ["host_key", "client_key"] {
+            let st = std::process::Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "portcullis-lab",
+                    "-f",
+                ])
+                .arg(d.join(key))
+                .stdin(Stdio::null())
+                .status()
+                .map_err(|x| format!("cannot run ssh-keygen: {x}"))?;
+            ensure(st.success(), || format!("ssh-keygen failed: {st}"))?;
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).map_err(e)?;
+        let cfg = format!(
+            "Port 22\nListenAddress 0.0.0.0\nListenAddress ::\nHostKey {d}/host_key\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             StrictModes no\nPidFile none\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), cfg).map_err(e)?;
+        let lab = Lab::standard().map_err(e)?;
+        let target = lab.host(HostId::Target);
+        let mut cmd = target.command("/usr/sbin/sshd");
+        cmd.args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut sshd = target.spawn_child(cmd).map_err(e)?;
+        // Ready once sshd says it listens; the rest of its log goes to a file.
+        let stderr = sshd.inner().stderr.take().ok_or("no sshd stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_path = d.join("sshd.log");
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut log = std::fs::File::create(log_path).ok();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Server listening on") {
+                    let _ = tx.send(());
+                }
+                if let Some(l) = log.as_mut() {
+                    let _ = writeln!(l, "{line}");
+                }
+            }
+        });
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(10))
+                .map_err(|_| "sshd did not start listening within 10 s")?;
+        }
+        Ok(SshLab {
+            lab,
+            dir,
+            sshd: Some(sshd),
+            backend,
+        })
+    }
+
+    /// Load `text` into both families of the target.
+    fn load_before(&self, text: impl Fn(Family) -> String) -> Result<(), Failed> {
+        for f in Family::ALL {
+            self.lab
+                .host(HostId::Target)
+                .load(self.backend, f, &text(f))
+                .map_err(e)?;
+        }
+        Ok(())
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn target(&self, family: Family) -> String {
+        self.lab.addr(HostId::Target, family).to_string()
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf, Failed> {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).map_err(e)?;
+        Ok(p)
+    }
+
+    /// The ssh client in `from`, to the target over `family`, running `remote`.
+    fn ssh(
+        &self,
+        from: HostId,
+        family: Family,
+        tty: bool,
+        remote: &[&str],
+    ) -> std::process::Command {
+        let host = self.lab.host(from);
+        let mut c = host.command("ssh");
+        c.arg("-F")
+            .arg("/dev/null")
+            .arg("-i")
+            .arg(self.dir.path().join("client_key"))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "ConnectTimeout=2",
+                "-o",
+                "LogLevel=ERROR",
+            ]);
+        c.arg(if tty { "-tt" } else { "-T" });
+        c.arg(format!("root@{}", self.target(family)));
+        c.arg("--");
+        c.args(remote);
+        c.env_remove("SSH_CONNECTION").env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
+    /// Run an ssh command to completion.
+    fn ssh_output(
+        &self,
+        from: HostId,
+        family: Family,
+        remote: &[&str],
+    ) -> Result<(ExitStatus, String), Failed> {
+        let mut c = self.ssh(from, family, false, remote);
+        c.stdin(Stdio::null());
+        let out = c.output().map_err(e)?;
+        Ok((
+            out.status,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+
+    /// `portcullis apply` over ssh from the admin, its output read line by line.
+    fn remote_apply(&self, config: &Path, timeout: u64, tty: bool) -> Result<Remote, Failed> {
+        let timeout = timeout.to_string();
+        let state = self.state_dir();
+        let argv = [
+            BIN,
+            "apply",
+            "--config",
+            config.to_str().unwrap(),
+            "--timeout",
+            &timeout,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--backend",
+            self.backend.name(),
+            "--no-persist",
+        ];
+        Remote::spawn(self, self.ssh(HostId::Admin, Family::V4, tty, &argv))
+    }
+
+    fn save(&self, family: Family) -> Result<String, Failed> {
+        let out = self
+            .lab
+            .host(HostId::Target)
+            .exec(&[&self.backend.save_binary(family)], None)
+            .map_err(e)?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(crate::apply::without_chain_counters)
+            .collect())
+    }
+
+    fn counters(&self, family: Family) -> Result<portcullis_harness::Counters, Failed> {
+        self.lab
+            .host(HostId::Target)
+            .counters(self.backend, family)
+            .map_err(e)
+    }
+
+    fn record(&self, name: &str) -> Option<Record> {
+        let text = std::fs::read_to_string(self.state_dir().join(name)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn wait_finished(&self, id: &str, limit: Duration) -> Result<Record, Failed> {
+        let until = Instant::now() + limit;
+        loop {
+            for name in ["last.json", "pending.json"] {
+                if let Some(r) = self.record(name) {
+                    if r.id == id && r.status.is_final() {
+                        return Ok(r);
+                    }
+                }
+            }
+            if Instant::now() > until {
+                return Err(format!("apply {id} did not end within {limit:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// An ssh from `from` that must be refused: it fails, and the target's INPUT
+    /// policy counted the dropped SYNs.
+    fn assert_locked_out(&self, from: HostId) -> Result<(), Failed> {
+        let before = self.counters(Family::V4)?.policy_packets("INPUT");
+        let (st, out) = self.ssh_output(from, Family::V4, &["true"])?;
+        ensure(!st.success(), || {
+            format!("{from} could open a session: {out}")
+        })?;
+        let after = self.counters(Family::V4)?.policy_packets("INPUT");
+        ensure(after > before, || {
+            format!(
+                "{from}'s ssh failed but the INPUT policy counted nothing ({before} -> {after}): {out}"
+            )
+        })
+    }
+
+    fn assert_admin_gets_in(&self) -> Result<(), Failed> {
+        for family in Family::ALL {
+            let (st, out) = self.ssh_output(HostId::Admin, family, &["true"])?;
+            ensure(st.success(), || {
+                format!("the admin cannot open a new {family} session: {out}")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SshLab {
+    fn drop(&mut self) {
+        // A guard a trial started must not outlive it: ask it to roll back and
+        // exit, through its FIFO (never by pid: the guard is not our child).
+        if let Some(r) = self.record("pending.json").filter(|r| !r.status.is_final()) {
+            if let Ok(state) = portcullis::apply::StateDir::open(&self.state_dir()) {
+                let line = format!("rollback {} the trial ended", r.id);
+                if let Ok(true) = portcullis::apply::guard::send(&state, &line) {
+                    let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
+                }
+            }
+        }
+        drop(self.sshd.take());
+    }
+}
+
+/// A running ssh client whose output lines are collected with their arrival time.
+struct Remote {
+    child: Option<portcullis_harness::Child>,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Remote {
+    fn spawn(lab: &SshLab, mut cmd: std::process::Command) -> Result<Remote, Failed> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = lab.lab.host(HostId::Admin).spawn_child(cmd).map_err(e)?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let out = child.inner().stdout.take().ok_or("no stdout")?;
+        let err = child.inner().stderr.take().ok_or("no stderr")?;
+        for pipe in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let lines = lines.clone();
+            readers.push(std::thread::spawn(move || {
+                // A pty turns "\n" into "\r\n", and a countdown on a terminal
+                // redraws with "\r": a line ends at either.
+                let mut pipe = pipe;
+                let mut chunk = [0u8; 4096];
+                let mut line = Vec::new();
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for &b in &chunk[..n] {
+                        if b == b'\n' || b == b'\r' {
+                            if !line.is_empty() {
+                                let s = String::from_utf8_lossy(&line).trim_end().to_owned();
+                                lines.lock().unwrap().push((now, s));
+                                line.clear();
+                            }
+                        } else {
+                            line.push(b);
+                        }
+                    }
+                }
+                if !line.is_empty() {
+                    let s = String::from_utf8_lossy(&line).trim_end().to_owned();
+                    lines.lock().unwrap().push((Instant::now(), s));
+                }
+            }));
+        }
+        Ok(Remote {
+            child: Some(child),
+            lines,
+            readers,
+        })
+    }
+
+    /// Type a line into the session, as at a keyboard.
+    fn type_line(&mut self, line: &str) -> Result<(), Failed> {
+        use std::io::Write as _;
+        let c = self.child.as_mut().ok_or("no ssh")?;
+        let stdin = c.inner().stdin.as_mut().ok_or("no stdin")?;
+        stdin.write_all(format!("{line}\n").as_bytes()).map_err(e)
+    }
+
+    fn text(&self) -> String {
+        let l = self.lines.lock().unwrap();
+        l.iter().map(|(_, s)| format!("{s}\n")).collect()
+    }
+
+    /// Wait until a line containing `needle` has arrived.
+    fn wait_line(&mut self, needle: &str, limit: Duration) -> Result<Instant, Failed> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some((t, _)) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, l)| l.contains(needle))
+            {
+                return Ok(*t);
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.inner().try_wait() {
+                    // Let the readers drain what is left.
+                    for r in self.readers.drain(..) {
+                        let _ = r.join();
+                    }
+                    if let Some((t, _)) = self
+                        .lines
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(_, l)| l.contains(needle))
+                    {
+                        return Ok(*t);
+                    }
+                    return Err(
+                        format!("ssh exited ({st}) before {needle:?}:\n{}", self.text()).into(),
+                    );
+                }
+            }
+            if Instant::now() > until {
+                return Err(format!("no {needle:?} within {limit:?}:\n{}", self.text()).into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(mut self, limit: Duration) -> Result<(ExitStatus, String), Failed> {
+        let until = Instant::now() + limit;
+        let mut child = self.child.take().unwrap();
+        let st = loop {
+            if let Some(st) = child.inner().try_wait().map_err(e)? {
+                break st;
+            }
+            if Instant::now() > until {
+                return Err(format!("ssh did not exit within {limit:?}:\n{}", self.text()).into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Ok((st, self.text()))
+    }
+
+    /// SIGKILL the ssh client, as a dropped connection or a closed laptop would.
+    fn kill(&mut self) -> Result<(), Failed> {
+        if let Some(c) = self.child.take() {
+            c.kill().map_err(e)?;
+        }
+        Ok(())
+    }
+}
+
+fn pending_id(lab: &SshLab) -> Result<String, Failed> {
+    match lab.record("pending.json") {
+        Some(r) if r.status == Status::Pending => Ok(r.id),
+        other => Err(format!("no pending apply after `applied`: {other:?}").into()),
+    }
+}
+
+/// The admin applies in one session and confirms from a second one: the rules
+/// stay after the deadline, the admin still gets in, the outsider does not. The
+/// target had no rules before, so the admin's session is untracked when the
+/// ruleset loads: the countdown must still reach the admin, through the OUTPUT
+/// rule for older sessions (its counter proves it).
+fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
+    let lab = SshLab::new(backend)?;
+    let admin = [
+        lab.lab.subnet(HostId::Admin, Family::V4).to_string(),
+        lab.lab.subnet(HostId::Admin, Family::V6).to_string(),
+    ];
+    let cfg = lab.write("policy.toml", &policy(&[&admin[0], &admin[1]]))?;
+    let mut apply = lab.remote_apply(&cfg, 6, false)?;
+    apply.wait_line("portcullis: applied ", Duration::from_secs(20))?;
+    let id = pending_id(&lab)?;
+    // Two countdown lines after the load reached the admin over the old session.
+    apply.wait_line("waiting for confirm: 4 s left", Duration::from_secs(10))?;
+    let text = std::fs::read_to_string(&cfg).map_err(e)?;
+    let rendered = portcullis::render(&portcullis::Policy::parse(&text, "t").map_err(e)?);
+    let comment = ssh_replies_comment(&rendered.text(Family::V4).unwrap_or_default())
+        .ok_or("the rendered rules have no `! --syn` OUTPUT rule for older sessions")?;
+    let replies = lab.counters(Family::V4)?.rule_packets(&comment);
+    ensure(replies > 0, || {
+        format!("the countdown reached the admin but the `{comment}` rule counted nothing")
+    })?;
+    let state = lab.state_dir();
+    let (st, out) = lab.ssh_output(
+        HostId::Admin,
+        Family::V4,
+        &[
+            BIN,
+            "confirm",
+            "--no-persist",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )?;
+    ensure(st.success(), || {
+        format!("confirm from a new session failed: {out}")
+    })?;
+    let (st, out) = apply.finish(Duration::from_secs(10))?;
+    ensure(st.success() && out.contains("confirmed"), || {
+        format!("apply over ssh: {st}:\n{out}")
+    })?;
+    let rec = lab.wait_finished(&id, Duration::from_secs(1))?;
+    ensure(rec.status == Status::Confirmed, || format!("{rec:?}"))?;
+    // After the deadline (a wall-clock condition), the rules stay.
+    let left = rec.remaining_ms();
+    if left > -500 {
+        std::thread::sleep(Duration::from_millis((left + 500) as u64));
+    }
+    ensure(lab.save(Family::V4)?.contains(":INPUT DROP"), || {
+        "the rules did not stay".into()
+    })?;
+    lab.assert_admin_gets_in()?;
+    lab.assert_locked_out(HostId::Outsider)?;
+    Ok(())
+}
+
+/// The control for the OUTPUT `! --syn` rule: the same rules without it, loaded
+/// under an untracked session whose server speaks first (a remote loop printing
+/// every 200 ms to an idle client). Nothing reaches the client while the rules are
+/// loaded, and the target's OUTPUT policy counts the dropped segments; once the
+/// rules go, the stalled output arrives (the session was alive, only stalled).
+fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(), Failed> {
+    let lab = SshLab::new(backend)?;
+    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
+    let rendered =
+        portcullis::render(&portcullis::Policy::parse(&policy(&[&admin]), "t").map_err(e)?);
+    let full = rendered.text(Family::V4).unwrap_or_default();
+    ensure(full.contains("! --syn"), || {
+        "the renderer has no `! --syn` rule".into()
+    })?;
+    let without: String = full
+        .lines()
+        .filter(|l| !l.contains("! --syn"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = lab.write("nosyn.v4", &without)?;
+    let restore = backend.restore_binary(Family::V4);
+    let script = format!(
+        "echo loading; {restore} -w < {}; while :; do echo tick; sleep 0.2; done",
+        file.display()
+    );
+    let mut run = Remote::spawn(&lab, lab.ssh(HostId::Admin, Family::V4, false, &[&script]))?;
+    run.wait_line("loading", Duration::from_secs(20))?;
+    // The load is done once the target's INPUT policy is DROP.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !lab.save(Family::V4)?.contains(":INPUT DROP") {
+        ensure(Instant::now() < until, || "the rules never loaded".into())?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dropped_before = lab.counters(Family::V4)?.policy_packets("OUTPUT");
+    // A short negative window: ticks are due every 200 ms.
+    std::thread::sleep(portcullis_harness::probe::NEGATIVE_WINDOW.max(Duration::from_millis(600)));
+    let ticks = run.text().matches("tick").count();
+    let dropped = lab.counters(Family::V4)?.policy_packets("OUTPUT") - dropped_before;
+    ensure(ticks == 0, || {
+        format!("{ticks} ticks reached the admin without the rule")
+    })?;
+    ensure(dropped > 0, || {
+        "no tick arrived, but the OUTPUT policy counted nothing".into()
+    })?;
+    let empty =
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+    lab.lab
+        .host(HostId::Target)
+        .load(backend, Family::V4, empty)
+        .map_err(e)?;
+    run.wait_line("tick", Duration::from_secs(10))?;
+    run.kill()?;
+    eprintln!(
+        "measured: lockout::untracked_session::{backend}: without the `! --syn` rule, 0 ticks in the window and {dropped} segments dropped by the OUTPUT policy; they arrived once the rules were gone"
+    );
+    Ok(())
+}
+
+/// Nobody confirms: the guard rolls back at the deadline; how late is measured.
+fn nobody_confirms(backend: Backend) -> Result<(), Failed> {
+    let lab = SshLab::new(backend)?;
+    lab.load_before(|_| TRACKED_BEFORE.to_owned())?;
+    let before = (lab.save(Family::V4)?, lab.save(Family::V6)?);
+    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
+    let cfg = lab.write("policy.toml", &policy(&[&admin]))?;
+    let mut apply = lab.remote_apply(&cfg, 3, false)?;
+    apply.wait_line("portcullis: applied ", Duration::from_secs(20))?;
+    let id = pending_id(&lab)?;
+    let (st, out) = apply.finish(Duration::from_secs(15))?;
+    ensure(st.code() == Some(1) && out.contains("ROLLED BACK"), || {
+        format!("apply over ssh: {st}:\n{out}")
+    })?;
+    let rec = lab.wait_finished(&id, Duration::from_secs(1))?;
+    ensure(rec.status == Status::RolledBack, || format!("{rec:?}"))?;
+    ensure(
+        (lab.save(Family::V4)?, lab.save(Family::V6)?) == before,
+        || "not rolled back".into(),
+    )?;
+    lab.assert_admin_gets_in()?;
+    eprintln!(
+        "measured: lockout::nobody_confirms::{backend}: rollback done {} ms after the deadline",
+        rec.ended_unix_ms.unwrap_or(0) as i64 - rec.deadline_unix_ms as i64
+    );
+    Ok(())
+}
+
+/// The ssh client dies during the countdown (the session is hung up): rolled back.
+fn ssh_client_killed(backend: Backend, tty: bool) -> Result<(), Failed> {
+    let lab = SshLab::new(backend)?;
+    // With a terminal, the same 2,000-entry ruleset under which iptables-apply's
+    // revert loses the race with the hang-up (see iptables_apply_session_drop).
+    if tty {
+        lab.load_before(big_before)?;
+    } else {
+        lab.load_before(|_| TRACKED_BEFORE.to_owned())?;
+    }
+    let before = (lab.save(Family::V4)?, lab.save(Family::V6)?);
+    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
+    let cfg = lab.write("policy.toml", &policy(&[&admin]))?;
+    let mut apply = lab.remote_apply(&cfg, 4, tty)?;
+    apply.wait_line("waiting for confirm", Duration::from_secs(20))?;
+    let id = pending_id(&lab)?;
+    apply.kill()?;
+    let rec = lab.wait_finished(&id, Duration::from_secs(15))?;
+    ensure(rec.status == Status::RolledBack, || format!("{rec:?}"))?;
+    ensure(
+        (lab.save(Family::V4)?, lab.save(Family::V6)?) == before,
+        || "not rolled back".into(),
+    )?;
+    lab.assert_admin_gets_in()?;
+    eprintln!(
+        "measured: lockout::ssh_client_killed::{}::{backend}: rollback done {} ms after the deadline",
+        if tty { "tty" } else { "notty" },
+        rec.ended_unix_ms.unwrap_or(0) as i64 - rec.deadline_unix_ms as i64
+    );
+    Ok(())
+}
+
+/// A policy that excludes the admin's subnet is refused over real ssh, nothing changed.
+fn policy_excluding_admin_refused(backend: Backend) -> Result<(), Failed> {
+    let lab = SshLab::new(backend)?;
+    lab.load_before(|_| TRACKED_BEFORE.to_owned())?;
+    let before = (lab.save(Family::V4)?, lab.save(Family::V6)?);
+    let outsider = lab.lab.subnet(HostId::Outsider, Family::V4).to_string();
+    let cfg = lab.write("policy.toml", &policy(&[&outsider]))?;
+    let apply = lab.remote_apply(&cfg, 5, false)?;
+    let (st, out) = apply.finish(Duration::from_secs(20))?;
+    let admin_ip = lab.lab.addr(HostId::Admin, Family::V4).to_string();
+    ensure(st.code() == Some(2), || {
+        format!("apply over ssh exited {st}:\n{out}")
+    })?;
+    ensure(
+        out.contains(&admin_ip)
+            && out.contains("`ssh.allow_from`")
+            && out.contains("nothing changed"),
+        || format!("the refusal does not name {admin_ip} and ssh.allow_from:\n{out}"),
+    )?;
+    ensure(
+        (lab.save(Family::V4)?, lab.save(Family::V6)?) == before,
+        || "the rules changed".into(),
+    )?;
+    ensure(!lab.state_dir().exists(), || {
+        "a refused apply made a state dir".into()
+    })?;
+    lab.assert_admin_gets_in()?;
+    Ok(())
+}
+
+/// Debian's iptables-apply under the same session drop: the admin applies rules
+/// that keep established sessions but refuse new ssh from the admin (the mistake
+/// iptables-apply's question is about), and the ssh client dies during the prompt.
+/// The hang-up races the script: its HUP trap deletes the saved rules and bash
+/// defers the trap until the running command ends, while `read` returns at once
+/// on the hung-up terminal and starts the revert, which the same SIGHUP may kill.
+/// This trial runs the drop `RUNS` times and reports each outcome; it fails only
+/// when iptables-apply never left the new rules in place (then docs/safety.md
+/// is wrong and must change).
+fn iptables_apply_session_drop(backend: Backend) -> Result<(), Failed> {
+    const RUNS: usize = 5;
+    let lab = SshLab::new(backend)?;
+    let outsider = lab.lab.subnet(HostId::Outsider, Family::V4).to_string();
+    let rendered =
+        portcullis::render(&portcullis::Policy::parse(&policy(&[&outsider]), "t").map_err(e)?);
+    let rules = lab.write("bad.rules.v4", &rendered.text(Family::V4).unwrap())?;
+    let rules_s = rules.to_str().unwrap().to_owned();
+    let mut stayed = 0;
+    let mut outcomes = Vec::new();
+    for _ in 0..RUNS {
+        lab.lab
+            .host(HostId::Target)
+            .load(backend, Family::V4, &big_before(Family::V4))
+            .map_err(e)?;
+        // An interactive login shell, as an admin would use: iptables-apply runs
+        // as a foreground job of the shell that the hang-up reaches first.
+        let mut run = Remote::spawn(&lab, lab.ssh(HostId::Admin, Family::V4, true, &[]))?;
+        run.type_line(&format!("exec 2>&1; PS1=; iptables-apply -t 5 {rules_s}"))?;
+        run.wait_line("Can you establish NEW connections", Duration::from_secs(20))?;
+        let killed = Instant::now();
+        run.kill()?;
+        // Wait for iptables-apply to be gone from the target (it names our file).
+        let until = Instant::now() + Duration::from_secs(20);
+        while running_with_arg(&rules_s) {
+            ensure(Instant::now() < until, || {
+                "iptables-apply still running after 20 s".into()
+            })?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gone_ms = killed.elapsed().as_millis();
+        let now = lab.save(Family::V4)?;
+        eprintln!("iptables-apply gone {gone_ms} ms after the client was killed");
+        if now.contains(":INPUT DROP") && now.contains(&outsider) {
+            stayed += 1;
+            // Locked out: no new session from the admin, the drop counted.
+            lab.assert_locked_out(HostId::Admin)?;
+            outcomes.push("new rules stayed, admin locked out");
+        } else if now.contains("before: tracked") {
+            outcomes.push("rolled back");
+        } else {
+            outcomes.push("neither: half-restored");
+        }
+    }
+    eprintln!(
+        "measured: lockout::iptables_apply::{backend}: {stayed}/{RUNS} session drops left the new rules (lockout): {outcomes:?}"
+    );
+    ensure(stayed > 0, || {
+        format!("iptables-apply rolled back in all {RUNS} runs: {outcomes:?}")
+    })
+}
+
+/// A host's existing ruleset with a blocklist of 2,000 entries (fail2ban-sized),
+/// tracked like TRACKED_BEFORE: its restore takes long enough to race a hang-up.
+fn big_before(family: Family) -> String {
+    let mut s =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    s.push_str("-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\n");
+    for i in 0..2000u32 {
+        let src = match family {
+            Family::V4 => format!("203.0.113.{}/32", i % 250 + 1),
+            Family::V6 => format!("2001:db8:3::{:x}/128", i + 1),
+        };
+        s.push_str(&format!(
+            "-A INPUT -s {src} -p tcp --dport {} -j DROP\n",
+            1000 + i
+        ));
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+fn running_with_arg(arg: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline"))
+            .map(|c| c.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+fn missing(backend: Backend) -> Option<String> {
+    backend.unavailable_reason().or_else(|| {
+        ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"]
+            .iter()
+            .find(|p| !Path::new(p).exists())
+            .map(|p| format!("{p} not installed (apt-get install openssh-server openssh-client)"))
+    })
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for backend in Backend::ALL {
+        let why = missing(backend);
+        let mut add = |name: &str, f: Box<dyn FnOnce() -> Result<(), Failed> + Send>| {
+            trials.push(root_trial(
+                format!("lockout::{name}::{backend}"),
+                why.clone(),
+                f,
+            ));
+        };
+        add(
+            "admin_confirms_from_new_session",
+            Box::new(move || admin_confirms_from_new_session(backend)),
+        );
+        add(
+            "untracked_session_stalls_without_the_syn_rule",
+            Box::new(move || untracked_session_stalls_without_the_syn_rule(backend)),
+        );
+        add(
+            "nobody_confirms_rolled_back",
+            Box::new(move || nobody_confirms(backend)),
+        );
+        add(
+            "ssh_client_killed_tty_rolled_back",
+            Box::new(move || ssh_client_killed(backend, true)),
+        );
+        add(
+            "ssh_client_killed_notty_rolled_back",
+            Box::new(move || ssh_client_killed(backend, false)),
+        );
+        add(
+            "policy_excluding_admin_refused",
+            Box::new(move || policy_excluding_admin_refused(backend)),
+        );
+    }
+    // iptables-apply drives the plain `iptables-restore`, whichever backend that is.
+    let why = (!Path::new("/usr/sbin/iptables-apply").exists())
+        .then(|| "/usr/sbin/iptables-apply not installed (apt-get install iptables)".to_owned());
+    let backend = Backend::detect().unwrap_or(Backend::Nft);
+    trials.push(root_trial(
+        format!("lockout::iptables_apply_session_drop_keeps_rules::{backend}"),
+        why.or_else(|| missing(backend)),
+        move || iptables_apply_session_drop(backend),
+    ));
+    trials
+}
