@@ -92,8 +92,15 @@ pub fn sysctl(key: &str, value: &str) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// Read a sysctl in the calling thread's namespace.
+/// Read a sysctl in the calling host's namespace (refused off a host thread,
+/// where it would read the machine's own).
 pub fn read_sysctl(key: &str) -> std::io::Result<String> {
+    if current_host().is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing to read sysctl {key} off a lab host thread"),
+        ));
+    }
     let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
     Ok(std::fs::read_to_string(path)?.trim().to_owned())
 }

@@ -189,6 +189,9 @@ pub struct Lab {
     /// When the links came up, for [`Lab::settle`].
     links_up: Instant,
     settled: AtomicBool,
+    /// Held from a probe's first snapshot to its last, so probes sharing a lab
+    /// from several threads never see each other's packets in their evidence.
+    probing: Mutex<()>,
 }
 
 /// How long after the links come up [`Lab::settle`] waits at most for the
@@ -214,6 +217,7 @@ impl Lab {
             backend: Mutex::new(None),
             links_up: Instant::now(),
             settled: AtomicBool::new(false),
+            probing: Mutex::new(()),
         };
         for (id, s) in starting {
             lab.hosts.push((id, s.finish(tag.clone())?));
@@ -376,7 +380,8 @@ impl Lab {
     /// Run `probe` on host `from` and return its outcome with what the target's
     /// rules and chain policies counted meanwhile (`family` limits the snapshot
     /// to one family; `None` reads both). Before any [`Lab::load`], the deltas
-    /// are empty.
+    /// are empty. Probes of one lab run one at a time, so concurrent callers
+    /// never see each other's packets.
     pub fn probe<F, Fut>(&self, from: HostId, family: Option<Family>, probe: F) -> Result<Evidence>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -388,6 +393,12 @@ impl Lab {
         };
         let loaded = self.backend().is_some();
         self.settle()?;
+        // A probe that panicked while holding the lock left nothing half-done
+        // behind it: the next probe may go on.
+        let _one_at_a_time = self
+            .probing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = if loaded {
             self.counters(&families)?
         } else {

@@ -360,6 +360,37 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
                 dropped.summary()
             )
         })?;
+
+        // Both at once from two threads: each evidence holds only its own probe.
+        let (ok, dropped) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                lab.probe(HostId::Admin, Some(family), move || {
+                    connect(bound, Duration::from_secs(2))
+                })
+            });
+            let o = s.spawn(|| {
+                lab.probe(HostId::Outsider, Some(family), move || {
+                    connect(bound, NEGATIVE_WINDOW)
+                })
+            });
+            (a.join().unwrap(), o.join().unwrap())
+        });
+        let (ok, dropped) = (ok?, dropped?);
+        check(
+            ok.outcome.is_ok() && ok.policy_packets("INPUT") == 0,
+            || format!("{backend} {family} concurrent admin: {}", ok.summary()),
+        )?;
+        check(
+            dropped.outcome == Outcome::NoAnswer
+                && dropped.policy_packets("INPUT") >= 1
+                && dropped.rule_packets("test port from admin") == 0,
+            || {
+                format!(
+                    "{backend} {family} concurrent outsider: {}",
+                    dropped.summary()
+                )
+            },
+        )?;
     }
     lab.shutdown().map_err(|e| format!("{e:?}"))?;
     Ok(())
@@ -483,9 +514,17 @@ fn teardown_leaves_nothing() -> Result<(), Failed> {
         !portcullis_harness::process_alive(pid)
     })
     .map_err(|()| format!("target child {pid} outlived the lab"))?;
-    let left = namespaces_in_use(&inodes);
-    check(left.is_empty(), || {
-        format!("namespaces still referenced: {left:?}")
+    // Another trial of this process forking at this moment holds copies of
+    // every fd (the namespace fds too) until its child execs and close-on-exec
+    // drops them: wait that out, then nothing may hold the lab's namespaces.
+    wait_until(Duration::from_secs(5), || {
+        namespaces_in_use(&inodes).is_empty()
+    })
+    .map_err(|()| {
+        format!(
+            "namespaces still referenced: {:?}",
+            namespaces_in_use(&inodes)
+        )
     })?;
     Ok(())
 }
