@@ -359,16 +359,30 @@ fn step(s: RawStep) -> Result<Step, String> {
         "reset-counters" => {
             unused(&[
                 ("from", s.from.is_some()),
+                ("to", s.to.is_some()),
                 ("on", s.on.is_some()),
+                ("port", s.port.is_some()),
+                ("family", s.family.is_some()),
                 ("expect", s.expect.is_some()),
                 ("counted_by", s.counted_by.is_some()),
+                ("session", s.session.is_some()),
             ])?;
             Ok(Step::ResetCounters)
         }
-        "flush-neighbours" => Ok(Step::FlushNeighbours {
-            on: host(s.on.as_deref(), "on")?,
-            families: families(s.family.as_deref())?,
-        }),
+        "flush-neighbours" => {
+            unused(&[
+                ("from", s.from.is_some()),
+                ("to", s.to.is_some()),
+                ("port", s.port.is_some()),
+                ("expect", s.expect.is_some()),
+                ("counted_by", s.counted_by.is_some()),
+                ("session", s.session.is_some()),
+            ])?;
+            Ok(Step::FlushNeighbours {
+                on: host(s.on.as_deref(), "on")?,
+                families: families(s.family.as_deref())?,
+            })
+        }
         "open-ssh-session" => {
             let fams = families(s.family.as_deref())?;
             let [family] = fams[..] else {
@@ -384,12 +398,21 @@ fn step(s: RawStep) -> Result<Step, String> {
                 family,
             })
         }
-        "check-ssh-session" => Ok(Step::CheckSshSession {
-            name: s.session.unwrap_or_else(|| "session".into()),
-            expect: expect(&s.expect)?,
-            counted_by: counted(&s.counted_by)?,
-            why: s.why.unwrap_or_default(),
-        }),
+        "check-ssh-session" => {
+            unused(&[
+                ("from", s.from.is_some()),
+                ("to", s.to.is_some()),
+                ("on", s.on.is_some()),
+                ("port", s.port.is_some()),
+                ("family", s.family.is_some()),
+            ])?;
+            Ok(Step::CheckSshSession {
+                name: s.session.unwrap_or_else(|| "session".into()),
+                expect: expect(&s.expect)?,
+                counted_by: counted(&s.counted_by)?,
+                why: s.why.unwrap_or_default(),
+            })
+        }
         other => Err(format!(
             "unknown action `{other}`: expected reset-counters, flush-neighbours, open-ssh-session or check-ssh-session"
         )),
