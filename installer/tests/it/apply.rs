@@ -51,6 +51,18 @@ pub fn without_chain_counters(line: &str) -> String {
     }
 }
 
+/// A private 0700 directory for a trial's state dir, policy and keys, under
+/// /run. Not under the target dir: `apply` refuses a state dir with an ancestor
+/// owned by anyone but root, and CI builds as a user (tests run through sudo),
+/// so the target dir is the user's. /run is root's and not world-writable; only
+/// this trial's files go there, removed when it ends.
+pub fn private_dir(prefix: &str) -> Result<tempfile::TempDir, Failed> {
+    tempfile::Builder::new()
+        .prefix(&format!("portcullis-{prefix}"))
+        .tempdir_in("/run")
+        .map_err(|e| format!("cannot make a private dir under /run: {e}").into())
+}
+
 /// A network namespace held by a child process.
 pub struct Netns {
     holder: Child,
@@ -58,6 +70,8 @@ pub struct Netns {
     pub state_dir: PathBuf,
     /// Extra directory put first on PATH (fake binaries).
     pub path_prefix: Option<PathBuf>,
+    /// Where fake binaries live: the target dir (/run may be noexec).
+    pub scratch: Option<tempfile::TempDir>,
 }
 
 impl Netns {
@@ -78,10 +92,7 @@ impl Netns {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("apply-it")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .map_err(|e| e.to_string())?;
+        let dir = private_dir("apply-it")?;
         let state_dir = dir.path().join("state");
         std::fs::write(dir.path().join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
         Ok(Netns {
@@ -89,6 +100,7 @@ impl Netns {
             dir,
             state_dir,
             path_prefix: None,
+            scratch: None,
         })
     }
 
@@ -508,7 +520,11 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
     let before = ns.save_both(backend)?;
     // An ip6tables-restore that passes --test and fails the real load: the kind
     // of failure (a module missing, a race) that --test cannot catch.
-    let fake = ns.dir.path().join("fakebin");
+    let scratch = tempfile::Builder::new()
+        .prefix("apply-fakebin")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .map_err(|e| e.to_string())?;
+    let fake = scratch.path().join("fakebin");
     std::fs::create_dir(&fake).map_err(|e| e.to_string())?;
     let bin = backend.restore_binary(Family::V6);
     let real = portcullis_harness::backend::find_in_path(&bin).ok_or("no ip6tables restore")?;
@@ -524,6 +540,7 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     ns.path_prefix = Some(fake);
+    ns.scratch = Some(scratch);
     let apply = spawn_apply(&ns, backend, 30, None)?;
     let (st, err) = output_of(apply)?;
     ensure(st.code() == Some(1), || format!("apply exited {st}: {err}"))?;
