@@ -237,15 +237,20 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // A guard this trial started must not outlive it.
-        for name in ["pending.json", "last.json"] {
-            if let Some(r) = self.read_record(name) {
-                if let (Some(pid), false) = (r.guard_pid, r.status.is_final()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+        // A guard this trial started must not outlive it: ask it to roll back
+        // and exit through its FIFO, then wait until it has let go of the lock
+        // (its last act is moving the record to last.json: removing the
+        // directory before that would race it).
+        if self.state_dir.exists() {
+            if let Ok(state) = portcullis::apply::StateDir::open(&self.state_dir) {
+                if let Some(r) = self
+                    .read_record("pending.json")
+                    .filter(|r| !r.status.is_final())
+                {
+                    let line = format!("rollback {} the trial ended", r.id);
+                    let _ = portcullis::apply::guard::send(&state, &line);
                 }
+                let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
             }
         }
         let _ = self.holder.kill();

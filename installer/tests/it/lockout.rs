@@ -307,13 +307,16 @@ impl SshLab {
 impl Drop for SshLab {
     fn drop(&mut self) {
         // A guard a trial started must not outlive it: ask it to roll back and
-        // exit, through its FIFO (never by pid: the guard is not our child).
-        if let Some(r) = self.record("pending.json").filter(|r| !r.status.is_final()) {
-            if let Ok(state) = portcullis::apply::StateDir::open(&self.state_dir()) {
-                let line = format!("rollback {} the trial ended", r.id);
-                if let Ok(true) = portcullis::apply::guard::send(&state, &line) {
-                    let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
+        // exit through its FIFO (never by pid: the guard is not our child), then
+        // wait until it has let go of the lock, its last act.
+        let dir = self.state_dir();
+        if dir.exists() {
+            if let Ok(state) = portcullis::apply::StateDir::open(&dir) {
+                if let Some(r) = self.record("pending.json").filter(|r| !r.status.is_final()) {
+                    let line = format!("rollback {} the trial ended", r.id);
+                    let _ = portcullis::apply::guard::send(&state, &line);
                 }
+                let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
             }
         }
         drop(self.sshd.take());
