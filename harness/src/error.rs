@@ -7,9 +7,7 @@ use crate::backend::BackendError;
 /// What went wrong building, using or tearing down a lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error(
-        "host `{host}`: {what}: {source} (the lab needs root and a kernel with network namespaces)"
-    )]
+    #[error("host `{host}`: {what}: {source}{}", hint(source))]
     Sys {
         host: String,
         what: String,
@@ -42,6 +40,23 @@ pub enum LabError {
     },
     #[error("no ruleset loaded on the target: call `Lab::load` before reading counters")]
     NoBackend,
+    #[error(
+        "the target already has {loaded} rules; refusing to load {asked} rules into the same lab (build a new lab per backend)"
+    )]
+    MixedBackends {
+        loaded: crate::backend::Backend,
+        asked: crate::backend::Backend,
+    },
+}
+
+/// What to do next when the kernel said no for lack of privilege.
+fn hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            " (the lab needs root and a kernel with network namespaces: run with sudo)"
+        }
+        _ => "",
+    }
 }
 
 /// A short result alias for the lab.
@@ -70,5 +85,31 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privilege_errors_say_what_to_do() {
+        let e = LabError::Sys {
+            host: "target".into(),
+            what: "unshare(CLONE_NEWNET)".into(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("host `target`: unshare(CLONE_NEWNET): "),
+            "{text}"
+        );
+        assert!(text.ends_with("run with sudo)"), "{text}");
+        let e = LabError::Sys {
+            host: "target".into(),
+            what: "find link eth0".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(!e.to_string().contains("sudo"), "{e}");
     }
 }

@@ -37,7 +37,7 @@ type Job = Box<dyn FnOnce() -> LocalFuture + Send>;
 
 /// Where debug mounts live: the directory `ip netns` reads.
 pub const NETNS_DIR: &str = "/run/netns";
-/// The prefix of every debug mount this harness makes (`pc-<pid>-<lab>-<host>`).
+/// The prefix of every debug mount this harness makes (`pc-<pid>-<seq>-<host>`).
 pub const MOUNT_PREFIX: &str = "pc-";
 /// Set to `1` to bind-mount every lab namespace under /run/netns.
 pub const DEBUG_ENV: &str = "PORTCULLIS_LAB_DEBUG";
@@ -92,8 +92,15 @@ pub fn sysctl(key: &str, value: &str) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// Read a sysctl in the calling thread's namespace.
+/// Read a sysctl in the calling host's namespace (refused off a host thread,
+/// where it would read the machine's own).
 pub fn read_sysctl(key: &str) -> std::io::Result<String> {
+    if current_host().is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing to read sysctl {key} off a lab host thread"),
+        ));
+    }
     let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
     Ok(std::fs::read_to_string(path)?.trim().to_owned())
 }
@@ -154,25 +161,129 @@ pub async fn run_command(argv: &[&str], stdin: Option<&str>) -> Result<String, B
     }
 }
 
-/// A long-lived task on a host thread (a server). Dropping it cancels the task.
+/// On a host thread: wait until the namespace has sent the MLD reports its
+/// interfaces' multicast joins cause, or until `deadline`; whether it settled.
+///
+/// A fresh IPv6 interface joins the solicited-node group of each address and
+/// reports each join twice (robustness 2, retransmitted at once in lab
+/// namespaces). Reports through a loaded ruleset's OUTPUT chain would show up in
+/// probe evidence, so call this after adding a link to a host whose counters you
+/// read. Settled means: every interface with reportable groups has its
+/// link-local address (until then that group is not joined),
+/// `Icmp6OutMLDv2Reports` is at least twice the number of reportable groups,
+/// and it has not moved for [`MLD_QUIET`] (the kernel re-reports every group
+/// when an interface becomes ready after some joins, so the count can overshoot;
+/// measured: one idle probe in ten saw a late report without the quiet period).
+/// Polls every 2 ms; unreadable /proc files count as settled.
+pub async fn settle_mld(deadline: std::time::Instant) -> bool {
+    let mut last: Option<(u64, std::time::Instant)> = None;
+    loop {
+        let now = std::time::Instant::now();
+        match mld_state() {
+            None => return true,
+            Some((ready, sent)) => {
+                let since = match last {
+                    Some((n, t)) if n == sent => t,
+                    _ => now,
+                };
+                last = Some((sent, since));
+                if ready && now.duration_since(since) >= MLD_QUIET {
+                    return true;
+                }
+            }
+        }
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// How long the MLD report count must stay still for [`settle_mld`]: three
+/// retransmission steps (the kernel retransmits every jiffy, 10 ms at HZ=100,
+/// with the lab's zero report interval).
+pub const MLD_QUIET: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// (whether every interface has its link-local address and the namespace sent
+/// at least two reports per reportable group, reports sent), or `None` when the
+/// /proc files cannot be read.
+fn mld_state() -> Option<(bool, u64)> {
+    let read = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}"));
+    let (Ok(igmp6), Ok(if_inet6), Ok(snmp6)) = (read("igmp6"), read("if_inet6"), read("snmp6"))
+    else {
+        return None;
+    };
+    // igmp6: index, device, group, users, flags (hex), timer. MAF_NOREPORT
+    // (0x08) marks groups never reported (ff02::1, interface-local ones).
+    let mut devices = std::collections::BTreeSet::new();
+    let mut groups = 0u64;
+    for l in igmp6.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 5
+            && f[1] != "lo"
+            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x08 == 0)
+        {
+            devices.insert(f[1].to_owned());
+            groups += 1;
+        }
+    }
+    // if_inet6: address, ifindex, prefix, scope, flags, device. Scope 0x20 is
+    // link-local; flag 0x40 is tentative.
+    let has_link_local = |dev: &str| {
+        if_inet6.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 6
+                && f[5] == dev
+                && f[3] == "20"
+                && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x40 == 0)
+        })
+    };
+    let sent: u64 = snmp6
+        .lines()
+        .find(|l| l.starts_with("Icmp6OutMLDv2Reports"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(u64::MAX);
+    Some((
+        devices.iter().all(|d| has_link_local(d)) && sent >= 2 * groups,
+        sent,
+    ))
+}
+
+/// A long-lived task on a host thread (a server). Dropping it cancels the task
+/// (asynchronously: the host thread drops it at its next turn);
+/// [`Task::cancel`] waits until it is gone.
 #[must_use = "dropping a Task cancels it"]
 pub struct Task {
-    abort: tokio::task::AbortHandle,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Task {
     /// Whether the task has ended (returned, panicked or was cancelled).
     pub fn is_finished(&self) -> bool {
-        self.abort.is_finished()
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
-    /// Cancel now (the same as dropping).
-    pub fn cancel(self) {}
+    /// Cancel the task and wait until the host thread has dropped its future (and
+    /// with it the sockets it owns). The kernel closes a socket with its last fd:
+    /// a child being forked elsewhere in the process at that moment holds a copy
+    /// until it execs (every fd here is close-on-exec), so a listener can linger
+    /// for that long. On a host thread it only cancels, as dropping does (waiting
+    /// there could deadlock).
+    pub fn cancel(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            if current_host().is_none() {
+                let _ = futures::executor::block_on(handle);
+            }
+        }
+    }
 }
 
 impl Drop for Task {
     fn drop(&mut self) {
-        self.abort.abort();
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
     }
 }
 
@@ -307,8 +418,9 @@ impl Host {
 
     /// Run `f()` on the host thread and block until its future completes.
     ///
-    /// A panic in the future is re-raised here. Do not call it from inside a host
-    /// job (it blocks; use [`Host::run_async`] there).
+    /// A panic in the future is re-raised here. It blocks the calling thread:
+    /// inside async code prefer [`Host::run_async`]; from the host's own thread it
+    /// panics (it would deadlock).
     ///
     /// # Panics
     /// When the host thread is gone (see [`Host::try_run`]) or `f` panics.
@@ -331,8 +443,17 @@ impl Host {
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
+        if self.thread.as_ref().map(|t| t.thread().id()) == Some(thread::current().id()) {
+            panic!(
+                "Host::run on host `{}` called from that host's own thread would deadlock: \
+                 await the future directly instead",
+                self.name
+            );
+        }
         let rx = self.submit(f)?;
-        match rx.blocking_recv() {
+        // Not `blocking_recv`: that panics when the caller sits inside some tokio
+        // runtime (a test's `#[tokio::main]`); blocking there is the caller's choice.
+        match futures::executor::block_on(rx) {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             Err(_) => Err(LabError::HostGone {
@@ -395,8 +516,10 @@ impl Host {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let abort = self.run(move || async move { tokio::task::spawn_local(f()).abort_handle() });
-        Task { abort }
+        // In an Option: an async block yielding a bare JoinHandle reads like a
+        // forgotten `.await`.
+        let handle = self.run(move || async move { Some(tokio::task::spawn_local(f())) });
+        Task { handle }
     }
 
     /// Set up a server and start it: `f()` runs on the host thread and returns
@@ -413,9 +536,16 @@ impl Host {
     {
         let out = self.run(move || async move {
             let (ready, serve) = f().await?;
-            Ok((ready, tokio::task::spawn_local(serve).abort_handle()))
+            Ok((ready, tokio::task::spawn_local(serve)))
         });
-        out.map(|(ready, abort)| (ready, Task { abort }))
+        out.map(|(ready, handle)| {
+            (
+                ready,
+                Task {
+                    handle: Some(handle),
+                },
+            )
+        })
     }
 
     /// A command whose child runs in this host's namespace (it enters it between
@@ -482,21 +612,28 @@ impl Host {
         Ok(())
     }
 
-    /// Forget every tracked connection of both families (`conntrack -F`), so the
-    /// next step's packets are NEW again. A namespace where conntrack never ran
-    /// has nothing to flush; without the `conntrack` binary this is an error that
-    /// says what to install.
+    /// Forget every tracked connection of both families, so the next step's
+    /// packets are NEW again: one ctnetlink flush per family on the host thread
+    /// (see [`crate::conntrack`]); if the kernel refuses that, `conntrack -F`.
     pub fn flush_conntrack(&self) -> Result<()> {
+        let host = self.name.to_string();
+        let netlink = self.try_run(|| async {
+            for family in Family::ALL {
+                crate::conntrack::flush(family)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{family}: {e}")))?;
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+        let Err(netlink_err) = netlink else {
+            return Ok(());
+        };
         if crate::backend::find_in_path("conntrack").is_none() {
-            return Err(LabError::Backend {
-                host: self.name.to_string(),
-                source: BackendError::Spawn {
-                    command: "conntrack -F".into(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "conntrack not found on PATH (install the conntrack package)",
-                    ),
-                },
+            return Err(LabError::Sys {
+                host,
+                what: "flush conntrack over netlink (and no conntrack binary to fall back on: \
+                       install the conntrack package)"
+                    .into(),
+                source: netlink_err,
             });
         }
         for family in ["ipv4", "ipv6"] {
@@ -659,7 +796,10 @@ fn host_main(
 
 /// Sysctls every lab namespace gets before any link exists: IPv6 on, no duplicate
 /// address detection (the first packets would fail while it runs), no router
-/// solicitations (they would show up in the target's counters as noise).
+/// solicitations, and MLD report retransmissions at once instead of at random
+/// within a second: both would otherwise show up in the target's counters during
+/// the first probes, as noise (measured: 2 MLDv2 reports through the target's
+/// OUTPUT within the first second of every lab).
 const NAMESPACE_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.all.disable_ipv6", "0"),
     ("net.ipv6.conf.default.disable_ipv6", "0"),
@@ -667,6 +807,16 @@ const NAMESPACE_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.default.accept_dad", "0"),
     ("net.ipv6.conf.all.router_solicitations", "0"),
     ("net.ipv6.conf.default.router_solicitations", "0"),
+    ("net.ipv6.conf.all.mldv2_unsolicited_report_interval", "0"),
+    (
+        "net.ipv6.conf.default.mldv2_unsolicited_report_interval",
+        "0",
+    ),
+    ("net.ipv6.conf.all.mldv1_unsolicited_report_interval", "0"),
+    (
+        "net.ipv6.conf.default.mldv1_unsolicited_report_interval",
+        "0",
+    ),
 ];
 
 async fn init_namespace(name: &Arc<str>) -> Result<rtnetlink::Handle> {

@@ -10,7 +10,10 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::backend::{Backend, Family};
@@ -20,6 +23,13 @@ use crate::evidence::Evidence;
 use crate::host::{self, Host};
 use crate::link;
 use crate::probe::Outcome;
+
+/// The ifindex of every leaf's `eth0`.
+pub const LEAF_IFINDEX: u32 = 100;
+/// The router's end of a leaf's link gets this plus the leaf's [`HostId`]
+/// number: never [`LEAF_IFINDEX`], so both ends of each veth see a peer with
+/// another index (see [`link::add_veth`]).
+pub const ROUTER_IFINDEX_BASE: u32 = 10;
 
 /// The hosts of the standard lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -157,7 +167,7 @@ impl LinkPlan {
 /// Options for building a lab.
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
-    /// Bind-mount every namespace at /run/netns/pc-<pid>-<seq>-<host> so that
+    /// Bind-mount every namespace at `/run/netns/pc-<pid>-<seq>-<host>` so that
     /// `ip netns exec` works on a paused lab. Default: [`host::DEBUG_ENV`].
     pub debug: bool,
 }
@@ -176,7 +186,17 @@ pub struct Lab {
     /// In creation order; dropped in reverse.
     hosts: Vec<(HostId, Host)>,
     backend: Mutex<Option<Backend>>,
+    /// When the links came up, for [`Lab::settle`].
+    links_up: Instant,
+    settled: AtomicBool,
+    /// Held from a probe's first snapshot to its last, so probes sharing a lab
+    /// from several threads never see each other's packets in their evidence.
+    probing: Mutex<()>,
 }
+
+/// How long after the links come up [`Lab::settle`] waits at most for the
+/// target's MLD reports. Measured: all sent within 30 ms (3 jiffies at HZ=100).
+pub const SETTLE_LIMIT: Duration = Duration::from_millis(300);
 
 impl Lab {
     /// Build the standard lab (debug mounts per [`LabOptions::from_env`]).
@@ -195,6 +215,9 @@ impl Lab {
         let mut lab = Lab {
             hosts: Vec::with_capacity(starting.len()),
             backend: Mutex::new(None),
+            links_up: Instant::now(),
+            settled: AtomicBool::new(false),
+            probing: Mutex::new(()),
         };
         for (id, s) in starting {
             lab.hosts.push((id, s.finish(tag.clone())?));
@@ -209,7 +232,13 @@ impl Lab {
         lab.host(HostId::Router).try_run(move || async move {
             link::enable_forwarding()?;
             for (id, netns, plan) in &leaves {
-                let index = link::add_veth(&id.router_ifname(), "eth0", netns.as_raw_fd()).await?;
+                let index = link::add_veth_indexed(
+                    &id.router_ifname(),
+                    "eth0",
+                    netns.as_raw_fd(),
+                    Some((ROUTER_IFINDEX_BASE + *id as u32, LEAF_IFINDEX)),
+                )
+                .await?;
                 link::add_address(index, plan.gateway_v4.into(), plan.subnet_v4.prefix_len())
                     .await?;
                 link::add_address(index, plan.gateway_v6.into(), plan.subnet_v6.prefix_len())
@@ -239,6 +268,7 @@ impl Lab {
         for r in futures::executor::block_on(futures::future::join_all(jobs)) {
             r??;
         }
+        lab.links_up = Instant::now();
         Ok(lab)
     }
 
@@ -276,9 +306,26 @@ impl Lab {
 
     /// Load `text` into the target with one `*-restore -w`; later counter reads
     /// use the same backend.
+    ///
+    /// Refuses a second backend in the same lab: a packet would pass both
+    /// kernels' hooks and the counters of one would not tell the whole story.
+    ///
+    /// The first load waits for [`Lab::settle`], so the target's MLD reports are
+    /// out before any rule can count them.
     pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
-        *self.backend.lock().unwrap() = Some(backend);
-        self.host(HostId::Target).load(backend, family, text)
+        self.settle()?;
+        let mut current = self.backend.lock().unwrap();
+        if let Some(loaded) = *current {
+            if loaded != backend {
+                return Err(LabError::MixedBackends {
+                    loaded,
+                    asked: backend,
+                });
+            }
+        }
+        self.host(HostId::Target).load(backend, family, text)?;
+        *current = Some(backend);
+        Ok(())
     }
 
     /// The backend of the last [`Lab::load`].
@@ -322,6 +369,7 @@ impl Lab {
     /// so the next step starts clean.
     pub fn reset(&self) -> Result<()> {
         let backend = self.backend().ok_or(LabError::NoBackend)?;
+        self.settle()?;
         let target = self.host(HostId::Target);
         for family in Family::ALL {
             target.zero_counters(backend, family)?;
@@ -332,7 +380,8 @@ impl Lab {
     /// Run `probe` on host `from` and return its outcome with what the target's
     /// rules and chain policies counted meanwhile (`family` limits the snapshot
     /// to one family; `None` reads both). Before any [`Lab::load`], the deltas
-    /// are empty.
+    /// are empty. Probes of one lab run one at a time, so concurrent callers
+    /// never see each other's packets.
     pub fn probe<F, Fut>(&self, from: HostId, family: Option<Family>, probe: F) -> Result<Evidence>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -343,6 +392,13 @@ impl Lab {
             None => Family::ALL.to_vec(),
         };
         let loaded = self.backend().is_some();
+        self.settle()?;
+        // A probe that panicked while holding the lock left nothing half-done
+        // behind it: the next probe may go on.
+        let _one_at_a_time = self
+            .probing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = if loaded {
             self.counters(&families)?
         } else {
@@ -355,6 +411,62 @@ impl Lab {
             Vec::new()
         };
         Ok(Evidence { outcome, deltas })
+    }
+
+    /// Forget the neighbour entries (ARP / NDP) of `family` on host `id`, and its
+    /// peers' entries for it (the router's entry for a leaf's address; every
+    /// leaf's entry for its gateway when `id` is the router), so the next
+    /// exchange starts with neighbour resolution. Returns how many were deleted.
+    pub fn flush_neighbours(&self, id: HostId, family: Family) -> Result<usize> {
+        let mut jobs = vec![
+            self.host(id)
+                .run_async(move || link::flush_neighbours(family, None))
+                .boxed(),
+        ];
+        match id.plan() {
+            Some(plan) => {
+                let addr = plan.addr(family);
+                jobs.push(
+                    self.host(HostId::Router)
+                        .run_async(move || link::flush_neighbours(family, Some(addr)))
+                        .boxed(),
+                );
+            }
+            None => {
+                for leaf in HostId::LEAVES {
+                    let gw = leaf.plan().expect("leaf").gateway(family);
+                    jobs.push(
+                        self.host(leaf)
+                            .run_async(move || link::flush_neighbours(family, Some(gw)))
+                            .boxed(),
+                    );
+                }
+            }
+        }
+        let mut deleted = 0;
+        for r in futures::executor::block_on(futures::future::join_all(jobs)) {
+            deleted += r??;
+        }
+        Ok(deleted)
+    }
+
+    /// Wait until the target has sent the MLD reports its new link causes, so
+    /// they do not land in a probe's counters: a fresh IPv6 interface reports
+    /// each multicast group it joins (the solicited-node groups of its addresses)
+    /// twice (the robustness variable), over about 3 jiffies. The check is
+    /// [`host::settle_mld`] on the target, giving up [`SETTLE_LIMIT`] after the
+    /// links came up. Runs once
+    /// per lab; [`Lab::load`], [`Lab::reset`] and [`Lab::probe`] call it, so a
+    /// lab that is only built and torn down never waits.
+    pub fn settle(&self) -> Result<()> {
+        if self.settled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let deadline = self.links_up + SETTLE_LIMIT;
+        self.host(HostId::Target)
+            .try_run(move || host::settle_mld(deadline))?;
+        self.settled.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Tear down now, in reverse order, and return every error (Drop does the

@@ -24,17 +24,69 @@ fn here() -> String {
 /// the peer goes to another namespace (iproute2 6.1 on Linux 6.18 shows the same),
 /// so the local end is set up here and the peer's host sets its own end up.
 /// Returns the local end's index.
+///
+/// The two ends get different ifindexes (the next free one here, that plus
+/// [`PEER_INDEX_OFFSET`] for the peer, or the kernel's choice if those are
+/// taken): the kernel treats a link event as urgent only when a device's index
+/// differs from its peer's (`linkwatch_urgent_event`), and in fresh namespaces
+/// both ends would otherwise get index 2, so their operstate changes (and with
+/// them the IPv6 MLD reports) waited up to a second in linkwatch, landing in the
+/// first probes' counters as noise. [`add_veth_indexed`] picks them explicitly.
 pub async fn add_veth(local: &str, peer: &str, peer_netns: RawFd) -> Result<u32> {
     let handle = host::netlink();
-    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+    let highest = handle
+        .link()
+        .get()
+        .execute()
+        .try_fold(
+            1u32,
+            |max, msg| async move { Ok(max.max(msg.header.index)) },
+        )
+        .await
+        .map_err(error::netlink(&here(), "list links"))?;
+    let local_index = highest + 1;
+    match add_veth_indexed(
+        local,
+        peer,
+        peer_netns,
+        Some((local_index, local_index + PEER_INDEX_OFFSET)),
+    )
+    .await
+    {
+        Ok(index) => Ok(index),
+        // The peer's namespace already uses that index: let the kernel choose.
+        Err(_) => add_veth_indexed(local, peer, peer_netns, None).await,
+    }
+}
+
+/// What [`add_veth`] adds to the local end's index to get the peer's.
+pub const PEER_INDEX_OFFSET: u32 = 1000;
+
+/// [`add_veth`] with the (local, peer) ifindexes given, or `None` for the
+/// kernel's choice. The kernel honours the peer's index only when the local one
+/// is given too; give them different values (see [`add_veth`]).
+pub async fn add_veth_indexed(
+    local: &str,
+    peer: &str,
+    peer_netns: RawFd,
+    indexes: Option<(u32, u32)>,
+) -> Result<u32> {
+    let handle = host::netlink();
+    let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_owned())
-        .setns_by_fd(peer_netns)
-        .build();
-    let msg = LinkVeth::new(local, peer)
-        .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+        .setns_by_fd(peer_netns);
+    if let Some((_, index)) = indexes {
+        peer_msg = peer_msg.index(index);
+    }
+    let peer_msg = peer_msg.build();
+    let mut msg =
+        LinkVeth::new(local, peer).set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
             rtnetlink::packet_route::link::InfoVeth::Peer(peer_msg),
-        ))
-        .build();
+        ));
+    if let Some((index, _)) = indexes {
+        msg = msg.index(index);
+    }
+    let msg = msg.build();
     handle
         .link()
         .add(msg)
@@ -87,6 +139,37 @@ pub async fn add_address(index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
     ))
 }
 
+/// Add a route to `dest` via `gateway` (same family).
+pub async fn add_route(dest: ipnet::IpNet, gateway: IpAddr) -> Result<()> {
+    let what = || format!("add route {dest} via {gateway}");
+    let msg = match (dest, gateway) {
+        (ipnet::IpNet::V4(d), IpAddr::V4(gw)) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(d.network(), d.prefix_len())
+            .gateway(gw)
+            .build(),
+        (ipnet::IpNet::V6(d), IpAddr::V6(gw)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(d.network(), d.prefix_len())
+            .gateway(gw)
+            .build(),
+        _ => {
+            return Err(LabError::Sys {
+                host: here(),
+                what: what(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "destination and gateway are of different families",
+                ),
+            });
+        }
+    };
+    host::netlink()
+        .route()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(error::netlink(&here(), what()))
+}
+
 /// Add the default route of the address's family via `gateway`.
 pub async fn add_default_route(gateway: IpAddr) -> Result<()> {
     let msg = match gateway {
@@ -110,4 +193,57 @@ pub fn enable_forwarding() -> Result<()> {
         host::sysctl(key, "1").map_err(error::sys(&here(), format!("write {key}=1")))?;
     }
     Ok(())
+}
+
+/// Delete the neighbour (ARP / NDP) entries of `family` in the calling host's
+/// namespace, or only those for `only` when given, so the next packet must
+/// resolve its neighbour again. Permanent and no-ARP entries stay. Returns how
+/// many were deleted.
+pub async fn flush_neighbours(
+    family: crate::backend::Family,
+    only: Option<IpAddr>,
+) -> Result<usize> {
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourState,
+    };
+
+    let handle = host::netlink();
+    let af = match family {
+        crate::backend::Family::V4 => AddressFamily::Inet,
+        crate::backend::Family::V6 => AddressFamily::Inet6,
+    };
+    let what = || format!("flush {family} neighbours");
+    let entries: Vec<_> = handle
+        .neighbours()
+        .get()
+        .set_address_family(af)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(error::netlink(&here(), what()))?;
+    let mut deleted = 0;
+    for msg in entries {
+        if matches!(
+            msg.header.state,
+            NeighbourState::Noarp | NeighbourState::Permanent
+        ) {
+            continue;
+        }
+        let dest = msg.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            _ => None,
+        });
+        if only.is_some() && dest != only {
+            continue;
+        }
+        match handle.neighbours().del(msg).execute().await {
+            Ok(()) => deleted += 1,
+            // Gone meanwhile (expired, or already being resolved again).
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => {}
+            Err(e) => return Err(error::netlink(&here(), what())(e)),
+        }
+    }
+    Ok(deleted)
 }

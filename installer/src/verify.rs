@@ -44,6 +44,8 @@ pub struct Report {
     /// What could not be probed, and why.
     pub notes: Vec<String>,
     pub rows: Vec<Row>,
+    /// Every row held (the exit status of `portcullis verify`).
+    pub passed: bool,
 }
 
 fn ser_backends<S: serde::Serializer>(b: &[Backend], s: S) -> Result<S::Ok, S::Error> {
@@ -136,10 +138,12 @@ pub fn verify(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         hand_written: opts.rules_v4.is_some() || opts.rules_v6.is_some(),
         notes: Vec::new(),
         rows: Vec::new(),
+        passed: false,
     };
     for &backend in &opts.backends {
         let rows = exec::run_backend(opts, backend, &mut report, progress)?;
         report.rows.extend(rows);
     }
+    report.passed = report.passed();
     Ok(report)
 }

@@ -27,6 +27,122 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
     }
 }
 
+/// Every example policy shipped in `examples/` keeps every promise it makes.
+fn verify_examples(backend: Backend) -> Result<(), Failed> {
+    let dir = crate::scenarios_dir().join("../examples");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(format!("no example policies in {}", dir.display()).into());
+    }
+    let mut failures = Vec::new();
+    for path in &paths {
+        let policy = Policy::load(path).map_err(|e| e.to_string())?;
+        let opts = Options {
+            policy,
+            backends: vec![backend],
+            rules_v4: None,
+            rules_v6: None,
+        };
+        let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+        if !report.passed() {
+            let mut out = Vec::new();
+            let _ = verify::matrix::print(&report.rows, &mut out);
+            failures.push(format!(
+                "{}:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out)
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n").into())
+    }
+}
+
+/// `verify --rules-v4` has teeth: the seed's own final ruleset, judged against
+/// the embedded default policy, must FAIL exactly where the seed falls short
+/// (no INPUT loopback, no tcp/53, no IPv6 rules at all) and pass elsewhere.
+fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
+    use portcullis::verify::{Host, ProbeKind};
+    use portcullis_harness::Family;
+    let path = crate::scenarios_dir().join("seed/seed_own_ruleset.toml");
+    let scn = crate::Scenario::load(&path).map_err(|e| e.to_string())?;
+    let Some(crate::format::RulesetSource::Rules { v4: Some(seed), .. }) =
+        scn.rulesets.get("seed").cloned()
+    else {
+        return Err("seed_own_ruleset.toml has no [ruleset.seed] rules_v4".into());
+    };
+    let opts = Options {
+        policy: Policy::embedded_default(),
+        backends: vec![backend],
+        rules_v4: Some(seed),
+        rules_v6: None,
+    };
+    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let row = |kind: ProbeKind, from: Host, family: Family, port: Option<u16>| {
+        report
+            .rows
+            .iter()
+            .find(|r| {
+                let p = &r.expectation.probe;
+                p.kind == kind
+                    && p.from == from
+                    && p.family == family
+                    && (port.is_none() || p.port == port)
+            })
+            .ok_or_else(|| format!("no {kind} row from {from} over {family}"))
+    };
+    let mut problems = Vec::new();
+    for (kind, from, family, port) in [
+        (ProbeKind::LoopbackTcp, Host::Target, Family::V4, None),
+        (ProbeKind::DnsTcp, Host::Target, Family::V4, None),
+        (
+            ProbeKind::Tcp,
+            Host::Admin,
+            Family::V6,
+            Some(portcullis::verify::exec::CLOSED_INBOUND_PORT),
+        ),
+        (ProbeKind::Forward, Host::Admin, Family::V6, None),
+    ] {
+        if row(kind, from, family, port)?.pass() {
+            problems.push(format!(
+                "{kind} from {from} over {family} passed: the seed has that gap"
+            ));
+        }
+    }
+    for (kind, from, family) in [
+        (ProbeKind::Http, Host::Target, Family::V4),
+        (ProbeKind::DnsUdp, Host::Target, Family::V4),
+        (ProbeKind::SynFin, Host::Outsider, Family::V4),
+        (ProbeKind::Forward, Host::Admin, Family::V4),
+    ] {
+        let r = row(kind, from, family, None)?;
+        if !r.pass() {
+            problems.push(format!(
+                "{kind} from {from} over {family} failed: {:?}",
+                r.problems
+            ));
+        }
+    }
+    if report.passed() {
+        problems.push("the whole report passed".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let mut out = Vec::new();
+        let _ = verify::matrix::print(&report.rows, &mut out);
+        Err(format!("{}\n{}", problems.join("\n"), String::from_utf8_lossy(&out)).into())
+    }
+}
+
 pub fn trials() -> Vec<Trial> {
     let mut out = Vec::new();
     for backend in Backend::ALL {
@@ -34,6 +150,16 @@ pub fn trials() -> Vec<Trial> {
             format!("flows::verify_default::{backend}"),
             cannot_run(backend, true),
             move || verify_default(backend),
+        ));
+        out.push(privileged_trial(
+            format!("flows::verify_examples::{backend}"),
+            cannot_run(backend, true),
+            move || verify_examples(backend),
+        ));
+        out.push(privileged_trial(
+            format!("flows::verify_catches_seed_gaps::{backend}"),
+            cannot_run(backend, true),
+            move || verify_catches_seed_gaps(backend),
         ));
     }
     out

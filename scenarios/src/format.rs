@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub struct Scenario {
     pub path: PathBuf,
     pub description: String,
-    /// Named rulesets; `main` is loaded first unless a step loads one.
+    /// Named rulesets; `main` is loaded before the first step unless a step loads it.
     pub rulesets: BTreeMap<String, RulesetSource>,
     /// Policy CIDRs the lab cannot use, and the lab host whose subnet stands in.
     pub map: Vec<(IpNet, Host)>,
@@ -179,15 +179,18 @@ impl Scenario {
             }
             steps.push(step);
         }
-        let loads = steps.iter().any(|s| matches!(s, Step::Load(_)));
-        if !loads {
-            if !rulesets.contains_key("main") {
-                return Err(err(
-                    "no [ruleset.main] and no step loads a ruleset: name the rules under test"
-                        .into(),
-                ));
-            }
+        // `main` is loaded before the first step unless a step loads it itself
+        // (a session opened before the rules, say).
+        let loads_main = steps
+            .iter()
+            .any(|s| matches!(s, Step::Load(n) if n == "main"));
+        if rulesets.contains_key("main") && !loads_main {
             steps.insert(0, Step::Load("main".into()));
+        }
+        if !steps.iter().any(|s| matches!(s, Step::Load(_))) {
+            return Err(err(
+                "no [ruleset.main] and no step loads a ruleset: name the rules under test".into(),
+            ));
         }
         let mut sessions: Vec<&str> = Vec::new();
         for (i, s) in steps.iter().enumerate() {

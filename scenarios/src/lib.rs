@@ -73,6 +73,11 @@ pub fn cannot_run(backend: Backend, needs_ssh: bool) -> Option<String> {
     if let Some(r) = backend.unavailable_reason() {
         return Some(r);
     }
+    for bin in ["ip", "conntrack"] {
+        if portcullis_harness::backend::find_in_path(bin).is_none() {
+            return Some(format!("{bin} not found (install iproute2 and conntrack)"));
+        }
+    }
     if needs_ssh {
         for bin in ["sshd", "ssh", "ssh-keygen"] {
             if portcullis_harness::backend::find_in_path(bin).is_none() {
@@ -123,7 +128,7 @@ pub fn trials(root: &Path) -> Vec<Trial> {
         let parsed = Scenario::load(&path).map_err(|e| e.to_string());
         let p = parsed.clone();
         out.push(Trial::test(format!("{name}::parse"), move || {
-            p.map(drop).map_err(Failed::from)
+            run::check_counters_exist(&p?).map_err(Failed::from)
         }));
         for backend in Backend::ALL {
             let needs_ssh = parsed.as_ref().is_ok_and(run::uses_ssh);

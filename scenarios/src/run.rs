@@ -4,8 +4,8 @@
 
 use portcullis::verify::exec::{LabSession, SshSessionId};
 use portcullis::verify::{
-    Expectation, Host, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
-    map_text,
+    Counters, Expectation, Host, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology,
+    apply_mappings, map_text,
 };
 use portcullis_harness::{Backend, Family};
 
@@ -107,7 +107,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                         why.clone()
                     },
                 };
-                rows.push(match lab.check_ssh_session(*id) {
+                rows.push(match lab.check_ssh_session(*id, *expect) {
                     Ok(obs) => Row::judge(backend, exp, &obs),
                     Err(e) => Row::error(backend, exp, e.to_string()),
                 });
@@ -126,7 +126,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                         counted_by: p.counted_by.clone(),
                         why: p.why.clone(),
                     };
-                    rows.push(match lab.probe(&exp.probe) {
+                    rows.push(match lab.probe(&exp.probe, exp.expect) {
                         Ok(obs) => Row::judge(backend, exp, &obs),
                         Err(e) => Row::error(backend, exp, e.to_string()),
                     });
@@ -142,6 +142,49 @@ pub fn matrix_text(rows: &[Row]) -> String {
     let mut out = Vec::new();
     let _ = portcullis::verify::matrix::print(rows, &mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Without a lab: every `counted_by` names a rule of the ruleset loaded at that
+/// step, in the probe's family (a renamed comment fails here, before any run).
+pub fn check_counters_exist(scn: &Scenario) -> Result<(), String> {
+    let mut loaded: Option<LabRules> = None;
+    let mut sessions: Vec<(&str, Family)> = Vec::new();
+    for (i, step) in scn.steps.iter().enumerate() {
+        let (by, families): (_, Vec<Family>) = match step {
+            Step::Load(name) => {
+                loaded = Some(lab_rules(&scn.rulesets[name], &[]));
+                continue;
+            }
+            Step::OpenSshSession { name, family, .. } => {
+                sessions.push((name, *family));
+                continue;
+            }
+            Step::Probe(p) => (&p.counted_by, p.families.clone()),
+            Step::CheckSshSession {
+                name, counted_by, ..
+            } => (
+                counted_by,
+                sessions
+                    .iter()
+                    .filter(|s| s.0 == name)
+                    .map(|s| s.1)
+                    .collect(),
+            ),
+            _ => continue,
+        };
+        let Some(by) = by else { continue };
+        for f in families {
+            let text = loaded.as_ref().and_then(|r| r.get(f));
+            let counters = text.map(Counters::parse).unwrap_or_default();
+            if counters.counted(by).is_none() {
+                return Err(format!(
+                    "step {}: counted_by `{by}` names no rule of the {f} ruleset loaded at that point",
+                    i + 1
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether the scenario needs OpenSSH.

@@ -62,6 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         BackendArg::All => {
             let present: Vec<Backend> =
                 Backend::ALL.into_iter().filter(|b| b.available()).collect();
+            for b in Backend::ALL.iter().filter(|b| !present.contains(b)) {
+                if let Some(reason) = b.unavailable_reason() {
+                    eprintln!("verify: skipping backend {b}: {reason}");
+                }
+            }
             if present.is_empty() {
                 return Err(UsageError(
                     "no iptables backend is installed (neither iptables-nft nor iptables-legacy): install iptables"
@@ -91,6 +96,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &report).context("cannot write the report")?;
         writeln!(out)?;
     } else {
+        let policy = args
+            .config
+            .as_ref()
+            .map_or("the embedded default policy".to_owned(), |p| {
+                format!("policy {}", p.display())
+            });
+        let what = match (&args.rules_v4, &args.rules_v6) {
+            (None, None) => format!("{policy}, as portcullis renders it"),
+            (v4, v6) => format!(
+                "hand-written rules ({}) against the intent of {policy}",
+                [("ipv4", v4), ("ipv6", v6)]
+                    .iter()
+                    .filter_map(|(f, p)| p.as_ref().map(|p| format!("{f}: {}", p.display())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let backends: Vec<&str> = report.backends.iter().map(|b| b.name()).collect();
+        writeln!(out, "verify: {what}, under {}\n", backends.join(" and "))?;
         if !report.mappings.is_empty() {
             let how = if report.hand_written {
                 "replaced textually, exact CIDR strings only, in the given rules files"

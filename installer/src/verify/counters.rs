@@ -30,6 +30,8 @@ fn ser_chain<S: serde::Serializer>(c: &Chain, s: S) -> Result<S::Ok, S::Error> {
 pub struct Counters {
     /// INPUT, FORWARD, OUTPUT policy packet counts.
     pub policies: [u64; 3],
+    /// Whether each of those policies is DROP.
+    pub policy_drops: [bool; 3],
     pub rules: Vec<RuleCount>,
 }
 
@@ -88,14 +90,14 @@ impl Counters {
             if let Some(decl) = line.strip_prefix(':') {
                 // `:INPUT DROP [31:1848]`
                 let mut parts = decl.splitn(3, ' ');
-                let (Some(name), Some(_policy), Some(count)) =
-                    (parts.next(), parts.next(), parts.next())
+                let (Some(name), Some(policy), count) = (parts.next(), parts.next(), parts.next())
                 else {
                     continue;
                 };
-                if let (Some(chain), Some((packets, _))) = (parse_chain(name), bracket_count(count))
-                {
+                if let Some(chain) = parse_chain(name) {
+                    let packets = count.and_then(bracket_count).map_or(0, |(p, _)| p);
                     out.policies[chain_index(chain)] = packets;
+                    out.policy_drops[chain_index(chain)] = policy == "DROP";
                 }
                 continue;
             }
@@ -161,10 +163,25 @@ impl Counters {
                     .rules
                     .iter()
                     .filter(|r| chain.is_none_or(|c| r.chain == c))
-                    .filter(|r| r.comment.as_deref() == Some(text.as_str()))
+                    .filter(|r| {
+                        r.comment
+                            .as_deref()
+                            .is_some_and(|c| c.starts_with(text.as_str()))
+                    })
                     .collect();
                 (!hits.is_empty()).then(|| hits.iter().map(|r| r.packets).sum())
             }
+            CountedBy::AnyDrop => Some(
+                self.rules
+                    .iter()
+                    .filter(|r| r.spec.trim_end().ends_with("-j DROP"))
+                    .map(|r| r.packets)
+                    .sum::<u64>()
+                    + (0..3)
+                        .filter(|&i| self.policy_drops[i])
+                        .map(|i| self.policies[i])
+                        .sum::<u64>(),
+            ),
         }
     }
 
@@ -255,6 +272,7 @@ COMMIT
     fn parses_policies_rules_positions_and_comments() {
         let c = Counters::parse(BEFORE);
         assert_eq!(c.policies, [31, 0, 3]);
+        assert_eq!(c.policy_drops, [true, true, true]);
         assert_eq!(c.rules.len(), 5);
         assert_eq!(c.rules[1].position, 2);
         assert_eq!(c.rules[1].comment.as_deref(), Some("ssh from admin subnet"));
@@ -279,6 +297,7 @@ COMMIT
         assert_eq!(d.counted(&"loopback".parse().unwrap()), Some(2));
         assert_eq!(d.counted(&"INPUT#3".parse().unwrap()), Some(2));
         assert_eq!(d.counted(&"no such rule".parse().unwrap()), None);
+        assert_eq!(d.counted(&CountedBy::AnyDrop), Some(2));
         assert_eq!(
             d.counted_in(Chain::Input),
             ["INPUT: loopback", "INPUT policy"]

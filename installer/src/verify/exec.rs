@@ -1,34 +1,244 @@
 //! Running probes in the lab: the one place `verify` and the scenario suite touch
-//! namespaces, through the harness's lab (every probe runs on its host's own
-//! thread; nothing here calls setns).
+//! namespaces, through the harness's [`Lab`]. Every probe, server and child runs
+//! on its lab host's own thread; nothing here calls setns, and nothing touches the
+//! namespace the process started in.
 
-use portcullis_harness::{Backend, Family};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
 
-use super::counters::Observation;
-use super::expect::Topology;
-use super::model::{Host, ProbeSpec};
+use portcullis_harness::probe::{self, Outcome};
+use portcullis_harness::services::ssh;
+use portcullis_harness::services::{self, Service};
+use portcullis_harness::{Backend, Family, HostId, Lab, Task, link};
+use rustls_pki_types::CertificateDer;
+
+use super::counters::{Counters, Observation, RuleCount};
+use super::expect::{HostAddr, Topology};
+use super::model::{Expect, Host, ProbeKind, ProbeSpec};
 use super::{LabRules, Options, Report, Row, VerifyError};
+use crate::rule::Chain;
+
+/// The name the lab's DNS answers and its web server's certificate carries.
+pub const WEB_NAME: &str = "www.lab.test";
+/// A port `web` listens on that the default policy does not open.
+pub const CLOSED_PORT: u16 = 8081;
+/// A port the target listens on that no inbound rule of the default opens.
+pub const CLOSED_INBOUND_PORT: u16 = 9099;
+/// How long a probe expected to succeed may take: it returns as soon as it does
+/// (a few milliseconds in the lab), so this only bounds a failure.
+pub const PATIENT: Duration = Duration::from_secs(1);
+/// The same for a real ssh login (key exchange, authentication, a command).
+pub const PATIENT_SSH: Duration = Duration::from_secs(3);
 
 /// What went wrong driving the lab (not a probe's outcome: that is data).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ExecError(pub String);
 
+fn err(what: &str) -> impl FnOnce(portcullis_harness::LabError) -> ExecError + '_ {
+    move |e| ExecError(format!("{what}: {e}"))
+}
+
 /// A long-lived interactive SSH session opened by [`LabSession::open_ssh_session`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SshSessionId(pub usize);
 
-/// The standard lab under one backend, with its target's rules.
+/// The remote side of a session: it prints on its own, every 100 ms, and never
+/// reads its input (the server speaks first, the client never types).
+const TICKER: &str = "while :; do echo tick; sleep 0.1; done";
+
+/// A request to a session task: read `lines` fresh lines, each within `window`.
+struct SessionCmd {
+    lines: usize,
+    window: Duration,
+    reply: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+/// A session owned by a task on its client host's thread (the ssh child and its
+/// pipes belong to that host's runtime).
+struct SessionHandle {
+    family: Family,
+    tx: tokio::sync::mpsc::UnboundedSender<SessionCmd>,
+    _task: Task,
+}
+
+fn host_id(h: Host) -> Option<HostId> {
+    Some(match h {
+        Host::Target => HostId::Target,
+        Host::Admin => HostId::Admin,
+        Host::Outsider => HostId::Outsider,
+        Host::Resolver => HostId::Resolver,
+        Host::Web => HostId::Web,
+        Host::Inner => return None,
+    })
+}
+
+/// The lab's address plan as `verify` sees it.
+pub fn topology() -> Topology {
+    let mut hosts = Vec::new();
+    for h in [
+        Host::Target,
+        Host::Admin,
+        Host::Outsider,
+        Host::Resolver,
+        Host::Web,
+    ] {
+        let plan = host_id(h).and_then(HostId::plan).expect("a leaf host");
+        for family in Family::ALL {
+            hosts.push(HostAddr {
+                host: h,
+                family,
+                addr: plan.addr(family),
+                subnet: plan.subnet(family),
+            });
+        }
+    }
+    Topology {
+        hosts,
+        closed_port: CLOSED_PORT,
+        closed_inbound_port: CLOSED_INBOUND_PORT,
+    }
+}
+
+/// The inner host behind the target: a /28 and a /64 no other link uses.
+const INNER_V4: [u8; 4] = [192, 0, 2, 48];
+const INNER_V6: u16 = 0x60;
+
+fn inner_addrs() -> [(IpAddr, IpAddr, u8); 2] {
+    let b = u32::from(Ipv4Addr::from(INNER_V4));
+    [
+        // (target side, inner side, prefix)
+        (
+            Ipv4Addr::from(b + 1).into(),
+            Ipv4Addr::from(b + 2).into(),
+            28,
+        ),
+        (
+            Ipv6Addr::new(0x2001, 0xdb8, INNER_V6, 0, 0, 0, 0, 1).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, INNER_V6, 0, 0, 0, 0, 2).into(),
+            64,
+        ),
+    ]
+}
+
+fn fam_index(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+/// The `filter` table of the harness's counters, in this module's shape.
+fn convert(c: &portcullis_harness::Counters) -> Counters {
+    use portcullis_harness::CounterKind;
+    let mut out = Counters::default();
+    for e in c.entries.iter().filter(|e| e.table == "filter") {
+        let Some(chain) = super::model::parse_chain(&e.chain) else {
+            continue;
+        };
+        match &e.kind {
+            CounterKind::Policy { policy } => {
+                let i = Chain::ALL.iter().position(|c| *c == chain).unwrap_or(0);
+                out.policies[i] = e.packets;
+                out.policy_drops[i] = policy == "DROP";
+            }
+            CounterKind::Rule {
+                index,
+                text,
+                comment,
+            } => out.rules.push(RuleCount {
+                chain,
+                position: *index,
+                comment: comment.clone(),
+                spec: text.clone(),
+                packets: e.packets,
+            }),
+        }
+    }
+    out
+}
+
+/// The standard lab under one backend, its servers, and the target's rules.
 pub struct LabSession {
     backend: Backend,
     topology: Topology,
+    ca: CertificateDer<'static>,
+    /// Servers, dropped before the lab (their tasks are aborted).
+    services: Vec<Service>,
+    /// (host, port, on loopback) of every TCP listener.
+    listeners: Vec<(Host, u16, bool)>,
+    /// Open ssh sessions (their tasks run on the client host's thread); dropped
+    /// before sshd.
+    sessions: Vec<SessionHandle>,
+    /// sshd on the target: its port, a client for it, and the task holding it.
+    sshd: Option<(u16, ssh::Client, Task)>,
+    /// The host behind the target and its server, once a forward probe made it.
+    inner: Option<portcullis_harness::Host>,
+    loaded: bool,
+    lab: Lab,
 }
 
 impl LabSession {
-    /// Build the standard lab.
+    /// Build the standard lab and start its servers: DNS on the resolver, HTTP,
+    /// HTTPS and a listener on [`CLOSED_PORT`] on web.
     pub fn start(backend: Backend) -> Result<LabSession, ExecError> {
-        let _ = backend;
-        Err(ExecError("the lab is not built yet".into()))
+        let lab = Lab::standard().map_err(err("building the standard lab"))?;
+        let topology = topology();
+        let both = |h: Host, port: u16| -> Vec<SocketAddr> {
+            Family::ALL
+                .iter()
+                .map(|&f| SocketAddr::new(topology.addr(h, f).expect("planned"), port))
+                .collect()
+        };
+        let zone = Family::ALL
+            .iter()
+            .fold(services::dns::Zone::new(), |z, &f| {
+                z.with(WEB_NAME, topology.addr(Host::Web, f).expect("planned"))
+            });
+        let dns_addrs = both(Host::Resolver, 53);
+        let dns = lab
+            .host(HostId::Resolver)
+            .run_async(move || async move { services::dns::start(&dns_addrs, zone).await });
+        let (web80, web443, web_closed) = (
+            both(Host::Web, 80),
+            both(Host::Web, 443),
+            both(Host::Web, CLOSED_PORT),
+        );
+        let web_ips: Vec<IpAddr> = web80.iter().map(|a| a.ip()).collect();
+        let web = lab.host(HostId::Web).run_async(move || async move {
+            let ca = services::tls::LabCa::new("portcullis verify lab ca")?;
+            let leaf = ca.issue(&[WEB_NAME], &web_ips)?;
+            let http = services::http::start(&web80, "web").await?;
+            let https = services::http::start_tls(&web443, "web", &leaf).await?;
+            let closed = services::tcp::echo(&web_closed).await?;
+            Ok::<_, services::ServiceError>((ca.cert().clone(), vec![http, https, closed]))
+        });
+        let (dns, web) = futures::executor::block_on(futures::future::join(dns, web));
+        let dns = dns
+            .map_err(err("the resolver"))?
+            .map_err(|e| ExecError(format!("dns on the resolver: {e}")))?;
+        let (ca, mut svcs) = web
+            .map_err(err("the web host"))?
+            .map_err(|e| ExecError(format!("servers on web: {e}")))?;
+        svcs.push(dns);
+        Ok(LabSession {
+            backend,
+            topology,
+            ca,
+            services: svcs,
+            listeners: vec![
+                (Host::Web, CLOSED_PORT, false),
+                (Host::Web, 80, false),
+                (Host::Web, 443, false),
+            ],
+            sessions: Vec::new(),
+            sshd: None,
+            inner: None,
+            loaded: false,
+            lab,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -40,40 +250,357 @@ impl LabSession {
     }
 
     /// Load `rules` into the target with one restore per family; a family without
-    /// text is left with no rules at all.
-    pub fn load(&mut self, _rules: &LabRules) -> Result<(), ExecError> {
-        Err(ExecError("not built yet".into()))
+    /// text is reset to no rules at all (ACCEPT), as on a host without a ruleset.
+    /// Every load after the first also flushes the target's conntrack table, so a
+    /// connection an earlier step made (an ICMP echo id, say) cannot pass a later
+    /// ruleset as ESTABLISHED.
+    pub fn load(&mut self, rules: &LabRules) -> Result<(), ExecError> {
+        const OPEN: &str =
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        for family in Family::ALL {
+            let text = rules.get(family).unwrap_or(OPEN);
+            self.lab
+                .load(self.backend, family, text)
+                .map_err(err(&format!("loading the {family} rules")))?;
+        }
+        if self.loaded {
+            self.lab
+                .host(HostId::Target)
+                .flush_conntrack()
+                .map_err(err("flushing conntrack"))?;
+        }
+        self.loaded = true;
+        Ok(())
     }
 
     /// Zero the target's counters and forget its conntrack entries.
     pub fn reset_counters(&mut self) -> Result<(), ExecError> {
-        Err(ExecError("not built yet".into()))
+        self.lab.reset().map_err(err("resetting counters"))
     }
 
-    /// Send one probe; its outcome and the counter deltas of its family.
-    pub fn probe(&mut self, _spec: &ProbeSpec) -> Result<Observation, ExecError> {
-        Err(ExecError("not built yet".into()))
+    /// The target's `filter` counters of `family` now (zero before any load).
+    pub fn counters(&self, family: Family) -> Result<Counters, ExecError> {
+        if !self.loaded {
+            return Ok(Counters::default());
+        }
+        let c = self
+            .lab
+            .counters(&[family])
+            .map_err(err("reading counters"))?;
+        Ok(convert(&c))
     }
 
-    /// Forget `host`'s neighbour cache of `family` (and its peers' entries for it).
-    pub fn flush_neighbours(&mut self, _host: Host, _family: Family) -> Result<(), ExecError> {
-        Err(ExecError("not built yet".into()))
+    fn addr(&self, h: Host, f: Family) -> Result<IpAddr, ExecError> {
+        if h == Host::Inner {
+            return Ok(inner_addrs()[fam_index(f)].1);
+        }
+        self.topology
+            .addr(h, f)
+            .ok_or_else(|| ExecError(format!("the lab has no {f} address on {h}")))
+    }
+
+    fn host(&self, h: Host) -> Result<&portcullis_harness::Host, ExecError> {
+        match host_id(h) {
+            Some(id) => Ok(self.lab.host(id)),
+            None => self
+                .inner
+                .as_ref()
+                .ok_or_else(|| ExecError("the inner host is not built".into())),
+        }
+    }
+
+    /// A TCP echo listener on `h`:`port`, both families; with `lo`, on the
+    /// target's 127.0.0.1 and ::1 instead.
+    fn ensure_listener(&mut self, h: Host, port: u16, lo: bool) -> Result<(), ExecError> {
+        let key = (h, port, lo);
+        if self.listeners.contains(&key) {
+            return Ok(());
+        }
+        let addrs: Vec<SocketAddr> = if lo {
+            vec![
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+            ]
+        } else {
+            Family::ALL
+                .iter()
+                .map(|&f| self.addr(h, f).map(|a| SocketAddr::new(a, port)))
+                .collect::<Result<_, _>>()?
+        };
+        let svc = self
+            .host(h)?
+            .try_run(move || async move { services::tcp::echo(&addrs).await })
+            .map_err(err("starting a listener"))?
+            .map_err(|e| ExecError(format!("a listener on {h} port {port}: {e}")))?;
+        self.services.push(svc);
+        self.listeners.push(key);
+        Ok(())
+    }
+
+    /// Real OpenSSH sshd on the target, on `port` of both its addresses.
+    fn ensure_sshd(&mut self, port: u16) -> Result<ssh::Client, ExecError> {
+        if let Some((p, client, _)) = &self.sshd {
+            if *p == port {
+                return Ok(client.clone());
+            }
+            return Err(ExecError(format!(
+                "sshd already runs on port {p}; one scenario uses one ssh port"
+            )));
+        }
+        let listen: Vec<IpAddr> = Family::ALL
+            .iter()
+            .map(|&f| self.addr(Host::Target, f))
+            .collect::<Result<_, _>>()?;
+        let (client, task) = self
+            .lab
+            .host(HostId::Target)
+            .serve(move || async move {
+                let dir = std::sync::Arc::new(ssh::LabDir::new()?);
+                let sshd = ssh::Sshd::start(dir, &listen, port).await?;
+                let client = sshd.client();
+                Ok::<_, services::ServiceError>((client, async move {
+                    // sshd lives as long as this task: dropping the task kills it.
+                    let _sshd = sshd;
+                    std::future::pending::<()>().await
+                }))
+            })
+            .map_err(|e| ExecError(format!("sshd on the target: {e}")))?;
+        self.listeners.push((Host::Target, port, false));
+        self.sshd = Some((port, client.clone(), task));
+        Ok(client)
+    }
+
+    /// Make `inner`: a namespace on a second link of the target, with the target
+    /// forwarding and the router routing inner's subnets through the target.
+    fn ensure_inner(&mut self) -> Result<(), ExecError> {
+        if self.inner.is_some() {
+            return Ok(());
+        }
+        let inner = portcullis_harness::Host::new("inner").map_err(err("the inner host"))?;
+        let fd = inner.netns_fd().as_raw_fd();
+        let addrs = inner_addrs();
+        self.lab
+            .host(HostId::Target)
+            .try_run(move || async move {
+                let index = link::add_veth("to-inner", "eth0", fd).await?;
+                link::set_up(index).await?;
+                for (mine, _, prefix) in addrs {
+                    link::add_address(index, mine, prefix).await?;
+                }
+                link::enable_forwarding()
+            })
+            .map_err(err("the target's second link"))?
+            .map_err(|e| ExecError(format!("the target's second link: {e}")))?;
+        inner
+            .try_run(move || async move {
+                let index = link::link_index("eth0").await?;
+                link::set_up(index).await?;
+                for (gw, mine, prefix) in addrs {
+                    link::add_address(index, mine, prefix).await?;
+                    link::add_default_route(gw).await?;
+                }
+                Ok::<_, portcullis_harness::LabError>(())
+            })
+            .map_err(err("the inner host's link"))?
+            .map_err(|e| ExecError(format!("the inner host's link: {e}")))?;
+        // The router reaches inner's subnets through the target.
+        let router = self.lab.host(HostId::Router);
+        for (f, (_, _, prefix)) in Family::ALL.into_iter().zip(addrs) {
+            let net = match f {
+                Family::V4 => format!("{}/{prefix}", Ipv4Addr::from(INNER_V4)),
+                Family::V6 => format!("2001:db8:{INNER_V6:x}::/{prefix}"),
+            };
+            let via = self.addr(Host::Target, f)?.to_string();
+            let flag = if f == Family::V4 { "-4" } else { "-6" };
+            router
+                .exec(&["ip", flag, "route", "add", &net, "via", &via], None)
+                .map_err(err("routing to the inner host"))?;
+        }
+        self.inner = Some(inner);
+        Ok(())
+    }
+
+    /// Forget `host`'s neighbour cache of `family`.
+    pub fn flush_neighbours(&mut self, host: Host, family: Family) -> Result<(), ExecError> {
+        let flag = if family == Family::V4 { "-4" } else { "-6" };
+        self.host(host)?
+            .exec(&["ip", flag, "neigh", "flush", "all"], None)
+            .map_err(err("flushing neighbours"))
+            .map(drop)
+    }
+
+    /// Send one probe; its outcome and the counter deltas of its family. `expect`
+    /// picks the window: a probe expected to get no answer waits the short
+    /// negative window, any other up to [`PATIENT`] (it returns at once on success).
+    pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Observation, ExecError> {
+        let f = spec.family;
+        let window = if expect == Expect::NoAnswer {
+            probe::NEGATIVE_WINDOW
+        } else {
+            PATIENT
+        };
+        let port = spec.port.or(spec.kind.default_port()).unwrap_or(0);
+        // Servers the probe needs, started before the snapshot.
+        match spec.kind {
+            ProbeKind::Tcp | ProbeKind::InvalidRst
+                if spec.to == Host::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {}
+            ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
+            ProbeKind::LoopbackTcp => self.ensure_listener(Host::Target, port, true)?,
+            ProbeKind::Forward => {
+                self.ensure_inner()?;
+                self.ensure_listener(Host::Inner, port, false)?;
+            }
+            _ => {}
+        }
+        let client = match spec.kind {
+            ProbeKind::Ssh => Some(self.ensure_sshd(port)?),
+            _ => None,
+        };
+        // A real ssh client needs longer than a socket to decide either way.
+        let window = match (spec.kind, expect) {
+            (ProbeKind::Ssh, Expect::NoAnswer) => probe::NEGATIVE_WINDOW * 4,
+            (ProbeKind::Ssh, _) => PATIENT_SSH,
+            _ => window,
+        };
+        let to = match spec.kind {
+            ProbeKind::LoopbackTcp => match f {
+                Family::V4 => Ipv4Addr::LOCALHOST.into(),
+                Family::V6 => Ipv6Addr::LOCALHOST.into(),
+            },
+            _ => self.addr(spec.to, f)?,
+        };
+        let from_addr = self.addr(spec.from, f)?;
+        let dst = SocketAddr::new(to, port);
+        let ca = self.ca.clone();
+        let kind = spec.kind;
+        static SPORT: AtomicU16 = AtomicU16::new(41000);
+        let sport = SPORT.fetch_add(1, Ordering::Relaxed);
+        // Over IPv6 the router must resolve the target afresh for every inbound
+        // probe: a cached (or FAILED) neighbour entry would hide whether the
+        // target's rules let neighbour discovery through. Under `ipv6.mode =
+        // deny` the router's solicitation is what the INPUT policy counts.
+        if f == Family::V6 && spec.to == Host::Target && spec.kind != ProbeKind::LoopbackTcp {
+            let target = to.to_string();
+            self.lab
+                .host(HostId::Router)
+                .exec(&["ip", "-6", "neigh", "flush", "to", &target], None)
+                .map_err(err("flushing the router's neighbour entry"))?;
+        }
+        let before = self.counters(f)?;
+        let outcome = self
+            .host(spec.from)?
+            .try_run(move || async move {
+                use probe::craft::{Flags, send_tcp};
+                use probe::dns::{Rtype, Transport};
+                let rtype = if f == Family::V4 {
+                    Rtype::A
+                } else {
+                    Rtype::Aaaa
+                };
+                let src = SocketAddr::new(from_addr, sport);
+                match kind {
+                    ProbeKind::Tcp | ProbeKind::LoopbackTcp | ProbeKind::Forward => {
+                        probe::tcp::connect(dst, window).await
+                    }
+                    ProbeKind::DnsUdp => {
+                        probe::dns::resolve(dst, WEB_NAME, rtype, Transport::Udp, window).await
+                    }
+                    ProbeKind::DnsTcp => {
+                        probe::dns::resolve(dst, WEB_NAME, rtype, Transport::Tcp, window).await
+                    }
+                    ProbeKind::Http => probe::http::get(dst, WEB_NAME, window).await,
+                    ProbeKind::Https => probe::https::get(dst, WEB_NAME, &ca, window).await,
+                    ProbeKind::Icmp => probe::icmp::echo(dst.ip(), window).await,
+                    ProbeKind::SynFin => send_tcp(src, dst, Flags::SYN_FIN, 1000, 0).await,
+                    ProbeKind::SynRst => send_tcp(src, dst, Flags::SYN_RST, 1000, 0).await,
+                    ProbeKind::InvalidRst => probe::craft::out_of_window_rst(dst, window).await,
+                    ProbeKind::Ssh => match client {
+                        Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
+                        None => Outcome::Failed("no ssh client".into()),
+                    },
+                }
+            })
+            .map_err(err(&format!("probing from {}", spec.from)))?;
+        let after = self.counters(f)?;
+        Ok(Observation {
+            outcome,
+            deltas: Counters::delta(&before, &after),
+            family: Some(f),
+        })
     }
 
     /// Open an interactive SSH session from `from` to the target whose server side
-    /// prints periodically without any client input.
+    /// prints every 100 ms without any client input; returns once it runs.
     pub fn open_ssh_session(
         &mut self,
-        _from: Host,
-        _family: Family,
+        from: Host,
+        family: Family,
     ) -> Result<SshSessionId, ExecError> {
-        Err(ExecError("not built yet".into()))
+        let client = self.ensure_sshd(22)?;
+        let addr = SocketAddr::new(self.addr(Host::Target, family)?, 22);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SessionCmd>();
+        let ((), task) = self
+            .host(from)?
+            .serve(move || async move {
+                let mut session = client.session(addr, TICKER, PATIENT_SSH).await?;
+                Ok::<_, services::ServiceError>(((), async move {
+                    while let Some(cmd) = rx.recv().await {
+                        // Lines already waiting were printed before this check.
+                        while session.read_line(Duration::from_millis(1)).await.is_ok() {}
+                        let mut last = Outcome::NoAnswer;
+                        for _ in 0..cmd.lines {
+                            last = session.read_line(cmd.window).await;
+                            if !last.is_ok() {
+                                break;
+                            }
+                        }
+                        let _ = cmd.reply.send(last);
+                    }
+                }))
+            })
+            .map_err(|e| ExecError(format!("ssh session from {from} over {family}: {e}")))?;
+        self.sessions.push(SessionHandle {
+            family,
+            tx,
+            _task: task,
+        });
+        Ok(SshSessionId(self.sessions.len() - 1))
     }
 
-    /// Whether the session's server output still arrives, with no client keystroke
-    /// since the last check; the counter deltas over the wait.
-    pub fn check_ssh_session(&mut self, _id: SshSessionId) -> Result<Observation, ExecError> {
-        Err(ExecError("not built yet".into()))
+    /// Whether the session's server output still arrives with no client keystroke
+    /// (three fresh lines); its family's counters SINCE THE RULESET LOADED (a
+    /// restore zeroes them), because the packet that matters, the server's first
+    /// after the load, may pass before this check starts.
+    pub fn check_ssh_session(
+        &mut self,
+        id: SshSessionId,
+        expect: Expect,
+    ) -> Result<Observation, ExecError> {
+        let h = self
+            .sessions
+            .get(id.0)
+            .ok_or_else(|| ExecError(format!("no ssh session #{}", id.0)))?;
+        let window = if expect == Expect::NoAnswer {
+            Duration::from_millis(500)
+        } else {
+            PATIENT_SSH
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        h.tx.send(SessionCmd {
+            lines: 3,
+            window,
+            reply,
+        })
+        .map_err(|_| ExecError("the ssh session task is gone".into()))?;
+        let outcome = rx
+            .blocking_recv()
+            .map_err(|_| ExecError("the ssh session task ended".into()))?;
+        let family = h.family;
+        Ok(Observation {
+            outcome,
+            deltas: self.counters(family)?,
+            family: Some(family),
+        })
     }
 }
 
@@ -104,8 +631,7 @@ pub fn run_backend(
     let total = derived.expectations.len();
     let mut rows = Vec::with_capacity(total);
     for (i, exp) in derived.expectations.into_iter().enumerate() {
-        let p = &exp.probe;
-        let row = match lab.probe(p) {
+        let row = match lab.probe(&exp.probe, exp.expect) {
             Ok(obs) => Row::judge(backend, exp, &obs),
             Err(e) => Row::error(backend, exp, e.0),
         };

@@ -200,8 +200,11 @@ fn admits(peers: &[IpNet], addr: Option<IpAddr>) -> bool {
     }
 }
 
+/// The comment the renderer gives an allow entry (its own, or the default).
 fn allow_comment(a: &Allow, dir: &str) -> String {
-    a.comment.clone().unwrap_or_else(|| format!("{dir} allow"))
+    a.comment
+        .clone()
+        .unwrap_or_else(|| format!("allowed by the policy ({dir}.allow)"))
 }
 
 /// Everything derived: the promises, and what could not be probed.
@@ -245,7 +248,9 @@ impl Builder<'_> {
         });
     }
 
-    fn drop_by(&mut self, kind: ProbeKind, from: Host, by: &str, why: &str) {
+    /// A crafted segment: `ok` means it was sent (the probe cannot see a drop);
+    /// the proof is the counter of the rule that must drop it.
+    fn crafted(&mut self, kind: ProbeKind, from: Host, by: &str, why: &str) {
         self.out.push(Expectation {
             probe: ProbeSpec {
                 kind,
@@ -254,7 +259,7 @@ impl Builder<'_> {
                 family: self.family,
                 port: kind.default_port(),
             },
-            expect: Expect::NoAnswer,
+            expect: Expect::Ok,
             counted_by: by.parse().ok(),
             why: why.to_owned(),
         });
@@ -307,7 +312,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         ssh_from_admin |= from == Host::Admin && ok && !deny;
         b.push(
             (ProbeKind::Ssh, from, Host::Target, Some(policy.ssh.port)),
-            allowed_if(ok, deny, "INPUT: ssh from admin subnet"),
+            allowed_if(ok, deny, "INPUT: ssh from the admin subnet"),
             Input,
             "ssh.allow_from",
         );
@@ -381,7 +386,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     for kind in [ProbeKind::DnsUdp, ProbeKind::DnsTcp] {
         b.push(
             (kind, Host::Target, Host::Resolver, None),
-            allowed_if(out.dns, deny, "OUTPUT: dns"),
+            allowed_if(out.dns, deny, "OUTPUT: dns lookups"),
             Output,
             "outbound.dns",
         );
@@ -473,18 +478,20 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     );
 
     if deny {
-        // IPv6 `deny`: policies DROP everything; the probes above expect that.
+        // IPv6 `deny`: policies DROP everything; the probes above expect that
+        // (inbound, the INPUT policy counts the router's neighbour solicitation:
+        // the target answers none, so nothing else reaches it).
         // Malicious flags and INVALID are not rendered there: nothing to count.
         return;
     }
     if policy.hardening.drop_malicious_flags {
-        b.drop_by(
+        b.crafted(
             ProbeKind::SynFin,
             Host::Outsider,
             "INPUT: [malicious packet patterns] SYN+FIN",
             "hardening.drop_malicious_flags",
         );
-        b.drop_by(
+        b.crafted(
             ProbeKind::SynRst,
             Host::Outsider,
             "INPUT: [malicious packet patterns] SYN+RST",
@@ -493,10 +500,10 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     }
     if policy.hardening.drop_invalid {
         if ssh_from_admin {
-            b.drop_by(
+            b.crafted(
                 ProbeKind::InvalidRst,
                 Host::Admin,
-                "INPUT: packets conntrack cannot place",
+                "INPUT: conntrack cannot place",
                 "hardening.drop_invalid",
             );
         } else {
@@ -507,20 +514,23 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     }
     // Forwarding: every policy renders FORWARD DROP.
     b.push(
-        (ProbeKind::Forward, Host::Admin, Host::Web, Some(80)),
+        (ProbeKind::Forward, Host::Admin, Host::Inner, Some(80)),
         None,
         Forward,
         "FORWARD DROP (a host is not a router)",
     );
 }
 
-/// For a hand-written ruleset: its rules carry no portcullis comments, so only
-/// chain policies stay required as counters; the outcome must still match.
+/// For a hand-written ruleset: its rules carry no portcullis comments, so a drop
+/// (or a crafted segment) must be counted by SOME DROP rule or DROP policy, and
+/// an accept by nothing in particular; the outcome must still match.
 pub fn relax_for_hand_written(exps: &mut [Expectation]) {
     for e in exps {
-        if !matches!(e.counted_by, Some(CountedBy::Policy(_))) {
-            e.counted_by = None;
-        }
+        let crafted = matches!(
+            e.probe.kind,
+            ProbeKind::SynFin | ProbeKind::SynRst | ProbeKind::InvalidRst
+        );
+        e.counted_by = (crafted || e.expect == Expect::NoAnswer).then_some(CountedBy::AnyDrop);
     }
 }
 
@@ -600,12 +610,12 @@ mod tests {
         let no = |by: &str| (Expect::NoAnswer, by.to_owned());
         assert_eq!(
             one(&d, Ssh, Host::Admin, V4),
-            ok("INPUT: ssh from admin subnet")
+            ok("INPUT: ssh from the admin subnet")
         );
         assert_eq!(one(&d, Ssh, Host::Outsider, V4), no("INPUT policy"));
         // The default names only an IPv4 admin subnet: no IPv6 ssh for anyone.
         assert_eq!(one(&d, Ssh, Host::Admin, V6), no("INPUT policy"));
-        assert_eq!(one(&d, DnsUdp, Host::Target, V6), ok("OUTPUT: dns"));
+        assert_eq!(one(&d, DnsUdp, Host::Target, V6), ok("OUTPUT: dns lookups"));
         assert_eq!(
             one(&d, Https, Host::Target, V4),
             ok("OUTPUT: allow outbound https")
@@ -617,11 +627,11 @@ mod tests {
         assert_eq!(one(&d, Forward, Host::Admin, V4), no("FORWARD policy"));
         assert_eq!(
             one(&d, SynFin, Host::Outsider, V4),
-            no("INPUT: [malicious packet patterns] SYN+FIN")
+            ok("INPUT: [malicious packet patterns] SYN+FIN")
         );
         assert_eq!(
             one(&d, InvalidRst, Host::Admin, V4),
-            no("INPUT: packets conntrack cannot place")
+            ok("INPUT: conntrack cannot place")
         );
         // No IPv6 ssh from admin, so no established connection to make INVALID.
         assert!(find(&d, InvalidRst, Host::Admin, V6).is_empty());
@@ -657,6 +667,7 @@ mode = "deny"
         let pol = Policy::parse(text, "t").unwrap();
         let (p, maps) = map_policy(&pol, &topo());
         assert_eq!(maps.len(), 2, "{maps:?}");
+        assert_eq!(maps[1].to.to_string(), "203.0.113.0/26");
         let d = expectations(&p, &topo());
         use Family::{V4, V6};
         let (e, by) = one(&d, ProbeKind::DnsUdp, Host::Target, V4);
@@ -672,6 +683,41 @@ mode = "deny"
         let (e, _) = one(&d, ProbeKind::Icmp, Host::Outsider, V6);
         assert_eq!(e, Expect::NoAnswer);
         assert!(find(&d, ProbeKind::SynFin, Host::Outsider, V6).is_empty());
+    }
+
+    /// Every rule a derived expectation names exists in the policy's rendering:
+    /// the renderer's comments and this module cannot drift apart unseen.
+    #[test]
+    fn every_named_counter_exists_in_the_rendering() {
+        let policies = [
+            crate::policy::DEFAULT_POLICY.to_owned(),
+            crate::policy::DEFAULT_POLICY.replace(
+                "allow_from = [\"10.137.0.0/24\"]",
+                "allow_from = [\"10.137.0.0/24\", \"fd00::/64\"]",
+            ),
+            "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[[outbound.allow]]\nproto = \"tcp\"\nport = 25\n[ipv6]\nmode = \"deny\"\n".to_owned(),
+        ];
+        for text in policies {
+            let (p, _) = map_policy(&Policy::parse(&text, "t").unwrap(), &topo());
+            let rendered = crate::render(&p);
+            let d = expectations(&p, &topo());
+            assert!(d.expectations.len() > 10);
+            for e in &d.expectations {
+                let Some(by) = &e.counted_by else { continue };
+                let counters = rendered
+                    .text(e.probe.family)
+                    .map(|t| super::super::counters::Counters::parse(&t))
+                    .unwrap_or_default();
+                assert!(
+                    counters.counted(by).is_some(),
+                    "{} {} {}: no rule answers to `{by}` in\n{}",
+                    e.probe.kind,
+                    e.probe.from,
+                    e.probe.family,
+                    rendered.text(e.probe.family).unwrap_or_default()
+                );
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use portcullis_harness::Backend;
 use portcullis_harness::probe::Outcome;
 
 use super::counters::{Observation, check};
-use super::model::Expectation;
+use super::model::{CountedBy, Expectation};
 use crate::rule::Chain;
 
 /// One probed promise.
@@ -35,7 +35,9 @@ impl Row {
     pub fn judge(backend: Backend, expectation: Expectation, obs: &Observation) -> Row {
         let problems = check(&expectation, obs).err().unwrap_or_default();
         let counted = match &expectation.counted_by {
-            Some(by) if obs.deltas.counted(by).is_some_and(|n| n > 0) => {
+            Some(by)
+                if *by != CountedBy::AnyDrop && obs.deltas.counted(by).is_some_and(|n| n > 0) =>
+            {
                 vec![format!("{by} (+{})", obs.deltas.counted(by).unwrap_or(0))]
             }
             _ => Chain::ALL
@@ -166,6 +168,7 @@ mod tests {
         };
         let counted = Counters {
             policies: [1, 0, 0],
+            policy_drops: [true; 3],
             rules: Vec::new(),
         };
         let obs = Observation {

@@ -24,15 +24,19 @@ pub enum Host {
     Resolver,
     /// HTTP 80, HTTPS 443, and a listener on a port no policy opens.
     Web,
+    /// A host on a second link of the target, reachable only THROUGH it (for
+    /// the FORWARD chain); made on demand by the first `forward` probe.
+    Inner,
 }
 
 impl Host {
-    pub const ALL: [Host; 5] = [
+    pub const ALL: [Host; 6] = [
         Host::Target,
         Host::Admin,
         Host::Outsider,
         Host::Resolver,
         Host::Web,
+        Host::Inner,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Host {
             Host::Outsider => "outsider",
             Host::Resolver => "resolver",
             Host::Web => "web",
+            Host::Inner => "inner",
         }
     }
 }
@@ -59,7 +64,9 @@ impl FromStr for Host {
             .into_iter()
             .find(|h| h.name() == s)
             .ok_or_else(|| {
-                format!("unknown host `{s}`: expected target, admin, outsider, resolver or web")
+                format!(
+                    "unknown host `{s}`: expected target, admin, outsider, resolver, web or inner"
+                )
             })
     }
 }
@@ -155,7 +162,7 @@ impl ProbeKind {
             ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(Host::Resolver),
             ProbeKind::Http | ProbeKind::Https => Some(Host::Web),
             ProbeKind::LoopbackTcp => Some(Host::Target),
-            ProbeKind::Forward => Some(Host::Web),
+            ProbeKind::Forward => Some(Host::Inner),
             _ if from != Host::Target => Some(Host::Target),
             _ => None,
         }
@@ -264,9 +271,13 @@ pub enum CountedBy {
     /// `INPUT#3`: the third rule of INPUT, as `iptables --line-numbers` numbers it
     /// (for rulesets without comments, such as the seed's own).
     Position(Chain, usize),
-    /// `INPUT: loopback` or just `loopback`: every rule with this comment (in
-    /// that chain, or in any chain).
+    /// `INPUT: loopback` or just `loopback`: every rule whose comment begins with
+    /// this text (in that chain, or in any chain), so a scenario can name a rule
+    /// by the first words of its comment.
     Comment(Option<Chain>, String),
+    /// `any DROP`: any DROP rule or DROP chain policy (for hand-written rulesets,
+    /// whose rules carry no portcullis comments).
+    AnyDrop,
 }
 
 pub fn parse_chain(s: &str) -> Option<Chain> {
@@ -279,6 +290,9 @@ impl FromStr for CountedBy {
         let s = s.trim();
         if s.is_empty() {
             return Err("empty counted_by: name a rule comment or `INPUT policy`".into());
+        }
+        if s == "any DROP" {
+            return Ok(CountedBy::AnyDrop);
         }
         if let Some(chain) = s.strip_suffix(" policy").and_then(parse_chain) {
             return Ok(CountedBy::Policy(chain));
@@ -307,6 +321,7 @@ impl fmt::Display for CountedBy {
             CountedBy::Position(c, n) => write!(f, "{}#{n}", c.name()),
             CountedBy::Comment(Some(c), s) => write!(f, "{}: {s}", c.name()),
             CountedBy::Comment(None, s) => f.write_str(s),
+            CountedBy::AnyDrop => f.write_str("any DROP"),
         }
     }
 }
@@ -337,6 +352,7 @@ mod tests {
             ("INPUT policy", CountedBy::Policy(Chain::Input)),
             ("FORWARD policy", CountedBy::Policy(Chain::Forward)),
             ("INPUT#2", CountedBy::Position(Chain::Input, 2)),
+            ("any DROP", CountedBy::AnyDrop),
             (
                 "OUTPUT: loopback",
                 CountedBy::Comment(Some(Chain::Output), "loopback".into()),

@@ -13,6 +13,7 @@ mod policy_test;
 mod render_prop;
 mod restore_test;
 mod support;
+mod verify_cli;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -26,5 +27,6 @@ fn main() {
     trials.extend(persist::trials());
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
+    trials.extend(verify_cli::trials());
     libtest_mimic::run(&args, trials).exit();
 }

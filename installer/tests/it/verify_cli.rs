@@ -1,0 +1,132 @@
+//! `portcullis verify` as users run it: the embedded default proved in the lab
+//! (exit 0), the seed's own hand-written ruleset judged against the default's
+//! intent (exit 1, with the mapping said), the JSON report, and bad input (exit 2).
+
+use libtest_mimic::{Failed, Trial};
+use snapbox::cmd::Command;
+
+use crate::policy_test::installer_dir;
+use crate::support::{root_trial, trial};
+
+fn portcullis() -> Command {
+    Command::new(snapbox::cmd::cargo_bin!("portcullis"))
+        .env_remove("SSH_CONNECTION")
+        .current_dir(installer_dir())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The seed walk-through's final IPv4 ruleset, from the scenario that pins it.
+fn seed_rules() -> Result<String, Failed> {
+    let path = installer_dir().join("../scenarios/seed/seed_own_ruleset.toml");
+    let doc: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)?;
+    doc.get("ruleset")
+        .and_then(|r| r.get("seed"))
+        .and_then(|s| s.get("rules_v4"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{}: no ruleset.seed.rules_v4", path.display()).into())
+}
+
+fn default_proves_every_promise() -> Result<(), Failed> {
+    let out = portcullis().arg("verify").output()?;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    if out.status.code() != Some(0) {
+        return Err(format!("exit {:?}\n{stdout}\n{stderr}", out.status.code()).into());
+    }
+    for want in [
+        "ssh.allow_from 10.137.0.0/24 -> ",
+        "backend  from",
+        " 0 mismatched",
+    ] {
+        if !stdout.contains(want) {
+            return Err(format!("stdout lacks {want:?}:\n{stdout}").into());
+        }
+    }
+    if !stderr.contains("verify: nft: [1/") || !stderr.contains("verify: legacy: [1/") {
+        return Err(format!("no progress on stderr:\n{stderr}").into());
+    }
+    Ok(())
+}
+
+fn seed_rules_fail_against_the_default() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("iptables.v4");
+    std::fs::write(&rules, seed_rules()?)?;
+    let out = portcullis()
+        .args(["verify", "--backend", "nft", "--rules-v4"])
+        .arg(&rules)
+        .output()?;
+    let stdout = text(&out.stdout);
+    if out.status.code() != Some(1) {
+        return Err(format!("exit {:?}, expected 1\n{stdout}", out.status.code()).into());
+    }
+    for want in [
+        "replaced textually, exact CIDR strings only",
+        "no --rules-v6 given",
+        "MISMATCH nft target -> target loopback-tcp/9099 ipv4",
+        "MISMATCH nft target -> resolver dns-tcp ipv4",
+    ] {
+        if !stdout.contains(want) {
+            return Err(format!("stdout lacks {want:?}:\n{stdout}").into());
+        }
+    }
+    Ok(())
+}
+
+fn json_report_says_passed() -> Result<(), Failed> {
+    let out = portcullis()
+        .args(["verify", "--backend", "legacy", "--json"])
+        .output()?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    if report["passed"] != serde_json::Value::Bool(true) || out.status.code() != Some(0) {
+        return Err(format!("exit {:?}: {report:#}", out.status.code()).into());
+    }
+    let rows = report["rows"].as_array().map_or(0, Vec::len);
+    if rows < 20 || report["backends"] != serde_json::json!(["legacy"]) {
+        return Err(format!("{rows} rows: {report:#}").into());
+    }
+    Ok(())
+}
+
+fn unreadable_rules_file_exits_2() -> Result<(), Failed> {
+    let out = portcullis()
+        .args(["verify", "--rules-v4", "/nonexistent/rules.v4"])
+        .output()?;
+    let stderr = text(&out.stderr);
+    if out.status.code() != Some(2)
+        || !stderr.contains("cannot read rules file /nonexistent/rules.v4")
+    {
+        return Err(format!("exit {:?}: {stderr}", out.status.code()).into());
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    let missing = portcullis_harness::Backend::ALL
+        .iter()
+        .find_map(|b| b.unavailable_reason());
+    vec![
+        root_trial(
+            "verify_cli::default_proves_every_promise",
+            missing.clone(),
+            default_proves_every_promise,
+        ),
+        root_trial(
+            "verify_cli::seed_rules_fail_against_the_default",
+            missing.clone(),
+            seed_rules_fail_against_the_default,
+        ),
+        root_trial(
+            "verify_cli::json_report_says_passed",
+            missing,
+            json_report_says_passed,
+        ),
+        trial(
+            "verify_cli::unreadable_rules_file_exits_2",
+            unreadable_rules_file_exits_2,
+        ),
+    ]
+}
