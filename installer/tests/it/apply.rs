@@ -594,6 +594,37 @@ fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
+/// `sudo` drops SSH_CONNECTION (env_reset): under sudo, preflight takes it from
+/// the nearest ancestor that has it. Here a shell holding an outside client's
+/// SSH_CONNECTION runs apply with the variable removed and SUDO_USER set, as
+/// sudo would: still refused, naming the ancestor.
+fn sudo_session_found_in_ancestor(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let policy = ns.policy();
+    let apply = format!(
+        "env -u SSH_CONNECTION SUDO_USER=admin {BIN} apply --state-dir {} --config {} --backend {} --no-persist --timeout 5; echo \"rc=$?\"",
+        ns.state_dir.display(),
+        policy.display(),
+        backend.name()
+    );
+    let mut c = ns.cmd("sh", Some("198.51.100.7 40022 192.0.2.1 22"));
+    c.args(["-c", &apply]);
+    let (_, out, err) = ns.run(c)?;
+    ensure(out.contains("rc=2"), || {
+        format!("apply under fake sudo: {out}{err}")
+    })?;
+    ensure(
+        err.contains("198.51.100.7") && err.contains("ancestor pid"),
+        || format!("the refusal does not name the ancestor's client: {err}"),
+    )?;
+    ensure(ns.save_both(backend)? == before, || {
+        "the rules changed".into()
+    })?;
+    Ok(())
+}
+
 fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
     let ns = Netns::new()?;
     ns.load_before(backend)?;
@@ -856,6 +887,10 @@ pub fn trials() -> Vec<Trial> {
         );
         add("same_session_confirm_refused", same_session_confirm_refused);
         add("confirm_persists_into_root", confirm_persists_into_root);
+        add(
+            "sudo_session_found_in_ancestor",
+            sudo_session_found_in_ancestor,
+        );
         add(
             "guard_sigterm_rolls_back_at_once",
             guard_sigterm_rolls_back_at_once,
