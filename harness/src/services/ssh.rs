@@ -6,7 +6,7 @@
 //! that nothing it forks can outlive it, and returns once sshd has logged "Server listening"
 //! for every address. [`Client`] runs `ssh -F PRIVATE_CONFIG`: BatchMode, no host
 //! key checking, only the lab's identity, so neither the host's `/etc/ssh` nor
-//! anyone's `~/.ssh` is ever read. [`Session`] keeps an interactive session open
+//! anyone's `~/.ssh` is ever read. Both sides pin one fast key exchange ([`KEX`]). [`Session`] keeps an interactive session open
 //! (a command with piped stdin and stdout), for "a session opened before the
 //! ruleset loads keeps working", and for a server that speaks first.
 //!
@@ -260,6 +260,7 @@ impl Sshd {
              MaxStartups 100:30:200\n\
              MaxSessions 50\n\
              LoginGraceTime 30\n\
+             KexAlgorithms {KEX}\n\
              LogLevel INFO\n",
             hk = host_key.display(),
             d = d.display(),
@@ -408,6 +409,13 @@ fn ensure_privsep_dir() -> Result<(), ServiceError> {
     }
 }
 
+/// The one key exchange the lab's sshd and clients use (both sides pin it, so a
+/// mismatch fails loudly instead of negotiating something slower): OpenSSH 9.x
+/// otherwise picks the post-quantum sntrup761x25519-sha512 hybrid. Measured with
+/// OpenSSH 9.2 on loopback, 20 logins each, on a loaded 2-core machine: 0.65 s a
+/// login with the default, 0.51 s with this.
+pub const KEX: &str = "curve25519-sha256";
+
 /// An ssh client with the lab's identity and a private config. Cheap to clone;
 /// the lab directory lives as long as any clone.
 #[derive(Debug, Clone)]
@@ -447,6 +455,7 @@ impl Client {
              \x20 ForwardX11 no\n\
              \x20 RequestTTY no\n\
              \x20 EscapeChar none\n\
+             \x20 KexAlgorithms {KEX}\n\
              \x20 LogLevel ERROR\n",
             id = identity.display(),
         );

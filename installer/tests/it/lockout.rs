@@ -85,8 +85,10 @@ impl SshLab {
             "Port 22\nListenAddress 0.0.0.0\nListenAddress ::\nHostKey {d}/host_key\n\
              AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-             StrictModes no\nPidFile none\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\n",
-            d = d.display()
+             StrictModes no\nPidFile none\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\n\
+             KexAlgorithms {kex}\n",
+            d = d.display(),
+            kex = portcullis_harness::services::ssh::KEX,
         );
         std::fs::write(d.join("sshd_config"), cfg).map_err(e)?;
         let lab = Lab::standard().map_err(e)?;
@@ -186,7 +188,13 @@ impl SshLab {
                 "ConnectTimeout=2",
                 "-o",
                 "LogLevel=ERROR",
-            ]);
+            ])
+            // The lab's one fast key exchange (see the harness's ssh::KEX).
+            .arg("-o")
+            .arg(format!(
+                "KexAlgorithms={}",
+                portcullis_harness::services::ssh::KEX
+            ));
         c.arg(if tty { "-tt" } else { "-T" });
         c.arg(format!("root@{}", self.target(family)));
         c.arg("--");
