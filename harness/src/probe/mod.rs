@@ -14,6 +14,8 @@
 //! - [`https::get`]`(addr, server_name, &CertificateDer ca, window)`: the same
 //!   over TLS, verified against `ca` only; a wrong CA or name is `Failed`.
 //! - [`icmp::echo`]`(IpAddr, window)`: `Ok("echo reply from A in T ms")`.
+//! - [`udp::echo`]`(SocketAddr, window)`: one datagram to a UDP echo server;
+//!   `Ok("echoed N bytes from P")`, an ICMP port unreachable is `Refused`.
 //! - [`craft::send_tcp`]`(src, dst, craft::Flags, seq, ack)`: one segment with any
 //!   flags, IP header included; `Ok("sent ...")`, no answer awaited.
 //! - [`craft::out_of_window_rst`]`(dst, window)`: a real connection, then a RST
@@ -35,6 +37,7 @@ pub mod icmp;
 pub(crate) mod raw;
 
 pub mod tcp;
+pub mod udp;
 
 use std::io;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Services: the servers the lab's hosts run (DNS, HTTP, HTTPS, a plain TCP
-//! listener, real OpenSSH).
+//! listener, a UDP echo, real OpenSSH).
 //!
 //! Every server is namespace-agnostic: its `start` is an async function that binds
 //! in whichever lab host (thread, namespace, current-thread tokio runtime) awaits
@@ -19,6 +19,8 @@
 //! - [`tls::LabCa::new`]`(name)`, [`tls::LabCa::issue`]`(&[dns names], &[IpAddr])
 //!   -> ServerCert`, [`tls::LabCa::cert`] (what clients trust).
 //! - [`tcp::echo`]`(&[SocketAddr]) -> Result<Service>`: a listener that echoes.
+//! - [`udp::echo`]`(&[SocketAddr]) -> Result<Service>`: a UDP socket that sends
+//!   every datagram back to its sender.
 //! - [`ssh::Sshd::start`]`(Arc<ssh::LabDir>, &[IpAddr], port) -> Result<Sshd>`,
 //!   [`ssh::Sshd::client`] -> [`ssh::Client`] with `run(addr, command, window)
 //!   -> Outcome` and `session(addr, command, window) -> Result<ssh::Session>`.
@@ -36,6 +38,7 @@ pub mod ssh;
 
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;

@@ -169,6 +169,8 @@ pub struct LabSession {
     services: Vec<Service>,
     /// (host, port, on loopback) of every TCP listener.
     listeners: Vec<(Host, u16, bool)>,
+    /// (host, port) of every UDP echo server.
+    udp_servers: Vec<(Host, u16)>,
     /// Open ssh sessions (their tasks run on the client host's thread); dropped
     /// before sshd.
     sessions: Vec<SessionHandle>,
@@ -233,6 +235,7 @@ impl LabSession {
                 (Host::Web, 80, false),
                 (Host::Web, 443, false),
             ],
+            udp_servers: Vec::new(),
             sessions: Vec::new(),
             sshd: None,
             inner: None,
@@ -334,6 +337,25 @@ impl LabSession {
             .map_err(|e| ExecError(format!("a listener on {h} port {port}: {e}")))?;
         self.services.push(svc);
         self.listeners.push(key);
+        Ok(())
+    }
+
+    /// A UDP echo server on `h`:`port`, both families.
+    fn ensure_udp_server(&mut self, h: Host, port: u16) -> Result<(), ExecError> {
+        if self.udp_servers.contains(&(h, port)) {
+            return Ok(());
+        }
+        let addrs: Vec<SocketAddr> = Family::ALL
+            .iter()
+            .map(|&f| self.addr(h, f).map(|a| SocketAddr::new(a, port)))
+            .collect::<Result<_, _>>()?;
+        let svc = self
+            .host(h)?
+            .try_run(move || async move { services::udp::echo(&addrs).await })
+            .map_err(err("starting a udp echo server"))?
+            .map_err(|e| ExecError(format!("a udp echo server on {h} port {port}: {e}")))?;
+        self.services.push(svc);
+        self.udp_servers.push((h, port));
         Ok(())
     }
 
@@ -476,6 +498,7 @@ impl LabSession {
                 if spec.to == Host::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {}
             ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
             ProbeKind::LoopbackTcp => self.ensure_listener(Host::Target, port, true)?,
+            ProbeKind::Udp => self.ensure_udp_server(spec.to, port)?,
             ProbeKind::Forward => {
                 self.ensure_inner()?;
                 self.ensure_listener(Host::Inner, port, false)?;
@@ -541,6 +564,7 @@ impl LabSession {
                     ProbeKind::Http => probe::http::get(dst, WEB_NAME, window).await,
                     ProbeKind::Https => probe::https::get(dst, WEB_NAME, &ca, window).await,
                     ProbeKind::Icmp => probe::icmp::echo(dst.ip(), window).await,
+                    ProbeKind::Udp => probe::udp::echo(dst, window).await,
                     ProbeKind::SynFin => send_tcp(src, dst, Flags::SYN_FIN, 1000, 0).await,
                     ProbeKind::SynRst => send_tcp(src, dst, Flags::SYN_RST, 1000, 0).await,
                     ProbeKind::InvalidRst => probe::craft::out_of_window_rst(dst, window).await,

@@ -334,14 +334,14 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     // Inbound allows (TCP; a UDP allow has no probe here).
     let mut open_inbound: Vec<Ports> = vec![Ports::One(policy.ssh.port)];
     for (i, a) in policy.inbound.allow.iter().enumerate() {
-        open_inbound.push(a.ports);
-        if a.proto == Proto::Udp {
-            notes.push(format!(
-                "inbound.allow[{i}] (udp {}) is not probed: the lab has no generic udp server",
-                first_port(a.ports)
-            ));
-            continue;
-        }
+        let kind = match a.proto {
+            Proto::Tcp => {
+                open_inbound.push(a.ports);
+                ProbeKind::Tcp
+            }
+            // A UDP echo server on the target answers the datagram.
+            Proto::Udp => ProbeKind::Udp,
+        };
         let peers: Vec<IpNet> = a
             .peers
             .iter()
@@ -355,12 +355,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         for from in [Host::Admin, Host::Outsider] {
             let ok = admits(&peers, b.topo.addr(from, f));
             b.push(
-                (
-                    ProbeKind::Tcp,
-                    from,
-                    Host::Target,
-                    Some(first_port(a.ports)),
-                ),
+                (kind, from, Host::Target, Some(first_port(a.ports))),
                 allowed_if(ok, deny, &comment),
                 Input,
                 &format!("inbound.allow[{i}]"),
@@ -416,10 +411,13 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     );
     let web = b.topo.addr(Host::Web, f);
     let mut closed_covered = None;
+    let mut closed_udp_covered = false;
+    let mut any_udp = false;
     for (i, a) in out.allow.iter().enumerate() {
-        if a.proto == Proto::Udp {
+        if a.proto == Proto::Udp && out.dns && covers(a.ports, 53) {
+            // The renderer's dns rule comes first and would count the datagram.
             notes.push(format!(
-                "outbound.allow[{i}] (udp {}) is not probed: the lab has no generic udp server",
+                "outbound.allow[{i}] (udp {}) is not probed: port 53 is counted by the dns rule",
                 first_port(a.ports)
             ));
             continue;
@@ -435,16 +433,21 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         }
         let comment = format!("OUTPUT: {}", allow_comment(a, "outbound"));
         let ok = admits(&peers, web);
-        if ok && covers(a.ports, b.topo.closed_port) && closed_covered.is_none() {
-            closed_covered = Some(comment.clone());
-        }
+        let kind = match a.proto {
+            Proto::Tcp => {
+                if ok && covers(a.ports, b.topo.closed_port) && closed_covered.is_none() {
+                    closed_covered = Some(comment.clone());
+                }
+                ProbeKind::Tcp
+            }
+            Proto::Udp => {
+                any_udp = true;
+                closed_udp_covered |= ok && covers(a.ports, b.topo.closed_port);
+                ProbeKind::Udp
+            }
+        };
         b.push(
-            (
-                ProbeKind::Tcp,
-                Host::Target,
-                Host::Web,
-                Some(first_port(a.ports)),
-            ),
+            (kind, Host::Target, Host::Web, Some(first_port(a.ports))),
             allowed_if(ok, deny, &comment),
             Output,
             &format!("outbound.allow[{i}]"),
@@ -457,6 +460,15 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
             None,
             Output,
             "default deny (no outbound rule opens this port)",
+        );
+    }
+    // With a UDP allow, a UDP port no rule opens proves the allow is narrow.
+    if any_udp && !closed_udp_covered && !(out.dns && closed == 53) {
+        b.push(
+            (ProbeKind::Udp, Host::Target, Host::Web, Some(closed)),
+            None,
+            Output,
+            "default deny (no outbound rule opens this udp port)",
         );
     }
 
@@ -679,6 +691,73 @@ mode = "deny"
         assert!(find(&d, ProbeKind::SynFin, Host::Outsider, V6).is_empty());
     }
 
+    const UDP_POLICY: &str = r#"
+[ssh]
+allow_from = ["10.0.0.0/8", "fd00::/64"]
+[[inbound.allow]]
+proto = "udp"
+port = 51820
+from = ["10.0.0.0/8", "fd00::/64"]
+comment = "wireguard"
+[[outbound.allow]]
+proto = "udp"
+port = 123
+comment = "ntp"
+"#;
+
+    #[test]
+    fn udp_allows_are_probed_both_ways() {
+        use Family::{V4, V6};
+        let (p, _) = map_policy(&Policy::parse(UDP_POLICY, "t").unwrap(), &topo());
+        let d = expectations(&p, &topo());
+        assert!(!d.notes.iter().any(|n| n.contains("udp")), "{:?}", d.notes);
+        for f in [V4, V6] {
+            // Inbound: from the mapped subnet through its rule, the outsider dropped.
+            let from_admin = find(&d, ProbeKind::Udp, Host::Admin, f);
+            assert_eq!(from_admin.len(), 1, "{from_admin:?}");
+            assert_eq!(from_admin[0].probe.port, Some(51820));
+            assert_eq!(from_admin[0].probe.to, Host::Target);
+            assert_eq!(one(&d, ProbeKind::Udp, Host::Admin, f).0, Expect::Ok);
+            assert_eq!(
+                one(&d, ProbeKind::Udp, Host::Admin, f).1,
+                "INPUT: wireguard"
+            );
+            assert_eq!(
+                one(&d, ProbeKind::Udp, Host::Outsider, f),
+                (Expect::NoAnswer, "INPUT policy".to_owned())
+            );
+            // Outbound: the allowed port through its rule, another port dropped.
+            let out = find(&d, ProbeKind::Udp, Host::Target, f);
+            assert_eq!(out.len(), 2, "{out:?}");
+            let ntp = out.iter().find(|e| e.probe.port == Some(123)).unwrap();
+            assert_eq!(ntp.expect, Expect::Ok);
+            assert_eq!(ntp.probe.to, Host::Web);
+            assert_eq!(ntp.counted_by, Some("OUTPUT: ntp".parse().unwrap()));
+            let closed = out.iter().find(|e| e.probe.port == Some(8081)).unwrap();
+            assert_eq!(closed.expect, Expect::NoAnswer);
+            assert_eq!(closed.counted_by, Some(CountedBy::Policy(Chain::Output)));
+        }
+        // A UDP allow is not a TCP one: no TCP probe on its port.
+        assert!(
+            d.expectations
+                .iter()
+                .all(|e| e.probe.kind != ProbeKind::Tcp || e.probe.port != Some(123))
+        );
+    }
+
+    #[test]
+    fn udp_on_the_dns_port_is_left_to_the_dns_rule() {
+        let text = "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[outbound]\ndns = true\n[[outbound.allow]]\nproto = \"udp\"\nport = 53\n";
+        let (p, _) = map_policy(&Policy::parse(text, "t").unwrap(), &topo());
+        let d = expectations(&p, &topo());
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("counted by the dns rule"))
+        );
+        assert!(find(&d, ProbeKind::Udp, Host::Target, Family::V4).is_empty());
+    }
+
     /// Every rule a derived expectation names exists in the policy's rendering:
     /// the renderer's comments and this module cannot drift apart unseen.
     #[test]
@@ -690,6 +769,7 @@ mode = "deny"
                 "allow_from = [\"10.137.0.0/24\", \"fd00::/64\"]",
             ),
             "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[[outbound.allow]]\nproto = \"tcp\"\nport = 25\n[ipv6]\nmode = \"deny\"\n".to_owned(),
+            UDP_POLICY.to_owned(),
         ];
         for text in policies {
             let (p, _) = map_policy(&Policy::parse(&text, "t").unwrap(), &topo());

@@ -100,10 +100,13 @@ pub enum ProbeKind {
     LoopbackTcp,
     /// TCP from a client routed THROUGH the target to a host behind it.
     Forward,
+    /// One UDP datagram to an echo server started on the port; the echo is the
+    /// proof (an ICMP port unreachable is `refused`).
+    Udp,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 12] = [
+    pub const ALL: [ProbeKind; 13] = [
         ProbeKind::Tcp,
         ProbeKind::Ssh,
         ProbeKind::DnsUdp,
@@ -116,6 +119,7 @@ impl ProbeKind {
         ProbeKind::InvalidRst,
         ProbeKind::LoopbackTcp,
         ProbeKind::Forward,
+        ProbeKind::Udp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +136,7 @@ impl ProbeKind {
             ProbeKind::InvalidRst => "invalid-rst",
             ProbeKind::LoopbackTcp => "loopback-tcp",
             ProbeKind::Forward => "forward",
+            ProbeKind::Udp => "udp",
         }
     }
 
@@ -139,7 +144,7 @@ impl ProbeKind {
     pub fn needs_port(self) -> bool {
         matches!(
             self,
-            ProbeKind::Tcp | ProbeKind::LoopbackTcp | ProbeKind::Forward
+            ProbeKind::Tcp | ProbeKind::LoopbackTcp | ProbeKind::Forward | ProbeKind::Udp
         )
     }
 
