@@ -148,6 +148,8 @@ pub enum PersistError {
         "the policy lets nobody in over SSH: set ssh.allow_from to your admin subnet before installing it"
     )]
     NoSshAccess,
+    #[error("{path} already exists: remove it or pick another path")]
+    Exists { path: PathBuf },
     #[error("cannot open the root {path}: {source}")]
     Root {
         path: PathBuf,
