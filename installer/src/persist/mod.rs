@@ -19,6 +19,7 @@ mod conflicts;
 mod debian;
 pub mod detect;
 mod gentoo;
+mod openrc;
 mod rc_local;
 mod rhel;
 
