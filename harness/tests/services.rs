@@ -1080,38 +1080,6 @@ fn child_mode() -> ! {
     }
 }
 
-/// Every process descended from `root`, `root` included.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    tree
-}
-
 /// SIGKILL a process holding a lab with sshd and open sessions, after a ruleset
 /// has locked the sessions' client out: sshd, every per-connection sshd it forked
 /// (they setsid, out of reach of its process group, and no FIN will reach them),
@@ -1138,7 +1106,7 @@ fn sigkill_leaves_no_ssh_process() -> TestResult {
             .parse()
             .map_err(|e| format!("child said {line:?}: {e}"))?;
         if what == "sshd" {
-            watched.extend(descendants(pid));
+            watched.extend(portcullis_harness::procs::descendants(pid));
         } else {
             watched.push(pid);
         }
