@@ -198,8 +198,7 @@ fn load_like_the_loader(
 }
 
 fn install_fixture(fx: &'static Fixture, backend: Backend) -> Result<(), Failed> {
-    let dir = scratch();
-    let root = copy_fixture(fx.name, dir.path())?;
+    let (dir, root) = scratch_copy(fx.name)?;
     let policy = policy_file(dir.path(), POLICY);
     let out = install_ok(&policy, &root, &["--backend", backend.name()])?;
     for p in [fx.v4, fx.v6] {
@@ -302,8 +301,7 @@ pub fn trials() -> Vec<Trial> {
     ));
 
     t.push(trial("persist::install::alpine_honours_conf_d", || {
-        let dir = scratch();
-        let root = copy_fixture("alpine", dir.path())?;
+        let (dir, root) = scratch_copy("alpine")?;
         std::fs::write(
             root.join("etc/conf.d/iptables"),
             "IPTABLES_SAVE=\"/etc/iptables/custom-save\"\n",
@@ -346,8 +344,7 @@ pub fn trials() -> Vec<Trial> {
     }));
 
     t.push(trial("persist::bad::unreadable_os_release", || {
-        let dir = scratch();
-        let root = copy_fixture("rocky", dir.path())?;
+        let (_dir, root) = scratch_copy("rocky")?;
         std::fs::remove_file(root.join("etc/os-release"))?;
         std::fs::create_dir(root.join("etc/os-release"))?;
         let out = portcullis(&["detect".as_ref(), "--root".as_ref(), root.as_os_str()]);
@@ -356,8 +353,7 @@ pub fn trials() -> Vec<Trial> {
     }));
 
     t.push(trial("persist::bad::policy_without_allow_from", || {
-        let dir = scratch();
-        let root = copy_fixture("rocky", dir.path())?;
+        let (dir, root) = scratch_copy("rocky")?;
         let policy = policy_file(dir.path(), "[ssh]\nport = 22\n");
         let out = install(&policy, &root, &[]);
         expect_exit(&out, 2, &["ssh.allow_from"], "naming ssh.allow_from")?;
@@ -374,8 +370,7 @@ pub fn trials() -> Vec<Trial> {
     }));
 
     t.push(trial("persist::bad::unbalanced_rc_local_markers", || {
-        let dir = scratch();
-        let root = copy_fixture("unknown", dir.path())?;
+        let (dir, root) = scratch_copy("unknown")?;
         let rc = root.join("etc/rc.local");
         let body = "#!/bin/sh\n# BEGIN portcullis\nexit 0\n";
         std::fs::write(&rc, body)?;
@@ -392,8 +387,7 @@ pub fn trials() -> Vec<Trial> {
         "persist::bad::rules_path_is_a_symlink",
         None,
         || {
-            let dir = scratch();
-            let root = copy_fixture("debian", dir.path())?;
+            let (dir, root) = scratch_copy("debian")?;
             let outside = dir.path().join("outside");
             std::fs::create_dir_all(root.join("etc/iptables"))?;
             std::os::unix::fs::symlink(&outside, root.join("etc/iptables/rules.v4"))?;
@@ -426,8 +420,7 @@ pub fn trials() -> Vec<Trial> {
     ));
 
     t.push(root_trial("persist::bad::read_only_root", None, || {
-        let dir = scratch();
-        let root = copy_fixture("gentoo", dir.path())?;
+        let (dir, root) = scratch_copy("gentoo")?;
         let policy = policy_file(dir.path(), POLICY);
         // A read-only bind mount of the root, in a private mount namespace that dies
         // with the command.
@@ -446,8 +439,7 @@ pub fn trials() -> Vec<Trial> {
     }));
 
     t.push(root_trial("persist::install::check_diff_and_backup", None, || {
-        let dir = scratch();
-        let root = copy_fixture("rocky", dir.path())?;
+        let (dir, root) = scratch_copy("rocky")?;
         let a = policy_file(dir.path(), POLICY);
         install_ok(&a, &root, &[])?;
         let v4 = root.join("etc/sysconfig/iptables");
@@ -479,8 +471,7 @@ pub fn trials() -> Vec<Trial> {
         "persist::install::ipv6_untouched_writes_v4_only",
         None,
         || {
-            let dir = scratch();
-            let root = copy_fixture("gentoo", dir.path())?;
+            let (dir, root) = scratch_copy("gentoo")?;
             let policy = policy_file(
                 dir.path(),
                 &POLICY.replace("mode = \"mirror\"", "mode = \"untouched\""),
@@ -502,8 +493,7 @@ pub fn trials() -> Vec<Trial> {
             // A stand-in iptables-nft-restore that refuses every ruleset, first on PATH:
             // install must stop before replacing anything, and say which command refused.
             use std::os::unix::fs::PermissionsExt as _;
-            let dir = scratch();
-            let root = copy_fixture("arch", dir.path())?;
+            let (dir, root) = scratch_copy("arch")?;
             let a = policy_file(dir.path(), POLICY);
             install_ok(&a, &root, &["--backend", "nft"])?;
             let v4 = root.join("etc/iptables/iptables.rules");

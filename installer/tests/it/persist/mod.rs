@@ -55,6 +55,13 @@ pub fn roots_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/roots")
 }
 
+/// A scratch directory holding a copy of fixture root `name` (at `DIR/root`).
+pub fn scratch_copy(name: &str) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let dir = scratch();
+    let root = copy_fixture(name, dir.path())?;
+    Ok((dir, root))
+}
+
 /// A copy of fixture root `name` in `dir/root` (symlinks kept as symlinks).
 pub fn copy_fixture(name: &str, dir: &Path) -> Result<PathBuf, String> {
     let dst = dir.join("root");
