@@ -7,8 +7,8 @@
 //! Run as root after building the binary:
 //! `cargo build --release -p portcullis && cargo run --release -p portcullis --example rollback-bench [-- RUNS]`.
 //! Every apply runs inside a private network namespace held by an `unshare -n cat`
-//! (it exits when this process does); the state directory is private, next to the
-//! binary, and removed at the end.
+//! (it exits when this process does); the state directory is private, under /run,
+//! and removed at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,8 +41,19 @@ fn main() {
             );
             std::process::exit(2);
         });
-    let work = bin.with_file_name(format!("rollback-bench-{}", std::process::id()));
-    std::fs::create_dir(&work).expect("make the work dir");
+    // Under /run: the state dir's ancestors must be root's, and a target dir
+    // built by a user is not.
+    let work = PathBuf::from(format!(
+        "/run/portcullis-rollback-bench-{}",
+        std::process::id()
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .expect("make the work dir");
+    }
     std::fs::write(work.join("policy.toml"), POLICY).expect("write the policy");
     for backend in Backend::ALL {
         if let Some(why) = backend.unavailable_reason() {

@@ -132,17 +132,43 @@ pub fn verify(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
             return Err(VerifyError::BackendMissing { backend, reason });
         }
     }
+    let (rules, derived, mappings) = plan(opts, &exec::topology());
     let mut report = Report {
         backends: opts.backends.clone(),
-        mappings: Vec::new(),
+        mappings,
         hand_written: opts.rules_v4.is_some() || opts.rules_v6.is_some(),
-        notes: Vec::new(),
+        notes: derived.notes,
         rows: Vec::new(),
         passed: false,
     };
-    for &backend in &opts.backends {
-        let rows = exec::run_backend(opts, backend, &mut report, progress)?;
-        report.rows.extend(rows);
+    // One lab per backend, all at once: each lab is its own set of namespaces and
+    // threads, so they cannot see each other. Progress lines come back here.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = opts
+            .backends
+            .iter()
+            .map(|&backend| {
+                let tx = tx.clone();
+                let (rules, exps) = (&rules, derived.expectations.clone());
+                scope.spawn(move || {
+                    exec::run_backend(backend, rules, exps, &mut |line| {
+                        let _ = tx.send(line.to_owned());
+                    })
+                })
+            })
+            .collect();
+        drop(tx);
+        for line in rx {
+            progress(&line);
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Vec<_>>()
+    });
+    for rows in results {
+        report.rows.extend(rows?);
     }
     report.passed = report.passed();
     Ok(report)

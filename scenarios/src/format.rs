@@ -88,6 +88,11 @@ pub struct FormatError {
 #[serde(deny_unknown_fields)]
 struct RawScenario {
     description: String,
+    /// Shorthand for `[ruleset.main]`: these four keys at the top level.
+    policy: Option<String>,
+    policy_inline: Option<toml::Table>,
+    rules_v4: Option<String>,
+    rules_v6: Option<String>,
     #[serde(default)]
     ruleset: BTreeMap<String, RawRuleset>,
     #[serde(default)]
@@ -153,7 +158,27 @@ impl Scenario {
         let raw: RawScenario = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut rulesets = BTreeMap::new();
-        for (name, r) in raw.ruleset {
+        let mut raw_sets = raw.ruleset;
+        let top = RawRuleset {
+            policy: raw.policy,
+            policy_inline: raw.policy_inline,
+            rules_v4: raw.rules_v4,
+            rules_v6: raw.rules_v6,
+        };
+        if top.policy.is_some()
+            || top.policy_inline.is_some()
+            || top.rules_v4.is_some()
+            || top.rules_v6.is_some()
+        {
+            if raw_sets.contains_key("main") {
+                return Err(err(
+                    "both top-level ruleset keys and [ruleset.main]: they are the same ruleset, give one"
+                        .into(),
+                ));
+            }
+            raw_sets.insert("main".into(), top);
+        }
+        for (name, r) in raw_sets {
             let src = ruleset(name.as_str(), r, dir).map_err(err)?;
             rulesets.insert(name, src);
         }
@@ -334,16 +359,30 @@ fn step(s: RawStep) -> Result<Step, String> {
         "reset-counters" => {
             unused(&[
                 ("from", s.from.is_some()),
+                ("to", s.to.is_some()),
                 ("on", s.on.is_some()),
+                ("port", s.port.is_some()),
+                ("family", s.family.is_some()),
                 ("expect", s.expect.is_some()),
                 ("counted_by", s.counted_by.is_some()),
+                ("session", s.session.is_some()),
             ])?;
             Ok(Step::ResetCounters)
         }
-        "flush-neighbours" => Ok(Step::FlushNeighbours {
-            on: host(s.on.as_deref(), "on")?,
-            families: families(s.family.as_deref())?,
-        }),
+        "flush-neighbours" => {
+            unused(&[
+                ("from", s.from.is_some()),
+                ("to", s.to.is_some()),
+                ("port", s.port.is_some()),
+                ("expect", s.expect.is_some()),
+                ("counted_by", s.counted_by.is_some()),
+                ("session", s.session.is_some()),
+            ])?;
+            Ok(Step::FlushNeighbours {
+                on: host(s.on.as_deref(), "on")?,
+                families: families(s.family.as_deref())?,
+            })
+        }
         "open-ssh-session" => {
             let fams = families(s.family.as_deref())?;
             let [family] = fams[..] else {
@@ -359,12 +398,21 @@ fn step(s: RawStep) -> Result<Step, String> {
                 family,
             })
         }
-        "check-ssh-session" => Ok(Step::CheckSshSession {
-            name: s.session.unwrap_or_else(|| "session".into()),
-            expect: expect(&s.expect)?,
-            counted_by: counted(&s.counted_by)?,
-            why: s.why.unwrap_or_default(),
-        }),
+        "check-ssh-session" => {
+            unused(&[
+                ("from", s.from.is_some()),
+                ("to", s.to.is_some()),
+                ("on", s.on.is_some()),
+                ("port", s.port.is_some()),
+                ("family", s.family.is_some()),
+            ])?;
+            Ok(Step::CheckSshSession {
+                name: s.session.unwrap_or_else(|| "session".into()),
+                expect: expect(&s.expect)?,
+                counted_by: counted(&s.counted_by)?,
+                why: s.why.unwrap_or_default(),
+            })
+        }
         other => Err(format!(
             "unknown action `{other}`: expected reset-counters, flush-neighbours, open-ssh-session or check-ssh-session"
         )),
@@ -452,6 +500,18 @@ counted_by = "OUTPUT policy"
             assert!(e.contains(want), "want {want:?} in {e}");
             assert!(e.starts_with("scenarios/t/x.toml: "), "{e}");
         }
+    }
+
+    #[test]
+    fn top_level_keys_are_ruleset_main() {
+        let text = OK.replace(
+            "[ruleset.main]\npolicy = \"@default\"\n",
+            "policy = \"@default\"\n",
+        );
+        let s = parse(&text).unwrap();
+        assert!(matches!(s.rulesets["main"], RulesetSource::Policy(_)));
+        let both = OK.replace("[ruleset.main]", "policy = \"@default\"\n[ruleset.main]");
+        assert!(parse(&both).unwrap_err().contains("give one"));
     }
 
     #[test]

@@ -195,3 +195,30 @@ pub fn uses_ssh(scn: &Scenario) -> bool {
         _ => false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_replaces_the_seed_subnet_in_literal_rules_and_policies() {
+        let root = crate::scenarios_dir();
+        let topo = portcullis::verify::exec::topology();
+        let admin_v4 = topo.subnet(Host::Admin, Family::V4).unwrap().to_string();
+        let admin_v6 = topo.subnet(Host::Admin, Family::V6).unwrap().to_string();
+
+        let seed = Scenario::load(&root.join("seed/seed_own_ruleset.toml")).unwrap();
+        let maps = mappings(&seed, &topo).unwrap();
+        let rules = lab_rules(&seed.rulesets["seed"], &maps);
+        let v4 = rules.v4.unwrap();
+        assert!(v4.contains(&format!("-s {admin_v4} -p tcp")), "{v4}");
+        assert!(!v4.contains("10.137."), "{v4}");
+        assert!(rules.v6.is_none(), "the seed has no IPv6 ruleset");
+
+        let dual = Scenario::load(&root.join("seed/ssh_friendly_subnet.toml")).unwrap();
+        let maps = mappings(&dual, &topo).unwrap();
+        let rules = lab_rules(&dual.rulesets["main"], &maps);
+        assert!(rules.v4.unwrap().contains(&format!("-s {admin_v4} ")));
+        assert!(rules.v6.unwrap().contains(&format!("-s {admin_v6} ")));
+    }
+}

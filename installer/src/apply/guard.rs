@@ -46,7 +46,7 @@ enum Event {
 /// The guard's whole life. Returns the final status it recorded.
 pub fn run(state_dir: &std::path::Path, id: &str) -> anyhow::Result<Status> {
     use anyhow::Context as _;
-    // First, before any await point where a hang-up could land.
+    // First thing: from here on a hang-up is a line in the log, not a death.
     let mask: SigSet = [
         Signal::SIGHUP,
         Signal::SIGINT,

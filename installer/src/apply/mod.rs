@@ -579,7 +579,9 @@ pub struct StatusReport {
     pub guard_alive: Option<bool>,
     pub last: Option<Record>,
     pub backend: Option<String>,
-    pub persistence: Result<String, String>,
+    /// The mechanism and why, or `None` with `persistence_error` saying why not.
+    pub persistence: Option<String>,
+    pub persistence_error: Option<String>,
     pub conflicts: Vec<String>,
 }
 
@@ -607,6 +609,7 @@ pub fn status(state_dir: &Path, root: &Path) -> Result<StatusReport, ApplyError>
         Some(b) => preflight::conflicts(&preflight::gather(b, None, root)),
         None => vec![],
     };
+    let detected = persistence::detect(root).map(|m| format!("{} ({})", m.name, m.reason));
     Ok(StatusReport {
         state_dir: dir,
         remaining_secs: pending
@@ -617,7 +620,8 @@ pub fn status(state_dir: &Path, root: &Path) -> Result<StatusReport, ApplyError>
         pending,
         last,
         backend: backend.map(|b| b.name().to_owned()),
-        persistence: persistence::detect(root).map(|m| format!("{} ({})", m.name, m.reason)),
+        persistence: detected.as_ref().ok().cloned(),
+        persistence_error: detected.err(),
         conflicts,
     })
 }

@@ -69,9 +69,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .unwrap_or("unknown (iptables -V failed)")
     );
-    match &s.persistence {
-        Ok(m) => println!("persistence: {m}"),
-        Err(e) => println!("persistence: unknown: {e}"),
+    match (&s.persistence, &s.persistence_error) {
+        (Some(m), _) => println!("persistence: {m}"),
+        (None, e) => println!("persistence: unknown: {}", e.as_deref().unwrap_or("")),
     }
     if s.conflicts.is_empty() {
         println!("conflicts:   none");

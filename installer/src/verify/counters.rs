@@ -200,7 +200,12 @@ impl Counters {
             })
             .collect();
         if self.policy(chain) > 0 {
-            out.push(format!("{} policy", chain.name()));
+            let accept = if self.policy_drops[chain_index(chain)] {
+                ""
+            } else {
+                " (ACCEPT)"
+            };
+            out.push(format!("{} policy{accept}", chain.name()));
         }
         out
     }

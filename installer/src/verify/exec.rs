@@ -17,7 +17,7 @@ use rustls_pki_types::CertificateDer;
 use super::counters::{Counters, Observation, RuleCount};
 use super::expect::{HostAddr, Topology};
 use super::model::{Expect, Host, ProbeKind, ProbeSpec};
-use super::{LabRules, Options, Report, Row, VerifyError};
+use super::{Expectation, LabRules, Row, VerifyError};
 use crate::rule::Chain;
 
 /// The name the lab's DNS answers and its web server's certificate carries.
@@ -442,7 +442,12 @@ impl LabSession {
         let port = spec.port.or(spec.kind.default_port()).unwrap_or(0);
         // Servers the probe needs, started before the snapshot.
         match spec.kind {
-            ProbeKind::Tcp | ProbeKind::InvalidRst
+            // The out-of-window RST rides a real ssh connection (sshd on the
+            // policy's ssh port, the one port sure to be open from the admin).
+            ProbeKind::InvalidRst if spec.to == Host::Target => {
+                self.ensure_sshd(port)?;
+            }
+            ProbeKind::Tcp
                 if spec.to == Host::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {}
             ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
             ProbeKind::LoopbackTcp => self.ensure_listener(Host::Target, port, true)?,
@@ -604,11 +609,11 @@ impl LabSession {
     }
 }
 
-/// Build the standard lab for `backend`, load the rules, probe every expectation.
+/// Build the standard lab for `backend`, load `rules`, probe every expectation.
 pub fn run_backend(
-    opts: &Options,
     backend: Backend,
-    report: &mut Report,
+    rules: &LabRules,
+    expectations: Vec<Expectation>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Row>, VerifyError> {
     let lab_err = |e: ExecError| VerifyError::Lab {
@@ -617,20 +622,11 @@ pub fn run_backend(
     };
     progress(&format!("{backend}: building the lab"));
     let mut lab = LabSession::start(backend).map_err(lab_err)?;
-    let (rules, derived, mappings) = super::plan(opts, lab.topology());
-    if report.mappings.is_empty() {
-        report.mappings = mappings;
-    }
-    for n in derived.notes {
-        if !report.notes.contains(&n) {
-            report.notes.push(n);
-        }
-    }
     progress(&format!("{backend}: loading the rules"));
-    lab.load(&rules).map_err(lab_err)?;
-    let total = derived.expectations.len();
+    lab.load(rules).map_err(lab_err)?;
+    let total = expectations.len();
     let mut rows = Vec::with_capacity(total);
-    for (i, exp) in derived.expectations.into_iter().enumerate() {
+    for (i, exp) in expectations.into_iter().enumerate() {
         let row = match lab.probe(&exp.probe, exp.expect) {
             Ok(obs) => Row::judge(backend, exp, &obs),
             Err(e) => Row::error(backend, exp, e.0),

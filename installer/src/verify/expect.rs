@@ -67,31 +67,27 @@ fn family_of(net: &IpNet) -> Family {
     }
 }
 
-/// Whether the lab can use a CIDR as it is: anywhere (`/0`), or inside the
-/// documentation ranges the lab is built from.
-pub fn usable_in_lab(net: &IpNet) -> bool {
-    const DOC: [&str; 4] = [
-        "192.0.2.0/24",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "2001:db8::/32",
-    ];
+/// Whether the lab can keep a CIDR that stands for `host`'s network as it is:
+/// anywhere (`/0`), or a network that already holds `host` in the lab. Any other
+/// CIDR (a real subnet such as the default's 10.137.0.0/24, or a documentation
+/// range that is some other lab link) is replaced by `host`'s subnet.
+pub fn keeps_in_lab(net: &IpNet, host: Host, topo: &Topology) -> bool {
     net.prefix_len() == 0
-        || DOC
-            .iter()
-            .map(|d| d.parse::<IpNet>().expect("documentation range"))
-            .any(|d| d.contains(net))
+        || topo
+            .addr(host, family_of(net))
+            .is_some_and(|a| net.contains(&a))
 }
 
-/// Replace each CIDR the lab cannot use with the subnet of the lab host that plays
-/// its part: the admin host for `ssh.allow_from` and `inbound.allow.from`, the web
-/// host for `outbound.allow.to`. Returns the lab's policy and what was replaced.
+/// Replace each CIDR the lab cannot keep with the subnet of the lab host that
+/// plays its part: the admin host for `ssh.allow_from` and `inbound.allow.from`,
+/// the web host for `outbound.allow.to`. Returns the lab's policy and what was
+/// replaced.
 pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
     let mut maps = Vec::new();
     let mut map = |key: String, nets: &mut Vec<IpNet>, host: Host| {
         let mut out: Vec<IpNet> = Vec::new();
         for net in nets.iter() {
-            let replaced = if usable_in_lab(net) {
+            let replaced = if keeps_in_lab(net, host, topo) {
                 *net
             } else if let Some(to) = topo.subnet(host, family_of(net)) {
                 maps.push(Mapping {
@@ -250,14 +246,14 @@ impl Builder<'_> {
 
     /// A crafted segment: `ok` means it was sent (the probe cannot see a drop);
     /// the proof is the counter of the rule that must drop it.
-    fn crafted(&mut self, kind: ProbeKind, from: Host, by: &str, why: &str) {
+    fn crafted(&mut self, (kind, from, port): (ProbeKind, Host, u16), by: &str, why: &str) {
         self.out.push(Expectation {
             probe: ProbeSpec {
                 kind,
                 from,
                 to: Host::Target,
                 family: self.family,
-                port: kind.default_port(),
+                port: Some(port),
             },
             expect: Expect::Ok,
             counted_by: by.parse().ok(),
@@ -486,23 +482,21 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     }
     if policy.hardening.drop_malicious_flags {
         b.crafted(
-            ProbeKind::SynFin,
-            Host::Outsider,
+            (ProbeKind::SynFin, Host::Outsider, policy.ssh.port),
             "INPUT: [malicious packet patterns] SYN+FIN",
             "hardening.drop_malicious_flags",
         );
         b.crafted(
-            ProbeKind::SynRst,
-            Host::Outsider,
+            (ProbeKind::SynRst, Host::Outsider, policy.ssh.port),
             "INPUT: [malicious packet patterns] SYN+RST",
             "hardening.drop_malicious_flags",
         );
     }
     if policy.hardening.drop_invalid {
         if ssh_from_admin {
+            // On an established ssh connection: the port the policy surely opens.
             b.crafted(
-                ProbeKind::InvalidRst,
-                Host::Admin,
+                (ProbeKind::InvalidRst, Host::Admin, policy.ssh.port),
                 "INPUT: conntrack cannot place",
                 "hardening.drop_invalid",
             );
@@ -718,6 +712,29 @@ mode = "deny"
                 );
             }
         }
+    }
+
+    #[test]
+    fn cidrs_holding_their_lab_host_or_anywhere_are_kept() {
+        let text = r#"
+[ssh]
+allow_from = ["198.51.100.0/24", "192.0.2.0/24", "0.0.0.0/0", "2001:db8:1::/48"]
+"#;
+        let (p, maps) = map_policy(&Policy::parse(text, "t").unwrap(), &topo());
+        // 198.51.100.0/24 is a documentation range, but the outsider's, not the
+        // admin's: it stands for the admin's network, so it is replaced.
+        let from: Vec<String> = maps.iter().map(|m| m.from.to_string()).collect();
+        assert_eq!(from, ["198.51.100.0/24"]);
+        let kept: Vec<String> = p.ssh.allow_from.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            kept,
+            [
+                "192.0.2.0/26",
+                "192.0.2.0/24",
+                "0.0.0.0/0",
+                "2001:db8:1::/48"
+            ]
+        );
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub fn without_chain_counters(line: &str) -> String {
     }
 }
 
+/// A private 0700 directory for a trial's state dir, policy and keys, under
+/// /run. Not under the target dir: `apply` refuses a state dir with an ancestor
+/// owned by anyone but root, and CI builds as a user (tests run through sudo),
+/// so the target dir is the user's. /run is root's and not world-writable; only
+/// this trial's files go there, removed when it ends.
+pub fn private_dir(prefix: &str) -> Result<tempfile::TempDir, Failed> {
+    tempfile::Builder::new()
+        .prefix(&format!("portcullis-{prefix}"))
+        .tempdir_in("/run")
+        .map_err(|e| format!("cannot make a private dir under /run: {e}").into())
+}
+
 /// A network namespace held by a child process.
 pub struct Netns {
     holder: Child,
@@ -58,6 +70,8 @@ pub struct Netns {
     pub state_dir: PathBuf,
     /// Extra directory put first on PATH (fake binaries).
     pub path_prefix: Option<PathBuf>,
+    /// Where fake binaries live: the target dir (/run may be noexec).
+    pub scratch: Option<tempfile::TempDir>,
 }
 
 impl Netns {
@@ -78,10 +92,7 @@ impl Netns {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("apply-it")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .map_err(|e| e.to_string())?;
+        let dir = private_dir("apply-it")?;
         let state_dir = dir.path().join("state");
         std::fs::write(dir.path().join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
         Ok(Netns {
@@ -89,6 +100,7 @@ impl Netns {
             dir,
             state_dir,
             path_prefix: None,
+            scratch: None,
         })
     }
 
@@ -225,15 +237,20 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // A guard this trial started must not outlive it.
-        for name in ["pending.json", "last.json"] {
-            if let Some(r) = self.read_record(name) {
-                if let (Some(pid), false) = (r.guard_pid, r.status.is_final()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+        // A guard this trial started must not outlive it: ask it to roll back
+        // and exit through its FIFO, then wait until it has let go of the lock
+        // (its last act is moving the record to last.json: removing the
+        // directory before that would race it).
+        if self.state_dir.exists() {
+            if let Ok(state) = portcullis::apply::StateDir::open(&self.state_dir) {
+                if let Some(r) = self
+                    .read_record("pending.json")
+                    .filter(|r| !r.status.is_final())
+                {
+                    let line = format!("rollback {} the trial ended", r.id);
+                    let _ = portcullis::apply::guard::send(&state, &line);
                 }
+                let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
             }
         }
         let _ = self.holder.kill();
@@ -508,7 +525,11 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
     let before = ns.save_both(backend)?;
     // An ip6tables-restore that passes --test and fails the real load: the kind
     // of failure (a module missing, a race) that --test cannot catch.
-    let fake = ns.dir.path().join("fakebin");
+    let scratch = tempfile::Builder::new()
+        .prefix("apply-fakebin")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .map_err(|e| e.to_string())?;
+    let fake = scratch.path().join("fakebin");
     std::fs::create_dir(&fake).map_err(|e| e.to_string())?;
     let bin = backend.restore_binary(Family::V6);
     let real = portcullis_harness::backend::find_in_path(&bin).ok_or("no ip6tables restore")?;
@@ -524,6 +545,7 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     ns.path_prefix = Some(fake);
+    ns.scratch = Some(scratch);
     let apply = spawn_apply(&ns, backend, 30, None)?;
     let (st, err) = output_of(apply)?;
     ensure(st.code() == Some(1), || format!("apply exited {st}: {err}"))?;
@@ -568,6 +590,37 @@ fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
     })?;
     ensure(!ns.state_dir.exists(), || {
         "preflight created the state dir".into()
+    })?;
+    Ok(())
+}
+
+/// `sudo` drops SSH_CONNECTION (env_reset): under sudo, preflight takes it from
+/// the nearest ancestor that has it. Here a shell holding an outside client's
+/// SSH_CONNECTION runs apply with the variable removed and SUDO_USER set, as
+/// sudo would: still refused, naming the ancestor.
+fn sudo_session_found_in_ancestor(backend: Backend) -> Result<(), Failed> {
+    let ns = Netns::new()?;
+    ns.load_before(backend)?;
+    let before = ns.save_both(backend)?;
+    let policy = ns.policy();
+    let apply = format!(
+        "env -u SSH_CONNECTION SUDO_USER=admin {BIN} apply --state-dir {} --config {} --backend {} --no-persist --timeout 5; echo \"rc=$?\"",
+        ns.state_dir.display(),
+        policy.display(),
+        backend.name()
+    );
+    let mut c = ns.cmd("sh", Some("198.51.100.7 40022 192.0.2.1 22"));
+    c.args(["-c", &apply]);
+    let (_, out, err) = ns.run(c)?;
+    ensure(out.contains("rc=2"), || {
+        format!("apply under fake sudo: {out}{err}")
+    })?;
+    ensure(
+        err.contains("198.51.100.7") && err.contains("ancestor pid"),
+        || format!("the refusal does not name the ancestor's client: {err}"),
+    )?;
+    ensure(ns.save_both(backend)? == before, || {
+        "the rules changed".into()
     })?;
     Ok(())
 }
@@ -834,6 +887,10 @@ pub fn trials() -> Vec<Trial> {
         );
         add("same_session_confirm_refused", same_session_confirm_refused);
         add("confirm_persists_into_root", confirm_persists_into_root);
+        add(
+            "sudo_session_found_in_ancestor",
+            sudo_session_found_in_ancestor,
+        );
         add(
             "guard_sigterm_rolls_back_at_once",
             guard_sigterm_rolls_back_at_once,
