@@ -70,10 +70,13 @@ impl Counter {
         }
     }
 
-    /// The label `counted_in` gives: `INPUT: COMMENT`, `INPUT#3` or `INPUT policy`.
+    /// The label `counted_in` gives: `INPUT: COMMENT`, `INPUT#3`, `INPUT policy`
+    /// (DROP) or `OUTPUT policy (ACCEPT)`.
     pub fn short_label(&self) -> String {
         match &self.kind {
-            CounterKind::Policy { .. } => format!("{} policy", self.chain),
+            // A DROP policy is the expected one; name any other.
+            CounterKind::Policy { policy } if policy == "DROP" => format!("{} policy", self.chain),
+            CounterKind::Policy { policy } => format!("{} policy ({policy})", self.chain),
             CounterKind::Rule {
                 comment: Some(c), ..
             } => format!("{}: {c}", self.chain),
@@ -441,6 +444,9 @@ COMMIT
         assert_eq!(d.drop_packets(), 2, "the INPUT policy; OUTPUT accepts");
         assert_eq!(d.counted_in("INPUT"), ["INPUT: web", "INPUT policy"]);
         assert!(d.counted_in("OUTPUT").is_empty());
+        let out = after_text.replace(":OUTPUT ACCEPT [3:180]", ":OUTPUT ACCEPT [4:240]");
+        let d2 = Counters::parse(Family::V4, &out).unwrap().since(&before);
+        assert_eq!(d2.counted_in("OUTPUT"), ["OUTPUT policy (ACCEPT)"]);
         // Zeroed between the reads: the new value is what counted.
         let zeroed = before.since(&Counters::parse(Family::V4, &after_text).unwrap());
         assert_eq!(zeroed.policy("filter", "INPUT").map(|c| c.packets), Some(7));
