@@ -1,5 +1,6 @@
 //! `portcullis apply`: apply a policy to this host behind a rollback guard, then
-//! wait, with a countdown, for `portcullis confirm` from a new session.
+//! wait, with a countdown, for `portcullis confirm` from a new session. Refuses
+//! to run without `--config`: the embedded default is never applied by accident.
 //!
 //! Also the hidden `portcullis __guard`, the detached process that rolls back.
 
@@ -37,7 +38,7 @@ impl BackendChoice {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy file (default: the embedded default policy)
+    /// The policy file (required: apply never uses the embedded default)
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Seconds to wait for `portcullis confirm` before the guard rolls back
@@ -70,25 +71,20 @@ fn say(msg: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Bad input before privilege: exit 2 for anyone, nothing touched.
+    let config = crate::cli::require_config("apply", args.config.as_deref())?.to_owned();
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!(
             "`portcullis apply` changes the host's firewall and needs root: run it with sudo"
         );
     }
     // Read once, parse that text, and keep it: confirm persists exactly this.
-    let (policy_text, origin) = match &args.config {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|source| crate::PolicyError::Read {
-                path: p.display().to_string(),
-                source,
-            })?,
-            p.display().to_string(),
-        ),
-        None => (
-            crate::policy::DEFAULT_POLICY.to_owned(),
-            "<embedded default>".to_owned(),
-        ),
-    };
+    let policy_text =
+        std::fs::read_to_string(&config).map_err(|source| crate::PolicyError::Read {
+            path: config.display().to_string(),
+            source,
+        })?;
+    let origin = config.display().to_string();
     let policy = crate::Policy::parse(&policy_text, &origin)?;
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {

@@ -4,9 +4,11 @@
 //! replaced atomically with a backup kept next to it; `--check` prints the diff and
 //! writes nothing.
 //!
-//! It refuses a policy without `ssh.allow_from` (exit 2), and refuses to run
-//! without `--root`: on a live host, rules are persisted by `portcullis apply` once
-//! you confirm from a new session (`--root /` persists without applying).
+//! It refuses to run without `--config` (the embedded default is for `render`,
+//! `check` and `verify` only), refuses a policy without `ssh.allow_from` (exit 2),
+//! and refuses to run without `--root`: on a live host, rules are persisted by
+//! `portcullis apply` once you confirm from a new session (`--root /` persists
+//! without applying).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +20,7 @@ use crate::persist::{self, FileStatus, InstallOptions, Mechanism, TestMode};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy file (default: the embedded default policy)
+    /// The policy file (required: install never uses the embedded default)
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The root filesystem to write into (`/` for this host)
@@ -49,20 +51,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .into());
     };
-    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    let config = crate::cli::require_config("install", args.config.as_deref())?;
+    let policy = crate::Policy::load(config)?;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
-    if args.config.is_none() {
-        let from: Vec<String> = policy
-            .ssh
-            .allow_from
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
-        eprintln!(
-            "portcullis: warning: no --config: installing the embedded default policy (ssh only from {})",
-            from.join(", ")
-        );
-    }
     let rendered = crate::render(&policy);
 
     let (mechanism, why) = match args.persistence {

@@ -61,6 +61,28 @@ pub enum Command {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The policy file a verb that changes a real host must be given: `apply` and
+/// `install` never fall back to the embedded default (only `render`, `check`
+/// and `verify` do), because its ssh source is a guess about someone else's
+/// network and installing it on a live host would lock most admins out.
+pub fn require_config<'a>(
+    verb: &str,
+    config: Option<&'a std::path::Path>,
+) -> Result<&'a std::path::Path, UsageError> {
+    config.ok_or_else(|| {
+        let from: Vec<String> = crate::Policy::embedded_default()
+            .ssh
+            .allow_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        UsageError(format!(
+            "{verb} needs --config FILE: the embedded default allows ssh only from {}; write yours with portcullis init",
+            from.join(", ")
+        ))
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -404,29 +404,54 @@ impl LabSession {
             .map_err(err("the inner host's link"))?
             .map_err(|e| ExecError(format!("the inner host's link: {e}")))?;
         // The router reaches inner's subnets through the target.
-        let router = self.lab.host(HostId::Router);
-        for (f, (_, _, prefix)) in Family::ALL.into_iter().zip(addrs) {
-            let net = match f {
-                Family::V4 => format!("{}/{prefix}", Ipv4Addr::from(INNER_V4)),
-                Family::V6 => format!("2001:db8:{INNER_V6:x}::/{prefix}"),
-            };
-            let via = self.addr(Host::Target, f)?.to_string();
-            let flag = if f == Family::V4 { "-4" } else { "-6" };
-            router
-                .exec(&["ip", flag, "route", "add", &net, "via", &via], None)
-                .map_err(err("routing to the inner host"))?;
-        }
+        let routes: Vec<(ipnet::IpNet, IpAddr)> = Family::ALL
+            .into_iter()
+            .zip(addrs)
+            .map(|(f, (_, inner_addr, prefix))| {
+                let net = ipnet::IpNet::new(inner_addr, prefix)
+                    .expect("planned prefix")
+                    .trunc();
+                self.addr(Host::Target, f).map(|via| (net, via))
+            })
+            .collect::<Result<_, _>>()?;
+        self.lab
+            .host(HostId::Router)
+            .try_run(move || async move {
+                for (net, via) in routes {
+                    link::add_route(net, via).await?;
+                }
+                Ok::<_, portcullis_harness::LabError>(())
+            })
+            .map_err(err("routing to the inner host"))?
+            .map_err(|e| ExecError(format!("routing to the inner host: {e}")))?;
+        // The target's new link joins its solicited-node groups and reports each
+        // join (MLD) through OUTPUT: wait until those reports are out, so they do
+        // not land in the first probes' counters.
+        let deadline = std::time::Instant::now() + portcullis_harness::lab::SETTLE_LIMIT;
+        self.lab
+            .host(HostId::Target)
+            .try_run(move || portcullis_harness::host::settle_mld(deadline))
+            .map_err(err("settling the target's new link"))?;
         self.inner = Some(inner);
         Ok(())
     }
 
-    /// Forget `host`'s neighbour cache of `family`.
+    /// Forget `host`'s neighbour cache of `family`, and its peers' entries for it
+    /// (see [`Lab::flush_neighbours`]); on `inner`, its own cache only.
     pub fn flush_neighbours(&mut self, host: Host, family: Family) -> Result<(), ExecError> {
-        let flag = if family == Family::V4 { "-4" } else { "-6" };
-        self.host(host)?
-            .exec(&["ip", flag, "neigh", "flush", "all"], None)
-            .map_err(err("flushing neighbours"))
-            .map(drop)
+        match host_id(host) {
+            Some(id) => self
+                .lab
+                .flush_neighbours(id, family)
+                .map_err(err("flushing neighbours"))
+                .map(drop),
+            None => self
+                .host(host)?
+                .try_run(move || link::flush_neighbours(family, None))
+                .map_err(err("flushing neighbours"))?
+                .map_err(|e| ExecError(format!("flushing neighbours on {host}: {e}")))
+                .map(drop),
+        }
     }
 
     /// Send one probe; its outcome and the counter deltas of its family. `expect`
@@ -485,11 +510,11 @@ impl LabSession {
         // target's rules let neighbour discovery through. Under `ipv6.mode =
         // deny` the router's solicitation is what the INPUT policy counts.
         if f == Family::V6 && spec.to == Host::Target && spec.kind != ProbeKind::LoopbackTcp {
-            let target = to.to_string();
             self.lab
                 .host(HostId::Router)
-                .exec(&["ip", "-6", "neigh", "flush", "to", &target], None)
-                .map_err(err("flushing the router's neighbour entry"))?;
+                .try_run(move || link::flush_neighbours(Family::V6, Some(to)))
+                .map_err(err("flushing the router's neighbour entry"))?
+                .map_err(|e| ExecError(format!("flushing the router's neighbour entry: {e}")))?;
         }
         let before = self.counters(f)?;
         let outcome = self

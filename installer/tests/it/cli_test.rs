@@ -147,6 +147,35 @@ portcullis: error: cannot read policy tests/bad/does-not-exist.toml: No such fil
     Ok(())
 }
 
+/// `apply` and `install` change real hosts: without `--config` they refuse (exit
+/// 2, before any privilege check or write) instead of using the embedded default.
+fn apply_and_install_need_a_config() -> Result<(), Failed> {
+    portcullis()
+        .args(["apply", "--state-dir", "/nonexistent/portcullis-state"])
+        .assert()
+        .code(2)
+        .stdout_eq(str![""])
+        .stderr_eq(str![[r#"
+portcullis: error: apply needs --config FILE: the embedded default allows ssh only from 10.137.0.0/24; write yours with portcullis init
+
+"#]]);
+    let dir = tempfile::tempdir()?;
+    portcullis()
+        .args(["install", "--root"])
+        .arg(dir.path())
+        .assert()
+        .code(2)
+        .stdout_eq(str![""])
+        .stderr_eq(str![[r#"
+portcullis: error: install needs --config FILE: the embedded default allows ssh only from 10.137.0.0/24; write yours with portcullis init
+
+"#]]);
+    if std::fs::read_dir(dir.path())?.next().is_some() {
+        return Err("install without --config wrote into its root".into());
+    }
+    Ok(())
+}
+
 /// A fake `iptables-restore`/`ip6tables-restore` that insists on `-w --test`,
 /// keeps what it read, and fails when `fail` is set.
 fn fake_restore(dir: &Path, fail: bool) -> Result<(), Failed> {
@@ -413,6 +442,10 @@ pub fn trials() -> Vec<Trial> {
             init_writes_a_starter_policy,
         ),
         trial("cli::completions_exist", completions_exist),
+        trial(
+            "cli::apply_and_install_need_a_config",
+            apply_and_install_need_a_config,
+        ),
         root_trial(
             "cli::check_reports_what_it_tested",
             None,
