@@ -61,6 +61,29 @@ impl Counter {
         self.to_string()
     }
 
+    /// Whether this counter counts drops: a `DROP` policy, or a rule whose target
+    /// is `-j DROP`.
+    pub fn is_drop(&self) -> bool {
+        match &self.kind {
+            CounterKind::Policy { policy } => policy == "DROP",
+            CounterKind::Rule { text, .. } => text.trim_end().ends_with("-j DROP"),
+        }
+    }
+
+    /// The label `counted_in` gives: `INPUT: COMMENT`, `INPUT#3`, `INPUT policy`
+    /// (DROP) or `OUTPUT policy (ACCEPT)`.
+    pub fn short_label(&self) -> String {
+        match &self.kind {
+            // A DROP policy is the expected one; name any other.
+            CounterKind::Policy { policy } if policy == "DROP" => format!("{} policy", self.chain),
+            CounterKind::Policy { policy } => format!("{} policy ({policy})", self.chain),
+            CounterKind::Rule {
+                comment: Some(c), ..
+            } => format!("{}: {c}", self.chain),
+            CounterKind::Rule { index, .. } => format!("{}#{index}", self.chain),
+        }
+    }
+
     fn key(&self) -> (Family, &str, &str, &CounterKind) {
         (self.family, &self.table, &self.chain, &self.kind)
     }
@@ -174,24 +197,111 @@ impl Counters {
     /// The counters that grew since `before`, with the growth as their values. A
     /// rule that is new since `before` counts from zero.
     pub fn delta(&self, before: &Counters) -> Vec<Delta> {
+        self.growth(before, |now, then| now.saturating_sub(then))
+            .filter(|c| c.packets > 0)
+            .collect()
+    }
+
+    /// Every counter, with its growth since `before` as its value, zeros kept: a
+    /// rule that counted nothing is still there, so "no such rule" and "counted 0"
+    /// stay apart. A counter that went down (zeroed between the reads) counts its
+    /// new value. Counters are matched by family, table, chain, index and text.
+    pub fn since(&self, before: &Counters) -> Counters {
+        let entries = self
+            .growth(
+                before,
+                |now, then| if now >= then { now - then } else { now },
+            )
+            .collect();
+        Counters { entries }
+    }
+
+    fn growth<'a>(
+        &'a self,
+        before: &'a Counters,
+        sub: impl Fn(u64, u64) -> u64 + 'a,
+    ) -> impl Iterator<Item = Counter> + 'a {
         let old: HashMap<_, _> = before
             .entries
             .iter()
             .map(|c| (c.key(), (c.packets, c.bytes)))
             .collect();
+        self.entries.iter().map(move |c| {
+            let (p0, b0) = old.get(&c.key()).copied().unwrap_or((0, 0));
+            Counter {
+                packets: sub(c.packets, p0),
+                bytes: sub(c.bytes, b0),
+                ..c.clone()
+            }
+        })
+    }
+
+    /// Only the counters of `table` (`"filter"`, where a policy lives).
+    pub fn table(&self, table: &str) -> Counters {
+        Counters {
+            entries: self
+                .entries
+                .iter()
+                .filter(|c| c.table == table)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The policy counter of `chain` in `table`.
+    pub fn policy(&self, table: &str, chain: &str) -> Option<&Counter> {
         self.entries
             .iter()
-            .filter_map(|c| {
-                let (p0, b0) = old.get(&c.key()).copied().unwrap_or((0, 0));
-                let packets = c.packets.saturating_sub(p0);
-                let bytes = c.bytes.saturating_sub(b0);
-                (packets > 0).then(|| Counter {
-                    packets,
-                    bytes,
-                    ..c.clone()
-                })
-            })
-            .collect()
+            .find(|c| c.table == table && c.is_policy_of(chain))
+    }
+
+    /// The rule at 1-based `index` of `chain` in `table` (`--line-numbers`).
+    pub fn rule_at(&self, table: &str, chain: &str, index: usize) -> Option<&Counter> {
+        self.entries.iter().find(|c| {
+            c.table == table
+                && c.chain == chain
+                && matches!(c.kind, CounterKind::Rule { index: i, .. } if i == index)
+        })
+    }
+
+    /// The packets of the rules (in `chain`, or any) whose comment starts with
+    /// `prefix`, summed; `None` when no rule has such a comment.
+    pub fn comment_prefix_packets(&self, chain: Option<&str>, prefix: &str) -> Option<u64> {
+        let hits: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|c| chain.is_none_or(|ch| c.chain == ch))
+            .filter(|c| c.comment().is_some_and(|t| t.starts_with(prefix)))
+            .map(|c| c.packets)
+            .collect();
+        (!hits.is_empty()).then(|| hits.iter().sum())
+    }
+
+    /// The packets counted by anything that drops: `-j DROP` rules and `DROP`
+    /// policies.
+    pub fn drop_packets(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|c| c.is_drop())
+            .map(|c| c.packets)
+            .sum()
+    }
+
+    /// What counted packets in `chain` (use on `since` or `delta` values): each rule
+    /// with a non-zero count by `short_label`, then the policy. Conntrack's
+    /// RELATED,ESTABLISHED rule is left out: it counts every reply.
+    pub fn counted_in(&self, chain: &str) -> Vec<String> {
+        let in_chain = || {
+            self.entries
+                .iter()
+                .filter(|c| c.chain == chain && c.packets > 0)
+        };
+        let rules = in_chain().filter(|c| match &c.kind {
+            CounterKind::Rule { text, .. } => !text.contains("RELATED,ESTABLISHED"),
+            CounterKind::Policy { .. } => false,
+        });
+        let policies = in_chain().filter(|c| c.is_policy_of(chain));
+        rules.chain(policies).map(Counter::short_label).collect()
     }
 
     /// The tables present, for zeroing them.
@@ -302,6 +412,47 @@ COMMIT
         assert!(d[0].is_policy_of("INPUT"));
         assert_eq!((d[0].packets, d[0].bytes), (1, 60));
         assert_eq!(d[0].label(), "ipv4 filter INPUT policy DROP");
+    }
+
+    /// What `portcullis verify` needs: every counter with its growth, "counted 0"
+    /// apart from "no such rule", the filter table alone, comments by prefix, any
+    /// drop, and what counted instead.
+    #[test]
+    fn since_attributes_a_probe_to_its_rule() {
+        let with_mangle = format!("{SAVED}*mangle\n:INPUT ACCEPT [50:3000]\nCOMMIT\n");
+        let before = Counters::parse(Family::V4, &with_mangle).unwrap();
+        let after_text = with_mangle
+            .replace(":INPUT DROP [7:420]", ":INPUT DROP [9:540]")
+            .replace(
+                "[2:120] -A INPUT -p tcp -m comment --comment web",
+                "[5:300] -A INPUT -p tcp -m comment --comment web",
+            )
+            .replace(":INPUT ACCEPT [50:3000]", ":INPUT ACCEPT [60:3600]");
+        let d = Counters::parse(Family::V4, &after_text)
+            .unwrap()
+            .since(&before)
+            .table("filter");
+        assert_eq!(d.entries.len(), 7, "zeros are kept, mangle is not");
+        assert_eq!(d.policy("filter", "INPUT").map(|c| c.packets), Some(2));
+        assert_eq!(d.policy("filter", "OUTPUT").map(|c| c.packets), Some(0));
+        assert_eq!(d.rule_at("filter", "INPUT", 3).map(|c| c.packets), Some(3));
+        assert!(d.rule_at("filter", "INPUT", 4).is_none());
+        assert_eq!(d.comment_prefix_packets(Some("INPUT"), "we"), Some(3));
+        assert_eq!(d.comment_prefix_packets(Some("OUTPUT"), "web"), None);
+        assert_eq!(d.comment_prefix_packets(None, "ssh from"), Some(0));
+        assert_eq!(d.comment_prefix_packets(None, "no such rule"), None);
+        assert_eq!(d.drop_packets(), 2, "the INPUT policy; OUTPUT accepts");
+        assert_eq!(d.counted_in("INPUT"), ["INPUT: web", "INPUT policy"]);
+        assert!(d.counted_in("OUTPUT").is_empty());
+        let out = after_text.replace(":OUTPUT ACCEPT [3:180]", ":OUTPUT ACCEPT [4:240]");
+        let d2 = Counters::parse(Family::V4, &out).unwrap().since(&before);
+        assert_eq!(d2.counted_in("OUTPUT"), ["OUTPUT policy (ACCEPT)"]);
+        // Zeroed between the reads: the new value is what counted.
+        let zeroed = before.since(&Counters::parse(Family::V4, &after_text).unwrap());
+        assert_eq!(zeroed.policy("filter", "INPUT").map(|c| c.packets), Some(7));
+        let rule = d.rule_at("filter", "INPUT", 1).unwrap();
+        assert_eq!(rule.short_label(), "INPUT#1");
+        assert!(!rule.is_drop());
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub mod host;
 pub mod lab;
 pub mod link;
 pub mod probe;
+pub mod procs;
 pub mod services;
 mod sys;
 

@@ -54,38 +54,22 @@ fn main() {
         needs_openssh(privileged("ssh::run_and_sessions_v4_v6", ssh_case)),
         needs_openssh(privileged("ssh::no_sshd_is_refused", ssh_refused)),
     ];
-    for b in Backend::ALL {
-        trials.push(with_backend(
-            &format!("tcp::drop_is_no_answer::{b}"),
-            b,
-            move || tcp_dropped(b),
-        ));
-        trials.push(with_backend(
-            &format!("reject_is_refused::{b}"),
-            b,
-            move || rejected(b),
-        ));
-        trials.push(with_backend(
-            &format!("icmp::drop_is_no_answer::{b}"),
-            b,
-            move || icmp_dropped(b),
-        ));
-        trials.push(with_backend(
-            &format!("craft::syn_fin_and_syn_rst_counted::{b}"),
-            b,
-            move || malicious_flags(b),
-        ));
-        trials.push(with_backend(
-            &format!("craft::out_of_window_rst_is_invalid::{b}"),
-            b,
-            move || invalid_rst(b),
-        ));
-        trials.push(with_backend(
-            &format!("timing::negative_probe_median::{b}"),
-            b,
-            move || negative_timing(b),
-        ));
+    // One trial per backend for each: `NAME::nft`, `NAME::legacy`.
+    macro_rules! per_backend {
+        ($($name:literal => $f:ident),* $(,)?) => {
+            for b in Backend::ALL {
+                $(trials.push(with_backend(&format!("{}::{b}", $name), b, move || $f(b)));)*
+            }
+        };
     }
+    per_backend!(
+        "tcp::drop_is_no_answer" => tcp_dropped,
+        "reject_is_refused" => rejected,
+        "icmp::drop_is_no_answer" => icmp_dropped,
+        "craft::syn_fin_and_syn_rst_counted" => malicious_flags,
+        "craft::out_of_window_rst_is_invalid" => invalid_rst,
+        "timing::negative_probe_median" => negative_timing,
+    );
     trials.push(lab_trial("lab::services_across_the_router", lab_services));
     trials.push(needs_openssh(lab_trial(
         "lab::ssh_admin_and_outsider_to_target",
@@ -141,17 +125,32 @@ fn not_root() -> Option<String> {
         .then(|| "needs root: private network namespaces (run with sudo)".to_owned())
 }
 
-fn privileged<F, Fut>(name: &str, f: F) -> Trial
+/// Why a trial cannot run here: not root, or (when it needs one) `backend` missing.
+fn skip_reason(backend: Option<Backend>) -> Option<String> {
+    not_root().or_else(|| backend.and_then(|b| b.unavailable_reason()))
+}
+
+/// A trial that runs `f` on a host of its own (`in_netns`), ignored with the
+/// reason when it cannot run here.
+fn netns_trial<F, Fut>(name: &str, backend: Option<Backend>, f: F) -> Trial
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
     Trial::ignorable_test(name, move || {
-        if let Some(reason) = not_root() {
+        if let Some(reason) = skip_reason(backend) {
             return Ok(Completion::ignored_with(reason));
         }
         in_netns(f).map(|()| Completion::Completed)
     })
+}
+
+fn privileged<F, Fut>(name: &str, f: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = TestResult> + 'static,
+{
+    netns_trial(name, None, f)
 }
 
 fn with_backend<F, Fut>(name: &str, b: Backend, f: F) -> Trial
@@ -159,12 +158,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
-    Trial::ignorable_test(name, move || {
-        if let Some(reason) = not_root().or_else(|| b.unavailable_reason()) {
-            return Ok(Completion::ignored_with(reason));
-        }
-        in_netns(f).map(|()| Completion::Completed)
-    })
+    netns_trial(name, Some(b), f)
 }
 
 /// Run `f` on a lab host of its own: a dedicated thread in a new, private network
@@ -710,24 +704,24 @@ fn lab_trial<F>(name: &str, f: F) -> Trial
 where
     F: FnOnce(&Lab) -> TestResult + Send + 'static,
 {
-    Trial::ignorable_test(name, move || {
-        if let Some(reason) = not_root() {
-            return Ok(Completion::ignored_with(reason));
-        }
-        let lab = Lab::standard().map_err(|e| Failed::from(format!("standard lab: {e}")))?;
-        let result = f(&lab);
-        lab.shutdown()
-            .map_err(|e| Failed::from(format!("lab teardown: {e:?}")))?;
-        result.map(|()| Completion::Completed).map_err(Failed::from)
-    })
+    lab_gated(name, None, f)
 }
 
 fn lab_backend_trial<F>(name: &str, b: Backend, f: F) -> Trial
 where
     F: FnOnce(&Lab) -> TestResult + Send + 'static,
 {
+    lab_gated(name, Some(b), f)
+}
+
+/// A trial that runs `f` on a fresh standard lab, torn down afterwards (a teardown
+/// failure fails the trial), ignored with the reason when it cannot run here.
+fn lab_gated<F>(name: &str, backend: Option<Backend>, f: F) -> Trial
+where
+    F: FnOnce(&Lab) -> TestResult + Send + 'static,
+{
     Trial::ignorable_test(name, move || {
-        if let Some(reason) = not_root().or_else(|| b.unavailable_reason()) {
+        if let Some(reason) = skip_reason(backend) {
             return Ok(Completion::ignored_with(reason));
         }
         let lab = Lab::standard().map_err(|e| Failed::from(format!("standard lab: {e}")))?;
@@ -1086,38 +1080,6 @@ fn child_mode() -> ! {
     }
 }
 
-/// Every process descended from `root`, `root` included.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    tree
-}
-
 /// SIGKILL a process holding a lab with sshd and open sessions, after a ruleset
 /// has locked the sessions' client out: sshd, every per-connection sshd it forked
 /// (they setsid, out of reach of its process group, and no FIN will reach them),
@@ -1144,7 +1106,7 @@ fn sigkill_leaves_no_ssh_process() -> TestResult {
             .parse()
             .map_err(|e| format!("child said {line:?}: {e}"))?;
         if what == "sshd" {
-            watched.extend(descendants(pid));
+            watched.extend(portcullis_harness::procs::descendants(pid));
         } else {
             watched.push(pid);
         }

@@ -103,44 +103,13 @@ pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
-/// SIGKILL `root` and every process descended from it, children first found,
+/// SIGKILL `root` and every process descended from it (`procs::descendants`),
 /// all killed. sshd's per-connection processes call setsid(2), so neither the
-/// process group nor a parent-death signal reaches them: the process tree in
-/// /proc is the only reliable handle.
+/// process group nor a parent-death signal reaches them.
 pub(crate) fn kill_tree(root: u32) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces
-            // and parentheses, so split after the last ')'.
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parents.push((pid, ppid));
-            }
-        }
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
+    let tree = crate::procs::descendants(root);
     for pid in tree {
         if let Ok(pid) = i32::try_from(pid) {
             // ESRCH (already gone) is the goal reached.

@@ -6,11 +6,13 @@
 //! does not need: other methods get 405, other paths 404, a request head over
 //! 8 KiB or slower than a few seconds is dropped.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -28,26 +30,10 @@ pub fn body_for(host: &str) -> String {
 
 /// Serve plain HTTP on each of `addrs` (normally port 80) as host `host`.
 pub async fn start(addrs: &[SocketAddr], host: &str) -> Result<Service, ServiceError> {
-    let mut service = Service::new(format!("http {host}"));
-    for &addr in addrs {
-        let listener = bind_tcp(addr)?;
-        let local = listener.local_addr().unwrap_or(addr);
-        let body: Arc<str> = body_for(host).into();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        conns.spawn(serve(stream, body.clone()));
-                    }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
-        service.push(local, task);
-    }
-    Ok(service)
+    let body: Arc<str> = body_for(host).into();
+    accept_each(format!("http {host}"), addrs, move |stream| {
+        serve(stream, body.clone())
+    })
 }
 
 /// Serve HTTPS on each of `addrs` (normally port 443) as host `host`, presenting
@@ -58,30 +44,45 @@ pub async fn start_tls(
     cert: &ServerCert,
 ) -> Result<Service, ServiceError> {
     let acceptor = TlsAcceptor::from(cert.server_config()?);
-    let mut service = Service::new(format!("https {host}"));
+    let body: Arc<str> = body_for(host).into();
+    accept_each(format!("https {host}"), addrs, move |stream| {
+        let acceptor = acceptor.clone();
+        let body = body.clone();
+        async move {
+            // A failed handshake (the client distrusts our CA) just ends the
+            // connection; the client reports why.
+            let Ok(Ok(tls)) = tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            serve(tls, body).await;
+        }
+    })
+}
+
+/// Listen on each of `addrs` and hand every accepted connection to `handle`, on a
+/// task of its own, until the service drops.
+fn accept_each<H, Fut>(
+    name: String,
+    addrs: &[SocketAddr],
+    handle: H,
+) -> Result<Service, ServiceError>
+where
+    H: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut service = Service::new(name);
     for &addr in addrs {
         let listener = bind_tcp(addr)?;
         let local = listener.local_addr().unwrap_or(addr);
-        let body: Arc<str> = body_for(host).into();
-        let acceptor = acceptor.clone();
+        let handle = handle.clone();
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
-                        let acceptor = acceptor.clone();
-                        let body = body.clone();
-                        conns.spawn(async move {
-                            // A failed handshake (the client distrusts our CA) just
-                            // ends the connection; the client reports why.
-                            let Ok(Ok(tls)) =
-                                tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await
-                            else {
-                                return;
-                            };
-                            serve(tls, body).await;
-                        });
+                        conns.spawn(handle(stream));
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }

@@ -124,50 +124,21 @@ fn test(family: Family, text: &str, root: bool) -> Test {
         .unwrap_or_else(|e| format!("unknown ({e})"));
     let argv = ["unshare", "-n", &bin, "-w", "--test"];
     let command = argv.join(" ");
-    match run_with_stdin(&argv, text) {
-        Ok(()) => Test::Passed { command, version },
-        Err(stderr) => Test::Failed {
-            command,
-            version,
-            stderr,
-        },
-    }
-}
-
-/// Run `argv` (no shell) with `text` on stdin; `Err(stderr)` when it fails.
-/// Unlike `backend::run`, a child that exits before reading all of its input
-/// (iptables-restore stops at the first bad line) is not a broken-pipe error that
-/// hides its stderr: the write error is ignored and the exit status decides.
-fn run_with_stdin(argv: &[&str], text: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", argv.join(" ")))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    // Write from a thread so a child that writes a lot of stderr before reading
-    // cannot deadlock against us.
-    let input = text.to_owned();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("cannot wait for `{}`: {e}", argv.join(" ")))?;
-    let _ = writer.join();
-    if out.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        Err(if stderr.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            stderr.split_whitespace().collect::<Vec<_>>().join(" ")
-        })
+    // `backend::run` reports the child's stderr even when it stops reading its
+    // input at the first bad line.
+    match backend::run(&argv, Some(text)) {
+        Ok(_) => Test::Passed { command, version },
+        Err(e) => {
+            let stderr = match e {
+                backend::BackendError::Failed { stderr, .. } => stderr,
+                other => other.to_string(),
+            };
+            Test::Failed {
+                command,
+                version,
+                stderr: stderr.split_whitespace().collect::<Vec<_>>().join(" "),
+            }
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::render::{Existing, write_atomic_with};
+use crate::persist::PersistError;
+use crate::persist::atomic::{Existing, write_file};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -153,9 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Existing::Refuse
     };
-    match write_atomic_with(&args.out, text.as_bytes(), 0o600, existing) {
+    match write_file(&args.out, text.as_bytes(), 0o600, existing) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(PersistError::Exists { .. }) => {
             return Err(super::UsageError(format!(
                 "{} already exists: pass --force to replace it, or --out another file",
                 args.out.display()

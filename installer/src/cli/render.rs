@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use crate::persist::atomic::{Existing, write_file};
 use crate::render::Family;
 
 #[derive(Debug, clap::Args)]
@@ -66,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let path = dir.join(file_name(f));
                 match rendered.text(f) {
                     Some(text) => {
-                        write_atomic(&path, text.as_bytes(), 0o600)
+                        write_file(&path, text.as_bytes(), 0o600, Existing::Replace)
                             .with_context(|| format!("cannot write {}", path.display()))?;
                         eprintln!("portcullis: wrote {}", path.display());
                     }
@@ -98,66 +99,4 @@ fn create_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create directory {}", dir.display()))
-}
-
-/// How `write_atomic` treats a file already at the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
-    Replace,
-    Refuse,
-}
-
-/// Replace `path` with `bytes` atomically: a temp file in the same directory
-/// (created exclusively, so never through a symlink), fsync, rename, fsync the
-/// directory. Readers see the old file or the new one, never half of it.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    write_atomic_with(path, bytes, mode, Existing::Replace)
-}
-
-/// `write_atomic`, or with `Existing::Refuse` fail with `AlreadyExists` when
-/// anything (a file, a symlink, even a dangling one) is at `path`. The refusal is
-/// atomic too: the temp file is hard-linked into place, which never replaces.
-pub fn write_atomic_with(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    existing: Existing,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let tmp = TempPath(dir.join(format!(
-        ".{}.portcullis-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    )));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp.0)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    match existing {
-        Existing::Replace => std::fs::rename(&tmp.0, path)?,
-        Existing::Refuse => std::fs::hard_link(&tmp.0, path)?,
-    }
-    std::fs::File::open(&dir)?.sync_all()?;
-    Ok(())
-}
-
-/// A temp file removed when dropped (after a rename it no longer exists, and the
-/// removal fails harmlessly).
-struct TempPath(PathBuf);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

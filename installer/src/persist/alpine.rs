@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Mechanism, PersistError, Persistence, PlannedFile, ruleset_files};
+use super::openrc::RulesSave;
+use super::{Mechanism, PersistError, Persistence, PlannedFile};
 use crate::render::Rendered;
 
 pub struct Alpine;
@@ -13,14 +14,7 @@ pub struct Alpine;
 pub const V4: &str = "/etc/iptables/rules-save";
 pub const V6: &str = "/etc/ip6tables/rules-save";
 
-/// OpenRC reads the paths from `/etc/conf.d/iptables` and `ip6tables`
-/// (`IPTABLES_SAVE`); honour them so the files land where the script looks.
-fn paths(root: &Path) -> Result<(String, String), PersistError> {
-    Ok((
-        super::detect::openrc_save_path(root, "/etc/conf.d/iptables", V4)?,
-        super::detect::openrc_save_path(root, "/etc/conf.d/ip6tables", V6)?,
-    ))
-}
+const SAVE: RulesSave = RulesSave { v4: V4, v6: V6 };
 
 impl Persistence for Alpine {
     fn mechanism(&self) -> Mechanism {
@@ -32,12 +26,10 @@ impl Persistence for Alpine {
     }
 
     fn plan(&self, root: &Path, rendered: &Rendered) -> Result<Vec<PlannedFile>, PersistError> {
-        let (v4, v6) = paths(root)?;
-        Ok(ruleset_files(rendered, &v4, &v6, 0o600))
+        Ok(SAVE.plan(&SAVE.paths_in(root)?, rendered))
     }
 
     fn files(&self, root: &Path) -> Vec<PathBuf> {
-        let (v4, v6) = paths(root).unwrap_or_else(|_| (V4.into(), V6.into()));
-        vec![v4.into(), v6.into()]
+        SAVE.files(SAVE.paths_in(root))
     }
 }

@@ -8,6 +8,11 @@
 //! backup the same way, and only `commit` renames them into place and fsyncs the
 //! directory. A staged file that is dropped uncommitted is unlinked.
 //!
+//! `write_file` is the same machinery for one file in a plain directory (render
+//! `--out-dir`, init, and any caller that writes root-only state): the directory the
+//! caller named is opened once, the file is staged in it and renamed (or, with
+//! `Existing::Refuse`, hard-linked, which never replaces) into place.
+//!
 //! It refuses `..` in paths, symlinks, and anything but regular files.
 
 use std::ffi::OsString;
@@ -21,7 +26,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstatat, mkdirat};
-use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+use nix::unistd::{UnlinkatFlags, fsync, linkat, unlinkat};
 
 use super::PersistError;
 
@@ -246,6 +251,49 @@ impl Root {
     }
 }
 
+/// How `write_file` treats whatever is already at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Rename over it. A symlink there is replaced itself, never written through.
+    Replace,
+    /// Fail with `PersistError::Exists` when anything (a file, a symlink, even a
+    /// dangling one) is there; nothing is changed.
+    Refuse,
+}
+
+/// Write `path` atomically with `mode` (exactly, regardless of the umask): a temp
+/// file in the same directory created `O_EXCL | O_NOFOLLOW`, fsync, rename (or link
+/// for `Existing::Refuse`), fsync of the directory. Readers see the old file or the
+/// new one, never half of either. The directory must exist; it may be named through
+/// a symlink (the caller named it), the file itself never is. No backup is kept.
+///
+/// `path` is any path (relative to the working directory or absolute), unlike
+/// `Root::stage`, whose paths are inside a root.
+pub fn write_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    existing: Existing,
+) -> Result<(), PersistError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name() else {
+        return Err(PersistError::NotAFile {
+            path: path.to_owned(),
+        });
+    };
+    let root = Root::open(dir)?;
+    let mut staged = root.stage(Path::new(name), contents, mode, false)?;
+    // Errors name the caller's path, not the in-directory one.
+    staged.path = path.to_owned();
+    match existing {
+        Existing::Replace => staged.commit().map(|_| ()),
+        Existing::Refuse => staged.commit_new(),
+    }
+}
+
 /// `/etc/iptables/rules.v4` -> `/etc/iptables/rules.v4.portcullis.bak`.
 pub fn backup_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -253,13 +301,14 @@ pub fn backup_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// `.NAME[SUFFIX].portcullis-tmp`: hidden, and ours, so a leftover from a killed run
-/// is simply replaced.
+/// `.NAME[SUFFIX].PID.portcullis-tmp`: hidden and recognisably ours (`is_temp_name`).
 fn tmp_name(name: &OsString, suffix: &str) -> OsString {
     let mut s = OsString::from(".");
     s.push(name);
     s.push(suffix);
-    s.push(".portcullis-tmp");
+    // The pid keeps two concurrent writers of one file from renaming each other's
+    // half-written temp into place.
+    s.push(format!(".{}.portcullis-tmp", std::process::id()));
     s
 }
 
@@ -329,6 +378,47 @@ impl Staged {
         self.committed = true;
         fsync(self.dir.as_fd()).map_err(|e| err(self.path.clone(), e))?;
         Ok(kept)
+    }
+
+    /// Put the file in place only if nothing is at its name: a hard link never
+    /// replaces, so the check and the write are one step. Staged without a backup.
+    pub fn commit_new(mut self) -> Result<(), PersistError> {
+        debug_assert!(
+            self.backup.is_none(),
+            "commit_new replaces nothing to back up"
+        );
+        match linkat(
+            self.dir.as_fd(),
+            self.tmp.as_os_str(),
+            self.dir.as_fd(),
+            self.name.as_os_str(),
+            AtFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                return Err(PersistError::Exists {
+                    path: self.path.clone(),
+                });
+            }
+            Err(e) => {
+                return Err(PersistError::Write {
+                    path: self.path.clone(),
+                    source: io(e),
+                });
+            }
+        }
+        // The name now holds the file; drop the temp link before the directory
+        // fsync so neither survives a crash half-done.
+        self.committed = true;
+        let _ = unlinkat(
+            self.dir.as_fd(),
+            self.tmp.as_os_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+        fsync(self.dir.as_fd()).map_err(|e| PersistError::Write {
+            path: self.path.clone(),
+            source: io(e),
+        })
     }
 }
 
@@ -433,6 +523,52 @@ mod tests {
             Err(PersistError::Symlink { .. })
         ));
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn write_file_replaces_or_refuses_and_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("policy.toml");
+        write_file(&p, b"one", 0o600, Existing::Refuse).unwrap();
+        assert!(matches!(
+            write_file(&p, b"two", 0o600, Existing::Refuse),
+            Err(PersistError::Exists { .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "one");
+        write_file(&p, b"two", 0o640, Existing::Replace).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        // A symlink, even a dangling one, is refused or replaced itself.
+        let outside = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(outside.path().join("f"), &link).unwrap();
+        assert!(matches!(
+            write_file(&link, b"x", 0o600, Existing::Refuse),
+            Err(PersistError::Exists { .. })
+        ));
+        write_file(&link, b"x", 0o600, Existing::Replace).unwrap();
+        assert!(!link.symlink_metadata().unwrap().is_symlink());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            !names.iter().any(|n| is_temp_name(n)),
+            "temp left: {names:?}"
+        );
+        assert!(matches!(
+            write_file(
+                &dir.path().join("missing/f"),
+                b"x",
+                0o600,
+                Existing::Replace
+            ),
+            Err(PersistError::Root { .. })
+        ));
     }
 
     #[test]

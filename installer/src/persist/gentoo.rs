@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Mechanism, PersistError, Persistence, PlannedFile, ruleset_files};
+use super::openrc::RulesSave;
+use super::{Mechanism, PersistError, Persistence, PlannedFile};
 use crate::render::Rendered;
 
 pub struct Gentoo;
@@ -12,17 +13,16 @@ pub struct Gentoo;
 pub const V4: &str = "/var/lib/iptables/rules-save";
 pub const V6: &str = "/var/lib/ip6tables/rules-save";
 
+const SAVE: RulesSave = RulesSave { v4: V4, v6: V6 };
+
 /// systemd's units name the default paths; OpenRC reads them from
 /// `/etc/conf.d/iptables` and `ip6tables` (`IPTABLES_SAVE`), which are honoured
 /// when the root has no `iptables-restore.service`.
 fn paths(root: &Path) -> Result<(String, String), PersistError> {
     if super::detect::unit(root, "iptables-restore.service")? != super::detect::Unit::Missing {
-        return Ok((V4.into(), V6.into()));
+        return Ok(SAVE.defaults());
     }
-    Ok((
-        super::detect::openrc_save_path(root, "/etc/conf.d/iptables", V4)?,
-        super::detect::openrc_save_path(root, "/etc/conf.d/ip6tables", V6)?,
-    ))
+    SAVE.paths_in(root)
 }
 
 impl Persistence for Gentoo {
@@ -35,12 +35,10 @@ impl Persistence for Gentoo {
     }
 
     fn plan(&self, root: &Path, rendered: &Rendered) -> Result<Vec<PlannedFile>, PersistError> {
-        let (v4, v6) = paths(root)?;
-        Ok(ruleset_files(rendered, &v4, &v6, 0o600))
+        Ok(SAVE.plan(&paths(root)?, rendered))
     }
 
     fn files(&self, root: &Path) -> Vec<PathBuf> {
-        let (v4, v6) = paths(root).unwrap_or_else(|_| (V4.into(), V6.into()));
-        vec![v4.into(), v6.into()]
+        SAVE.files(paths(root))
     }
 }

@@ -19,6 +19,7 @@ mod conflicts;
 mod debian;
 pub mod detect;
 mod gentoo;
+mod openrc;
 mod rc_local;
 mod rhel;
 
@@ -148,6 +149,8 @@ pub enum PersistError {
         "the policy lets nobody in over SSH: set ssh.allow_from to your admin subnet before installing it"
     )]
     NoSshAccess,
+    #[error("{path} already exists: remove it or pick another path")]
+    Exists { path: PathBuf },
     #[error("cannot open the root {path}: {source}")]
     Root {
         path: PathBuf,

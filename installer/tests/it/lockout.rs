@@ -93,12 +93,23 @@ impl SshLab {
         std::fs::write(d.join("sshd_config"), cfg).map_err(e)?;
         let lab = Lab::standard().map_err(e)?;
         let target = lab.host(HostId::Target);
-        let mut cmd = target.command("/usr/sbin/sshd");
-        cmd.args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        // sshd runs as PID 1 of its own PID namespace: when the test dies, even by
+        // SIGKILL, `unshare` dies by its parent-death signal, its child by
+        // `--kill-child`, and with it every session process, which a locked-out
+        // client (no FIN reaches them) would otherwise leave running forever.
+        let mut cmd = target.command("unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "--",
+            "/usr/sbin/sshd",
+        ])
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut sshd = target.spawn_child(cmd).map_err(e)?;
         // Ready once sshd says it listens; the rest of its log goes to a file.
         let stderr = sshd.inner().stderr.take().ok_or("no sshd stderr")?;

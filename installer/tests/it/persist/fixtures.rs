@@ -198,8 +198,7 @@ fn load_like_the_loader(
 }
 
 fn install_fixture(fx: &'static Fixture, backend: Backend) -> Result<(), Failed> {
-    let dir = scratch();
-    let root = copy_fixture(fx.name, dir.path())?;
+    let (dir, root) = scratch_copy(fx.name)?;
     let policy = policy_file(dir.path(), POLICY);
     let out = install_ok(&policy, &root, &["--backend", backend.name()])?;
     for p in [fx.v4, fx.v6] {
@@ -302,8 +301,7 @@ pub fn trials() -> Vec<Trial> {
     ));
 
     t.push(trial("persist::install::alpine_honours_conf_d", || {
-        let dir = scratch();
-        let root = copy_fixture("alpine", dir.path())?;
+        let (dir, root) = scratch_copy("alpine")?;
         std::fs::write(
             root.join("etc/conf.d/iptables"),
             "IPTABLES_SAVE=\"/etc/iptables/custom-save\"\n",
@@ -346,41 +344,19 @@ pub fn trials() -> Vec<Trial> {
     }));
 
     t.push(trial("persist::bad::unreadable_os_release", || {
-        let dir = scratch();
-        let root = copy_fixture("rocky", dir.path())?;
+        let (_dir, root) = scratch_copy("rocky")?;
         std::fs::remove_file(root.join("etc/os-release"))?;
         std::fs::create_dir(root.join("etc/os-release"))?;
         let out = portcullis(&["detect".as_ref(), "--root".as_ref(), root.as_os_str()]);
-        let err = text(&out.stderr);
-        if out.status.code() != Some(1) || !err.contains("/etc/os-release") {
-            return Err(format!(
-                "expected exit 1 naming /etc/os-release, got {}: {err}",
-                out.status
-            )
-            .into());
-        }
+        expect_exit(&out, 1, &["/etc/os-release"], "naming /etc/os-release")?;
         Ok(())
     }));
 
     t.push(trial("persist::bad::policy_without_allow_from", || {
-        let dir = scratch();
-        let root = copy_fixture("rocky", dir.path())?;
+        let (dir, root) = scratch_copy("rocky")?;
         let policy = policy_file(dir.path(), "[ssh]\nport = 22\n");
-        let out = portcullis(&[
-            "install".as_ref(),
-            "--config".as_ref(),
-            policy.as_os_str(),
-            "--root".as_ref(),
-            root.as_os_str(),
-        ]);
-        let err = text(&out.stderr);
-        if out.status.code() != Some(2) || !err.contains("ssh.allow_from") {
-            return Err(format!(
-                "expected exit 2 naming ssh.allow_from, got {}: {err}",
-                out.status
-            )
-            .into());
-        }
+        let out = install(&policy, &root, &[]);
+        expect_exit(&out, 2, &["ssh.allow_from"], "naming ssh.allow_from")?;
         if root.join("etc/sysconfig/iptables").exists() {
             return Err("a refused policy was written".into());
         }
@@ -389,40 +365,18 @@ pub fn trials() -> Vec<Trial> {
 
     t.push(trial("persist::bad::install_without_root_flag", || {
         let out = portcullis(&["install".as_ref()]);
-        let err = text(&out.stderr);
-        if out.status.code() != Some(2) || !err.contains("--root") {
-            return Err(format!(
-                "expected exit 2 asking for --root, got {}: {err}",
-                out.status
-            )
-            .into());
-        }
+        expect_exit(&out, 2, &["--root"], "asking for --root")?;
         Ok(())
     }));
 
     t.push(trial("persist::bad::unbalanced_rc_local_markers", || {
-        let dir = scratch();
-        let root = copy_fixture("unknown", dir.path())?;
+        let (dir, root) = scratch_copy("unknown")?;
         let rc = root.join("etc/rc.local");
         let body = "#!/bin/sh\n# BEGIN portcullis\nexit 0\n";
         std::fs::write(&rc, body)?;
         let policy = policy_file(dir.path(), POLICY);
-        let out = portcullis(&[
-            "install".as_ref(),
-            "--no-test".as_ref(),
-            "--config".as_ref(),
-            policy.as_os_str(),
-            "--root".as_ref(),
-            root.as_os_str(),
-        ]);
-        let err = text(&out.stderr);
-        if out.status.code() != Some(1) || !err.contains("markers") {
-            return Err(format!(
-                "expected exit 1 about the markers, got {}: {err}",
-                out.status
-            )
-            .into());
-        }
+        let out = install(&policy, &root, &["--no-test"]);
+        expect_exit(&out, 1, &["markers"], "about the markers")?;
         if std::fs::read_to_string(&rc)? != body || root.join("etc/iptables").exists() {
             return Err("a refused rc.local edit changed the root".into());
         }
@@ -433,30 +387,18 @@ pub fn trials() -> Vec<Trial> {
         "persist::bad::rules_path_is_a_symlink",
         None,
         || {
-            let dir = scratch();
-            let root = copy_fixture("debian", dir.path())?;
+            let (dir, root) = scratch_copy("debian")?;
             let outside = dir.path().join("outside");
             std::fs::create_dir_all(root.join("etc/iptables"))?;
             std::os::unix::fs::symlink(&outside, root.join("etc/iptables/rules.v4"))?;
             let policy = policy_file(dir.path(), POLICY);
-            let out = portcullis(&[
-                "install".as_ref(),
-                "--config".as_ref(),
-                policy.as_os_str(),
-                "--root".as_ref(),
-                root.as_os_str(),
-            ]);
-            let err = text(&out.stderr);
-            if out.status.code() != Some(1)
-                || !err.contains("symlink")
-                || !err.contains("/etc/iptables/rules.v4")
-            {
-                return Err(format!(
-                    "expected a refusal naming the symlink, got {}: {err}",
-                    out.status
-                )
-                .into());
-            }
+            let out = install(&policy, &root, &[]);
+            expect_exit(
+                &out,
+                1,
+                &["symlink", "/etc/iptables/rules.v4"],
+                "refusing the symlink",
+            )?;
             if outside.exists() || root.join("etc/iptables/rules.v6").exists() {
                 return Err("something was written despite the symlink".into());
             }
@@ -468,31 +410,17 @@ pub fn trials() -> Vec<Trial> {
             std::fs::create_dir(&out_dir)?;
             std::fs::remove_dir_all(root.join("etc/sysconfig"))?;
             std::os::unix::fs::symlink(&out_dir, root.join("etc/sysconfig"))?;
-            let out = portcullis(&[
-                "install".as_ref(),
-                "--config".as_ref(),
-                policy.as_os_str(),
-                "--root".as_ref(),
-                root.as_os_str(),
-            ]);
-            let err = text(&out.stderr);
-            if out.status.code() != Some(1)
-                || !err.contains("symlink")
-                || std::fs::read_dir(&out_dir)?.count() != 0
-            {
-                return Err(format!(
-                    "a symlinked /etc/sysconfig was followed or not refused ({}): {err}",
-                    out.status
-                )
-                .into());
+            let out = install(&policy, &root, &[]);
+            expect_exit(&out, 1, &["symlink"], "refusing a symlinked /etc/sysconfig")?;
+            if std::fs::read_dir(&out_dir)?.count() != 0 {
+                return Err("a symlinked /etc/sysconfig was followed".into());
             }
             Ok(())
         },
     ));
 
     t.push(root_trial("persist::bad::read_only_root", None, || {
-        let dir = scratch();
-        let root = copy_fixture("gentoo", dir.path())?;
+        let (dir, root) = scratch_copy("gentoo")?;
         let policy = policy_file(dir.path(), POLICY);
         // A read-only bind mount of the root, in a private mount namespace that dies
         // with the command.
@@ -503,10 +431,7 @@ pub fn trials() -> Vec<Trial> {
             .arg(env!("CARGO_BIN_EXE_portcullis"))
             .arg(&policy)
             .output()?;
-        let err = text(&out.stderr);
-        if out.status.code() != Some(1) || !err.contains("Read-only file system") {
-            return Err(format!("expected exit 1 saying read-only, got {}: {err}", out.status).into());
-        }
+        expect_exit(&out, 1, &["Read-only file system"], "saying read-only")?;
         if root.join("var").exists() || !leftover_temps(&root).is_empty() {
             return Err("something was written into the read-only root".into());
         }
@@ -514,8 +439,7 @@ pub fn trials() -> Vec<Trial> {
     }));
 
     t.push(root_trial("persist::install::check_diff_and_backup", None, || {
-        let dir = scratch();
-        let root = copy_fixture("rocky", dir.path())?;
+        let (dir, root) = scratch_copy("rocky")?;
         let a = policy_file(dir.path(), POLICY);
         install_ok(&a, &root, &[])?;
         let v4 = root.join("etc/sysconfig/iptables");
@@ -547,8 +471,7 @@ pub fn trials() -> Vec<Trial> {
         "persist::install::ipv6_untouched_writes_v4_only",
         None,
         || {
-            let dir = scratch();
-            let root = copy_fixture("gentoo", dir.path())?;
+            let (dir, root) = scratch_copy("gentoo")?;
             let policy = policy_file(
                 dir.path(),
                 &POLICY.replace("mode = \"mirror\"", "mode = \"untouched\""),
@@ -570,8 +493,7 @@ pub fn trials() -> Vec<Trial> {
             // A stand-in iptables-nft-restore that refuses every ruleset, first on PATH:
             // install must stop before replacing anything, and say which command refused.
             use std::os::unix::fs::PermissionsExt as _;
-            let dir = scratch();
-            let root = copy_fixture("arch", dir.path())?;
+            let (dir, root) = scratch_copy("arch")?;
             let a = policy_file(dir.path(), POLICY);
             install_ok(&a, &root, &["--backend", "nft"])?;
             let v4 = root.join("etc/iptables/iptables.rules");
@@ -605,17 +527,7 @@ pub fn trials() -> Vec<Trial> {
                 c.output()
             };
             let out = run(&[])?;
-            let err = text(&out.stderr);
-            if out.status.code() != Some(1)
-                || !err.contains("--test")
-                || !err.contains("line 2 failed")
-            {
-                return Err(format!(
-                    "expected a refusal naming the test, got {}: {err}",
-                    out.status
-                )
-                .into());
-            }
+            expect_exit(&out, 1, &["--test", "line 2 failed"], "naming the test")?;
             if std::fs::read_to_string(&v4)? != before
                 || root
                     .join("etc/iptables/iptables.rules.portcullis.bak")

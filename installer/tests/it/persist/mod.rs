@@ -55,6 +55,13 @@ pub fn roots_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/roots")
 }
 
+/// A scratch directory holding a copy of fixture root `name` (at `DIR/root`).
+pub fn scratch_copy(name: &str) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let dir = scratch();
+    let root = copy_fixture(name, dir.path())?;
+    Ok((dir, root))
+}
+
 /// A copy of fixture root `name` in `dir/root` (symlinks kept as symlinks).
 pub fn copy_fixture(name: &str, dir: &Path) -> Result<PathBuf, String> {
     let dst = dir.join("root");
@@ -95,8 +102,8 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `portcullis install --config P --root R [extra]`, which must succeed.
-pub fn install_ok(policy: &Path, root: &Path, extra: &[&str]) -> Result<String, String> {
+/// `portcullis install --config P --root R [extra]`, whatever it exits with.
+pub fn install(policy: &Path, root: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "install".as_ref(),
         "--config".as_ref(),
@@ -105,7 +112,30 @@ pub fn install_ok(policy: &Path, root: &Path, extra: &[&str]) -> Result<String, 
         root.as_os_str(),
     ];
     args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
-    let out = portcullis(&args);
+    portcullis(&args)
+}
+
+/// `out` exited with `code` and its stderr holds every one of `needles`; the
+/// stderr, or an error saying what was expected (`what`) and what came.
+pub fn expect_exit(
+    out: &Output,
+    code: i32,
+    needles: &[&str],
+    what: &str,
+) -> Result<String, String> {
+    let err = text(&out.stderr);
+    if out.status.code() != Some(code) || !needles.iter().all(|n| err.contains(n)) {
+        return Err(format!(
+            "expected exit {code} {what}, got {}: {err}",
+            out.status
+        ));
+    }
+    Ok(err)
+}
+
+/// `portcullis install --config P --root R [extra]`, which must succeed.
+pub fn install_ok(policy: &Path, root: &Path, extra: &[&str]) -> Result<String, String> {
+    let out = install(policy, root, extra);
     if !out.status.success() {
         return Err(format!(
             "install --root {} {extra:?} failed ({}): {}",
