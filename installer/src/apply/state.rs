@@ -23,7 +23,7 @@
 //! of the directory) and never through a symlink.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
@@ -49,6 +49,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// A failed atomic write; the persist error names the file.
+    #[error(transparent)]
+    Write(Box<crate::persist::PersistError>),
     #[error(
         "cannot read the record {path}: {source}; inspect it, or remove it if no apply is pending"
     )]
@@ -216,24 +219,13 @@ impl StateDir {
         self.path.join(name)
     }
 
-    /// Write `name` atomically, 0600: temp file in this directory, fsync, rename,
-    /// fsync of the directory. Never follows a symlink.
+    /// Write `name` atomically, 0600, with the one atomic writer
+    /// ([`crate::persist::atomic::write_file`]): temp file in this directory,
+    /// fsync, rename, fsync of the directory. Never follows a symlink.
     pub fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), StateError> {
-        let target = self.file(name);
-        let tmp = self.file(&format!(".{name}.tmp.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(io("cannot create", &tmp))?;
-        f.write_all(data).map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot fsync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &target).map_err(io("cannot rename into", &target))?;
-        self.sync_dir()
+        use crate::persist::atomic::{Existing, write_file};
+        write_file(&self.file(name), data, 0o600, Existing::Replace)
+            .map_err(|e| StateError::Write(Box::new(e)))
     }
 
     fn sync_dir(&self) -> Result<(), StateError> {
