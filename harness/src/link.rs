@@ -187,6 +187,34 @@ pub async fn add_default_route(gateway: IpAddr) -> Result<()> {
         ))
 }
 
+/// Replace the default route of the address's family via `gateway` with one that
+/// has the `quickack` metric (RTAX_QUICKACK): TCP connections through it ACK every
+/// segment at once instead of up to a delayed-ACK timeout (40 ms or more) later.
+///
+/// For a client whose session must never be the first to speak after a ruleset
+/// loads: with delayed ACKs, the client's ACK of the server's last output can
+/// still be in flight when the rules change, and conntrack then picks the session
+/// up from the client's side (measured: 2 runs in 6 of the ssh-session scenario).
+pub async fn set_default_route_quickack(gateway: IpAddr) -> Result<()> {
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
+    let mut msg = match gateway {
+        IpAddr::V4(gw) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build(),
+        IpAddr::V6(gw) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build(),
+    };
+    msg.attributes
+        .push(RouteAttribute::Metrics(vec![RouteMetric::QuickAck(1)]));
+    host::netlink()
+        .route()
+        .add(msg)
+        .replace()
+        .execute()
+        .await
+        .map_err(error::netlink(
+            &here(),
+            format!("replace the default route via {gateway} with quickack"),
+        ))
+}
+
 /// Turn on IPv4 and IPv6 forwarding in the calling host's namespace.
 pub fn enable_forwarding() -> Result<()> {
     for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
