@@ -86,12 +86,22 @@ impl SshLab {
              AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
              StrictModes no\nPidFile none\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\n\
-             KexAlgorithms {kex}\n",
+             KexAlgorithms {kex}\nSetEnv HOME={d}\n",
             d = d.display(),
             kex = portcullis_harness::services::ssh::KEX,
         );
         std::fs::write(d.join("sshd_config"), cfg).map_err(e)?;
         let lab = Lab::standard().map_err(e)?;
+        // Sessions get the lab dir as HOME (no real ~/.bashrc), so the remote
+        // side prints right after login; the admin ACKs at once, so after a load
+        // only the server can be the first to speak on an untracked session.
+        for family in Family::ALL {
+            let gw = HostId::Admin.plan().expect("leaf").gateway(family);
+            lab.host(HostId::Admin)
+                .try_run(move || portcullis_harness::link::set_default_route_quickack(gw))
+                .map_err(e)?
+                .map_err(e)?;
+        }
         let target = lab.host(HostId::Target);
         // sshd runs as PID 1 of its own PID namespace: when the test dies, even by
         // SIGKILL, `unshare` dies by its parent-death signal, its child by
