@@ -121,6 +121,18 @@ pub struct ParseError {
 impl Counters {
     /// Parse the output of `iptables-save -c` (either backend).
     pub fn parse(family: Family, text: &str) -> Result<Counters, ParseError> {
+        Counters::parse_with(family, text, true)
+    }
+
+    /// Parse a ruleset as `iptables-restore` reads it, where `[packets:bytes]` is
+    /// optional (absent counts are zero): which rules and policies a file would
+    /// load, to check that a name given to `comment_prefix_packets` or `rule_at`
+    /// matches one before anything runs.
+    pub fn parse_ruleset(family: Family, text: &str) -> Result<Counters, ParseError> {
+        Counters::parse_with(family, text, false)
+    }
+
+    fn parse_with(family: Family, text: &str, counted: bool) -> Result<Counters, ParseError> {
         let mut entries = Vec::new();
         let mut table: Option<String> = None;
         let mut index: HashMap<(String, String), usize> = HashMap::new();
@@ -143,16 +155,21 @@ impl Counters {
             if let Some(chain_line) = line.strip_prefix(':') {
                 // `:INPUT DROP [12:720]`; user chains have policy `-`.
                 let mut parts = chain_line.split_whitespace();
-                let (Some(chain), Some(policy), Some(counts)) =
+                let (Some(chain), Some(policy), counts) =
                     (parts.next(), parts.next(), parts.next())
                 else {
                     return Err(err("a chain line needs a name, a policy and counters"));
                 };
+                let (packets, bytes) = match counts {
+                    Some(counts) => {
+                        parse_counts(counts).ok_or_else(|| err("bad [packets:bytes]"))?
+                    }
+                    None if !counted => (0, 0),
+                    None => return Err(err("a chain line needs a name, a policy and counters")),
+                };
                 if policy == "-" {
                     continue;
                 }
-                let (packets, bytes) =
-                    parse_counts(counts).ok_or_else(|| err("bad [packets:bytes]"))?;
                 entries.push(Counter {
                     family,
                     table,
@@ -165,12 +182,17 @@ impl Counters {
                 });
                 continue;
             }
-            // `[5:300] -A INPUT -p tcp ... -j ACCEPT`
-            let (counts, rule) = line
-                .split_once(' ')
-                .ok_or_else(|| err("a rule line needs [packets:bytes] and -A"))?;
-            let (packets, bytes) =
-                parse_counts(counts).ok_or_else(|| err("bad [packets:bytes]"))?;
+            // `[5:300] -A INPUT -p tcp ... -j ACCEPT` (a ruleset may leave out the
+            // counters)
+            let ((packets, bytes), rule) = if !counted && line.starts_with("-A ") {
+                ((0, 0), line)
+            } else {
+                let (counts, rule) = line
+                    .split_once(' ')
+                    .ok_or_else(|| err("a rule line needs [packets:bytes] and -A"))?;
+                let counts = parse_counts(counts).ok_or_else(|| err("bad [packets:bytes]"))?;
+                (counts, rule)
+            };
             let rule = rule
                 .trim_start()
                 .strip_prefix("-A ")
@@ -461,5 +483,56 @@ COMMIT
         assert_eq!(e.line, 2);
         let e = Counters::parse(Family::V6, ":INPUT DROP [0:0]\n").unwrap_err();
         assert_eq!(e.line, 1);
+        let e = Counters::parse(Family::V6, "*filter\n:INPUT DROP\n").unwrap_err();
+        assert_eq!(e.line, 2, "save output always carries the counters");
+        let e = Counters::parse(Family::V6, "*filter\n-A INPUT -j DROP\n").unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+
+    /// A restore file names the same rules as its save output, counters or not;
+    /// anything else that is not a rule is still an error.
+    #[test]
+    fn a_ruleset_parses_with_or_without_counters() {
+        let text = "*filter\n:INPUT DROP [0:0]\n:OUTPUT DROP\n\
+                    -A INPUT -i lo -m comment --comment loopback -j ACCEPT\n\
+                    [0:0] -A INPUT -p tcp -m tcp --dport 22 -j DROP\n\
+                    -A OUTPUT -o lo -m comment --comment loopback -j ACCEPT\nCOMMIT\n";
+        let c = Counters::parse_ruleset(Family::V4, text).unwrap();
+        assert_eq!(c.entries.len(), 5);
+        assert!(c.policy("filter", "OUTPUT").is_some_and(Counter::is_drop));
+        assert_eq!(c.comment_prefix_packets(None, "loop"), Some(0));
+        assert_eq!(c.comment_prefix_packets(Some("FORWARD"), "loop"), None);
+        assert!(
+            c.rule_at("filter", "INPUT", 2)
+                .is_some_and(Counter::is_drop)
+        );
+        assert!(c.rule_at("filter", "OUTPUT", 2).is_none());
+        let e = Counters::parse_ruleset(Family::V4, "*filter\n-I INPUT -j DROP\n").unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+
+    /// A drop counts wherever it happens: `-j DROP` rules and DROP policies, in
+    /// every chain, and a comment prefix without a chain sums over chains.
+    #[test]
+    fn drops_and_comments_sum_over_chains() {
+        let before = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                      [0:0] -A INPUT -p tcp -m tcp --dport 23 -m comment --comment \"no telnet\" -j DROP\n\
+                      [0:0] -A INPUT -i lo -m comment --comment loopback -j ACCEPT\n\
+                      [0:0] -A OUTPUT -o lo -m comment --comment loopback -j ACCEPT\nCOMMIT\n";
+        let after = before
+            .replace(":INPUT DROP [0:0]", ":INPUT DROP [2:120]")
+            .replace(":OUTPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [9:540]")
+            .replace("[0:0] -A INPUT -p tcp", "[1:60] -A INPUT -p tcp")
+            .replace("[0:0] -A INPUT -i lo", "[3:180] -A INPUT -i lo")
+            .replace("[0:0] -A OUTPUT -o lo", "[4:240] -A OUTPUT -o lo");
+        let before = Counters::parse(Family::V4, before).unwrap();
+        let d = Counters::parse(Family::V4, &after).unwrap().since(&before);
+        assert_eq!(d.drop_packets(), 3, "the telnet rule and the INPUT policy");
+        assert_eq!(d.comment_prefix_packets(None, "loopback"), Some(7));
+        assert_eq!(d.comment_prefix_packets(Some("INPUT"), "loopback"), Some(3));
+        assert_eq!(
+            d.counted_in("INPUT"),
+            ["INPUT: no telnet", "INPUT: loopback", "INPUT policy"]
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 use portcullis::verify::exec::{LabSession, SshSessionId};
 use portcullis::verify::{
-    Counters, Expectation, Host, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology,
-    apply_mappings, map_text,
+    Expectation, Host, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
+    map_text,
 };
 use portcullis_harness::{Backend, Family};
 
@@ -175,8 +175,9 @@ pub fn check_counters_exist(scn: &Scenario) -> Result<(), String> {
         let Some(by) = by else { continue };
         for f in families {
             let text = loaded.as_ref().and_then(|r| r.get(f));
-            let counters = text.map(Counters::parse).unwrap_or_default();
-            if counters.counted(by).is_none() {
+            let answers = portcullis::verify::answers(f, text, by)
+                .map_err(|e| format!("step {}: the {f} ruleset: {e}", i + 1))?;
+            if !answers {
                 return Err(format!(
                     "step {}: counted_by `{by}` names no rule of the {f} ruleset loaded at that point",
                     i + 1

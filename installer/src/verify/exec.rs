@@ -14,11 +14,12 @@ use portcullis_harness::services::{self, Service};
 use portcullis_harness::{Backend, Family, HostId, Lab, Task, link};
 use rustls_pki_types::CertificateDer;
 
-use super::counters::{Counters, Observation, RuleCount};
+use portcullis_harness::Counters;
+
+use super::counters::{Observation, TABLE};
 use super::expect::{HostAddr, Topology};
 use super::model::{Expect, Host, ProbeKind, ProbeSpec};
 use super::{Expectation, LabRules, Row, VerifyError};
-use crate::rule::Chain;
 
 /// The name the lab's DNS answers and its web server's certificate carries.
 pub const WEB_NAME: &str = "www.lab.test";
@@ -128,36 +129,6 @@ fn fam_index(f: Family) -> usize {
         Family::V4 => 0,
         Family::V6 => 1,
     }
-}
-
-/// The `filter` table of the harness's counters, in this module's shape.
-fn convert(c: &portcullis_harness::Counters) -> Counters {
-    use portcullis_harness::CounterKind;
-    let mut out = Counters::default();
-    for e in c.entries.iter().filter(|e| e.table == "filter") {
-        let Some(chain) = super::model::parse_chain(&e.chain) else {
-            continue;
-        };
-        match &e.kind {
-            CounterKind::Policy { policy } => {
-                let i = Chain::ALL.iter().position(|c| *c == chain).unwrap_or(0);
-                out.policies[i] = e.packets;
-                out.policy_drops[i] = policy == "DROP";
-            }
-            CounterKind::Rule {
-                index,
-                text,
-                comment,
-            } => out.rules.push(RuleCount {
-                chain,
-                position: *index,
-                comment: comment.clone(),
-                spec: text.clone(),
-                packets: e.packets,
-            }),
-        }
-    }
-    out
 }
 
 /// The standard lab under one backend, its servers, and the target's rules.
@@ -290,7 +261,7 @@ impl LabSession {
             .lab
             .counters(&[family])
             .map_err(err("reading counters"))?;
-        Ok(convert(&c))
+        Ok(c.table(TABLE))
     }
 
     fn addr(&self, h: Host, f: Family) -> Result<IpAddr, ExecError> {
@@ -578,7 +549,7 @@ impl LabSession {
         let after = self.counters(f)?;
         Ok(Observation {
             outcome,
-            deltas: Counters::delta(&before, &after),
+            deltas: after.since(&before),
             family: Some(f),
         })
     }

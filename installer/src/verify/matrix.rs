@@ -7,9 +7,8 @@ use std::io::{self, Write};
 use portcullis_harness::Backend;
 use portcullis_harness::probe::Outcome;
 
-use super::counters::{Observation, check};
+use super::counters::{Observation, check, counted, counted_anywhere};
 use super::model::{CountedBy, Expectation};
-use crate::rule::Chain;
 
 /// One probed promise.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,16 +33,14 @@ impl Row {
     /// Judge `obs` against `exp`.
     pub fn judge(backend: Backend, expectation: Expectation, obs: &Observation) -> Row {
         let problems = check(&expectation, obs).err().unwrap_or_default();
-        let counted = match &expectation.counted_by {
-            Some(by)
-                if *by != CountedBy::AnyDrop && obs.deltas.counted(by).is_some_and(|n| n > 0) =>
-            {
-                vec![format!("{by} (+{})", obs.deltas.counted(by).unwrap_or(0))]
-            }
-            _ => Chain::ALL
-                .into_iter()
-                .flat_map(|c| obs.deltas.counted_in(c))
-                .collect(),
+        let by_count = expectation
+            .counted_by
+            .as_ref()
+            .filter(|by| **by != CountedBy::AnyDrop)
+            .and_then(|by| Some((by, counted(&obs.deltas, by)?)));
+        let counted = match by_count {
+            Some((by, n)) if n > 0 => vec![format!("{by} (+{n})")],
+            _ => counted_anywhere(&obs.deltas),
         };
         Row {
             backend,
@@ -147,10 +144,9 @@ pub fn print(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::counters::Counters;
     use super::super::model::*;
     use super::*;
-    use portcullis_harness::Family;
+    use portcullis_harness::{Counters, Family};
 
     #[test]
     fn matrix_names_the_counting_rule_and_the_mismatches() {
@@ -166,11 +162,11 @@ mod tests {
             counted_by: Some(by.parse().unwrap()),
             why: "ssh.allow_from".into(),
         };
-        let counted = Counters {
-            policies: [1, 0, 0],
-            policy_drops: [true; 3],
-            rules: Vec::new(),
-        };
+        let save = |n| format!("*filter\n:INPUT DROP [{n}:60]\n:FORWARD DROP [0:0]\nCOMMIT\n");
+        let before = Counters::parse(Family::V4, &save(0)).unwrap();
+        let counted = Counters::parse(Family::V4, &save(1))
+            .unwrap()
+            .since(&before);
         let obs = Observation {
             outcome: Outcome::NoAnswer,
             deltas: counted,
