@@ -131,16 +131,34 @@ pub fn write_atomic_with(
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let tmp = TempPath(dir.join(format!(
-        ".{}.portcullis-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    )));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp.0)?;
+    // A leftover temp file (a crash, a reused pid) or a planted symlink makes
+    // `create_new` fail; try the next name rather than touch it.
+    let mut attempt = 0u32;
+    let (tmp, mut f) = loop {
+        let tmp = dir.join(format!(
+            ".{}.portcullis-{}-{attempt}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => break (TempPath(tmp), f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
+            }
+            // Not `AlreadyExists`: that kind means the target, for `Existing::Refuse`.
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "cannot create {}: {e}",
+                    tmp.display()
+                )));
+            }
+        }
+    };
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
