@@ -44,9 +44,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             match rendered.text(family) {
                 Some(text) => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(text.as_bytes())
-                        .and_then(|()| out.flush())
-                        .context("cannot write to stdout")?;
+                    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                        // `portcullis render | head` closed the pipe: not an error.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        r => r.context("cannot write to stdout")?,
+                    }
                 }
                 None => eprintln!("portcullis: ipv6.mode is \"untouched\": no ipv6 ruleset"),
             }

@@ -102,7 +102,10 @@ fn near_policy() -> impl Strategy<Value = String> {
 
 fn never_panics() -> Result<(), Failed> {
     let mut runner = TestRunner::new(Config {
-        cases: 512,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512),
         failure_persistence: None,
         ..Config::default()
     });
