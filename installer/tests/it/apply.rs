@@ -55,12 +55,37 @@ pub fn without_chain_counters(line: &str) -> String {
 /// /run. Not under the target dir: `apply` refuses a state dir with an ancestor
 /// owned by anyone but root, and CI builds as a user (tests run through sudo),
 /// so the target dir is the user's. /run is root's and not world-writable; only
-/// this trial's files go there, removed when it ends.
+/// this trial's files go there, removed when it ends. The name carries our pid,
+/// so a run killed before it could clean up (SIGKILL skips `Drop`) leaves a dir
+/// the next run recognises as dead and removes.
 pub fn private_dir(prefix: &str) -> Result<tempfile::TempDir, Failed> {
+    sweep_dead_private_dirs(prefix);
     tempfile::Builder::new()
-        .prefix(&format!("portcullis-{prefix}"))
+        .prefix(&format!("portcullis-{prefix}-{}-", std::process::id()))
         .tempdir_in("/run")
         .map_err(|e| format!("cannot make a private dir under /run: {e}").into())
+}
+
+/// Remove `/run/portcullis-PREFIX-PID-*` left by runs whose PID is gone.
+fn sweep_dead_private_dirs(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir("/run") else {
+        return;
+    };
+    let start = format!("portcullis-{prefix}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&start))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A network namespace held by a child process.
