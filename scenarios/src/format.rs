@@ -305,28 +305,34 @@ fn step(s: RawStep) -> Result<Step, String> {
     let counted = |c: &Option<String>| -> Result<Option<CountedBy>, String> {
         c.as_deref().map(str::parse).transpose()
     };
-    let unused = |keys: &[(&str, bool)]| -> Result<(), String> {
-        match keys.iter().find(|(_, present)| *present) {
-            Some((k, _)) => Err(format!("`{k}` means nothing for this step")),
+    // The optional keys this step sets; each kind of step names the ones it uses
+    // and any other is refused (`why` is welcome everywhere).
+    let present: Vec<&str> = [
+        ("from", s.from.is_some()),
+        ("to", s.to.is_some()),
+        ("on", s.on.is_some()),
+        ("port", s.port.is_some()),
+        ("family", s.family.is_some()),
+        ("expect", s.expect.is_some()),
+        ("counted_by", s.counted_by.is_some()),
+        ("session", s.session.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    let uses_only = |uses: &[&str]| -> Result<(), String> {
+        match present.iter().find(|key| !uses.contains(key)) {
+            Some(key) => Err(format!("`{key}` means nothing for this step")),
             None => Ok(()),
         }
     };
     if let Some(name) = s.load {
-        unused(&[
-            ("from", s.from.is_some()),
-            ("to", s.to.is_some()),
-            ("on", s.on.is_some()),
-            ("port", s.port.is_some()),
-            ("family", s.family.is_some()),
-            ("expect", s.expect.is_some()),
-            ("counted_by", s.counted_by.is_some()),
-            ("session", s.session.is_some()),
-        ])?;
+        uses_only(&[])?;
         return Ok(Step::Load(name));
     }
     if let Some(kind) = s.probe {
         let kind: ProbeKind = kind.parse()?;
-        unused(&[("on", s.on.is_some()), ("session", s.session.is_some())])?;
+        uses_only(&["from", "to", "port", "family", "expect", "counted_by"])?;
         let from = host(s.from.as_deref(), "from")?;
         let to = match s.to.as_deref() {
             Some(t) => t.parse()?,
@@ -357,27 +363,11 @@ fn step(s: RawStep) -> Result<Step, String> {
     let action = s.action.unwrap_or_default();
     match action.as_str() {
         "reset-counters" => {
-            unused(&[
-                ("from", s.from.is_some()),
-                ("to", s.to.is_some()),
-                ("on", s.on.is_some()),
-                ("port", s.port.is_some()),
-                ("family", s.family.is_some()),
-                ("expect", s.expect.is_some()),
-                ("counted_by", s.counted_by.is_some()),
-                ("session", s.session.is_some()),
-            ])?;
+            uses_only(&[])?;
             Ok(Step::ResetCounters)
         }
         "flush-neighbours" => {
-            unused(&[
-                ("from", s.from.is_some()),
-                ("to", s.to.is_some()),
-                ("port", s.port.is_some()),
-                ("expect", s.expect.is_some()),
-                ("counted_by", s.counted_by.is_some()),
-                ("session", s.session.is_some()),
-            ])?;
+            uses_only(&["on", "family"])?;
             Ok(Step::FlushNeighbours {
                 on: host(s.on.as_deref(), "on")?,
                 families: families(s.family.as_deref())?,
@@ -388,10 +378,7 @@ fn step(s: RawStep) -> Result<Step, String> {
             let [family] = fams[..] else {
                 return Err("open-ssh-session needs one `family` (ipv4 or ipv6)".into());
             };
-            unused(&[
-                ("expect", s.expect.is_some()),
-                ("counted_by", s.counted_by.is_some()),
-            ])?;
+            uses_only(&["from", "to", "on", "port", "family", "session"])?;
             Ok(Step::OpenSshSession {
                 name: s.session.unwrap_or_else(|| "session".into()),
                 from: host(s.from.as_deref(), "from")?,
@@ -399,13 +386,7 @@ fn step(s: RawStep) -> Result<Step, String> {
             })
         }
         "check-ssh-session" => {
-            unused(&[
-                ("from", s.from.is_some()),
-                ("to", s.to.is_some()),
-                ("on", s.on.is_some()),
-                ("port", s.port.is_some()),
-                ("family", s.family.is_some()),
-            ])?;
+            uses_only(&["expect", "counted_by", "session"])?;
             Ok(Step::CheckSshSession {
                 name: s.session.unwrap_or_else(|| "session".into()),
                 expect: expect(&s.expect)?,
@@ -512,6 +493,44 @@ counted_by = "OUTPUT policy"
         assert!(matches!(s.rulesets["main"], RulesetSource::Policy(_)));
         let both = OK.replace("[ruleset.main]", "policy = \"@default\"\n[ruleset.main]");
         assert!(parse(&both).unwrap_err().contains("give one"));
+    }
+
+    #[test]
+    fn a_key_a_step_does_not_use_is_refused() {
+        let session =
+            "[[step]]\naction = \"open-ssh-session\"\nfrom = \"admin\"\nfamily = \"ipv4\"\n";
+        for (step, key) in [
+            ("[[step]]\nload = \"main\"\nport = 22\n", "port"),
+            (
+                "[[step]]\nprobe = \"tcp\"\nfrom = \"admin\"\nport = 22\non = \"target\"\n",
+                "on",
+            ),
+            (
+                "[[step]]\naction = \"reset-counters\"\nfamily = \"ipv4\"\n",
+                "family",
+            ),
+            (
+                "[[step]]\naction = \"flush-neighbours\"\non = \"admin\"\nport = 1\n",
+                "port",
+            ),
+            (
+                "[[step]]\naction = \"open-ssh-session\"\nfrom = \"admin\"\nfamily = \"ipv4\"\nexpect = \"ok\"\n",
+                "expect",
+            ),
+            (
+                "[[step]]\naction = \"check-ssh-session\"\nexpect = \"ok\"\nfrom = \"admin\"\n",
+                "from",
+            ),
+        ] {
+            let e = parse(&format!("{OK}{session}{step}")).unwrap_err();
+            assert!(e.contains(&format!("`{key}` means nothing")), "{step}: {e}");
+        }
+        // What each step does use is accepted.
+        let fine = format!(
+            "{OK}{session}[[step]]\naction = \"flush-neighbours\"\non = \"admin\"\nfamily = \"ipv6\"\n\
+             [[step]]\naction = \"check-ssh-session\"\nexpect = \"ok\"\ncounted_by = \"OUTPUT policy\"\n"
+        );
+        parse(&fine).unwrap();
     }
 
     #[test]
