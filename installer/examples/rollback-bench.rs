@@ -6,16 +6,15 @@
 //!
 //! Run as root after building the binary:
 //! `cargo build --release -p portcullis && cargo run --release -p portcullis --example rollback-bench [-- RUNS]`.
-//! Every apply runs inside a private network namespace held by an `unshare -n cat`
-//! (it exits when this process does); the state directory is private, under /run,
-//! and removed at the end.
+//! Every apply runs inside a fresh lab host (`portcullis_harness::Host`: an
+//! anonymous network namespace that dies with this process); the state directory
+//! is private, under /run, and removed at the end.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use portcullis::apply::Record;
-use portcullis_harness::Backend;
+use portcullis_harness::{Backend, Host};
 
 const POLICY: &str = "[ssh]\nallow_from = [\"198.51.100.0/24\", \"2001:db8:2::/64\"]\n";
 
@@ -89,27 +88,10 @@ fn main() {
 /// One unconfirmed apply in a fresh namespace; milliseconds from the deadline to
 /// the end of the rollback.
 fn one(bin: &Path, work: &Path, backend: Backend, i: usize) -> Result<i64, String> {
-    let mut holder = Command::new("unshare")
-        .args(["-n", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("unshare: {e}"))?;
-    let me = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
-    let theirs = format!("/proc/{}/ns/net", holder.id());
-    let until = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_link(&theirs).map(|l| l == me).unwrap_or(true) {
-        if Instant::now() > until {
-            return Err("unshare -n did not enter a new namespace".into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let host = Host::new(&format!("rollback-{backend}-{i}")).map_err(|e| e.to_string())?;
     let state: PathBuf = work.join(format!("state-{backend}-{i}"));
-    let out = Command::new("nsenter")
-        .arg("-t")
-        .arg(holder.id().to_string())
-        .args(["-n", "--"])
-        .arg(bin)
+    let out = host
+        .command(bin)
         .args([
             "apply",
             "--timeout",
@@ -126,9 +108,8 @@ fn one(bin: &Path, work: &Path, backend: Backend, i: usize) -> Result<i64, Strin
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("nsenter: {e}"))?;
-    let _ = holder.kill();
-    let _ = holder.wait();
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    drop(host);
     if out.status.code() != Some(1) {
         return Err(format!(
             "apply exited {}: {}",
