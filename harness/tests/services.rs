@@ -958,14 +958,9 @@ fn lab_sessions_before_ruleset(lab: &Lab, b: Backend) -> TestResult {
     let addr = SocketAddr::new(target, 22);
     let client = sshd.client();
     let admin = lab.host(HostId::Admin);
-    // The admin ACKs the ticks at once: with delayed ACKs its ACK of the last tick
-    // can still be in flight when the ruleset loads, and conntrack then picks the
-    // session up from the client's side, so the server never speaks first.
-    let gw = HostId::Admin.plan().expect("leaf").gateway(Family::V4);
-    admin
-        .try_run(move || portcullis_harness::link::set_default_route_quickack(gw))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    // The admin ACKs the ticks at once (the lab's default routes carry quickack,
+    // see `link::add_default_route`), so no ACK of its is in flight when the
+    // ruleset loads and the server is the first to speak.
     let (cat, ticker) = admin
         .run(move || async move {
             let cat = client.session(addr, "cat", PATIENT).await?;

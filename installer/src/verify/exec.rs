@@ -563,15 +563,9 @@ impl LabSession {
     ) -> Result<SshSessionId, ExecError> {
         let client = self.ensure_sshd(22)?;
         let addr = SocketAddr::new(self.addr(Host::Target, family)?, 22);
-        // The client must not speak first after a load: it ACKs the server's
-        // output at once (see `link::set_default_route_quickack`).
-        if let Some(plan) = host_id(from).and_then(HostId::plan) {
-            let gw = plan.gateway(family);
-            self.host(from)?
-                .try_run(move || link::set_default_route_quickack(gw))
-                .map_err(err("the session client's route"))?
-                .map_err(|e| ExecError(format!("the session client's route: {e}")))?;
-        }
+        // The client ACKs the server's output at once (the lab's default routes
+        // carry `quickack`, see `link::add_default_route`), so after a load only
+        // the server can be the first to speak.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SessionCmd>();
         let ((), task) = self
             .host(from)?

@@ -93,15 +93,9 @@ impl SshLab {
         std::fs::write(d.join("sshd_config"), cfg).map_err(e)?;
         let lab = Lab::standard().map_err(e)?;
         // Sessions get the lab dir as HOME (no real ~/.bashrc), so the remote
-        // side prints right after login; the admin ACKs at once, so after a load
-        // only the server can be the first to speak on an untracked session.
-        for family in Family::ALL {
-            let gw = HostId::Admin.plan().expect("leaf").gateway(family);
-            lab.host(HostId::Admin)
-                .try_run(move || portcullis_harness::link::set_default_route_quickack(gw))
-                .map_err(e)?
-                .map_err(e)?;
-        }
+        // side prints right after login; the admin ACKs at once (the lab's routes
+        // carry quickack), so after a load only the server can be the first to
+        // speak on an untracked session.
         let target = lab.host(HostId::Target);
         // sshd runs as PID 1 of its own PID namespace: when the test dies, even by
         // SIGKILL, `unshare` dies by its parent-death signal, its child by
