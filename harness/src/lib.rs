@@ -86,9 +86,7 @@
 //! - Child processes that must outlive one call go through
 //!   [`Host::spawn_child`]; their parent-death signal is tied to the host thread.
 
-pub mod backend;
 pub mod conntrack;
-pub mod counters;
 pub mod error;
 pub mod evidence;
 pub mod host;
@@ -99,12 +97,15 @@ pub mod procs;
 pub mod services;
 mod sys;
 
-pub use backend::{Backend, BackendError, Family};
-pub use counters::{Counter, CounterKind, Counters, Delta};
+// The backends, the command runner and the counter parser live in the leaf crate
+// both halves depend on; the lab re-exports them so a lab user needs one import.
 pub use error::LabError;
 pub use evidence::{Evidence, Selector};
 pub use host::{Child, Host, Task, sweep};
 pub use lab::{HostId, Lab, LabOptions, LinkPlan};
+pub use portcullis_netfilter::{Backend, BackendError, Family};
+pub use portcullis_netfilter::{Counter, CounterKind, Counters, Delta};
+pub use portcullis_netfilter::{backend, counters};
 pub use probe::Outcome;
 
 /// Whether this process can build labs (root). Privileged tests are reported

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use crate::policy::{Allow, Ipv6Mode, Policy, Ports, Proto};
 use crate::rule::{Chain, L4, Match, Rule, Ruleset, Target};
 
-pub use portcullis_harness::Family;
+pub use portcullis_netfilter::Family;
 
 /// Both families' rendered rulesets. `v6` is `None` when IPv6 is `untouched`.
 #[derive(Debug, Clone, PartialEq, Eq)]

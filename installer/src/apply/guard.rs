@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use portcullis_harness::{Backend, Family};
+use portcullis_netfilter::{Backend, Family};
 
 use super::snapshot;
 use super::state::{GUARD_FIFO, Record, StateDir, Status, now_unix_ms};

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portcullis_harness::{Backend, BackendError, Family};
+use portcullis_netfilter::{Backend, BackendError, Family};
 use serde::Serialize;
 
 pub use session::SshConnection;
@@ -208,7 +208,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     }
 
     for (family, text) in &families {
-        portcullis_harness::backend::restore(opts.backend, *family, text, true).map_err(
+        portcullis_netfilter::backend::restore(opts.backend, *family, text, true).map_err(
             |source| ApplyError::Test {
                 family: *family,
                 backend: opts.backend,
@@ -270,7 +270,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     };
     for (family, text) in &families {
         if let Err(source) =
-            portcullis_harness::backend::restore(opts.backend, *family, text, false)
+            portcullis_netfilter::backend::restore(opts.backend, *family, text, false)
         {
             let line = format!(
                 "rollback {} applying the {family} rules failed",

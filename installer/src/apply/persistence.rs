@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use portcullis_harness::{Backend, Family};
+use portcullis_netfilter::{Backend, Family};
 
 use crate::persist::{self, InstallOptions, TestMode};
 use crate::render::Rendered;

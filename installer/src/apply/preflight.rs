@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use portcullis_harness::{Backend, Family};
+use portcullis_netfilter::{Backend, Family};
 
 use super::session::SshConnection;
 use crate::policy::{Ipv6Mode, Policy};
@@ -196,7 +196,7 @@ pub fn gather(backend: Backend, ssh: Option<SshConnection>, root: &Path) -> Fact
         let mut n = 0;
         for f in Family::ALL {
             // Reading an empty backend is harmless; an error reads as "no rules".
-            let text = portcullis_harness::backend::save(b, f, false).unwrap_or_default();
+            let text = portcullis_netfilter::backend::save(b, f, false).unwrap_or_default();
             n += count_rules(&text);
             docker.extend(docker_chains(&text));
         }

@@ -6,7 +6,7 @@
 //! place. A snapshot without a filter table therefore gets an explicit one with
 //! ACCEPT policies and no rules, which is what "no table" means to the kernel.
 
-use portcullis_harness::{Backend, BackendError, Family};
+use portcullis_netfilter::{Backend, BackendError, Family};
 
 use super::state::{StateDir, StateError, snapshot_name};
 
@@ -54,7 +54,7 @@ pub fn normalize(save: &str) -> String {
 /// Save both families' live rules into the state directory (0600, fsynced).
 pub fn take(state: &StateDir, backend: Backend) -> Result<(), SnapshotError> {
     for family in Family::ALL {
-        let text = portcullis_harness::backend::save(backend, family, false)
+        let text = portcullis_netfilter::backend::save(backend, family, false)
             .map_err(|source| SnapshotError::Save { family, source })?;
         state.write_atomic(snapshot_name(family), normalize(&text).as_bytes())?;
     }
@@ -77,7 +77,7 @@ pub fn restore(state: &StateDir, backend: Backend, families: &[Family]) -> Vec<S
                 continue;
             }
         };
-        if let Err(source) = portcullis_harness::backend::restore(backend, family, &text, false) {
+        if let Err(source) = portcullis_netfilter::backend::restore(backend, family, &text, false) {
             errors.push(SnapshotError::Restore { family, source });
         }
     }

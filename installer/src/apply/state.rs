@@ -380,18 +380,18 @@ pub const POLICY: &str = "policy.toml";
 pub const GUARD_LOG: &str = "guard.log";
 
 /// The snapshot file of a family (`snapshot.v4`).
-pub fn snapshot_name(family: portcullis_harness::Family) -> &'static str {
+pub fn snapshot_name(family: portcullis_netfilter::Family) -> &'static str {
     match family {
-        portcullis_harness::Family::V4 => "snapshot.v4",
-        portcullis_harness::Family::V6 => "snapshot.v6",
+        portcullis_netfilter::Family::V4 => "snapshot.v4",
+        portcullis_netfilter::Family::V6 => "snapshot.v6",
     }
 }
 
 /// The applied-rules file of a family (`applied.v4`).
-pub fn applied_name(family: portcullis_harness::Family) -> &'static str {
+pub fn applied_name(family: portcullis_netfilter::Family) -> &'static str {
     match family {
-        portcullis_harness::Family::V4 => "applied.v4",
-        portcullis_harness::Family::V6 => "applied.v6",
+        portcullis_netfilter::Family::V4 => "applied.v4",
+        portcullis_netfilter::Family::V6 => "applied.v6",
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use portcullis_harness::Backend;
+use portcullis_netfilter::Backend;
 
 use crate::apply::{self, ApplyError, ApplyOptions, Status, clock};
 use crate::cli::UsageError;

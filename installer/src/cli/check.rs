@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use portcullis_harness::backend;
+use portcullis_netfilter::backend;
 
 use crate::render::Family;
 

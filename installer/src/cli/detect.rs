@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
     })?;
     let (backend, conflicts) = if live {
-        let backend = match portcullis_harness::Backend::detect() {
+        let backend = match portcullis_netfilter::Backend::detect() {
             Ok(b) => b.name().to_owned(),
             Err(e) => format!("unknown ({e})"),
         };

@@ -32,7 +32,7 @@ pub struct Args {
     pub persistence: Option<Mechanism>,
     /// The backend whose *-restore --test validates the files (default: the root's)
     #[arg(long, value_name = "BACKEND")]
-    pub backend: Option<portcullis_harness::Backend>,
+    pub backend: Option<portcullis_netfilter::Backend>,
     /// Print a unified diff of what would change and write nothing
     #[arg(long)]
     pub check: bool,

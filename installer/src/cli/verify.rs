@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use portcullis_harness::Backend;
+use portcullis_netfilter::Backend;
 
 use super::UsageError;
 use crate::verify::{self, VerifyError};

@@ -100,7 +100,7 @@ pub fn conflicts_live() -> Vec<Conflict> {
             });
         }
     }
-    if let Ok(save) = portcullis_harness::backend::run(&["iptables-save"], None)
+    if let Ok(save) = portcullis_netfilter::backend::run(&["iptables-save"], None)
         && save.lines().any(|l| l.starts_with(":DOCKER"))
     {
         out.push(Conflict {

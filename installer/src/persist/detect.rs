@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
-use portcullis_harness::Backend;
+use portcullis_netfilter::Backend;
 
 use super::{Mechanism, PersistError};
 

@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use portcullis_harness::{Backend, Family};
+use portcullis_netfilter::{Backend, Family};
 
 use crate::render::Rendered;
 
@@ -394,10 +394,10 @@ fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result
         command: command.clone(),
         reason,
     };
-    let Some(bin_path) = portcullis_harness::backend::find_in_path(&bin) else {
+    let Some(bin_path) = portcullis_netfilter::backend::find_in_path(&bin) else {
         return Err(cannot(format!("{bin} not found (install iptables)")));
     };
-    let Some(unshare) = portcullis_harness::backend::find_in_path("unshare") else {
+    let Some(unshare) = portcullis_netfilter::backend::find_in_path("unshare") else {
         return Err(cannot("unshare not found (install util-linux)".into()));
     };
     let ns = if nix::unistd::geteuid().is_root() {

@@ -7,6 +7,7 @@
 mod apply;
 mod cli_test;
 mod golden;
+mod layering;
 mod lockout;
 mod persist;
 mod policy_test;
@@ -22,6 +23,7 @@ fn main() {
     trials.extend(restore_test::trials());
     trials.extend(policy_test::trials());
     trials.extend(golden::trials());
+    trials.extend(layering::trials());
     trials.extend(render_prop::trials());
     trials.extend(cli_test::trials());
     trials.extend(persist::trials());
