@@ -15,6 +15,7 @@ mod render_prop;
 mod restore_test;
 mod support;
 mod verify_cli;
+mod verify_expect;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -30,5 +31,6 @@ fn main() {
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
     trials.extend(verify_cli::trials());
+    trials.extend(verify_expect::trials());
     libtest_mimic::run(&args, trials).exit();
 }
