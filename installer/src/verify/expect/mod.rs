@@ -4,8 +4,9 @@
 //! in `map` the mapping of a policy's real-world CIDRs onto the lab's
 //! documentation subnets.
 //!
-//! Refuses nothing and does no I/O: a promise the lab cannot probe (a UDP inbound
-//! allow, IPv6 left `untouched`) is simply not derived, and `notes` says so.
+//! Refuses nothing and does no I/O: a promise the lab cannot probe (a UDP outbound
+//! allow on the dns port, IPv6 left `untouched`) is simply not derived, and `notes`
+//! says so.
 
 mod forward;
 mod hardening;
