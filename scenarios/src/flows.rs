@@ -6,7 +6,9 @@ use portcullis::Policy;
 use portcullis::verify::{self, Options};
 use portcullis_harness::Backend;
 
-use crate::{cannot_run, privileged_trial};
+use portcullis_harness::trial::privileged;
+
+use crate::cannot_run;
 
 /// `portcullis verify`'s core on the embedded default: every promise the default
 /// policy makes holds in the lab.
@@ -162,7 +164,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
 pub fn trials() -> Vec<Trial> {
     let mut out = Vec::new();
     for backend in Backend::ALL {
-        out.push(privileged_trial(
+        out.push(privileged(
             format!("flows::verify_default::{backend}"),
             cannot_run(backend, true),
             move || verify_default(backend),
@@ -172,18 +174,18 @@ pub fn trials() -> Vec<Trial> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().replace('-', "_"))
                 .unwrap_or_default();
-            out.push(privileged_trial(
+            out.push(privileged(
                 format!("flows::verify_example::{name}::{backend}"),
                 cannot_run(backend, true),
                 move || verify_example(&path, backend),
             ));
         }
-        out.push(privileged_trial(
+        out.push(privileged(
             format!("flows::verify_rendered_as_hand_written::{backend}"),
             cannot_run(backend, true),
             move || verify_rendered_as_hand_written(backend),
         ));
-        out.push(privileged_trial(
+        out.push(privileged(
             format!("flows::verify_catches_seed_gaps::{backend}"),
             cannot_run(backend, true),
             move || verify_catches_seed_gaps(backend),

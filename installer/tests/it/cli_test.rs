@@ -11,8 +11,9 @@ use snapbox::str;
 
 use crate::golden::golden_path;
 use crate::policy_test::installer_dir;
-use crate::support::{root_trial, trial};
+use crate::support::trial;
 use portcullis_harness::Family;
+use portcullis_harness::trial::privileged;
 
 fn portcullis() -> Command {
     Command::new(snapbox::cmd::cargo_bin!("portcullis"))
@@ -446,12 +447,12 @@ pub fn trials() -> Vec<Trial> {
             "cli::apply_and_install_need_a_config",
             apply_and_install_need_a_config,
         ),
-        root_trial(
+        privileged(
             "cli::check_reports_what_it_tested",
             None,
             check_reports_what_it_tested,
         ),
-        root_trial(
+        privileged(
             "cli::check_with_the_real_binaries",
             ["iptables-restore", "ip6tables-restore"]
                 .into_iter()

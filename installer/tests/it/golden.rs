@@ -12,7 +12,8 @@ use portcullis_harness::{Backend, Family};
 
 use crate::policy_test::{files, installer_dir, overwrite};
 use crate::restore_test::restore_test_in_netns;
-use crate::support::{root_trial, trial};
+use crate::support::trial;
+use portcullis_harness::trial::privileged;
 
 /// (name, policy text): `default` and each example by file stem.
 pub fn policies() -> Vec<(String, String)> {
@@ -132,7 +133,7 @@ fn comments_read_back_literally(backend: Backend) -> Result<(), Failed> {
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for backend in Backend::ALL {
-        trials.push(root_trial(
+        trials.push(privileged(
             format!("golden::comments_read_back_literally::{backend}"),
             backend.unavailable_reason(),
             move || comments_read_back_literally(backend),
@@ -146,7 +147,7 @@ pub fn trials() -> Vec<Trial> {
         for family in Family::ALL {
             for backend in Backend::ALL {
                 let n = name.clone();
-                trials.push(root_trial(
+                trials.push(privileged(
                     format!("golden::{name}::{family}::{backend}"),
                     backend.unavailable_reason(),
                     move || {

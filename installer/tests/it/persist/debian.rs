@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use libtest_mimic::{Completion, Failed, Trial};
 
 use super::*;
-use crate::support::root_missing;
+use portcullis_harness::trial::privileged;
 
 /// The cached root, built once per process (ci/debian-root locks across processes).
 pub(super) fn debian_root() -> Result<PathBuf, String> {
@@ -40,28 +40,16 @@ pub(super) fn debian_root() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// A trial that needs root and the Debian root; ignored with the reason otherwise.
+/// A trial that needs root and the Debian root; ignored with the reason otherwise
+/// (the root is built, or found cached, when the trial runs).
 pub(super) fn debian_trial(
     name: &str,
     f: impl FnOnce(&Path) -> Result<(), Failed> + Send + 'static,
 ) -> Trial {
-    let reason = root_missing();
-    let ignored = reason.is_some();
-    let t = Trial::ignorable_test(name, move || {
-        if let Some(r) = reason {
-            return Ok(Completion::ignored_with(r));
-        }
-        match debian_root() {
-            Err(r) => Ok(Completion::ignored_with(r)),
-            Ok(root) => f(&root).map(|()| Completion::Completed),
-        }
+    privileged(name, None, move || match debian_root() {
+        Err(r) => Ok(Completion::ignored_with(r)),
+        Ok(root) => f(&root).map(|()| Completion::Completed),
     })
-    .with_ignored_flag(ignored);
-    if ignored {
-        t.with_kind("needs root")
-    } else {
-        t
-    }
 }
 
 /// Mount an overlay of `lower` (`a:b`, leftmost on top) with a private upper layer
