@@ -19,7 +19,7 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
         rules_v4: None,
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     if report.passed() {
         Ok(())
     } else {
@@ -45,14 +45,14 @@ fn example_policies() -> Vec<std::path::PathBuf> {
 
 /// An example policy keeps every promise it makes.
 fn verify_example(path: &std::path::Path, backend: Backend) -> Result<(), Failed> {
-    let policy = Policy::load(path).map_err(|e| e.to_string())?;
+    let policy = Policy::load(path)?;
     let opts = Options {
         policy,
         backends: vec![backend],
         rules_v4: None,
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     if report.passed() {
         Ok(())
     } else {
@@ -74,7 +74,7 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
         policy,
         backends: vec![backend],
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     if report.passed() && report.hand_written && !report.mappings.is_empty() {
         Ok(())
     } else {
@@ -91,7 +91,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     use portcullis::verify::{Host, ProbeKind};
     use portcullis_harness::Family;
     let path = crate::scenarios_dir().join("seed/seed_own_ruleset.toml");
-    let scn = crate::Scenario::load(&path).map_err(|e| e.to_string())?;
+    let scn = crate::Scenario::load(&path)?;
     let Some(crate::format::RulesetSource::Rules { v4: Some(seed), .. }) =
         scn.rulesets.get("seed").cloned()
     else {
@@ -103,7 +103,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
         rules_v4: Some(seed),
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     let row = |kind: ProbeKind, from: Host, family: Family, port: Option<u16>| {
         report
             .rows

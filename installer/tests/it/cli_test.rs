@@ -353,8 +353,7 @@ portcullis: error: portcullis.toml already exists: pass --force to replace it, o
 portcullis: wrote portcullis.toml; ssh.allow_from holds your SSH client 2001:db8::9 (port 2222); review it, then run `portcullis check --config portcullis.toml`
 
 "#]]);
-    let p =
-        portcullis::Policy::load(&tmp.path().join("portcullis.toml")).map_err(|e| e.to_string())?;
+    let p = portcullis::Policy::load(&tmp.path().join("portcullis.toml"))?;
     if p.ssh.allow_from != vec!["2001:db8::9/128".parse::<ipnet::IpNet>().unwrap()]
         || p.ssh.port != 2222
     {
