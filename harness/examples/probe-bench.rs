@@ -37,8 +37,8 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("RUNS must be a number"))
         .unwrap_or(21);
-    if !portcullis_harness::can_build_labs() {
-        eprintln!("probe-bench: {}", portcullis_harness::NOT_ROOT);
+    if let Some(why) = portcullis_harness::trial::root_missing() {
+        eprintln!("probe-bench: {why}");
         std::process::exit(2);
     }
     let mut failed = false;

@@ -36,6 +36,8 @@
 //!   get [`Evidence`]: the outcome plus every target counter that moved, so a drop
 //!   is proved by the rule or policy that counted it ([`Evidence::count`] with a
 //!   [`Selector`], [`Evidence::counted_by`]).
+//! - Privileged trials: [`trial::privileged`] builds every libtest-mimic trial
+//!   that needs root in the workspace, ignored with one reason when not root.
 //! - Debug mode ([`LabOptions::debug`] or `PORTCULLIS_LAB_DEBUG=1`): every
 //!   namespace is also bind-mounted at `/run/netns/pc-<pid>-<seq>-<host>` for
 //!   `ip netns exec`; [`host::sweep`] removes mounts left by dead processes.
@@ -96,6 +98,7 @@ pub mod probe;
 pub mod procs;
 pub mod services;
 mod sys;
+pub mod trial;
 
 // The backends, the command runner and the counter parser live in the leaf crate
 // both halves depend on; the lab re-exports them so a lab user needs one import.
@@ -107,15 +110,6 @@ pub use portcullis_netfilter::{Backend, BackendError, Family};
 pub use portcullis_netfilter::{Counter, CounterKind, Counters, Delta};
 pub use portcullis_netfilter::{backend, counters};
 pub use probe::Outcome;
-
-/// Whether this process can build labs (root). Privileged tests are reported
-/// ignored with [`NOT_ROOT`] when this is false.
-pub fn can_build_labs() -> bool {
-    sys::is_root()
-}
-
-/// The reason privileged trials give when they cannot run.
-pub const NOT_ROOT: &str = "needs root (network namespaces, netlink, iptables): run with sudo";
 
 /// Whether process `pid` is alive (not gone, not a zombie); for tests that check
 /// a lab's children died with it.

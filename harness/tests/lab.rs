@@ -11,9 +11,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Failed, Trial};
 use portcullis_harness::probe::NEGATIVE_WINDOW;
-use portcullis_harness::{Backend, Family, Host, HostId, Lab, LabOptions, Outcome, Selector, host};
+use portcullis_harness::{
+    Backend, Family, Host, HostId, Lab, LabOptions, Outcome, Selector, host, trial,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHILD_ENV: &str = "PORTCULLIS_LAB_TEST_CHILD";
@@ -67,24 +69,11 @@ fn main() {
 }
 
 fn privileged(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
-    Trial::ignorable_test(name, move || {
-        if !portcullis_harness::can_build_labs() {
-            return Ok(Completion::ignored_with(portcullis_harness::NOT_ROOT));
-        }
-        f().map(|()| Completion::Completed)
-    })
+    trial::privileged(name, None, f)
 }
 
 fn with_backend(name: String, backend: Backend, f: fn(Backend) -> Result<(), Failed>) -> Trial {
-    Trial::ignorable_test(name, move || {
-        if !portcullis_harness::can_build_labs() {
-            return Ok(Completion::ignored_with(portcullis_harness::NOT_ROOT));
-        }
-        if let Some(reason) = backend.unavailable_reason() {
-            return Ok(Completion::ignored_with(reason));
-        }
-        f(backend).map(|()| Completion::Completed)
-    })
+    trial::privileged(name, backend.unavailable_reason(), move || f(backend))
 }
 
 fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {

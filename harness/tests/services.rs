@@ -10,13 +10,14 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Failed, Trial};
 use portcullis_harness::backend::{self, Backend, Family};
 use portcullis_harness::lab::{HostId, Lab};
 use portcullis_harness::probe::dns::{Rtype, Transport};
 use portcullis_harness::probe::{self, NEGATIVE_WINDOW, Outcome};
 use portcullis_harness::services::ssh::{LabDir, Sshd};
 use portcullis_harness::services::{self, dns::Zone, tls::LabCa};
+use portcullis_harness::trial;
 
 /// The window of probes expected to succeed: generous, because a loaded CI
 /// machine may be slow to schedule the server; success returns long before it.
@@ -51,8 +52,8 @@ fn main() {
         privileged("tcp::no_listener_is_refused", tcp_refused),
         privileged("tcp::echo_listener_echoes", tcp_echo),
         privileged("icmp::echo_v4_v6", icmp_echo),
-        needs_openssh(privileged("ssh::run_and_sessions_v4_v6", ssh_case)),
-        needs_openssh(privileged("ssh::no_sshd_is_refused", ssh_refused)),
+        netns_trial("ssh::run_and_sessions_v4_v6", openssh_missing(), ssh_case),
+        netns_trial("ssh::no_sshd_is_refused", openssh_missing(), ssh_refused),
     ];
     // One trial per backend for each: `NAME::nft`, `NAME::legacy`.
     macro_rules! per_backend {
@@ -71,30 +72,27 @@ fn main() {
         "timing::negative_probe_median" => negative_timing,
     );
     trials.push(lab_trial("lab::services_across_the_router", lab_services));
-    trials.push(needs_openssh(lab_trial(
+    trials.push(lab_gated(
         "lab::ssh_admin_and_outsider_to_target",
+        openssh_missing(),
         lab_ssh,
-    )));
-    trials.push(needs_openssh(Trial::ignorable_test(
+    ));
+    trials.push(trial::privileged(
         "lab::sigkill_leaves_no_ssh_process",
-        || match not_root() {
-            Some(reason) => Ok(Completion::ignored_with(reason)),
-            None => sigkill_leaves_no_ssh_process()
-                .map(|()| Completion::Completed)
-                .map_err(Failed::from),
-        },
-    )));
+        openssh_missing(),
+        || Ok(sigkill_leaves_no_ssh_process()?),
+    ));
     for b in Backend::ALL {
-        trials.push(lab_backend_trial(
+        trials.push(lab_gated(
             &format!("lab::crafted_and_dropped_counted_on_target::{b}"),
-            b,
+            b.unavailable_reason(),
             move |lab| lab_counted(lab, b),
         ));
-        trials.push(needs_openssh(lab_backend_trial(
+        trials.push(lab_gated(
             &format!("lab::sessions_opened_before_the_ruleset::{b}"),
-            b,
+            b.unavailable_reason().or_else(openssh_missing),
             move |lab| lab_sessions_before_ruleset(lab, b),
-        )));
+        ));
     }
     libtest_mimic::run(&args, trials).exit();
 }
@@ -102,47 +100,22 @@ fn main() {
 // ---------------------------------------------------------------------------
 // Trial plumbing
 
-/// Mark an OpenSSH trial ignored (with the reason) when sshd or ssh is missing.
-fn needs_openssh(trial: Trial) -> Trial {
-    let missing = ["sshd", "ssh", "ssh-keygen"]
+/// Why an OpenSSH trial cannot run here beyond root: sshd, ssh or ssh-keygen missing.
+fn openssh_missing() -> Option<String> {
+    ["sshd", "ssh", "ssh-keygen"]
         .into_iter()
-        .find(|b| backend::find_in_path(b).is_none());
-    match missing {
-        None => trial,
-        Some(bin) => {
-            let name = trial.name().to_owned();
-            Trial::ignorable_test(name, move || {
-                Ok(Completion::ignored_with(format!(
-                    "{bin} not found on PATH (install openssh-server and openssh-client)"
-                )))
-            })
-        }
-    }
-}
-
-fn not_root() -> Option<String> {
-    (!nix::unistd::geteuid().is_root())
-        .then(|| "needs root: private network namespaces (run with sudo)".to_owned())
-}
-
-/// Why a trial cannot run here: not root, or (when it needs one) `backend` missing.
-fn skip_reason(backend: Option<Backend>) -> Option<String> {
-    not_root().or_else(|| backend.and_then(|b| b.unavailable_reason()))
+        .find(|b| backend::find_in_path(b).is_none())
+        .map(|bin| format!("{bin} not found on PATH (install openssh-server and openssh-client)"))
 }
 
 /// A trial that runs `f` on a host of its own (`in_netns`), ignored with the
-/// reason when it cannot run here.
-fn netns_trial<F, Fut>(name: &str, backend: Option<Backend>, f: F) -> Trial
+/// reason when not root or when `extra` names another reason it cannot run.
+fn netns_trial<F, Fut>(name: &str, extra: Option<String>, f: F) -> Trial
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
-    Trial::ignorable_test(name, move || {
-        if let Some(reason) = skip_reason(backend) {
-            return Ok(Completion::ignored_with(reason));
-        }
-        in_netns(f).map(|()| Completion::Completed)
-    })
+    trial::privileged(name, extra, move || in_netns(f))
 }
 
 fn privileged<F, Fut>(name: &str, f: F) -> Trial
@@ -158,7 +131,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
-    netns_trial(name, Some(b), f)
+    netns_trial(name, b.unavailable_reason(), f)
 }
 
 /// Run `f` on a lab host of its own: a dedicated thread in a new, private network
@@ -707,28 +680,18 @@ where
     lab_gated(name, None, f)
 }
 
-fn lab_backend_trial<F>(name: &str, b: Backend, f: F) -> Trial
-where
-    F: FnOnce(&Lab) -> TestResult + Send + 'static,
-{
-    lab_gated(name, Some(b), f)
-}
-
 /// A trial that runs `f` on a fresh standard lab, torn down afterwards (a teardown
-/// failure fails the trial), ignored with the reason when it cannot run here.
-fn lab_gated<F>(name: &str, backend: Option<Backend>, f: F) -> Trial
+/// failure fails the trial), ignored with the reason when not root or when
+/// `extra` names another reason it cannot run.
+fn lab_gated<F>(name: &str, extra: Option<String>, f: F) -> Trial
 where
     F: FnOnce(&Lab) -> TestResult + Send + 'static,
 {
-    Trial::ignorable_test(name, move || {
-        if let Some(reason) = skip_reason(backend) {
-            return Ok(Completion::ignored_with(reason));
-        }
-        let lab = Lab::standard().map_err(|e| Failed::from(format!("standard lab: {e}")))?;
+    trial::privileged(name, extra, move || {
+        let lab = Lab::standard().map_err(|e| format!("standard lab: {e}"))?;
         let result = f(&lab);
-        lab.shutdown()
-            .map_err(|e| Failed::from(format!("lab teardown: {e:?}")))?;
-        result.map(|()| Completion::Completed).map_err(Failed::from)
+        lab.shutdown().map_err(|e| format!("lab teardown: {e:?}"))?;
+        Ok(result?)
     })
 }
 

@@ -20,7 +20,6 @@ mod verify_expect;
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
-    trials.extend(support::trials());
     trials.extend(restore_test::trials());
     trials.extend(policy_test::trials());
     trials.extend(golden::trials());

@@ -4,7 +4,7 @@
 use libtest_mimic::Trial;
 use portcullis_harness::{Backend, Family};
 
-use crate::support::root_trial;
+use portcullis_harness::trial::privileged;
 
 /// Run `BACKEND-restore -w --test` on `text` in a throwaway namespace.
 pub fn restore_test_in_netns(backend: Backend, family: Family, text: &str) -> Result<(), String> {
@@ -37,7 +37,7 @@ pub fn trials() -> Vec<Trial> {
     for backend in Backend::ALL {
         for family in Family::ALL {
             let name = format!("restore_test::embedded_default::{family}::{backend}");
-            trials.push(root_trial(name, backend.unavailable_reason(), move || {
+            trials.push(privileged(name, backend.unavailable_reason(), move || {
                 let rendered = portcullis::render(&portcullis::Policy::embedded_default());
                 let text = rendered.text(family).ok_or("family not rendered")?;
                 Ok(restore_test_in_netns(backend, family, &text)?)
