@@ -18,13 +18,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use futures::FutureExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, BackendError, Family};
@@ -55,6 +54,7 @@ thread_local! {
 struct Current {
     name: Arc<str>,
     netlink: rtnetlink::Handle,
+    netns: Arc<OwnedFd>,
 }
 
 /// The name of the host whose thread is calling, or `None` off a host thread.
@@ -123,42 +123,53 @@ pub fn async_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     cmd
 }
 
-/// Run `argv` (no shell) on the calling host thread, feeding `stdin`; stdout on
-/// success, an error naming the command and its stderr otherwise.
+/// Run `argv` (no shell) to completion in the calling host's namespace, feeding
+/// `stdin`; stdout on success, an error naming the command and its stderr
+/// otherwise. The async form of [`Host::exec`], for code already on a host thread.
+///
+/// It is the one runner ([`crate::backend::run_prepared`]) on a blocking-pool
+/// thread, so the host thread keeps serving while the child runs. That thread is
+/// in no particular namespace and needs none: the command enters the host's
+/// namespace between fork and exec by its fd, as [`Host::command`]'s do. The
+/// child's parent-death signal is tied to that thread, which waits for it.
+///
+/// # Panics
+/// Off a host thread (there is no host namespace to run in).
 pub async fn run_command(argv: &[&str], stdin: Option<&str>) -> Result<String, BackendError> {
-    let command = argv.join(" ");
+    let netns = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|c| c.netns.clone())
+            .expect("portcullis_harness::host::run_command() called off a lab host thread")
+    });
+    let (mut cmd, command) = command_in(netns, argv);
+    let stdin = stdin.map(str::to_owned);
+    let display = command.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::backend::run_prepared(&mut cmd, &display, stdin.as_deref())
+    })
+    .await
+    {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(BackendError::Spawn {
+            command,
+            source: std::io::Error::other("the host's runtime is shutting down"),
+        }),
+    }
+}
+
+/// `argv` as a command that runs in the namespace held by `netns` (entered
+/// between fork and exec) and dies with the thread that spawns it; with its
+/// command line, for errors. The program is looked up on PATH plus the sbin
+/// directories (see [`crate::backend::find_in_path`]).
+fn command_in(netns: Arc<OwnedFd>, argv: &[&str]) -> (Command, String) {
     let (program, args) = argv.split_first().expect("argv is never empty");
     let path = crate::backend::find_in_path(program).unwrap_or_else(|| PathBuf::from(program));
-    let mut cmd = async_command(path);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let spawn_err = |source| BackendError::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).await.map_err(spawn_err)?;
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await.map_err(spawn_err)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let stderr = if stderr.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            stderr
-        };
-        Err(BackendError::Failed { command, stderr })
-    }
+    let mut cmd = Command::new(path);
+    cmd.args(args);
+    sys::prepare_child(&mut cmd, Some(netns));
+    (cmd, argv.join(" "))
 }
 
 /// On a host thread: wait until the namespace has sent the MLD reports its
@@ -357,7 +368,7 @@ pub struct Host {
 /// Starting several hosts before finishing any builds them in parallel.
 pub(crate) struct Starting {
     name: Arc<str>,
-    ready: std::sync::mpsc::Receiver<Result<OwnedFd>>,
+    ready: std::sync::mpsc::Receiver<Result<Arc<OwnedFd>>>,
     jobs: mpsc::UnboundedSender<Job>,
     thread: thread::JoinHandle<()>,
 }
@@ -550,8 +561,8 @@ impl Host {
 
     /// A command whose child runs in this host's namespace (it enters it between
     /// fork and exec) and dies with the thread that spawns it. Spawn it with
-    /// [`Host::spawn_child`] so that thread is the host's; `output()` on any
-    /// thread is fine for short commands.
+    /// [`Host::spawn_child`] so that thread is the host's; run a command to
+    /// completion with [`Host::exec`] (the one runner), from any thread.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         sys::prepare_child(&mut cmd, Some(self.netns.clone()));
@@ -572,16 +583,20 @@ impl Host {
         })
     }
 
-    /// Run `argv` (no shell) on the host thread with optional stdin; its stdout.
+    /// Run `argv` (no shell) to completion in this host's namespace with optional
+    /// stdin; its stdout. It blocks the calling thread (any thread: the child
+    /// enters the namespace between fork and exec, see [`Host::command`]) in the
+    /// one runner, [`crate::backend::run_prepared`], so a child that exits before
+    /// reading all its input (a `*-restore` refusing a line) is reported by its
+    /// stderr. On the host thread itself, await [`run_command`] instead.
     pub fn exec(&self, argv: &[&str], stdin: Option<&str>) -> Result<String> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let stdin = stdin.map(str::to_owned);
-        let host = self.name.to_string();
-        self.try_run(move || async move {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            run_command(&argv, stdin.as_deref()).await
-        })?
-        .map_err(|source| LabError::Backend { host, source })
+        let (mut cmd, command) = command_in(self.netns.clone(), argv);
+        crate::backend::run_prepared(&mut cmd, &command, stdin).map_err(|source| {
+            LabError::Backend {
+                host: self.name.to_string(),
+                source,
+            }
+        })
     }
 
     /// Load `text` into this host's kernel with one `*-restore -w` call.
@@ -718,7 +733,7 @@ impl Starting {
             sys::ns_inode(fd.as_fd()).map_err(error::sys(&name, "stat the namespace fd"))?;
         let mut host = Host {
             name,
-            netns: Arc::new(fd),
+            netns: fd,
             inode,
             jobs: Some(jobs),
             thread: Some(thread),
@@ -747,7 +762,7 @@ pub(crate) fn next_mount_tag() -> String {
 
 fn host_main(
     name: Arc<str>,
-    ready: std::sync::mpsc::Sender<Result<OwnedFd>>,
+    ready: std::sync::mpsc::Sender<Result<Arc<OwnedFd>>>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     let setup = || -> Result<(OwnedFd, tokio::runtime::Runtime)> {
@@ -759,7 +774,7 @@ fn host_main(
         Ok((fd, rt))
     };
     let (fd, rt) = match setup() {
-        Ok(x) => x,
+        Ok((fd, rt)) => (Arc::new(fd), rt),
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -778,6 +793,7 @@ fn host_main(
             *c.borrow_mut() = Some(Current {
                 name: name.clone(),
                 netlink,
+                netns: fd.clone(),
             })
         });
         if ready.send(Ok(fd)).is_err() {

@@ -17,8 +17,11 @@
 //!   [`Task`] drops. Children: [`Host::command`] (enters the namespace between
 //!   fork and exec, parent-death signal), [`Host::spawn_child`] (spawned on the
 //!   host thread, killed and reaped when the [`Child`] drops), [`Host::exec`]
-//!   (run to completion, stdout), and on the host thread itself
-//!   [`host::async_command`] / [`host::run_command`]. Netlink:
+//!   (run to completion from any thread, stdout), and on the host thread itself
+//!   [`host::async_command`] (long-lived, tokio) / [`host::run_command`] (run to
+//!   completion, async). Every run-to-completion child goes through the one
+//!   runner, [`backend::run_prepared`] (stdin from a thread: a `*-restore` that
+//!   stops at a bad line is reported by its stderr). Netlink:
 //!   [`host::netlink`] on a host thread; helpers in [`link`].
 //! - [`Lab`] (module [`lab`]): the standard dual-stack lab, a router joining
 //!   [`HostId::Target`], `Admin`, `Outsider`, `Resolver` and `Web`; addresses from
