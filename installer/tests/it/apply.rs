@@ -177,28 +177,16 @@ impl Netns {
     /// Load the "before" rules of both families.
     pub fn load_before(&self, backend: Backend) -> Result<(), Failed> {
         for f in Family::ALL {
-            let mut c = self.cmd(&backend.restore_binary(f), None);
+            let bin = backend.restore_binary(f);
+            let mut c = self.cmd(&bin, None);
             c.arg("-w");
-            let mut child = c
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(before_rules(f).as_bytes())
-                .map_err(|e| e.to_string())?;
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cannot load the before rules: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-                .into());
-            }
+            // The one runner: a restore refusing a line is reported by its stderr.
+            portcullis_harness::backend::run_prepared(
+                &mut c,
+                &format!("{bin} -w"),
+                Some(&before_rules(f)),
+            )
+            .map_err(|e| format!("cannot load the before rules: {e}"))?;
         }
         Ok(())
     }
