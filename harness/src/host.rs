@@ -8,6 +8,11 @@
 //! not be `Send`. The namespace is held by an fd and by the thread itself: when
 //! the `Host` drops (or the process dies, even by SIGKILL) the kernel frees it.
 //!
+//! Children: [`Host::command`] and [`Host::spawn_child`] for long-lived ones;
+//! [`Host::exec`] and [`run_command`] run one to completion through the one
+//! runner (`portcullis_netfilter::runner`). A host's debug mount is made and
+//! swept by [`crate::debug`]; waiting out its MLD reports is [`crate::mld`].
+//!
 //! Refuses: `setns` on any thread but a forked child before exec; sysctl writes
 //! from any thread but a host's own ([`sysctl`] checks).
 
@@ -20,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use futures::FutureExt;
@@ -28,23 +32,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, BackendError, Family};
 use crate::counters::Counters;
+use crate::debug::{add_mount, mount_path, remove_mount};
 use crate::error::{self, LabError, Result};
 use crate::sys;
 
+// Debug mounts and MLD settling have their own modules; these are the paths
+// callers have used.
+pub(crate) use crate::debug::next_mount_tag;
+pub use crate::debug::{DEBUG_ENV, MOUNT_PREFIX, NETNS_DIR, debug_from_env, mount_owner, sweep};
+pub use crate::mld::{MLD_QUIET, settle_mld};
+
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 type Job = Box<dyn FnOnce() -> LocalFuture + Send>;
-
-/// Where debug mounts live: the directory `ip netns` reads.
-pub const NETNS_DIR: &str = "/run/netns";
-/// The prefix of every debug mount this harness makes (`pc-<pid>-<seq>-<host>`).
-pub const MOUNT_PREFIX: &str = "pc-";
-/// Set to `1` to bind-mount every lab namespace under /run/netns.
-pub const DEBUG_ENV: &str = "PORTCULLIS_LAB_DEBUG";
-
-/// Whether [`DEBUG_ENV`] asks for debug mounts.
-pub fn debug_from_env() -> bool {
-    std::env::var(DEBUG_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
 
 thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
@@ -172,94 +171,6 @@ fn command_in(netns: Arc<OwnedFd>, argv: &[&str]) -> (Command, String) {
     (cmd, argv.join(" "))
 }
 
-/// On a host thread: wait until the namespace has sent the MLD reports its
-/// interfaces' multicast joins cause, or until `deadline`; whether it settled.
-///
-/// A fresh IPv6 interface joins the solicited-node group of each address and
-/// reports each join twice (robustness 2, retransmitted at once in lab
-/// namespaces). Reports through a loaded ruleset's OUTPUT chain would show up in
-/// probe evidence, so call this after adding a link to a host whose counters you
-/// read. Settled means: every interface with reportable groups has its
-/// link-local address (until then that group is not joined),
-/// `Icmp6OutMLDv2Reports` is at least twice the number of reportable groups,
-/// and it has not moved for [`MLD_QUIET`] (the kernel re-reports every group
-/// when an interface becomes ready after some joins, so the count can overshoot;
-/// measured: one idle probe in ten saw a late report without the quiet period).
-/// Polls every 2 ms; unreadable /proc files count as settled.
-pub async fn settle_mld(deadline: std::time::Instant) -> bool {
-    let mut last: Option<(u64, std::time::Instant)> = None;
-    loop {
-        let now = std::time::Instant::now();
-        match mld_state() {
-            None => return true,
-            Some((ready, sent)) => {
-                let since = match last {
-                    Some((n, t)) if n == sent => t,
-                    _ => now,
-                };
-                last = Some((sent, since));
-                if ready && now.duration_since(since) >= MLD_QUIET {
-                    return true;
-                }
-            }
-        }
-        if now >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-}
-
-/// How long the MLD report count must stay still for [`settle_mld`]: three
-/// retransmission steps (the kernel retransmits every jiffy, 10 ms at HZ=100,
-/// with the lab's zero report interval).
-pub const MLD_QUIET: std::time::Duration = std::time::Duration::from_millis(30);
-
-/// (whether every interface has its link-local address and the namespace sent
-/// at least two reports per reportable group, reports sent), or `None` when the
-/// /proc files cannot be read.
-fn mld_state() -> Option<(bool, u64)> {
-    let read = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}"));
-    let (Ok(igmp6), Ok(if_inet6), Ok(snmp6)) = (read("igmp6"), read("if_inet6"), read("snmp6"))
-    else {
-        return None;
-    };
-    // igmp6: index, device, group, users, flags (hex), timer. MAF_NOREPORT
-    // (0x08) marks groups never reported (ff02::1, interface-local ones).
-    let mut devices = std::collections::BTreeSet::new();
-    let mut groups = 0u64;
-    for l in igmp6.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() >= 5
-            && f[1] != "lo"
-            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x08 == 0)
-        {
-            devices.insert(f[1].to_owned());
-            groups += 1;
-        }
-    }
-    // if_inet6: address, ifindex, prefix, scope, flags, device. Scope 0x20 is
-    // link-local; flag 0x40 is tentative.
-    let has_link_local = |dev: &str| {
-        if_inet6.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 6
-                && f[5] == dev
-                && f[3] == "20"
-                && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x40 == 0)
-        })
-    };
-    let sent: u64 = snmp6
-        .lines()
-        .find(|l| l.starts_with("Icmp6OutMLDv2Reports"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(u64::MAX);
-    Some((
-        devices.iter().all(|d| has_link_local(d)) && sent >= 2 * groups,
-        sent,
-    ))
-}
-
 /// A long-lived task on a host thread (a server). Dropping it cancels the task
 /// (asynchronously: the host thread drops it at its next turn);
 /// [`Task::cancel`] waits until it is gone.
@@ -351,8 +262,6 @@ impl Drop for Child {
         }
     }
 }
-
-static MOUNT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// One lab host. See the module docs.
 pub struct Host {
@@ -740,7 +649,7 @@ impl Starting {
             mount: None,
         };
         if let Some(tag) = mount_tag {
-            let path = Path::new(NETNS_DIR).join(format!("{MOUNT_PREFIX}{tag}-{}", host.name));
+            let path = mount_path(&tag, &host.name);
             add_mount(host.netns.as_fd(), &path).map_err(error::sys(
                 &host.name,
                 format!("debug mount {}", path.display()),
@@ -749,15 +658,6 @@ impl Starting {
         }
         Ok(host)
     }
-}
-
-/// A fresh `<pid>-<seq>` tag for a lab's debug mounts.
-pub(crate) fn next_mount_tag() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        MOUNT_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn host_main(
@@ -851,100 +751,4 @@ async fn init_namespace(name: &Arc<str>) -> Result<rtnetlink::Handle> {
         .await
         .map_err(error::netlink(name, "set lo up"))?;
     Ok(handle)
-}
-
-fn add_mount(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(NETNS_DIR)?;
-    // create_new refuses an existing path, a symlink included: never mount over
-    // something we did not make.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    if let Err(e) = sys::bind_netns(fd, path) {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(())
-}
-
-fn remove_mount(path: &Path) -> std::io::Result<()> {
-    sys::unmount(path)?;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Remove leftover debug mounts (`/run/netns/pc-<pid>-...`) whose process is dead.
-/// Mounts of live processes (this one included) stay. Returns the paths removed;
-/// every failure is reported and the sweep goes on.
-pub fn sweep() -> Result<Vec<PathBuf>, Vec<LabError>> {
-    let mut removed = Vec::new();
-    let mut errors = Vec::new();
-    let entries = match std::fs::read_dir(NETNS_DIR) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => {
-            return Err(vec![LabError::Sys {
-                host: "sweep".into(),
-                what: format!("read {NETNS_DIR}"),
-                source: e,
-            }]);
-        }
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = mount_owner(&name) else {
-            continue;
-        };
-        if pid == std::process::id() || sys::alive(pid) {
-            continue;
-        }
-        let path = entry.path();
-        match remove_mount(&path) {
-            Ok(()) => removed.push(path),
-            Err(e) => errors.push(LabError::Sys {
-                host: "sweep".into(),
-                what: format!("remove {}", path.display()),
-                source: e,
-            }),
-        }
-    }
-    if errors.is_empty() {
-        Ok(removed)
-    } else {
-        Err(errors)
-    }
-}
-
-/// The pid in a debug mount's name (`pc-<pid>-<seq>-<host>`); `None` for names
-/// this harness does not make (`pc-bench-...`, anything else).
-pub fn mount_owner(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(MOUNT_PREFIX)?;
-    let (pid, rest) = rest.split_once('-')?;
-    let (seq, host) = rest.split_once('-')?;
-    if host.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) || seq.is_empty() {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_names_name_their_owner() {
-        assert_eq!(mount_owner("pc-1234-0-target"), Some(1234));
-        assert_eq!(mount_owner("pc-1234-7-web"), Some(1234));
-        assert_eq!(mount_owner("pc-bench-1-target"), None);
-        assert_eq!(mount_owner("pc-1234-x-target"), None);
-        assert_eq!(mount_owner("pc-1234-0-"), None);
-        assert_eq!(mount_owner("other"), None);
-    }
 }

@@ -34,14 +34,16 @@
 //!   [`Lab::flush_neighbours`] forgets ARP/NDP entries of a host and its peers.
 //! - [`Lab::settle`]: waits (once per lab, at most [`lab::SETTLE_LIMIT`]) until
 //!   the target has sent the MLD reports of its fresh link, so they never land in
-//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it.
+//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it. The
+//!   wait itself is [`mld::settle_mld`], for a link added later.
 //! - [`Lab::probe`]: run any async probe returning an [`Outcome`] on one host and
 //!   get [`Evidence`]: the outcome plus every target counter that moved, so a drop
 //!   is proved by the rule or policy that counted it ([`Evidence::count`] with a
 //!   [`Selector`], [`Evidence::counted_by`]).
 //! - Debug mode ([`LabOptions::debug`] or `PORTCULLIS_LAB_DEBUG=1`): every
 //!   namespace is also bind-mounted at `/run/netns/pc-<pid>-<seq>-<host>` for
-//!   `ip netns exec`; [`host::sweep`] removes mounts left by dead processes.
+//!   `ip netns exec`; [`sweep`] removes mounts left by dead processes (module
+//!   [`debug`]).
 //!
 //! # Example
 //!
@@ -90,11 +92,13 @@
 //!   [`Host::spawn_child`]; their parent-death signal is tied to the host thread.
 
 pub mod conntrack;
+pub mod debug;
 pub mod error;
 pub mod evidence;
 pub mod host;
 pub mod lab;
 pub mod link;
+pub mod mld;
 pub mod probe;
 pub mod procs;
 pub mod services;
@@ -102,9 +106,10 @@ mod sys;
 
 // The backends, the command runner and the counter parser live in the leaf crate
 // both halves depend on; the lab re-exports them so a lab user needs one import.
+pub use debug::sweep;
 pub use error::LabError;
 pub use evidence::{Evidence, Selector};
-pub use host::{Child, Host, Task, sweep};
+pub use host::{Child, Host, Task};
 pub use lab::{HostId, Lab, LabOptions, LinkPlan};
 pub use portcullis_netfilter::{Backend, BackendError, Family};
 pub use portcullis_netfilter::{Counter, CounterKind, Counters, Delta};

@@ -636,7 +636,7 @@ fn sweep_removes_leftovers() -> Result<(), Failed> {
         check(!report.mounts.is_empty(), || {
             "debug child made no mounts".into()
         })?;
-        let removed = host::sweep().map_err(|e| format!("{e:?}"))?;
+        let removed = portcullis_harness::debug::sweep().map_err(|e| format!("{e:?}"))?;
         for m in &report.mounts {
             check(!std::path::Path::new(m).exists(), || {
                 format!("{m} still there after the sweep")
