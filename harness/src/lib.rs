@@ -17,8 +17,11 @@
 //!   [`Task`] drops. Children: [`Host::command`] (enters the namespace between
 //!   fork and exec, parent-death signal), [`Host::spawn_child`] (spawned on the
 //!   host thread, killed and reaped when the [`Child`] drops), [`Host::exec`]
-//!   (run to completion, stdout), and on the host thread itself
-//!   [`host::async_command`] / [`host::run_command`]. Netlink:
+//!   (run to completion from any thread, stdout), and on the host thread itself
+//!   [`host::async_command`] (long-lived, tokio) / [`host::run_command`] (run to
+//!   completion, async). Every run-to-completion child goes through the one
+//!   runner, [`backend::run_prepared`] (stdin from a thread: a `*-restore` that
+//!   stops at a bad line is reported by its stderr). Netlink:
 //!   [`host::netlink`] on a host thread; helpers in [`link`].
 //! - [`Lab`] (module [`lab`]): the standard dual-stack lab, a router joining
 //!   [`HostId::Target`], `Admin`, `Outsider`, `Resolver` and `Web`; addresses from
@@ -31,7 +34,8 @@
 //!   [`Lab::flush_neighbours`] forgets ARP/NDP entries of a host and its peers.
 //! - [`Lab::settle`]: waits (once per lab, at most [`lab::SETTLE_LIMIT`]) until
 //!   the target has sent the MLD reports of its fresh link, so they never land in
-//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it.
+//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it. The
+//!   wait itself is [`mld::settle_mld`], for a link added later.
 //! - [`Lab::probe`]: run any async probe returning an [`Outcome`] on one host and
 //!   get [`Evidence`]: the outcome plus every target counter that moved, so a drop
 //!   is proved by the rule or policy that counted it ([`Evidence::count`] with a
@@ -40,7 +44,8 @@
 //!   that needs root in the workspace, ignored with one reason when not root.
 //! - Debug mode ([`LabOptions::debug`] or `PORTCULLIS_LAB_DEBUG=1`): every
 //!   namespace is also bind-mounted at `/run/netns/pc-<pid>-<seq>-<host>` for
-//!   `ip netns exec`; [`host::sweep`] removes mounts left by dead processes.
+//!   `ip netns exec`; [`sweep`] removes mounts left by dead processes (module
+//!   [`debug`]).
 //!
 //! # Example
 //!
@@ -89,11 +94,13 @@
 //!   [`Host::spawn_child`]; their parent-death signal is tied to the host thread.
 
 pub mod conntrack;
+pub mod debug;
 pub mod error;
 pub mod evidence;
 pub mod host;
 pub mod lab;
 pub mod link;
+pub mod mld;
 pub mod probe;
 pub mod procs;
 pub mod services;
@@ -102,9 +109,10 @@ pub mod trial;
 
 // The backends, the command runner and the counter parser live in the leaf crate
 // both halves depend on; the lab re-exports them so a lab user needs one import.
+pub use debug::sweep;
 pub use error::LabError;
 pub use evidence::{Evidence, Selector};
-pub use host::{Child, Host, Task, sweep};
+pub use host::{Child, Host, Task};
 pub use lab::{HostId, Lab, LabOptions, LinkPlan};
 pub use portcullis_netfilter::{Backend, BackendError, Family};
 pub use portcullis_netfilter::{Counter, CounterKind, Counters, Delta};

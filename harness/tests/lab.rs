@@ -34,6 +34,10 @@ fn main() {
             "children_run_in_the_host_namespace_and_die_with_it",
             children_die_with_host,
         ),
+        privileged(
+            "an_early_exiting_restore_reports_its_stderr",
+            early_exiting_restore_reports_stderr,
+        ),
         privileged("lab_routes_tcp_between_leaves_v4_and_v6", lab_routes_tcp),
         privileged(
             "a_host_behind_the_target_is_reachable_through_it",
@@ -164,6 +168,54 @@ fn host_thread_owns_its_namespace() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A fake `*-restore` that rejects its input without reading it (as
+/// iptables-restore stops at the first bad line), run in a host by `Host::exec`
+/// (the path of `Host::load`) and by `host::run_command` on the host thread: both
+/// report its stderr, never the broken pipe of the unread stdin.
+fn early_exiting_restore_reports_stderr() -> Result<(), Failed> {
+    use portcullis_harness::{BackendError, LabError};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let fake = dir.path().join("fake-restore");
+    // It names its namespace, so the message also proves where it ran.
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"line 2 failed in $(readlink /proc/self/ns/net)\" >&2\nexit 1\n",
+    )?;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+    let fake = fake.to_str().ok_or("tempdir path is not UTF-8")?.to_owned();
+    // Far more than a pipe buffer, so writing it must hit the closed pipe.
+    let input = "-A INPUT -j DROP\n".repeat(64 * 1024);
+    let h = Host::new("restore")?;
+    let want = format!("line 2 failed in net:[{}]", h.netns_inode());
+    match h.exec(&[&fake, "-w"], Some(&input)) {
+        Err(LabError::Backend {
+            source: BackendError::Failed { command, stderr },
+            ..
+        }) => {
+            check(command == format!("{fake} -w"), || {
+                format!("exec: the error names `{command}`")
+            })?;
+            check(stderr == want, || {
+                format!("exec: stderr {stderr:?}, want {want:?}")
+            })?;
+        }
+        other => return Err(format!("exec: expected the child's stderr, got {other:?}").into()),
+    }
+    let argv = fake.clone();
+    let got = h.run(move || async move { host::run_command(&[&argv, "-w"], Some(&input)).await });
+    match got {
+        Err(BackendError::Failed { stderr, .. }) => check(stderr == want, || {
+            format!("run_command: stderr {stderr:?}, want {want:?}")
+        })?,
+        other => {
+            return Err(format!("run_command: expected the child's stderr, got {other:?}").into());
+        }
+    }
+    h.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
 fn children_die_with_host() -> Result<(), Failed> {
     let h = Host::new("kids")?;
     let want = format!("net:[{}]", h.netns_inode());
@@ -173,7 +225,7 @@ fn children_die_with_host() -> Result<(), Failed> {
     check(got == want, || {
         format!("child of command() in {got}, want {want}")
     })?;
-    // exec() runs on the host thread.
+    // exec() enters it too, from this thread, through the one runner.
     let got = h.exec(&["readlink", "/proc/self/ns/net"], None)?;
     check(got.trim() == want, || {
         format!("child of exec() in {}, want {want}", got.trim())
@@ -573,7 +625,7 @@ fn sweep_removes_leftovers() -> Result<(), Failed> {
         check(!report.mounts.is_empty(), || {
             "debug child made no mounts".into()
         })?;
-        let removed = host::sweep().map_err(|e| format!("{e:?}"))?;
+        let removed = portcullis_harness::debug::sweep().map_err(|e| format!("{e:?}"))?;
         for m in &report.mounts {
             check(!std::path::Path::new(m).exists(), || {
                 format!("{m} still there after the sweep")

@@ -1,9 +1,14 @@
 //! portcullis-netfilter: the leaf both halves of portcullis stand on.
 //!
-//! - [`backend`]: [`Family`] (IPv4, IPv6), [`Backend`] (`nft`, `legacy`), the one
-//!   command runner [`backend::run`] (argument vectors, stdin from a thread so an
-//!   early-exiting `*-restore` still reports its stderr), [`backend::restore`]
-//!   (one `*-restore -w` call per family) and [`backend::save`].
+//! - [`backend`]: [`Family`] (IPv4, IPv6), [`Backend`] (`nft`, `legacy`),
+//!   [`backend::restore`] (one `*-restore -w` call per family) and
+//!   [`backend::save`].
+//! - [`runner`]: the one command runner. [`runner::run`] takes an argument
+//!   vector; [`runner::run_prepared`] takes a prepared `std::process::Command`
+//!   (the lab's, which enters a host's namespace between fork and exec). Stdin is
+//!   written from a thread, so an early-exiting `*-restore` still reports its
+//!   stderr, never "Broken pipe". Both are also at `backend::run` and
+//!   `backend::run_prepared`.
 //! - [`counters`]: the `*-save -c` text parsed into per-rule and per-policy
 //!   [`Counters`], and their deltas. Pure: no I/O.
 //!
@@ -16,6 +21,7 @@
 
 pub mod backend;
 pub mod counters;
+pub mod runner;
 
 pub use backend::{Backend, BackendError, Family};
 pub use counters::{Counter, CounterKind, Counters, Delta, ParseError};

@@ -423,7 +423,7 @@ impl LabSession {
         let deadline = std::time::Instant::now() + portcullis_harness::lab::SETTLE_LIMIT;
         self.lab
             .host(HostId::Target)
-            .try_run(move || portcullis_harness::host::settle_mld(deadline))
+            .try_run(move || portcullis_harness::mld::settle_mld(deadline))
             .map_err(err("settling the target's new link"))?;
         self.inner = Some(inner);
         Ok(())
