@@ -839,3 +839,78 @@ pub fn check_comment(c: &str) -> Result<&str, String> {
     }
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(s: &str) -> Result<Option<RateLimit>, String> {
+        Policy::parse(
+            &format!("[ssh]\nallow_from = [\"192.0.2.0/24\"]\nrate_limit = {s:?}\n"),
+            "t",
+        )
+        .map(|p| p.ssh.rate_limit)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rate_limits_parse_in_seconds_minutes_or_hours() {
+        let r = |connections, seconds| {
+            Ok(Some(RateLimit {
+                connections,
+                seconds,
+            }))
+        };
+        assert_eq!(rate("6/60s"), r(6, 60));
+        assert_eq!(rate("6/1m"), r(6, 60));
+        assert_eq!(rate("19/24h"), r(19, 86_400));
+        assert_eq!(rate("1/1s"), r(1, 1));
+        assert_eq!(rate("6/60s").unwrap().unwrap().to_string(), "6/60s");
+        for bad in [
+            "0/60s",
+            "20/60s",
+            "6/0s",
+            "6/86401s",
+            "6/25h",
+            "6/60",
+            "6",
+            "/60s",
+            "6/s",
+            "+6/60s",
+            "6/-1s",
+            "6/60S",
+            " 6/60s",
+            "6/4294967296s",
+        ] {
+            let e = rate(bad).unwrap_err();
+            assert!(
+                e.starts_with("t:3: ssh.rate_limit: expected a rate such as \"6/60s\""),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            Policy::parse("", "t").unwrap().ssh.rate_limit,
+            None,
+            "absent: no limit"
+        );
+    }
+
+    #[test]
+    fn logging_is_off_unless_limited() {
+        let p = |t: &str| Policy::parse(t, "t").map(|p| p.logging.dropped);
+        assert_eq!(p("").unwrap(), LogDropped::Off);
+        assert_eq!(p("[logging]\n").unwrap(), LogDropped::Off);
+        assert_eq!(
+            p("[logging]\ndropped = \"off\"\n").unwrap(),
+            LogDropped::Off
+        );
+        assert_eq!(
+            p("[logging]\ndropped = \"limited\"\n").unwrap(),
+            LogDropped::Limited
+        );
+        assert_eq!(
+            p("[logging]\nlevel = 4\n").unwrap_err().to_string(),
+            "t:2: logging.level: unknown key, expected dropped"
+        );
+    }
+}

@@ -448,6 +448,54 @@ mode = "deny"
         assert!(find(&d, ProbeKind::SynFin, Host::Outsider, V6).is_empty());
     }
 
+    #[test]
+    fn an_inbound_range_is_probed_at_both_ends_and_just_outside() {
+        let text = "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[[inbound.allow]]\nproto = \"udp\"\nport = \"60000:61000\"\nfrom = [\"10.0.0.0/8\"]\ncomment = \"mosh\"\n[[inbound.allow]]\nproto = \"tcp\"\nport = \"65000:65535\"\n";
+        let (p, _) = map_policy(&Policy::parse(text, "t").unwrap(), &topo());
+        let d = expectations(&p, &topo());
+        let got = |kind, f| -> Vec<(Host, Option<u16>, Expect, String)> {
+            d.expectations
+                .iter()
+                .filter(|e| {
+                    e.probe.kind == kind && e.probe.family == f && e.probe.to == Host::Target
+                })
+                .map(|e| {
+                    let by = e
+                        .counted_by
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default();
+                    (e.probe.from, e.probe.port, e.expect, by)
+                })
+                .collect()
+        };
+        let row = |h, port, e, by: &str| (h, Some(port), e, by.to_owned());
+        use Expect::{NoAnswer, Ok};
+        assert_eq!(
+            got(ProbeKind::Udp, Family::V4),
+            [
+                row(Host::Admin, 60000, Ok, "INPUT: mosh"),
+                row(Host::Admin, 61000, Ok, "INPUT: mosh"),
+                row(Host::Outsider, 60000, NoAnswer, "INPUT policy"),
+                row(Host::Outsider, 61000, NoAnswer, "INPUT policy"),
+                row(Host::Admin, 61001, NoAnswer, "INPUT policy"),
+            ]
+        );
+        // A range ending at 65535: the port just below it is the one outside.
+        let any = "INPUT: allowed by the policy (inbound.allow)";
+        let tcp = got(ProbeKind::Tcp, Family::V4);
+        assert!(
+            tcp.contains(&row(Host::Outsider, 65535, Ok, any)),
+            "{tcp:?}"
+        );
+        assert!(
+            tcp.contains(&row(Host::Admin, 64999, NoAnswer, "INPUT policy")),
+            "{tcp:?}"
+        );
+        // An IPv4-only entry says nothing about IPv6.
+        assert!(got(ProbeKind::Udp, Family::V6).is_empty());
+    }
+
     const UDP_POLICY: &str = r#"
 [ssh]
 allow_from = ["10.0.0.0/8", "fd00::/64"]
