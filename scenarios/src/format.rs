@@ -346,7 +346,7 @@ fn step(s: RawStep) -> Result<Step, String> {
                 "expect",
                 "counted_by",
             ])?;
-            if !s.count.is_some_and(|n| n > 0) {
+            if s.count.is_none_or(|n| n == 0) {
                 return Err(
                     "`count` (the new connections the window allows, 1 or more) is required for an ssh-limit probe"
                         .into(),
