@@ -103,12 +103,12 @@ pub enum ProbeKind {
     /// One UDP datagram to an echo server started on the port; the echo is the
     /// proof (an ICMP port unreachable is `refused`).
     Udp,
-    /// The SSH rate limit: with one connection to the ssh port held open, new
-    /// TCP connections from the same source until `count` are open in all; the
-    /// outcome is the next one's (the limit must drop it). `failed` when one
-    /// within the limit is not accepted, or when the held connection no longer
-    /// carries data after the burst (its data counted by the RELATED,ESTABLISHED
-    /// rule, when the ruleset has that portcullis comment).
+    /// The SSH rate limit: hold one connection to the ssh port open, open
+    /// `count - 1` more from the same source (`count` in all, what the window
+    /// allows), then one more: its outcome is the probe's (the limit must drop
+    /// it). `failed` when a connection within the limit is not accepted, or when
+    /// the held one no longer carries data after the burst (its data counted by
+    /// the RELATED,ESTABLISHED rule, when the ruleset has that portcullis comment).
     SshLimit,
 }
 
