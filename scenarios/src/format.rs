@@ -70,6 +70,8 @@ pub struct ProbeStep {
     pub from: Host,
     pub to: Host,
     pub port: Option<u16>,
+    /// `ssh-limit` only: the new connections the window allows.
+    pub count: Option<u32>,
     pub families: Vec<Family>,
     pub expect: Expect,
     pub counted_by: Option<CountedBy>,
@@ -120,6 +122,7 @@ struct RawStep {
     to: Option<String>,
     on: Option<String>,
     port: Option<u16>,
+    count: Option<u32>,
     family: Option<String>,
     expect: Option<String>,
     counted_by: Option<String>,
@@ -312,6 +315,7 @@ fn step(s: RawStep) -> Result<Step, String> {
         ("to", s.to.is_some()),
         ("on", s.on.is_some()),
         ("port", s.port.is_some()),
+        ("count", s.count.is_some()),
         ("family", s.family.is_some()),
         ("expect", s.expect.is_some()),
         ("counted_by", s.counted_by.is_some()),
@@ -332,7 +336,25 @@ fn step(s: RawStep) -> Result<Step, String> {
     }
     if let Some(kind) = s.probe {
         let kind: ProbeKind = kind.parse()?;
-        uses_only(&["from", "to", "port", "family", "expect", "counted_by"])?;
+        if kind == ProbeKind::SshLimit {
+            uses_only(&[
+                "from",
+                "to",
+                "port",
+                "count",
+                "family",
+                "expect",
+                "counted_by",
+            ])?;
+            if s.count.is_none_or(|n| n == 0) {
+                return Err(
+                    "`count` (the new connections the window allows, 1 or more) is required for an ssh-limit probe"
+                        .into(),
+                );
+            }
+        } else {
+            uses_only(&["from", "to", "port", "family", "expect", "counted_by"])?;
+        }
         let from = host(s.from.as_deref(), "from")?;
         let to = match s.to.as_deref() {
             Some(t) => t.parse()?,
@@ -354,6 +376,7 @@ fn step(s: RawStep) -> Result<Step, String> {
             from,
             to,
             port,
+            count: s.count,
             families: families(s.family.as_deref())?,
             expect: expect(&s.expect)?,
             counted_by: counted(&s.counted_by)?,
@@ -496,11 +519,30 @@ counted_by = "OUTPUT policy"
     }
 
     #[test]
+    fn an_ssh_limit_probe_needs_its_count() {
+        let step = "[[step]]\nprobe = \"ssh-limit\"\nfrom = \"admin\"\nexpect = \"no-answer\"\n";
+        let e = parse(&format!("{OK}{step}")).unwrap_err();
+        assert!(e.contains("`count`"), "{e}");
+        let s = parse(&format!("{OK}{step}count = 6\n")).unwrap();
+        let Some(Step::Probe(p)) = s.steps.last() else {
+            panic!("no probe step")
+        };
+        assert_eq!(
+            (p.kind, p.count, p.port),
+            (ProbeKind::SshLimit, Some(6), Some(22))
+        );
+    }
+
+    #[test]
     fn a_key_a_step_does_not_use_is_refused() {
         let session =
             "[[step]]\naction = \"open-ssh-session\"\nfrom = \"admin\"\nfamily = \"ipv4\"\n";
         for (step, key) in [
             ("[[step]]\nload = \"main\"\nport = 22\n", "port"),
+            (
+                "[[step]]\nprobe = \"ssh\"\nfrom = \"admin\"\ncount = 6\nexpect = \"ok\"\n",
+                "count",
+            ),
             (
                 "[[step]]\nprobe = \"tcp\"\nfrom = \"admin\"\nport = 22\non = \"target\"\n",
                 "on",

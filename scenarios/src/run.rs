@@ -98,6 +98,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                         to: Host::Target,
                         family: *family,
                         port: Some(22),
+                        count: None,
                     },
                     expect: *expect,
                     counted_by: counted_by.clone(),
@@ -121,6 +122,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                             to: p.to,
                             family,
                             port: p.port,
+                            count: p.count,
                         },
                         expect: p.expect,
                         counted_by: p.counted_by.clone(),
@@ -191,7 +193,10 @@ pub fn check_counters_exist(scn: &Scenario) -> Result<(), String> {
 /// Whether the scenario needs OpenSSH.
 pub fn uses_ssh(scn: &Scenario) -> bool {
     scn.steps.iter().any(|s| match s {
-        Step::Probe(p) => p.kind == ProbeKind::Ssh || p.kind == ProbeKind::InvalidRst,
+        Step::Probe(p) => matches!(
+            p.kind,
+            ProbeKind::Ssh | ProbeKind::InvalidRst | ProbeKind::SshLimit
+        ),
         Step::OpenSshSession { .. } | Step::CheckSshSession { .. } => true,
         _ => false,
     })

@@ -150,6 +150,7 @@ COMMIT
                 to: Host::Target,
                 family: Family::V4,
                 port: Some(22),
+                count: None,
             },
             expect: expect.parse().unwrap(),
             counted_by: Some(by.parse().unwrap()),

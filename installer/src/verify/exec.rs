@@ -451,6 +451,9 @@ impl LabSession {
     /// picks the window: a probe expected to get no answer waits the short
     /// negative window, any other up to [`PATIENT`] (it returns at once on success).
     pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Observation, ExecError> {
+        if spec.kind == ProbeKind::SshLimit {
+            return self.ssh_limit(spec, expect);
+        }
         let f = spec.family;
         let window = if expect == Expect::NoAnswer {
             probe::NEGATIVE_WINDOW
@@ -543,6 +546,7 @@ impl LabSession {
                         Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
                         None => Outcome::Failed("no ssh client".into()),
                     },
+                    ProbeKind::SshLimit => Outcome::Failed("ssh-limit runs on its own".into()),
                 }
             })
             .map_err(err(&format!("probing from {}", spec.from)))?;
@@ -550,6 +554,141 @@ impl LabSession {
         Ok(Observation {
             outcome,
             deltas: after.since(&before),
+            family: Some(f),
+        })
+    }
+
+    /// Empty the target's `recent` list of the SSH rate limit (writing `/` to
+    /// `/proc/net/xt_recent/LIST` flushes it), in the target's namespace; a
+    /// ruleset without the list has nothing to empty.
+    fn clear_rate_limit_list(&self) -> Result<(), ExecError> {
+        let path = format!(
+            "/proc/thread-self/net/xt_recent/{}",
+            crate::policy::RateLimit::LIST
+        );
+        self.lab
+            .host(HostId::Target)
+            .try_run(move || async move {
+                match std::fs::write(&path, "/\n") {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r.map_err(|e| format!("{path}: {e}")),
+                }
+            })
+            .map_err(err("emptying the ssh rate limit list"))?
+            .map_err(|e| ExecError(format!("emptying the ssh rate limit list: {e}")))
+    }
+
+    /// [`ProbeKind::SshLimit`]: hold one connection to the ssh port open (its
+    /// banner read), open `count - 1` more that must be accepted, then one more
+    /// whose outcome is the probe's; then the held connection must still carry
+    /// data both ways, counted by the RELATED,ESTABLISHED rule. The rate limit's
+    /// list is emptied before (earlier probes' connections must not count) and
+    /// after (later probes must not be dropped by this one's). The deltas span
+    /// the burst and the exchange.
+    fn ssh_limit(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Observation, ExecError> {
+        use std::io::{Read as _, Write as _};
+        let f = spec.family;
+        let port = spec.port.or(spec.kind.default_port()).unwrap_or(22);
+        let allowed = spec.count.filter(|&n| n > 0).ok_or_else(|| {
+            ExecError("an ssh-limit probe needs a count: the connections the window allows".into())
+        })?;
+        self.ensure_sshd(port)?;
+        let dst = SocketAddr::new(self.addr(spec.to, f)?, port);
+        self.clear_rate_limit_list()?;
+        let failed = |why: String, deltas: Counters| Observation {
+            outcome: Outcome::Failed(why),
+            deltas,
+            family: Some(f),
+        };
+        // The held connection, made in the client's namespace; a std socket keeps
+        // its namespace wherever it is used afterwards.
+        let held = self
+            .host(spec.from)?
+            .try_run(move || async move {
+                let s = std::net::TcpStream::connect_timeout(&dst, PATIENT)?;
+                s.set_read_timeout(Some(PATIENT))?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .map_err(err(&format!("connecting from {}", spec.from)))?;
+        let mut held = match held {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(failed(
+                    format!("the connection to hold ({dst}) was not accepted: {e}"),
+                    Counters::default(),
+                ));
+            }
+        };
+        let mut banner = [0u8; 256];
+        match held.read(&mut banner) {
+            Ok(n) if banner[..n].starts_with(b"SSH-") => {}
+            other => {
+                return Ok(failed(
+                    format!("the held connection got no ssh banner: {other:?}"),
+                    Counters::default(),
+                ));
+            }
+        }
+        let last_window = if expect == Expect::NoAnswer {
+            probe::NEGATIVE_WINDOW
+        } else {
+            PATIENT
+        };
+        let before = self.counters(f)?;
+        let burst = self
+            .host(spec.from)?
+            .try_run(move || async move {
+                let mut v = Vec::new();
+                for i in 1..=allowed {
+                    let w = if i == allowed { last_window } else { PATIENT };
+                    v.push(probe::tcp::connect(dst, w).await);
+                }
+                v
+            })
+            .map_err(err(&format!("probing from {}", spec.from)))?;
+        let mid = self.counters(f)?;
+        let exchange = held
+            .write_all(b"SSH-2.0-portcullis-verify\r\n")
+            .and_then(|()| held.read(&mut banner));
+        let after = self.counters(f)?;
+        drop(held);
+        self.clear_rate_limit_list()?;
+        let deltas = after.since(&before);
+        // Connection 1 is the held one; the burst's i-th is connection i + 1.
+        if let Some((i, o)) = burst[..burst.len() - 1]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| !o.is_ok())
+        {
+            return Ok(failed(
+                format!(
+                    "new connection {} of the {allowed} the window allows was not accepted: {o:?}",
+                    i + 2
+                ),
+                deltas,
+            ));
+        }
+        match exchange {
+            Ok(n) if n > 0 => {}
+            other => {
+                return Ok(failed(
+                    format!("the held connection carried no data after the burst: {other:?}"),
+                    deltas,
+                ));
+            }
+        }
+        let established: super::CountedBy = "INPUT: replies and related"
+            .parse()
+            .expect("a comment form");
+        if super::counted(&after.since(&mid), &established) == Some(0) {
+            return Ok(failed(
+                "the RELATED,ESTABLISHED rule did not count the held connection's data".into(),
+                deltas,
+            ));
+        }
+        Ok(Observation {
+            outcome: burst.last().cloned().unwrap_or(Outcome::NoAnswer),
+            deltas,
             family: Some(f),
         })
     }

@@ -157,6 +157,7 @@ mod tests {
                 to,
                 family: Family::V4,
                 port: Some(22),
+                count: None,
             },
             expect: expect.parse().unwrap(),
             counted_by: Some(by.parse().unwrap()),

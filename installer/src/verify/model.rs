@@ -103,10 +103,17 @@ pub enum ProbeKind {
     /// One UDP datagram to an echo server started on the port; the echo is the
     /// proof (an ICMP port unreachable is `refused`).
     Udp,
+    /// The SSH rate limit: hold one connection to the ssh port open, open
+    /// `count - 1` more from the same source (`count` in all, what the window
+    /// allows), then one more: its outcome is the probe's (the limit must drop
+    /// it). `failed` when a connection within the limit is not accepted, or when
+    /// the held one no longer carries data after the burst (its data counted by
+    /// the RELATED,ESTABLISHED rule, when the ruleset has that portcullis comment).
+    SshLimit,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 13] = [
+    pub const ALL: [ProbeKind; 14] = [
         ProbeKind::Tcp,
         ProbeKind::Ssh,
         ProbeKind::DnsUdp,
@@ -120,6 +127,7 @@ impl ProbeKind {
         ProbeKind::LoopbackTcp,
         ProbeKind::Forward,
         ProbeKind::Udp,
+        ProbeKind::SshLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +145,7 @@ impl ProbeKind {
             ProbeKind::LoopbackTcp => "loopback-tcp",
             ProbeKind::Forward => "forward",
             ProbeKind::Udp => "udp",
+            ProbeKind::SshLimit => "ssh-limit",
         }
     }
 
@@ -151,9 +160,11 @@ impl ProbeKind {
     /// The well-known port of the kind, when it has one.
     pub fn default_port(self) -> Option<u16> {
         match self {
-            ProbeKind::Ssh | ProbeKind::SynFin | ProbeKind::SynRst | ProbeKind::InvalidRst => {
-                Some(22)
-            }
+            ProbeKind::Ssh
+            | ProbeKind::SynFin
+            | ProbeKind::SynRst
+            | ProbeKind::InvalidRst
+            | ProbeKind::SshLimit => Some(22),
             ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(53),
             ProbeKind::Http => Some(80),
             ProbeKind::Https => Some(443),
@@ -206,6 +217,10 @@ pub struct ProbeSpec {
     pub family: Family,
     /// The destination port (TCP kinds), or the well-known port of the kind.
     pub port: Option<u16>,
+    /// `ssh-limit` only: the new connections the policy allows in the window
+    /// (`ssh.rate_limit`); the probe opens one more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 fn ser_family<S: serde::Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
@@ -215,8 +230,9 @@ fn ser_family<S: serde::Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error>
 impl ProbeSpec {
     /// A short label for tables: `ssh`, `tcp/8443`, `dns-udp`.
     pub fn service(&self) -> String {
-        match (self.kind.needs_port(), self.port) {
-            (true, Some(p)) => format!("{}/{p}", self.kind),
+        match (self.kind.needs_port(), self.port, self.count) {
+            (true, Some(p), _) => format!("{}/{p}", self.kind),
+            (false, _, Some(n)) => format!("{}#{}", self.kind, n + 1),
             _ => self.kind.to_string(),
         }
     }

@@ -128,7 +128,7 @@ portcullis: error: tests/bad/range-reversed.toml:7: outbound.allow[1].port: expe
         .code(2)
         .stdout_eq(str![""])
         .stderr_eq(str![[r#"
-portcullis: error: tests/bad/unknown-key-nested.toml:3: ssh.alow_from: unknown key, expected port or allow_from
+portcullis: error: tests/bad/unknown-key-nested.toml:3: ssh.alow_from: unknown key, expected one of port, allow_from, rate_limit
 
 "#]]);
     portcullis()

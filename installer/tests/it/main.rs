@@ -16,6 +16,7 @@ mod restore_test;
 mod support;
 mod verify_cli;
 mod verify_expect;
+mod verify_logging;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -31,5 +32,6 @@ fn main() {
     trials.extend(lockout::trials());
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
+    trials.extend(verify_logging::trials());
     libtest_mimic::run(&args, trials).exit();
 }

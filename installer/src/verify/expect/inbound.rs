@@ -1,7 +1,8 @@
 //! `[inbound]`: ICMP echo in, each `allow` entry from the admin host and from the
-//! outsider, and a port no inbound rule opens.
+//! outsider (a range at both ends, and one port just outside it from a host the
+//! entry admits), and a port no inbound rule opens.
 
-use super::{Ctx, admits, allow_comment, covers, first_port};
+use super::{Ctx, admits, allow_comment, covers, inbound_open, outside, probe_ports};
 use crate::policy::{Ports, Proto};
 use crate::rule::Chain::Input;
 use crate::verify::model::{Expectation, Host, ProbeKind};
@@ -48,14 +49,32 @@ fn allows(c: &Ctx<'_>) -> Vec<Expectation> {
             continue; // this entry is for the other family only
         }
         let comment = format!("INPUT: {}", allow_comment(a, "inbound"));
+        let mut admitted = None;
         for from in [Host::Admin, Host::Outsider] {
             let ok = admits(&peers, c.topo.addr(from, c.family));
-            out.push(c.promise(
-                (kind, from, Host::Target, Some(first_port(a.ports))),
-                c.allowed_if(ok, &comment),
-                Input,
-                &format!("inbound.allow[{i}]"),
-            ));
+            if ok && admitted.is_none() {
+                admitted = Some(from);
+            }
+            for port in probe_ports(a.ports) {
+                out.push(c.promise(
+                    (kind, from, Host::Target, Some(port)),
+                    c.allowed_if(ok, &comment),
+                    Input,
+                    &format!("inbound.allow[{i}]"),
+                ));
+            }
+        }
+        // The range ends where it says: the next port is dropped for a host the
+        // entry admits (unless another rule opens it to that host).
+        if let (Some(port), Some(from)) = (outside(a.ports), admitted) {
+            if !inbound_open(c, a.proto, port, from) {
+                out.push(c.promise(
+                    (kind, from, Host::Target, Some(port)),
+                    None,
+                    Input,
+                    &format!("inbound.allow[{i}] (just outside its range)"),
+                ));
+            }
         }
     }
     out

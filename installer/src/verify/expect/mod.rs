@@ -1,6 +1,7 @@
 //! What a policy promises, as probes with expected outcomes: the pure function
 //! `expectations(&Policy, &Topology) -> Derived`, composed of one part
-//! per policy section (`ssh`, `inbound`, `outbound`, `hardening`, `forward`), and
+//! per policy section (`ssh`, `inbound`, `outbound`, `hardening`, `forward`,
+//! `logging`), and
 //! in `map` the mapping of a policy's real-world CIDRs onto the lab's
 //! documentation subnets.
 //!
@@ -11,6 +12,7 @@
 mod forward;
 mod hardening;
 mod inbound;
+mod logging;
 mod map;
 mod outbound;
 mod ssh;
@@ -21,7 +23,7 @@ use ipnet::IpNet;
 use portcullis_harness::Family;
 
 use super::model::{CountedBy, Expect, Expectation, Host, ProbeKind, ProbeSpec};
-use crate::policy::{Allow, Ipv6Mode, Policy, Ports};
+use crate::policy::{Allow, Ipv6Mode, Policy, Ports, Proto};
 use crate::rule::Chain;
 
 pub use map::{Mapping, apply_mappings, keeps_in_lab, map_policy, map_text};
@@ -79,6 +81,53 @@ fn covers(p: Ports, port: u16) -> bool {
         Ports::One(n) => n == port,
         Ports::Range(a, b) => (a..=b).contains(&port),
     }
+}
+
+/// The ports to probe of an allow entry: the one port, or both ends of a range.
+fn probe_ports(p: Ports) -> Vec<u16> {
+    match p {
+        Ports::One(n) => vec![n],
+        Ports::Range(a, b) => vec![a, b],
+    }
+}
+
+/// A port just outside a range (above it, or below it when it ends at 65535);
+/// `None` for a single port, whose neighbours say nothing about the entry.
+fn outside(p: Ports) -> Option<u16> {
+    match p {
+        Ports::One(_) => None,
+        Ports::Range(a, b) => b.checked_add(1).or(a.checked_sub(1)).filter(|&n| n > 0),
+    }
+}
+
+/// Whether any inbound rule of this family accepts `proto` on `port` from `from`:
+/// the ssh allow, or an inbound allow entry.
+fn inbound_open(c: &Ctx<'_>, proto: Proto, port: u16, from: Host) -> bool {
+    let addr = c.topo.addr(from, c.family);
+    (proto == Proto::Tcp && port == c.policy.ssh.port && ssh::admitted(c, from))
+        || c.policy.inbound.allow.iter().any(|a| {
+            let peers = c.peers(&a.peers);
+            a.proto == proto
+                && covers(a.ports, port)
+                && (a.peers.is_empty() || !peers.is_empty())
+                && admits(&peers, addr)
+        })
+}
+
+/// Whether any outbound rule of this family accepts `proto` on `port` to `to`:
+/// a switch (dns, http, https) or an outbound allow entry.
+fn outbound_open(c: &Ctx<'_>, proto: Proto, port: u16, to: Host) -> bool {
+    let out = &c.policy.outbound;
+    let addr = c.topo.addr(to, c.family);
+    (out.dns && port == 53)
+        || (proto == Proto::Tcp && ((out.http && port == 80) || (out.https && port == 443)))
+        || out.allow.iter().any(|a| {
+            let peers = c.peers(&a.peers);
+            a.proto == proto
+                && covers(a.ports, port)
+                && (a.peers.is_empty() || !peers.is_empty())
+                && admits(&peers, addr)
+        })
 }
 
 /// Whether `peers` (empty: anywhere) admit `addr`, for `family`.
@@ -157,6 +206,7 @@ impl Ctx<'_> {
                 to,
                 family: self.family,
                 port: port.or(kind.default_port()),
+                count: None,
             },
             expect,
             counted_by,
@@ -179,6 +229,7 @@ impl Ctx<'_> {
                 to: Host::Target,
                 family: self.family,
                 port: Some(port),
+                count: None,
             },
             expect: Expect::Ok,
             counted_by: by.parse().ok(),
@@ -213,18 +264,19 @@ pub fn expectations(policy: &Policy, topo: &Topology) -> Derived {
 fn family_expectations(c: &Ctx<'_>) -> Derived {
     let mut d = Derived::default();
     d.expectations.extend(ssh::expectations(c));
+    d.expectations.extend(ssh::rate_limit(c));
     d.expectations.extend(inbound::expectations(c));
     d.append(outbound::expectations(c));
     d.expectations.push(hardening::loopback(c));
-    if c.deny {
+    if !c.deny {
         // IPv6 `deny`: policies DROP everything; the probes above expect that
         // (inbound, the INPUT policy counts the router's neighbour solicitation:
         // the target answers none, so nothing else reaches it).
         // Malicious flags and INVALID are not rendered there: nothing to count.
-        return d;
+        d.append(hardening::crafted(c));
+        d.expectations.push(forward::expectation(c));
     }
-    d.append(hardening::crafted(c));
-    d.expectations.push(forward::expectation(c));
+    logging::prepend(c, &mut d);
     d
 }
 
@@ -367,10 +419,26 @@ mode = "deny"
         use Family::{V4, V6};
         let (e, by) = one(&d, ProbeKind::DnsUdp, Host::Target, V4);
         assert_eq!((e, by.as_str()), (Expect::NoAnswer, "OUTPUT policy"));
+        // The range at both ends and just outside it; `to` from its negative side.
         let tcp = find(&d, ProbeKind::Tcp, Host::Target, V4);
-        assert_eq!(tcp.len(), 1, "{tcp:?}");
-        assert_eq!(tcp[0].probe.port, Some(8000));
-        assert_eq!(tcp[0].expect, Expect::Ok);
+        let got: Vec<_> = tcp
+            .iter()
+            .map(|e| (e.probe.to, e.probe.port, e.expect))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Host::Web, Some(8000), Expect::Ok),
+                (Host::Web, Some(8100), Expect::Ok),
+                (Host::Web, Some(8101), Expect::NoAnswer),
+                (Host::Outsider, Some(8000), Expect::NoAnswer),
+            ]
+        );
+        assert!(
+            tcp[2..]
+                .iter()
+                .all(|e| e.counted_by == Some(CountedBy::Policy(Chain::Output)))
+        );
         // IPv6 deny: the admin gets nothing over IPv6 (the validator refuses IPv6
         // CIDRs under deny, so allow_from lists IPv4 only).
         let (e, _) = one(&d, ProbeKind::Ssh, Host::Admin, V6);
@@ -378,6 +446,54 @@ mode = "deny"
         let (e, _) = one(&d, ProbeKind::Icmp, Host::Outsider, V6);
         assert_eq!(e, Expect::NoAnswer);
         assert!(find(&d, ProbeKind::SynFin, Host::Outsider, V6).is_empty());
+    }
+
+    #[test]
+    fn an_inbound_range_is_probed_at_both_ends_and_just_outside() {
+        let text = "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[[inbound.allow]]\nproto = \"udp\"\nport = \"60000:61000\"\nfrom = [\"10.0.0.0/8\"]\ncomment = \"mosh\"\n[[inbound.allow]]\nproto = \"tcp\"\nport = \"65000:65535\"\n";
+        let (p, _) = map_policy(&Policy::parse(text, "t").unwrap(), &topo());
+        let d = expectations(&p, &topo());
+        let got = |kind, f| -> Vec<(Host, Option<u16>, Expect, String)> {
+            d.expectations
+                .iter()
+                .filter(|e| {
+                    e.probe.kind == kind && e.probe.family == f && e.probe.to == Host::Target
+                })
+                .map(|e| {
+                    let by = e
+                        .counted_by
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default();
+                    (e.probe.from, e.probe.port, e.expect, by)
+                })
+                .collect()
+        };
+        let row = |h, port, e, by: &str| (h, Some(port), e, by.to_owned());
+        use Expect::{NoAnswer, Ok};
+        assert_eq!(
+            got(ProbeKind::Udp, Family::V4),
+            [
+                row(Host::Admin, 60000, Ok, "INPUT: mosh"),
+                row(Host::Admin, 61000, Ok, "INPUT: mosh"),
+                row(Host::Outsider, 60000, NoAnswer, "INPUT policy"),
+                row(Host::Outsider, 61000, NoAnswer, "INPUT policy"),
+                row(Host::Admin, 61001, NoAnswer, "INPUT policy"),
+            ]
+        );
+        // A range ending at 65535: the port just below it is the one outside.
+        let any = "INPUT: allowed by the policy (inbound.allow)";
+        let tcp = got(ProbeKind::Tcp, Family::V4);
+        assert!(
+            tcp.contains(&row(Host::Outsider, 65535, Ok, any)),
+            "{tcp:?}"
+        );
+        assert!(
+            tcp.contains(&row(Host::Admin, 64999, NoAnswer, "INPUT policy")),
+            "{tcp:?}"
+        );
+        // An IPv4-only entry says nothing about IPv6.
+        assert!(got(ProbeKind::Udp, Family::V6).is_empty());
     }
 
     const UDP_POLICY: &str = r#"
@@ -459,6 +575,8 @@ comment = "ntp"
             ),
             "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[[outbound.allow]]\nproto = \"tcp\"\nport = 25\n[ipv6]\nmode = \"deny\"\n".to_owned(),
             UDP_POLICY.to_owned(),
+            include_str!("../../../../examples/bastion.toml").to_owned(),
+            include_str!("../../../../examples/mail-relay.toml").to_owned(),
         ];
         for text in policies {
             let (p, _) = map_policy(&Policy::parse(&text, "t").unwrap(), &topo());

@@ -1,7 +1,11 @@
 //! `[outbound]`: DNS, HTTP, HTTPS and ICMP from the target, each `allow` entry
-//! towards the web host, and ports no outbound rule opens.
+//! towards the web host (a range at both ends and one port just outside it; an
+//! entry with `to` also towards the outsider, a destination outside `to`), and
+//! ports no outbound rule opens.
 
-use super::{Ctx, Derived, admits, allow_comment, covers, first_port};
+use super::{
+    Ctx, Derived, admits, allow_comment, covers, first_port, outbound_open, outside, probe_ports,
+};
 use crate::policy::Proto;
 use crate::rule::Chain::Output;
 use crate::verify::model::{Expectation, Host, ProbeKind};
@@ -115,12 +119,43 @@ fn allows(c: &Ctx<'_>) -> Allows {
                 ProbeKind::Udp
             }
         };
-        r.expectations.push(c.promise(
-            (kind, Host::Target, Host::Web, Some(first_port(a.ports))),
-            c.allowed_if(ok, &comment),
-            Output,
-            &format!("outbound.allow[{i}]"),
-        ));
+        for port in probe_ports(a.ports) {
+            r.expectations.push(c.promise(
+                (kind, Host::Target, Host::Web, Some(port)),
+                c.allowed_if(ok, &comment),
+                Output,
+                &format!("outbound.allow[{i}]"),
+            ));
+        }
+        // The range ends where it says: the next port to web is dropped.
+        if let Some(port) = outside(a.ports).filter(|_| ok) {
+            if !outbound_open(c, a.proto, port, Host::Web) {
+                r.expectations.push(c.promise(
+                    (kind, Host::Target, Host::Web, Some(port)),
+                    None,
+                    Output,
+                    &format!("outbound.allow[{i}] (just outside its range)"),
+                ));
+            }
+        }
+        // `to` is a limit: the same port to a host outside it is dropped.
+        let first = first_port(a.ports);
+        let outsider = c.topo.addr(Host::Outsider, c.family);
+        if !peers.is_empty() && !admits(&peers, outsider) {
+            if outbound_open(c, a.proto, first, Host::Outsider) {
+                r.notes.push(format!(
+                    "outbound.allow[{i}] ({}): the negative side of `to` is not probed: another rule opens port {first} to the outsider",
+                    c.family
+                ));
+            } else {
+                r.expectations.push(c.promise(
+                    (kind, Host::Target, Host::Outsider, Some(first)),
+                    None,
+                    Output,
+                    &format!("outbound.allow[{i}] (a destination outside `to`)"),
+                ));
+            }
+        }
     }
     r
 }

@@ -1,9 +1,12 @@
 //! `[ssh]`: the port opens to `allow_from` only; probed from the admin host (inside
-//! the mapped subnet) and from the outsider.
+//! the mapped subnet) and from the outsider. With `rate_limit`, the admin host's
+//! connection over the limit is dropped by the limit rule while one it holds open
+//! still carries data.
 
 use super::{Ctx, admits};
+use crate::render::RATE_LIMIT_COMMENT;
 use crate::rule::Chain;
-use crate::verify::model::{Expectation, Host, ProbeKind};
+use crate::verify::model::{Expect, Expectation, Host, ProbeKind, ProbeSpec};
 
 /// Whether the policy lets `from` reach the ssh port (ignoring `ipv6.mode = deny`).
 pub(super) fn admitted(c: &Ctx<'_>, from: Host) -> bool {
@@ -23,4 +26,25 @@ pub(super) fn expectations(c: &Ctx<'_>) -> Vec<Expectation> {
             )
         })
         .collect()
+}
+
+/// `ssh.rate_limit`, when the admin host may reach the ssh port at all.
+pub(super) fn rate_limit(c: &Ctx<'_>) -> Option<Expectation> {
+    let limit = c.policy.ssh.rate_limit?;
+    if c.deny || !admitted(c, Host::Admin) {
+        return None;
+    }
+    Some(Expectation {
+        probe: ProbeSpec {
+            kind: ProbeKind::SshLimit,
+            from: Host::Admin,
+            to: Host::Target,
+            family: c.family,
+            port: Some(c.policy.ssh.port),
+            count: Some(limit.connections),
+        },
+        expect: Expect::NoAnswer,
+        counted_by: format!("INPUT: {RATE_LIMIT_COMMENT}").parse().ok(),
+        why: "ssh.rate_limit".to_owned(),
+    })
 }
