@@ -5,7 +5,8 @@
 //!   early-exiting `*-restore` still reports its stderr), [`backend::restore`]
 //!   (one `*-restore -w` call per family) and [`backend::save`].
 //! - [`counters`]: the `*-save -c` text parsed into per-rule and per-policy
-//!   [`Counters`], and their deltas. Pure: no I/O.
+//!   [`Counters`], their growth between two snapshots ([`Counters::since`]) and
+//!   the [`Selector`] queries that say which rule counted a packet. Pure: no I/O.
 //!
 //! It knows nothing of policies and nothing of namespaces: it acts on the network
 //! namespace of the calling thread. The installer runs it on the live host; the
@@ -18,4 +19,4 @@ pub mod backend;
 pub mod counters;
 
 pub use backend::{Backend, BackendError, Family};
-pub use counters::{Counter, CounterKind, Counters, Delta, ParseError};
+pub use counters::{Counter, CounterKind, Counters, Delta, ParseError, Selector};
