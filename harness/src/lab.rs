@@ -315,15 +315,19 @@ impl Lab {
     pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
         self.settle()?;
         let mut current = self.backend.lock().unwrap();
-        if let Some(loaded) = *current {
-            if loaded != backend {
-                return Err(LabError::MixedBackends {
-                    loaded,
-                    asked: backend,
-                });
-            }
-        }
+        same_backend(*current, backend)?;
         self.host(HostId::Target).load(backend, family, text)?;
+        *current = Some(backend);
+        Ok(())
+    }
+
+    /// For rules the target got by other means than [`Lab::load`] (a distro's
+    /// boot loader, `portcullis apply`): read its counters with `backend` from
+    /// now on, so [`Lab::probe`] and [`Lab::counters`] see them. Refuses a
+    /// second backend, as `load` does.
+    pub fn adopt_backend(&self, backend: Backend) -> Result<()> {
+        let mut current = self.backend.lock().unwrap();
+        same_backend(*current, backend)?;
         *current = Some(backend);
         Ok(())
     }
@@ -378,10 +382,11 @@ impl Lab {
     }
 
     /// Run `probe` on host `from` and return its outcome with what the target's
-    /// rules and chain policies counted meanwhile (`family` limits the snapshot
-    /// to one family; `None` reads both). Before any [`Lab::load`], the deltas
-    /// are empty. Probes of one lab run one at a time, so concurrent callers
-    /// never see each other's packets.
+    /// rules and chain policies counted meanwhile: every counter with its growth,
+    /// zeros kept ([`Counters::since`]; `family` limits the snapshots to one
+    /// family, `None` reads both). Before any [`Lab::load`], the counters are
+    /// empty. Probes of one lab run one at a time, so concurrent callers never
+    /// see each other's packets.
     pub fn probe<F, Fut>(&self, from: HostId, family: Option<Family>, probe: F) -> Result<Evidence>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -405,12 +410,12 @@ impl Lab {
             Counters::default()
         };
         let outcome = self.host(from).try_run(probe)?;
-        let deltas = if loaded {
-            self.counters(&families)?.delta(&before)
+        let counters = if loaded {
+            self.counters(&families)?.since(&before)
         } else {
-            Vec::new()
+            Counters::default()
         };
-        Ok(Evidence { outcome, deltas })
+        Ok(Evidence { outcome, counters })
     }
 
     /// Forget the neighbour entries (ARP / NDP) of `family` on host `id`, and its
@@ -488,6 +493,14 @@ impl Lab {
             }
         }
         errors
+    }
+}
+
+/// Refuse `asked` when the lab already uses another backend.
+fn same_backend(loaded: Option<Backend>, asked: Backend) -> Result<()> {
+    match loaded {
+        Some(loaded) if loaded != asked => Err(LabError::MixedBackends { loaded, asked }),
+        _ => Ok(()),
     }
 }
 

@@ -27,15 +27,16 @@
 //!   error.
 //! - Rules on the target: [`Lab::load`] (one `*-restore -w`), [`Lab::counters`]
 //!   (`*-save -c` parsed into [`Counters`]), [`Lab::reset`] (zero counters and
-//!   flush conntrack over ctnetlink, module [`conntrack`]), [`Counters::delta`].
+//!   flush conntrack over ctnetlink, module [`conntrack`]), [`Counters::since`].
 //!   [`Lab::flush_neighbours`] forgets ARP/NDP entries of a host and its peers.
 //! - [`Lab::settle`]: waits (once per lab, at most [`lab::SETTLE_LIMIT`]) until
 //!   the target has sent the MLD reports of its fresh link, so they never land in
 //!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it.
 //! - [`Lab::probe`]: run any async probe returning an [`Outcome`] on one host and
-//!   get [`Evidence`]: the outcome plus every target counter that moved, so a drop
-//!   is proved by the rule or policy that counted it ([`Evidence::count`] with a
-//!   [`Selector`], [`Evidence::counted_by`]).
+//!   get [`Evidence`]: the outcome plus the target's [`Counters::since`] the probe
+//!   began (every counter with its growth, zeros kept, resets handled), so a drop
+//!   is proved by the rule or policy that counted it: [`Counters::count`] with a
+//!   [`Selector`] (`None` when no rule answers to it), [`Counters::moved`].
 //! - Debug mode ([`LabOptions::debug`] or `PORTCULLIS_LAB_DEBUG=1`): every
 //!   namespace is also bind-mounted at `/run/netns/pc-<pid>-<seq>-<host>` for
 //!   `ip netns exec`; [`host::sweep`] removes mounts left by dead processes.
@@ -71,7 +72,7 @@
 //!     }
 //! })?;
 //! assert_eq!(ev.outcome, Outcome::NoAnswer);
-//! assert!(ev.count(&Selector::Policy("INPUT".into())) >= 1, "{}", ev.summary());
+//! assert!(ev.counters.packets(&Selector::policy("INPUT")) >= 1, "{}", ev.summary());
 //! lab.shutdown().map_err(|e| format!("{e:?}"))?;
 //! # Ok(())
 //! # }
@@ -100,11 +101,11 @@ mod sys;
 // The backends, the command runner and the counter parser live in the leaf crate
 // both halves depend on; the lab re-exports them so a lab user needs one import.
 pub use error::LabError;
-pub use evidence::{Evidence, Selector};
+pub use evidence::Evidence;
 pub use host::{Child, Host, Task, sweep};
 pub use lab::{HostId, Lab, LabOptions, LinkPlan};
 pub use portcullis_netfilter::{Backend, BackendError, Family};
-pub use portcullis_netfilter::{Counter, CounterKind, Counters, Delta};
+pub use portcullis_netfilter::{Counter, CounterKind, Counters, Selector};
 pub use portcullis_netfilter::{backend, counters};
 pub use probe::Outcome;
 

@@ -103,9 +103,6 @@ impl fmt::Display for Counter {
     }
 }
 
-/// How much one counter grew between two snapshots.
-pub type Delta = Counter;
-
 /// Names counters of a ruleset: the one vocabulary for "which rule (or policy)
 /// counted this", asked of a [`Counters`] snapshot or a [`Counters::since`]
 /// value with [`Counters::count`]. Chains are matched in any table and family.
@@ -297,14 +294,6 @@ impl Counters {
         Ok(Counters { entries })
     }
 
-    /// The counters that grew since `before`, with the growth as their values. A
-    /// rule that is new since `before` counts from zero.
-    pub fn delta(&self, before: &Counters) -> Vec<Delta> {
-        self.growth(before, |now, then| now.saturating_sub(then))
-            .filter(|c| c.packets > 0)
-            .collect()
-    }
-
     /// Every counter, with its growth since `before` as its value, zeros kept: a
     /// rule that counted nothing is still there, so "no such rule" and "counted 0"
     /// stay apart. A counter that went down (zeroed between the reads) counts its
@@ -400,45 +389,6 @@ impl Counters {
         }
     }
 
-    /// The policy counter of `chain` in `table`.
-    pub fn policy(&self, table: &str, chain: &str) -> Option<&Counter> {
-        self.entries
-            .iter()
-            .find(|c| c.table == table && c.is_policy_of(chain))
-    }
-
-    /// The rule at 1-based `index` of `chain` in `table` (`--line-numbers`).
-    pub fn rule_at(&self, table: &str, chain: &str, index: usize) -> Option<&Counter> {
-        self.entries.iter().find(|c| {
-            c.table == table
-                && c.chain == chain
-                && matches!(c.kind, CounterKind::Rule { index: i, .. } if i == index)
-        })
-    }
-
-    /// The packets of the rules (in `chain`, or any) whose comment starts with
-    /// `prefix`, summed; `None` when no rule has such a comment.
-    pub fn comment_prefix_packets(&self, chain: Option<&str>, prefix: &str) -> Option<u64> {
-        let hits: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|c| chain.is_none_or(|ch| c.chain == ch))
-            .filter(|c| c.comment().is_some_and(|t| t.starts_with(prefix)))
-            .map(|c| c.packets)
-            .collect();
-        (!hits.is_empty()).then(|| hits.iter().sum())
-    }
-
-    /// The packets counted by anything that drops: `-j DROP` rules and `DROP`
-    /// policies.
-    pub fn drop_packets(&self) -> u64 {
-        self.entries
-            .iter()
-            .filter(|c| c.is_drop())
-            .map(|c| c.packets)
-            .sum()
-    }
-
     /// What counted packets in `chain` (use on a `since` value): each rule
     /// with a non-zero count by `short_label`, then the policy. Conntrack's
     /// RELATED,ESTABLISHED rule is left out: it counts every reply.
@@ -459,24 +409,6 @@ impl Counters {
     /// The tables present, for zeroing them.
     pub fn tables(&self) -> BTreeSet<String> {
         self.entries.iter().map(|c| c.table.clone()).collect()
-    }
-
-    /// The packets of the rule whose comment is `comment` (summed if several).
-    pub fn rule_packets(&self, comment: &str) -> u64 {
-        self.entries
-            .iter()
-            .filter(|c| c.comment() == Some(comment))
-            .map(|c| c.packets)
-            .sum()
-    }
-
-    /// The packets counted by the policy of `chain` (in any table).
-    pub fn policy_packets(&self, chain: &str) -> u64 {
-        self.entries
-            .iter()
-            .filter(|c| c.is_policy_of(chain))
-            .map(|c| c.packets)
-            .sum()
     }
 
     /// Append another family's counters (a snapshot of both families).

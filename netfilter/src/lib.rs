@@ -19,4 +19,4 @@ pub mod backend;
 pub mod counters;
 
 pub use backend::{Backend, BackendError, Family};
-pub use counters::{Counter, CounterKind, Counters, Delta, ParseError, Selector};
+pub use counters::{Counter, CounterKind, Counters, ParseError, Selector};

@@ -11,12 +11,10 @@ use std::time::Duration;
 use portcullis_harness::probe::{self, Outcome};
 use portcullis_harness::services::ssh;
 use portcullis_harness::services::{self, Service};
-use portcullis_harness::{Backend, Family, HostId, Lab, Task, link};
+use portcullis_harness::{Backend, Counters, Evidence, Family, HostId, Lab, Task, link};
 use rustls_pki_types::CertificateDer;
 
-use portcullis_harness::Counters;
-
-use super::counters::{Observation, TABLE};
+use super::counters::TABLE;
 use super::expect::{HostAddr, Topology};
 use super::model::{Expect, Host, ProbeKind, ProbeSpec};
 use super::{Expectation, LabRules, Row, VerifyError};
@@ -447,10 +445,11 @@ impl LabSession {
         }
     }
 
-    /// Send one probe; its outcome and the counter deltas of its family. `expect`
-    /// picks the window: a probe expected to get no answer waits the short
-    /// negative window, any other up to [`PATIENT`] (it returns at once on success).
-    pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Observation, ExecError> {
+    /// Send one probe through [`Lab::probe`]: its outcome and its family's
+    /// `filter` counters over it. `expect` picks the window: a probe expected to
+    /// get no answer waits the short negative window, any other up to
+    /// [`PATIENT`] (it returns at once on success).
+    pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Evidence, ExecError> {
         let f = spec.family;
         let window = if expect == Expect::NoAnswer {
             probe::NEGATIVE_WINDOW
@@ -510,10 +509,11 @@ impl LabSession {
                 .map_err(err("flushing the router's neighbour entry"))?
                 .map_err(|e| ExecError(format!("flushing the router's neighbour entry: {e}")))?;
         }
-        let before = self.counters(f)?;
-        let outcome = self
-            .host(spec.from)?
-            .try_run(move || async move {
+        let from = host_id(spec.from)
+            .ok_or_else(|| ExecError(format!("a probe cannot start on {}", spec.from)))?;
+        let ev = self
+            .lab
+            .probe(from, Some(f), move || async move {
                 use probe::craft::{Flags, send_tcp};
                 use probe::dns::{Rtype, Transport};
                 let rtype = if f == Family::V4 {
@@ -546,11 +546,9 @@ impl LabSession {
                 }
             })
             .map_err(err(&format!("probing from {}", spec.from)))?;
-        let after = self.counters(f)?;
-        Ok(Observation {
-            outcome,
-            deltas: after.since(&before),
-            family: Some(f),
+        Ok(Evidence {
+            counters: ev.counters.table(TABLE),
+            ..ev
         })
     }
 
@@ -603,7 +601,7 @@ impl LabSession {
         &mut self,
         id: SshSessionId,
         expect: Expect,
-    ) -> Result<Observation, ExecError> {
+    ) -> Result<Evidence, ExecError> {
         let h = self
             .sessions
             .get(id.0)
@@ -624,10 +622,9 @@ impl LabSession {
             .blocking_recv()
             .map_err(|_| ExecError("the ssh session task ended".into()))?;
         let family = h.family;
-        Ok(Observation {
+        Ok(Evidence {
             outcome,
-            deltas: self.counters(family)?,
-            family: Some(family),
+            counters: self.counters(family)?,
         })
     }
 }

@@ -319,15 +319,11 @@ impl FromStr for CountedBy {
     }
 }
 
+/// The text of the harness [`Selector`](portcullis_harness::Selector) it maps
+/// to (`INPUT policy`, `INPUT#3`, `INPUT: loopback`, `loopback`, `any DROP`).
 impl fmt::Display for CountedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CountedBy::Policy(c) => write!(f, "{} policy", c.name()),
-            CountedBy::Position(c, n) => write!(f, "{}#{n}", c.name()),
-            CountedBy::Comment(Some(c), s) => write!(f, "{}: {s}", c.name()),
-            CountedBy::Comment(None, s) => f.write_str(s),
-            CountedBy::AnyDrop => f.write_str("any DROP"),
-        }
+        fmt::Display::fmt(&super::counters::selector(self), f)
     }
 }
 
