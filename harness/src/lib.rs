@@ -21,8 +21,10 @@
 //!   [`host::async_command`] / [`host::run_command`]. Netlink:
 //!   [`host::netlink`] on a host thread; helpers in [`link`].
 //! - [`Lab`] (module [`lab`]): the standard dual-stack lab, a router joining
-//!   [`HostId::Target`], `Admin`, `Outsider`, `Resolver` and `Web`; addresses from
-//!   [`HostId::plan`] / [`Lab::addr`] / [`Lab::subnet`] (see docs/lab.md).
+//!   [`HostId::Target`], `Admin`, `Outsider`, `Resolver` and `Web`, and on demand
+//!   `Inner` behind the target ([`Lab::add_inner`], [`LabOptions::inner`], for
+//!   the FORWARD chain); addresses from [`HostId::plan`] / [`Lab::addr`] /
+//!   [`Lab::subnet`] (see docs/lab.md).
 //!   Dropping it tears down in reverse order; [`Lab::shutdown`] returns every
 //!   error.
 //! - Rules on the target: [`Lab::load`] (one `*-restore -w`), [`Lab::counters`]
