@@ -150,8 +150,8 @@ COMMIT
         Expectation {
             probe: ProbeSpec {
                 kind: ProbeKind::Ssh,
-                from: Host::Outsider,
-                to: Host::Target,
+                from: HostId::Outsider,
+                to: HostId::Target,
                 family: Family::V4,
                 port: Some(22),
             },

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use portcullis_harness::Family;
 
-use super::model::{CountedBy, Expect, Expectation, Host, ProbeKind, ProbeSpec};
+use super::model::{CountedBy, Expect, Expectation, HostId, ProbeKind, ProbeSpec};
 use crate::policy::{Allow, Ipv6Mode, Policy, Ports, Proto};
 use crate::rule::Chain;
 
@@ -27,24 +27,24 @@ pub struct Topology {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostAddr {
-    pub host: Host,
+    pub host: HostId,
     pub family: Family,
     pub addr: IpAddr,
     pub subnet: IpNet,
 }
 
 impl Topology {
-    fn find(&self, host: Host, family: Family) -> Option<&HostAddr> {
+    fn find(&self, host: HostId, family: Family) -> Option<&HostAddr> {
         self.hosts
             .iter()
             .find(|h| h.host == host && h.family == family)
     }
 
-    pub fn addr(&self, host: Host, family: Family) -> Option<IpAddr> {
+    pub fn addr(&self, host: HostId, family: Family) -> Option<IpAddr> {
         self.find(host, family).map(|h| h.addr)
     }
 
-    pub fn subnet(&self, host: Host, family: Family) -> Option<IpNet> {
+    pub fn subnet(&self, host: HostId, family: Family) -> Option<IpNet> {
         self.find(host, family).map(|h| h.subnet)
     }
 }
@@ -57,7 +57,7 @@ pub struct Mapping {
     pub from: IpNet,
     pub to: IpNet,
     /// The lab host whose subnet stands in for it.
-    pub host: Host,
+    pub host: HostId,
 }
 
 fn family_of(net: &IpNet) -> Family {
@@ -71,7 +71,7 @@ fn family_of(net: &IpNet) -> Family {
 /// anywhere (`/0`), or a network that already holds `host` in the lab. Any other
 /// CIDR (a real subnet such as the default's 10.137.0.0/24, or a documentation
 /// range that is some other lab link) is replaced by `host`'s subnet.
-pub fn keeps_in_lab(net: &IpNet, host: Host, topo: &Topology) -> bool {
+pub fn keeps_in_lab(net: &IpNet, host: HostId, topo: &Topology) -> bool {
     net.prefix_len() == 0
         || topo
             .addr(host, family_of(net))
@@ -84,7 +84,7 @@ pub fn keeps_in_lab(net: &IpNet, host: Host, topo: &Topology) -> bool {
 /// replaced.
 pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
     let mut maps = Vec::new();
-    let mut map = |key: String, nets: &mut Vec<IpNet>, host: Host| {
+    let mut map = |key: String, nets: &mut Vec<IpNet>, host: HostId| {
         let mut out: Vec<IpNet> = Vec::new();
         for net in nets.iter() {
             let replaced = if keeps_in_lab(net, host, topo) {
@@ -107,16 +107,20 @@ pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
         *nets = out;
     };
     let mut p = policy.clone();
-    map("ssh.allow_from".into(), &mut p.ssh.allow_from, Host::Admin);
+    map(
+        "ssh.allow_from".into(),
+        &mut p.ssh.allow_from,
+        HostId::Admin,
+    );
     for (i, a) in p.inbound.allow.iter_mut().enumerate() {
         map(
             format!("inbound.allow[{i}].from"),
             &mut a.peers,
-            Host::Admin,
+            HostId::Admin,
         );
     }
     for (i, a) in p.outbound.allow.iter_mut().enumerate() {
-        map(format!("outbound.allow[{i}].to"), &mut a.peers, Host::Web);
+        map(format!("outbound.allow[{i}].to"), &mut a.peers, HostId::Web);
     }
     (p, maps)
 }
@@ -221,7 +225,7 @@ impl Builder<'_> {
     /// `None` for a drop counted by `blocked_by`'s policy.
     fn push(
         &mut self,
-        (kind, from, to, port): (ProbeKind, Host, Host, Option<u16>),
+        (kind, from, to, port): (ProbeKind, HostId, HostId, Option<u16>),
         allowed: Option<&str>,
         blocked_by: Chain,
         why: &str,
@@ -246,12 +250,12 @@ impl Builder<'_> {
 
     /// A crafted segment: `ok` means it was sent (the probe cannot see a drop);
     /// the proof is the counter of the rule that must drop it.
-    fn crafted(&mut self, (kind, from, port): (ProbeKind, Host, u16), by: &str, why: &str) {
+    fn crafted(&mut self, (kind, from, port): (ProbeKind, HostId, u16), by: &str, why: &str) {
         self.out.push(Expectation {
             probe: ProbeSpec {
                 kind,
                 from,
-                to: Host::Target,
+                to: HostId::Target,
                 family: self.family,
                 port: Some(port),
             },
@@ -302,12 +306,12 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         .copied()
         .collect();
     let mut ssh_from_admin = false;
-    for from in [Host::Admin, Host::Outsider] {
+    for from in [HostId::Admin, HostId::Outsider] {
         let addr = b.topo.addr(from, f);
         let ok = !ssh_nets.is_empty() && admits(&ssh_nets, addr);
-        ssh_from_admin |= from == Host::Admin && ok && !deny;
+        ssh_from_admin |= from == HostId::Admin && ok && !deny;
         b.push(
-            (ProbeKind::Ssh, from, Host::Target, Some(policy.ssh.port)),
+            (ProbeKind::Ssh, from, HostId::Target, Some(policy.ssh.port)),
             allowed_if(ok, deny, "INPUT: ssh from the admin subnet"),
             Input,
             "ssh.allow_from",
@@ -321,7 +325,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         allowed_if(policy.inbound.icmp, deny, "INPUT: icmp echo request")
     };
     b.push(
-        (ProbeKind::Icmp, Host::Outsider, Host::Target, None),
+        (ProbeKind::Icmp, HostId::Outsider, HostId::Target, None),
         icmp_in,
         Input,
         if v6 {
@@ -352,10 +356,10 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
             continue; // this entry is for the other family only
         }
         let comment = format!("INPUT: {}", allow_comment(a, "inbound"));
-        for from in [Host::Admin, Host::Outsider] {
+        for from in [HostId::Admin, HostId::Outsider] {
             let ok = admits(&peers, b.topo.addr(from, f));
             b.push(
-                (kind, from, Host::Target, Some(first_port(a.ports))),
+                (kind, from, HostId::Target, Some(first_port(a.ports))),
                 allowed_if(ok, deny, &comment),
                 Input,
                 &format!("inbound.allow[{i}]"),
@@ -365,7 +369,12 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     let closed_in = b.topo.closed_inbound_port;
     if !open_inbound.iter().any(|p| covers(*p, closed_in)) {
         b.push(
-            (ProbeKind::Tcp, Host::Admin, Host::Target, Some(closed_in)),
+            (
+                ProbeKind::Tcp,
+                HostId::Admin,
+                HostId::Target,
+                Some(closed_in),
+            ),
             None,
             Input,
             "default deny (no inbound rule opens this port)",
@@ -376,20 +385,20 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     let out = &policy.outbound;
     for kind in [ProbeKind::DnsUdp, ProbeKind::DnsTcp] {
         b.push(
-            (kind, Host::Target, Host::Resolver, None),
+            (kind, HostId::Target, HostId::Resolver, None),
             allowed_if(out.dns, deny, "OUTPUT: dns lookups"),
             Output,
             "outbound.dns",
         );
     }
     b.push(
-        (ProbeKind::Http, Host::Target, Host::Web, None),
+        (ProbeKind::Http, HostId::Target, HostId::Web, None),
         allowed_if(out.http, deny, "OUTPUT: allow outbound http"),
         Output,
         "outbound.http",
     );
     b.push(
-        (ProbeKind::Https, Host::Target, Host::Web, None),
+        (ProbeKind::Https, HostId::Target, HostId::Web, None),
         allowed_if(out.https, deny, "OUTPUT: allow outbound https"),
         Output,
         "outbound.https",
@@ -400,7 +409,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         allowed_if(out.icmp, deny, "OUTPUT: outgoing icmp")
     };
     b.push(
-        (ProbeKind::Icmp, Host::Target, Host::Web, None),
+        (ProbeKind::Icmp, HostId::Target, HostId::Web, None),
         icmp_out,
         Output,
         if v6 {
@@ -409,7 +418,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
             "outbound.icmp"
         },
     );
-    let web = b.topo.addr(Host::Web, f);
+    let web = b.topo.addr(HostId::Web, f);
     let mut closed_covered = None;
     let mut closed_udp_covered = false;
     let mut any_udp = false;
@@ -447,7 +456,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
             }
         };
         b.push(
-            (kind, Host::Target, Host::Web, Some(first_port(a.ports))),
+            (kind, HostId::Target, HostId::Web, Some(first_port(a.ports))),
             allowed_if(ok, deny, &comment),
             Output,
             &format!("outbound.allow[{i}]"),
@@ -456,7 +465,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     let closed = b.topo.closed_port;
     if closed_covered.is_none() && ![53, 80, 443].contains(&closed) {
         b.push(
-            (ProbeKind::Tcp, Host::Target, Host::Web, Some(closed)),
+            (ProbeKind::Tcp, HostId::Target, HostId::Web, Some(closed)),
             None,
             Output,
             "default deny (no outbound rule opens this port)",
@@ -465,7 +474,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     // With a UDP allow, a UDP port no rule opens proves the allow is narrow.
     if any_udp && !closed_udp_covered && !(out.dns && closed == 53) {
         b.push(
-            (ProbeKind::Udp, Host::Target, Host::Web, Some(closed)),
+            (ProbeKind::Udp, HostId::Target, HostId::Web, Some(closed)),
             None,
             Output,
             "default deny (no outbound rule opens this udp port)",
@@ -476,8 +485,8 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     b.push(
         (
             ProbeKind::LoopbackTcp,
-            Host::Target,
-            Host::Target,
+            HostId::Target,
+            HostId::Target,
             Some(b.topo.closed_inbound_port),
         ),
         policy.hardening.loopback.then_some("OUTPUT: loopback"),
@@ -494,12 +503,12 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     }
     if policy.hardening.drop_malicious_flags {
         b.crafted(
-            (ProbeKind::SynFin, Host::Outsider, policy.ssh.port),
+            (ProbeKind::SynFin, HostId::Outsider, policy.ssh.port),
             "INPUT: [malicious packet patterns] SYN+FIN",
             "hardening.drop_malicious_flags",
         );
         b.crafted(
-            (ProbeKind::SynRst, Host::Outsider, policy.ssh.port),
+            (ProbeKind::SynRst, HostId::Outsider, policy.ssh.port),
             "INPUT: [malicious packet patterns] SYN+RST",
             "hardening.drop_malicious_flags",
         );
@@ -508,7 +517,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
         if ssh_from_admin {
             // On an established ssh connection: the port the policy surely opens.
             b.crafted(
-                (ProbeKind::InvalidRst, Host::Admin, policy.ssh.port),
+                (ProbeKind::InvalidRst, HostId::Admin, policy.ssh.port),
                 "INPUT: conntrack cannot place",
                 "hardening.drop_invalid",
             );
@@ -520,7 +529,7 @@ fn family_expectations(policy: &Policy, deny: bool, b: &mut Builder<'_>, notes: 
     }
     // Forwarding: every policy renders FORWARD DROP.
     b.push(
-        (ProbeKind::Forward, Host::Admin, Host::Inner, Some(80)),
+        (ProbeKind::Forward, HostId::Admin, HostId::Inner, Some(80)),
         None,
         Forward,
         "FORWARD DROP (a host is not a router)",
@@ -553,36 +562,41 @@ mod tests {
         };
         Topology {
             hosts: vec![
-                h(Host::Admin, Family::V4, "192.0.2.10", "192.0.2.0/26"),
-                h(Host::Admin, Family::V6, "2001:db8:1::10", "2001:db8:1::/64"),
+                h(HostId::Admin, Family::V4, "192.0.2.10", "192.0.2.0/26"),
                 h(
-                    Host::Outsider,
+                    HostId::Admin,
+                    Family::V6,
+                    "2001:db8:1::10",
+                    "2001:db8:1::/64",
+                ),
+                h(
+                    HostId::Outsider,
                     Family::V4,
                     "198.51.100.10",
                     "198.51.100.0/26",
                 ),
                 h(
-                    Host::Outsider,
+                    HostId::Outsider,
                     Family::V6,
                     "2001:db8:2::10",
                     "2001:db8:2::/64",
                 ),
-                h(Host::Web, Family::V4, "203.0.113.10", "203.0.113.0/26"),
-                h(Host::Web, Family::V6, "2001:db8:3::10", "2001:db8:3::/64"),
+                h(HostId::Web, Family::V4, "203.0.113.10", "203.0.113.0/26"),
+                h(HostId::Web, Family::V6, "2001:db8:3::10", "2001:db8:3::/64"),
             ],
             closed_port: 8081,
             closed_inbound_port: 9099,
         }
     }
 
-    fn find(d: &Derived, kind: ProbeKind, from: Host, f: Family) -> Vec<&Expectation> {
+    fn find(d: &Derived, kind: ProbeKind, from: HostId, f: Family) -> Vec<&Expectation> {
         d.expectations
             .iter()
             .filter(|e| e.probe.kind == kind && e.probe.from == from && e.probe.family == f)
             .collect()
     }
 
-    fn one(d: &Derived, kind: ProbeKind, from: Host, f: Family) -> (Expect, String) {
+    fn one(d: &Derived, kind: ProbeKind, from: HostId, f: Family) -> (Expect, String) {
         let v = find(d, kind, from, f);
         assert_eq!(v.len(), 1, "{kind} from {from} {f}: {v:?}");
         (
@@ -615,34 +629,37 @@ mod tests {
         let ok = |by: &str| (Expect::Ok, by.to_owned());
         let no = |by: &str| (Expect::NoAnswer, by.to_owned());
         assert_eq!(
-            one(&d, Ssh, Host::Admin, V4),
+            one(&d, Ssh, HostId::Admin, V4),
             ok("INPUT: ssh from the admin subnet")
         );
-        assert_eq!(one(&d, Ssh, Host::Outsider, V4), no("INPUT policy"));
+        assert_eq!(one(&d, Ssh, HostId::Outsider, V4), no("INPUT policy"));
         // The default names only an IPv4 admin subnet: no IPv6 ssh for anyone.
-        assert_eq!(one(&d, Ssh, Host::Admin, V6), no("INPUT policy"));
-        assert_eq!(one(&d, DnsUdp, Host::Target, V6), ok("OUTPUT: dns lookups"));
+        assert_eq!(one(&d, Ssh, HostId::Admin, V6), no("INPUT policy"));
         assert_eq!(
-            one(&d, Https, Host::Target, V4),
+            one(&d, DnsUdp, HostId::Target, V6),
+            ok("OUTPUT: dns lookups")
+        );
+        assert_eq!(
+            one(&d, Https, HostId::Target, V4),
             ok("OUTPUT: allow outbound https")
         );
         assert_eq!(
-            one(&d, LoopbackTcp, Host::Target, V6),
+            one(&d, LoopbackTcp, HostId::Target, V6),
             ok("OUTPUT: loopback")
         );
-        assert_eq!(one(&d, Forward, Host::Admin, V4), no("FORWARD policy"));
+        assert_eq!(one(&d, Forward, HostId::Admin, V4), no("FORWARD policy"));
         assert_eq!(
-            one(&d, SynFin, Host::Outsider, V4),
+            one(&d, SynFin, HostId::Outsider, V4),
             ok("INPUT: [malicious packet patterns] SYN+FIN")
         );
         assert_eq!(
-            one(&d, InvalidRst, Host::Admin, V4),
+            one(&d, InvalidRst, HostId::Admin, V4),
             ok("INPUT: conntrack cannot place")
         );
         // No IPv6 ssh from admin, so no established connection to make INVALID.
-        assert!(find(&d, InvalidRst, Host::Admin, V6).is_empty());
+        assert!(find(&d, InvalidRst, HostId::Admin, V6).is_empty());
         assert!(d.notes.iter().any(|n| n.contains("drop_invalid (ipv6)")));
-        let tcp_admin = find(&d, Tcp, Host::Admin, V4);
+        let tcp_admin = find(&d, Tcp, HostId::Admin, V4);
         assert!(tcp_admin.iter().any(|e| e.probe.port == Some(8443)
             && e.expect == Expect::Ok
             && e.counted_by == Some("INPUT: mineos webui".parse().unwrap())));
@@ -650,7 +667,7 @@ mod tests {
             tcp_admin.iter().any(|e| e.probe.port == Some(9099)
                 && e.counted_by == Some(CountedBy::Policy(Chain::Input)))
         );
-        let tcp_out = find(&d, Tcp, Host::Target, V4);
+        let tcp_out = find(&d, Tcp, HostId::Target, V4);
         assert_eq!(tcp_out.len(), 1);
         assert_eq!(tcp_out[0].probe.port, Some(8081));
         assert_eq!(tcp_out[0].expect, Expect::NoAnswer);
@@ -676,19 +693,19 @@ mode = "deny"
         assert_eq!(maps[1].to.to_string(), "203.0.113.0/26");
         let d = expectations(&p, &topo());
         use Family::{V4, V6};
-        let (e, by) = one(&d, ProbeKind::DnsUdp, Host::Target, V4);
+        let (e, by) = one(&d, ProbeKind::DnsUdp, HostId::Target, V4);
         assert_eq!((e, by.as_str()), (Expect::NoAnswer, "OUTPUT policy"));
-        let tcp = find(&d, ProbeKind::Tcp, Host::Target, V4);
+        let tcp = find(&d, ProbeKind::Tcp, HostId::Target, V4);
         assert_eq!(tcp.len(), 1, "{tcp:?}");
         assert_eq!(tcp[0].probe.port, Some(8000));
         assert_eq!(tcp[0].expect, Expect::Ok);
         // IPv6 deny: the admin gets nothing over IPv6 (the validator refuses IPv6
         // CIDRs under deny, so allow_from lists IPv4 only).
-        let (e, _) = one(&d, ProbeKind::Ssh, Host::Admin, V6);
+        let (e, _) = one(&d, ProbeKind::Ssh, HostId::Admin, V6);
         assert_eq!(e, Expect::NoAnswer);
-        let (e, _) = one(&d, ProbeKind::Icmp, Host::Outsider, V6);
+        let (e, _) = one(&d, ProbeKind::Icmp, HostId::Outsider, V6);
         assert_eq!(e, Expect::NoAnswer);
-        assert!(find(&d, ProbeKind::SynFin, Host::Outsider, V6).is_empty());
+        assert!(find(&d, ProbeKind::SynFin, HostId::Outsider, V6).is_empty());
     }
 
     const UDP_POLICY: &str = r#"
@@ -713,25 +730,25 @@ comment = "ntp"
         assert!(!d.notes.iter().any(|n| n.contains("udp")), "{:?}", d.notes);
         for f in [V4, V6] {
             // Inbound: from the mapped subnet through its rule, the outsider dropped.
-            let from_admin = find(&d, ProbeKind::Udp, Host::Admin, f);
+            let from_admin = find(&d, ProbeKind::Udp, HostId::Admin, f);
             assert_eq!(from_admin.len(), 1, "{from_admin:?}");
             assert_eq!(from_admin[0].probe.port, Some(51820));
-            assert_eq!(from_admin[0].probe.to, Host::Target);
-            assert_eq!(one(&d, ProbeKind::Udp, Host::Admin, f).0, Expect::Ok);
+            assert_eq!(from_admin[0].probe.to, HostId::Target);
+            assert_eq!(one(&d, ProbeKind::Udp, HostId::Admin, f).0, Expect::Ok);
             assert_eq!(
-                one(&d, ProbeKind::Udp, Host::Admin, f).1,
+                one(&d, ProbeKind::Udp, HostId::Admin, f).1,
                 "INPUT: wireguard"
             );
             assert_eq!(
-                one(&d, ProbeKind::Udp, Host::Outsider, f),
+                one(&d, ProbeKind::Udp, HostId::Outsider, f),
                 (Expect::NoAnswer, "INPUT policy".to_owned())
             );
             // Outbound: the allowed port through its rule, another port dropped.
-            let out = find(&d, ProbeKind::Udp, Host::Target, f);
+            let out = find(&d, ProbeKind::Udp, HostId::Target, f);
             assert_eq!(out.len(), 2, "{out:?}");
             let ntp = out.iter().find(|e| e.probe.port == Some(123)).unwrap();
             assert_eq!(ntp.expect, Expect::Ok);
-            assert_eq!(ntp.probe.to, Host::Web);
+            assert_eq!(ntp.probe.to, HostId::Web);
             assert_eq!(ntp.counted_by, Some("OUTPUT: ntp".parse().unwrap()));
             let closed = out.iter().find(|e| e.probe.port == Some(8081)).unwrap();
             assert_eq!(closed.expect, Expect::NoAnswer);
@@ -755,7 +772,7 @@ comment = "ntp"
                 .iter()
                 .any(|n| n.contains("counted by the dns rule"))
         );
-        assert!(find(&d, ProbeKind::Udp, Host::Target, Family::V4).is_empty());
+        assert!(find(&d, ProbeKind::Udp, HostId::Target, Family::V4).is_empty());
     }
 
     /// Every rule a derived expectation names exists in the policy's rendering:

@@ -177,8 +177,8 @@ mod tests {
                 Backend::Nft,
                 exp(
                     ProbeKind::Ssh,
-                    Host::Outsider,
-                    Host::Target,
+                    HostId::Outsider,
+                    HostId::Target,
                     "no-answer",
                     "INPUT policy",
                 ),
@@ -188,8 +188,8 @@ mod tests {
                 Backend::Legacy,
                 exp(
                     ProbeKind::Ssh,
-                    Host::Admin,
-                    Host::Target,
+                    HostId::Admin,
+                    HostId::Target,
                     "ok",
                     "INPUT policy",
                 ),
