@@ -18,6 +18,7 @@ use portcullis_harness::probe::{self, NEGATIVE_WINDOW, Outcome};
 use portcullis_harness::services::ssh::{LabDir, Sshd};
 use portcullis_harness::services::{self, dns::Zone, tls::LabCa};
 use portcullis_harness::trial;
+use portcullis_harness::{CounterKind, Counters, Selector};
 
 /// The window of probes expected to succeed: generous, because a loaded CI
 /// machine may be slow to schedule the server; success returns long before it.
@@ -170,20 +171,20 @@ fn expect_word(what: &str, got: &Outcome, word: &str) -> TestResult {
     }
 }
 
-/// Packet count of the first rule in `family`'s saved ruleset (with `-c`) whose
-/// text contains `needle`.
-fn rule_packets(b: Backend, family: Family, needle: &str) -> Result<u64, String> {
+/// `family`'s counters now, in the calling host's namespace (`*-save -c`).
+fn snapshot(b: Backend, family: Family) -> Result<Counters, String> {
     let saved = backend::save(b, family, true).map_err(|e| e.to_string())?;
-    for line in saved.lines() {
-        if line.starts_with('[') && line.contains(needle) {
-            let counts = line[1..].split(']').next().unwrap_or_default();
-            let packets = counts.split(':').next().unwrap_or_default();
-            return packets
-                .parse()
-                .map_err(|e| format!("bad counter in {line:?}: {e}"));
-        }
-    }
-    Err(format!("no rule containing {needle:?} in:\n{saved}"))
+    Counters::parse(family, &saved).map_err(|e| e.to_string())
+}
+
+/// Packets of the first rule in `c` whose text contains `needle` (use on a
+/// [`Counters::since`] value).
+fn rule_packets(c: &Counters, needle: &str) -> Result<u64, String> {
+    c.entries
+        .iter()
+        .find(|e| matches!(&e.kind, CounterKind::Rule { text, .. } if text.contains(needle)))
+        .map(|e| e.packets)
+        .ok_or_else(|| format!("no rule containing {needle:?} in {:?}", c.entries))
 }
 
 fn lab_zone() -> Zone {
@@ -332,14 +333,12 @@ async fn tcp_dropped(b: Backend) -> TestResult {
             "",
         )?;
         backend::restore(b, family, &ruleset(&[DROP_8082]), false).map_err(|e| e.to_string())?;
-        let before = rule_packets(b, family, "--dport 8082 -j DROP")?;
+        let before = snapshot(b, family)?;
         let got = probe::tcp::connect(a, NEGATIVE_WINDOW).await;
         expect_word(&format!("connect {a} behind a DROP"), &got, "no-answer")?;
-        let after = rule_packets(b, family, "--dport 8082 -j DROP")?;
-        if after <= before {
-            return Err(format!(
-                "the DROP rule did not count the SYN ({before} -> {after})"
-            ));
+        let counted = rule_packets(&snapshot(b, family)?.since(&before), "--dport 8082 -j DROP")?;
+        if counted == 0 {
+            return Err("the DROP rule did not count the SYN".into());
         }
     }
     Ok(())
@@ -390,7 +389,7 @@ async fn negative_timing(b: Backend) -> TestResult {
             )?;
         }
         let needle = rule.trim_start_matches("-A INPUT ");
-        let counted = rule_packets(b, Family::V4, needle)?;
+        let counted = rule_packets(&snapshot(b, Family::V4)?, needle)?;
         if counted < N as u64 {
             return Err(format!("`{rule}` counted {counted} of {N} probes"));
         }
@@ -450,17 +449,17 @@ async fn icmp_dropped(b: Backend) -> TestResult {
             .split(" -m ")
             .next()
             .unwrap_or_default();
-        let before = rule_packets(b, family, "-j DROP")?;
+        let before = snapshot(b, family)?;
         let got = probe::icmp::echo(ip, NEGATIVE_WINDOW).await;
         expect_word(
             &format!("echo {ip} behind a DROP ({needle})"),
             &got,
             "no-answer",
         )?;
-        let after = rule_packets(b, family, "-j DROP")?;
-        if after != before + 1 {
+        let counted = rule_packets(&snapshot(b, family)?.since(&before), "-j DROP")?;
+        if counted != 1 {
             return Err(format!(
-                "the DROP rule counted {before} -> {after}, expected one echo request"
+                "the DROP rule counted {counted}, expected one echo request"
             ));
         }
     }
@@ -520,7 +519,7 @@ async fn rejected(b: Backend) -> TestResult {
             // At least one: over loopback the ICMPv6 error can reach the socket
             // while connect(2) still holds it, so TCP keeps it as a soft error and
             // the SYN is sent again before the refusal sticks.
-            let counted = rule_packets(b, family, &format!("--comment {comment} "))?;
+            let counted = rule_packets(&snapshot(b, family)?, &format!("--comment {comment} "))?;
             if counted == 0 {
                 return Err(format!("{family}: rule {comment} counted nothing"));
             }
@@ -546,13 +545,13 @@ async fn malicious_flags(b: Backend) -> TestResult {
             (Flags::SYN_FIN, "FIN,SYN FIN,SYN"),
             (Flags::SYN_RST, "SYN,RST SYN,RST"),
         ] {
-            let before = rule_packets(b, family, rule)?;
+            let before = snapshot(b, family)?;
             let got = send_tcp(src, dst, flags, 1000, 0).await;
             expect_ok(&format!("send {flags} {src} -> {dst}"), &got, "sent")?;
-            let after = rule_packets(b, family, rule)?;
-            if after != before + 1 {
+            let counted = rule_packets(&snapshot(b, family)?.since(&before), rule)?;
+            if counted != 1 {
                 return Err(format!(
-                    "{family} {flags}: the `{rule}` rule counted {before} -> {after}, expected exactly one"
+                    "{family} {flags}: the `{rule}` rule counted {counted}, expected exactly one"
                 ));
             }
         }
@@ -574,13 +573,13 @@ async fn invalid_rst(b: Backend) -> TestResult {
             &probe::tcp::connect(dst, PATIENT).await,
             "connected",
         )?;
-        let before = rule_packets(b, family, "INVALID")?;
+        let before = snapshot(b, family)?;
         let got = probe::craft::out_of_window_rst(dst, PATIENT).await;
         expect_ok(&format!("out-of-window rst to {dst}"), &got, "sent RST")?;
-        let after = rule_packets(b, family, "INVALID")?;
-        if after != before + 1 {
+        let counted = rule_packets(&snapshot(b, family)?.since(&before), "INVALID")?;
+        if counted != 1 {
             return Err(format!(
-                "{family}: the INVALID rule counted {before} -> {after}, expected exactly the RST ({got:?})"
+                "{family}: the INVALID rule counted {counted}, expected exactly the RST ({got:?})"
             ));
         }
     }
@@ -833,7 +832,7 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
                 })
                 .map_err(|e| e.to_string())?;
             expect_ok(&format!("{family} craft {flags}"), &ev.outcome, "sent")?;
-            if ev.rule_packets(comment) != 1 {
+            if ev.counters.count(&Selector::comment(comment)) != Some(1) {
                 return Err(format!(
                     "{family} {flags}: expected rule {comment} to count 1: {}",
                     ev.summary()
@@ -850,7 +849,7 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
             &ev.outcome,
             "sent RST",
         )?;
-        if ev.rule_packets("invalid") != 1 {
+        if ev.counters.count(&Selector::comment("invalid")) != Some(1) {
             return Err(format!(
                 "{family} out-of-window rst: expected rule invalid to count 1: {}",
                 ev.summary()
@@ -869,7 +868,7 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
                 .map_err(|e| e.to_string())?;
             times.push(t.elapsed());
             expect_word(&format!("{family} tcp 2222"), &ev.outcome, "no-answer")?;
-            if ev.rule_packets("drop-2222") < 1 {
+            if ev.counters.packets(&Selector::comment("drop-2222")) < 1 {
                 return Err(format!(
                     "{family} tcp 2222 not counted by drop-2222: {}",
                     ev.summary()
@@ -972,7 +971,7 @@ fn lab_sessions_before_ruleset(lab: &Lab, b: Backend) -> TestResult {
         })
         .map_err(|e| e.to_string())?;
     expect_word("ticker after the ruleset loaded", &ev.outcome, "no-answer")?;
-    if ev.policy_packets("OUTPUT") == 0 {
+    if ev.counters.packets(&Selector::policy("OUTPUT")) == 0 {
         return Err(format!(
             "the ticker stalled but the OUTPUT policy counted nothing: {}",
             ev.summary()

@@ -10,7 +10,8 @@
 //!   stderr, never "Broken pipe". Both are also at `backend::run` and
 //!   `backend::run_prepared`.
 //! - [`counters`]: the `*-save -c` text parsed into per-rule and per-policy
-//!   [`Counters`], and their deltas. Pure: no I/O.
+//!   [`Counters`], their growth between two snapshots ([`Counters::since`]) and
+//!   the [`Selector`] queries that say which rule counted a packet. Pure: no I/O.
 //!
 //! It knows nothing of policies and nothing of namespaces: it acts on the network
 //! namespace of the calling thread. The installer runs it on the live host; the
@@ -24,4 +25,4 @@ pub mod counters;
 pub mod runner;
 
 pub use backend::{Backend, BackendError, Family};
-pub use counters::{Counter, CounterKind, Counters, Delta, ParseError};
+pub use counters::{Counter, CounterKind, Counters, ParseError, Selector};

@@ -88,7 +88,7 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
 /// the embedded default policy, must FAIL exactly where the seed falls short
 /// (no INPUT loopback, no tcp/53, no IPv6 rules at all) and pass elsewhere.
 fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
-    use portcullis::verify::{Host, ProbeKind};
+    use portcullis::verify::{HostId, ProbeKind};
     use portcullis_harness::Family;
     let path = crate::scenarios_dir().join("seed/seed_own_ruleset.toml");
     let scn = crate::Scenario::load(&path)?;
@@ -104,7 +104,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
         rules_v6: None,
     };
     let report = verify::verify(&opts, &mut |_| {})?;
-    let row = |kind: ProbeKind, from: Host, family: Family, port: Option<u16>| {
+    let row = |kind: ProbeKind, from: HostId, family: Family, port: Option<u16>| {
         report
             .rows
             .iter()
@@ -119,15 +119,15 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     };
     let mut problems = Vec::new();
     for (kind, from, family, port) in [
-        (ProbeKind::LoopbackTcp, Host::Target, Family::V4, None),
-        (ProbeKind::DnsTcp, Host::Target, Family::V4, None),
+        (ProbeKind::LoopbackTcp, HostId::Target, Family::V4, None),
+        (ProbeKind::DnsTcp, HostId::Target, Family::V4, None),
         (
             ProbeKind::Tcp,
-            Host::Admin,
+            HostId::Admin,
             Family::V6,
             Some(portcullis::verify::exec::CLOSED_INBOUND_PORT),
         ),
-        (ProbeKind::Forward, Host::Admin, Family::V6, None),
+        (ProbeKind::Forward, HostId::Admin, Family::V6, None),
     ] {
         if row(kind, from, family, port)?.pass() {
             problems.push(format!(
@@ -136,10 +136,10 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
         }
     }
     for (kind, from, family) in [
-        (ProbeKind::Http, Host::Target, Family::V4),
-        (ProbeKind::DnsUdp, Host::Target, Family::V4),
-        (ProbeKind::SynFin, Host::Outsider, Family::V4),
-        (ProbeKind::Forward, Host::Admin, Family::V4),
+        (ProbeKind::Http, HostId::Target, Family::V4),
+        (ProbeKind::DnsUdp, HostId::Target, Family::V4),
+        (ProbeKind::SynFin, HostId::Outsider, Family::V4),
+        (ProbeKind::Forward, HostId::Admin, Family::V4),
     ] {
         let r = row(kind, from, family, None)?;
         if !r.pass() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use portcullis::Policy;
-use portcullis::verify::{CountedBy, Expect, Host, ProbeKind};
+use portcullis::verify::{CountedBy, Expect, HostId, ProbeKind, parse_host};
 use portcullis_harness::Family;
 use serde::Deserialize;
 
@@ -20,7 +20,7 @@ pub struct Scenario {
     /// Named rulesets; `main` is loaded before the first step unless a step loads it.
     pub rulesets: BTreeMap<String, RulesetSource>,
     /// Policy CIDRs the lab cannot use, and the lab host whose subnet stands in.
-    pub map: Vec<(IpNet, Host)>,
+    pub map: Vec<(IpNet, HostId)>,
     pub steps: Vec<Step>,
 }
 
@@ -46,11 +46,11 @@ pub enum Step {
     ResetCounters,
     /// Forget the neighbour cache of `on` for `family` (IPv6: neighbour discovery
     /// must run again under the loaded rules).
-    FlushNeighbours { on: Host, families: Vec<Family> },
+    FlushNeighbours { on: HostId, families: Vec<Family> },
     /// Open a long-lived interactive SSH session whose server prints periodically.
     OpenSshSession {
         name: String,
-        from: Host,
+        from: HostId,
         family: Family,
     },
     /// Check that a session's server output keeps arriving with no keystroke.
@@ -67,8 +67,8 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct ProbeStep {
     pub kind: ProbeKind,
-    pub from: Host,
-    pub to: Host,
+    pub from: HostId,
+    pub to: HostId,
     pub port: Option<u16>,
     /// `ssh-limit` only: the new connections the window allows.
     pub count: Option<u32>,
@@ -137,8 +137,8 @@ fn families(s: Option<&str>) -> Result<Vec<Family>, String> {
     }
 }
 
-fn host(s: Option<&str>, key: &str) -> Result<Host, String> {
-    s.ok_or_else(|| format!("`{key}` is required"))?.parse()
+fn host(s: Option<&str>, key: &str) -> Result<HostId, String> {
+    parse_host(s.ok_or_else(|| format!("`{key}` is required"))?)
 }
 
 impl Scenario {
@@ -190,7 +190,7 @@ impl Scenario {
             let net: IpNet = cidr
                 .parse()
                 .map_err(|e| err(format!("map: `{cidr}` is not a CIDR: {e}")))?;
-            let h: Host = h.parse().map_err(|e| err(format!("map.\"{cidr}\": {e}")))?;
+            let h = parse_host(&h).map_err(|e| err(format!("map.\"{cidr}\": {e}")))?;
             map.push((net, h));
         }
         let mut steps = Vec::new();
@@ -461,7 +461,7 @@ counted_by = "OUTPUT policy"
         };
         assert_eq!(
             (p.kind, p.to, p.port),
-            (ProbeKind::Ssh, Host::Target, Some(22))
+            (ProbeKind::Ssh, HostId::Target, Some(22))
         );
         assert_eq!(p.families, [Family::V4]);
         let Step::Probe(p) = &s.steps[2] else {
@@ -491,6 +491,10 @@ counted_by = "OUTPUT policy"
             (
                 OK.replace("\"admin\"\n[[step]]", "\"gateway\"\n[[step]]"),
                 "unknown host `gateway`",
+            ),
+            (
+                OK.replace("\"admin\"\n[[step]]", "\"router\"\n[[step]]"),
+                "unknown host `router`: expected target, admin, outsider, resolver, web or inner",
             ),
             (
                 OK.replace(

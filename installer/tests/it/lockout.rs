@@ -16,7 +16,7 @@ use libtest_mimic::{Failed, Trial};
 use portcullis::apply::Status;
 use portcullis_harness::services::ssh::Client;
 use portcullis_harness::trial::privileged;
-use portcullis_harness::{Backend, Family, HostId, Lab};
+use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
 use crate::support::{BIN, Fixture, ensure, lateness_ms, sleep_past_deadline};
 
@@ -132,15 +132,16 @@ impl SshLab {
     /// An ssh from `from` that must be refused: it fails, and the target's INPUT
     /// policy counted the dropped SYNs.
     fn assert_locked_out(&self, from: HostId) -> Result<(), Failed> {
-        let before = self.fx.counters(Family::V4)?.policy_packets("INPUT");
+        let before = self.fx.counters(Family::V4)?;
         let (st, out) = self.ssh_output(from, Family::V4, &["true"])?;
         ensure(!st.success(), || {
             format!("{from} could open a session: {out}")
         })?;
-        let after = self.fx.counters(Family::V4)?.policy_packets("INPUT");
-        ensure(after > before, || {
+        let counted = self.fx.counters(Family::V4)?.since(&before);
+        ensure(counted.packets(&Selector::policy("INPUT")) > 0, || {
             format!(
-                "{from}'s ssh failed but the INPUT policy counted nothing ({before} -> {after}): {out}"
+                "{from}'s ssh failed but the INPUT policy counted nothing ({}): {out}",
+                counted.summary()
             )
         })
     }
@@ -317,7 +318,10 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     let rendered = portcullis::render(&portcullis::Policy::parse(&text, "t")?);
     let comment = ssh_replies_comment(&rendered.text(Family::V4).unwrap_or_default())
         .ok_or("the rendered rules have no `! --syn` OUTPUT rule for older sessions")?;
-    let replies = lab.fx.counters(Family::V4)?.rule_packets(&comment);
+    let replies = lab
+        .fx
+        .counters(Family::V4)?
+        .packets(&Selector::comment(&comment));
     ensure(replies > 0, || {
         format!("the countdown reached the admin but the `{comment}` rule counted nothing")
     })?;
@@ -387,11 +391,15 @@ fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(),
         .host(HostId::Target)
         .load(backend, Family::V4, &without)?;
     let ticks_at_load = run.text().matches("tick").count();
-    let dropped_before = lab.fx.counters(Family::V4)?.policy_packets("OUTPUT");
+    let dropped_before = lab.fx.counters(Family::V4)?;
     // A negative window: five ticks are due in it.
     std::thread::sleep(Duration::from_millis(1000));
     let ticks = run.text().matches("tick").count() - ticks_at_load;
-    let dropped = lab.fx.counters(Family::V4)?.policy_packets("OUTPUT") - dropped_before;
+    let dropped = lab
+        .fx
+        .counters(Family::V4)?
+        .since(&dropped_before)
+        .packets(&Selector::policy("OUTPUT"));
     // At most the one tick that was being written when the rules loaded.
     ensure(ticks <= 1, || {
         format!("{ticks} ticks reached the admin without the rule")

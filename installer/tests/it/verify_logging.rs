@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use libtest_mimic::{Failed, Trial};
 use portcullis::Policy;
 use portcullis::verify::exec::{self, LabSession};
-use portcullis::verify::{self, Expect, Host, ProbeKind, ProbeSpec};
-use portcullis_harness::{Backend, Family};
+use portcullis::verify::{self, Expect, HostId, ProbeKind, ProbeSpec};
+use portcullis_harness::{Backend, Family, Selector};
 
 use crate::policy_test::installer_dir;
 use portcullis_harness::trial::privileged;
@@ -175,21 +175,21 @@ fn dropped_packet_reaches_the_kernel_log(backend: Backend) -> Result<(), Failed>
     let _all = AllNetns::enable()?;
     for family in Family::ALL {
         let port = exec::CLOSED_INBOUND_PORT;
-        let admin = topo.addr(Host::Admin, family).ok_or("no admin address")?;
+        let admin = topo.addr(HostId::Admin, family).ok_or("no admin address")?;
         let mut kmsg = Kmsg::open()?;
         let spec = ProbeSpec {
             kind: ProbeKind::Tcp,
-            from: Host::Admin,
-            to: Host::Target,
+            from: HostId::Admin,
+            to: HostId::Target,
             family,
             port: Some(port),
             count: None,
         };
         let obs = lab.probe(&spec, Expect::NoAnswer).map_err(|e| e.0)?;
-        let logged = obs
-            .deltas
-            .comment_prefix_packets(Some("INPUT"), "log what the policy drops")
-            .unwrap_or(0);
+        let logged = obs.counters.packets(&Selector::Comment {
+            chain: Some("INPUT".into()),
+            prefix: "log what the policy drops".into(),
+        });
         let records = kmsg.drain()?;
         // The kernel spells IPv6 addresses in full: 2001:0db8:0002:0000:...
         let src = match admin {

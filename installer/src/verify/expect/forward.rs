@@ -3,11 +3,11 @@
 
 use super::Ctx;
 use crate::rule::Chain::Forward;
-use crate::verify::model::{Expectation, Host, ProbeKind};
+use crate::verify::model::{Expectation, HostId, ProbeKind};
 
 pub(super) fn expectation(c: &Ctx<'_>) -> Expectation {
     c.promise(
-        (ProbeKind::Forward, Host::Admin, Host::Inner, Some(80)),
+        (ProbeKind::Forward, HostId::Admin, HostId::Inner, Some(80)),
         None,
         Forward,
         "FORWARD DROP (a host is not a router)",

@@ -3,7 +3,7 @@
 
 use super::{Ctx, Derived, ssh};
 use crate::rule::Chain::Output;
-use crate::verify::model::{Expectation, Host, ProbeKind};
+use crate::verify::model::{Expectation, HostId, ProbeKind};
 
 /// Loopback: the packet leaves through OUTPUT -o lo and comes back INPUT -i lo.
 /// Allowed under `ipv6.mode = deny` too.
@@ -11,8 +11,8 @@ pub(super) fn loopback(c: &Ctx<'_>) -> Expectation {
     c.promise(
         (
             ProbeKind::LoopbackTcp,
-            Host::Target,
-            Host::Target,
+            HostId::Target,
+            HostId::Target,
             Some(c.topo.closed_inbound_port),
         ),
         c.policy.hardening.loopback.then_some("OUTPUT: loopback"),
@@ -29,21 +29,21 @@ pub(super) fn crafted(c: &Ctx<'_>) -> Derived {
     let mut d = Derived::default();
     if h.drop_malicious_flags {
         d.expectations.push(c.crafted(
-            (ProbeKind::SynFin, Host::Outsider, port),
+            (ProbeKind::SynFin, HostId::Outsider, port),
             "INPUT: [malicious packet patterns] SYN+FIN",
             "hardening.drop_malicious_flags",
         ));
         d.expectations.push(c.crafted(
-            (ProbeKind::SynRst, Host::Outsider, port),
+            (ProbeKind::SynRst, HostId::Outsider, port),
             "INPUT: [malicious packet patterns] SYN+RST",
             "hardening.drop_malicious_flags",
         ));
     }
     if h.drop_invalid {
-        if ssh::admitted(c, Host::Admin) {
+        if ssh::admitted(c, HostId::Admin) {
             // On an established ssh connection: the port the policy surely opens.
             d.expectations.push(c.crafted(
-                (ProbeKind::InvalidRst, Host::Admin, port),
+                (ProbeKind::InvalidRst, HostId::Admin, port),
                 "INPUT: conntrack cannot place",
                 "hardening.drop_invalid",
             ));

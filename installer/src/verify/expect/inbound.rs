@@ -5,7 +5,7 @@
 use super::{Ctx, admits, allow_comment, covers, inbound_open, outside, probe_ports};
 use crate::policy::{Ports, Proto};
 use crate::rule::Chain::Input;
-use crate::verify::model::{Expectation, Host, ProbeKind};
+use crate::verify::model::{Expectation, HostId, ProbeKind};
 
 pub(super) fn expectations(c: &Ctx<'_>) -> Vec<Expectation> {
     let mut out = vec![icmp(c)];
@@ -28,7 +28,7 @@ fn icmp(c: &Ctx<'_>) -> Expectation {
         )
     };
     c.promise(
-        (ProbeKind::Icmp, Host::Outsider, Host::Target, None),
+        (ProbeKind::Icmp, HostId::Outsider, HostId::Target, None),
         allowed,
         Input,
         why,
@@ -50,14 +50,14 @@ fn allows(c: &Ctx<'_>) -> Vec<Expectation> {
         }
         let comment = format!("INPUT: {}", allow_comment(a, "inbound"));
         let mut admitted = None;
-        for from in [Host::Admin, Host::Outsider] {
+        for from in [HostId::Admin, HostId::Outsider] {
             let ok = admits(&peers, c.topo.addr(from, c.family));
             if ok && admitted.is_none() {
                 admitted = Some(from);
             }
             for port in probe_ports(a.ports) {
                 out.push(c.promise(
-                    (kind, from, Host::Target, Some(port)),
+                    (kind, from, HostId::Target, Some(port)),
                     c.allowed_if(ok, &comment),
                     Input,
                     &format!("inbound.allow[{i}]"),
@@ -69,7 +69,7 @@ fn allows(c: &Ctx<'_>) -> Vec<Expectation> {
         if let (Some(port), Some(from)) = (outside(a.ports), admitted) {
             if !inbound_open(c, a.proto, port, from) {
                 out.push(c.promise(
-                    (kind, from, Host::Target, Some(port)),
+                    (kind, from, HostId::Target, Some(port)),
                     None,
                     Input,
                     &format!("inbound.allow[{i}] (just outside its range)"),
@@ -94,7 +94,7 @@ fn closed_port(c: &Ctx<'_>) -> Option<Expectation> {
         std::iter::once(Ports::One(c.policy.ssh.port)).chain(tcp_allows.map(|a| a.ports));
     (!open.any(|p| covers(p, closed))).then(|| {
         c.promise(
-            (ProbeKind::Tcp, Host::Admin, Host::Target, Some(closed)),
+            (ProbeKind::Tcp, HostId::Admin, HostId::Target, Some(closed)),
             None,
             Input,
             "default deny (no inbound rule opens this port)",

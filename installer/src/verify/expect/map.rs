@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use super::{Topology, family_of};
 use crate::policy::Policy;
-use crate::verify::model::Host;
+use crate::verify::model::HostId;
 
 /// One CIDR of the policy replaced by a lab subnet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -16,14 +16,14 @@ pub struct Mapping {
     pub from: IpNet,
     pub to: IpNet,
     /// The lab host whose subnet stands in for it.
-    pub host: Host,
+    pub host: HostId,
 }
 
 /// Whether the lab can keep a CIDR that stands for `host`'s network as it is:
 /// anywhere (`/0`), or a network that already holds `host` in the lab. Any other
 /// CIDR (a real subnet such as the default's 10.137.0.0/24, or a documentation
 /// range that is some other lab link) is replaced by `host`'s subnet.
-pub fn keeps_in_lab(net: &IpNet, host: Host, topo: &Topology) -> bool {
+pub fn keeps_in_lab(net: &IpNet, host: HostId, topo: &Topology) -> bool {
     net.prefix_len() == 0
         || topo
             .addr(host, family_of(net))
@@ -36,7 +36,7 @@ pub fn keeps_in_lab(net: &IpNet, host: Host, topo: &Topology) -> bool {
 /// replaced.
 pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
     let mut maps = Vec::new();
-    let mut map = |key: String, nets: &mut Vec<IpNet>, host: Host| {
+    let mut map = |key: String, nets: &mut Vec<IpNet>, host: HostId| {
         let mut out: Vec<IpNet> = Vec::new();
         for net in nets.iter() {
             let replaced = if keeps_in_lab(net, host, topo) {
@@ -59,16 +59,20 @@ pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
         *nets = out;
     };
     let mut p = policy.clone();
-    map("ssh.allow_from".into(), &mut p.ssh.allow_from, Host::Admin);
+    map(
+        "ssh.allow_from".into(),
+        &mut p.ssh.allow_from,
+        HostId::Admin,
+    );
     for (i, a) in p.inbound.allow.iter_mut().enumerate() {
         map(
             format!("inbound.allow[{i}].from"),
             &mut a.peers,
-            Host::Admin,
+            HostId::Admin,
         );
     }
     for (i, a) in p.outbound.allow.iter_mut().enumerate() {
-        map(format!("outbound.allow[{i}].to"), &mut a.peers, Host::Web);
+        map(format!("outbound.allow[{i}].to"), &mut a.peers, HostId::Web);
     }
     (p, maps)
 }

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use portcullis_harness::Family;
 
-use super::model::{CountedBy, Expect, Expectation, Host, ProbeKind, ProbeSpec};
+use super::model::{CountedBy, Expect, Expectation, HostId, ProbeKind, ProbeSpec};
 use crate::policy::{Allow, Ipv6Mode, Policy, Ports, Proto};
 use crate::rule::Chain;
 
@@ -41,24 +41,24 @@ pub struct Topology {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostAddr {
-    pub host: Host,
+    pub host: HostId,
     pub family: Family,
     pub addr: IpAddr,
     pub subnet: IpNet,
 }
 
 impl Topology {
-    fn find(&self, host: Host, family: Family) -> Option<&HostAddr> {
+    fn find(&self, host: HostId, family: Family) -> Option<&HostAddr> {
         self.hosts
             .iter()
             .find(|h| h.host == host && h.family == family)
     }
 
-    pub fn addr(&self, host: Host, family: Family) -> Option<IpAddr> {
+    pub fn addr(&self, host: HostId, family: Family) -> Option<IpAddr> {
         self.find(host, family).map(|h| h.addr)
     }
 
-    pub fn subnet(&self, host: Host, family: Family) -> Option<IpNet> {
+    pub fn subnet(&self, host: HostId, family: Family) -> Option<IpNet> {
         self.find(host, family).map(|h| h.subnet)
     }
 }
@@ -102,7 +102,7 @@ fn outside(p: Ports) -> Option<u16> {
 
 /// Whether any inbound rule of this family accepts `proto` on `port` from `from`:
 /// the ssh allow, or an inbound allow entry.
-fn inbound_open(c: &Ctx<'_>, proto: Proto, port: u16, from: Host) -> bool {
+fn inbound_open(c: &Ctx<'_>, proto: Proto, port: u16, from: HostId) -> bool {
     let addr = c.topo.addr(from, c.family);
     (proto == Proto::Tcp && port == c.policy.ssh.port && ssh::admitted(c, from))
         || c.policy.inbound.allow.iter().any(|a| {
@@ -116,7 +116,7 @@ fn inbound_open(c: &Ctx<'_>, proto: Proto, port: u16, from: Host) -> bool {
 
 /// Whether any outbound rule of this family accepts `proto` on `port` to `to`:
 /// a switch (dns, http, https) or an outbound allow entry.
-fn outbound_open(c: &Ctx<'_>, proto: Proto, port: u16, to: Host) -> bool {
+fn outbound_open(c: &Ctx<'_>, proto: Proto, port: u16, to: HostId) -> bool {
     let out = &c.policy.outbound;
     let addr = c.topo.addr(to, c.family);
     (out.dns && port == 53)
@@ -190,7 +190,7 @@ impl Ctx<'_> {
     /// `None` for a drop counted by `blocked_by`'s policy.
     fn promise(
         &self,
-        (kind, from, to, port): (ProbeKind, Host, Host, Option<u16>),
+        (kind, from, to, port): (ProbeKind, HostId, HostId, Option<u16>),
         allowed: Option<&str>,
         blocked_by: Chain,
         why: &str,
@@ -218,7 +218,7 @@ impl Ctx<'_> {
     /// the proof is the counter of the rule that must drop it.
     fn crafted(
         &self,
-        (kind, from, port): (ProbeKind, Host, u16),
+        (kind, from, port): (ProbeKind, HostId, u16),
         by: &str,
         why: &str,
     ) -> Expectation {
@@ -226,7 +226,7 @@ impl Ctx<'_> {
             probe: ProbeSpec {
                 kind,
                 from,
-                to: Host::Target,
+                to: HostId::Target,
                 family: self.family,
                 port: Some(port),
                 count: None,
@@ -306,36 +306,41 @@ mod tests {
         };
         Topology {
             hosts: vec![
-                h(Host::Admin, Family::V4, "192.0.2.10", "192.0.2.0/26"),
-                h(Host::Admin, Family::V6, "2001:db8:1::10", "2001:db8:1::/64"),
+                h(HostId::Admin, Family::V4, "192.0.2.10", "192.0.2.0/26"),
                 h(
-                    Host::Outsider,
+                    HostId::Admin,
+                    Family::V6,
+                    "2001:db8:1::10",
+                    "2001:db8:1::/64",
+                ),
+                h(
+                    HostId::Outsider,
                     Family::V4,
                     "198.51.100.10",
                     "198.51.100.0/26",
                 ),
                 h(
-                    Host::Outsider,
+                    HostId::Outsider,
                     Family::V6,
                     "2001:db8:2::10",
                     "2001:db8:2::/64",
                 ),
-                h(Host::Web, Family::V4, "203.0.113.10", "203.0.113.0/26"),
-                h(Host::Web, Family::V6, "2001:db8:3::10", "2001:db8:3::/64"),
+                h(HostId::Web, Family::V4, "203.0.113.10", "203.0.113.0/26"),
+                h(HostId::Web, Family::V6, "2001:db8:3::10", "2001:db8:3::/64"),
             ],
             closed_port: 8081,
             closed_inbound_port: 9099,
         }
     }
 
-    fn find(d: &Derived, kind: ProbeKind, from: Host, f: Family) -> Vec<&Expectation> {
+    fn find(d: &Derived, kind: ProbeKind, from: HostId, f: Family) -> Vec<&Expectation> {
         d.expectations
             .iter()
             .filter(|e| e.probe.kind == kind && e.probe.from == from && e.probe.family == f)
             .collect()
     }
 
-    fn one(d: &Derived, kind: ProbeKind, from: Host, f: Family) -> (Expect, String) {
+    fn one(d: &Derived, kind: ProbeKind, from: HostId, f: Family) -> (Expect, String) {
         let v = find(d, kind, from, f);
         assert_eq!(v.len(), 1, "{kind} from {from} {f}: {v:?}");
         (
@@ -356,34 +361,37 @@ mod tests {
         let ok = |by: &str| (Expect::Ok, by.to_owned());
         let no = |by: &str| (Expect::NoAnswer, by.to_owned());
         assert_eq!(
-            one(&d, Ssh, Host::Admin, V4),
+            one(&d, Ssh, HostId::Admin, V4),
             ok("INPUT: ssh from the admin subnet")
         );
-        assert_eq!(one(&d, Ssh, Host::Outsider, V4), no("INPUT policy"));
+        assert_eq!(one(&d, Ssh, HostId::Outsider, V4), no("INPUT policy"));
         // The default names only an IPv4 admin subnet: no IPv6 ssh for anyone.
-        assert_eq!(one(&d, Ssh, Host::Admin, V6), no("INPUT policy"));
-        assert_eq!(one(&d, DnsUdp, Host::Target, V6), ok("OUTPUT: dns lookups"));
+        assert_eq!(one(&d, Ssh, HostId::Admin, V6), no("INPUT policy"));
         assert_eq!(
-            one(&d, Https, Host::Target, V4),
+            one(&d, DnsUdp, HostId::Target, V6),
+            ok("OUTPUT: dns lookups")
+        );
+        assert_eq!(
+            one(&d, Https, HostId::Target, V4),
             ok("OUTPUT: allow outbound https")
         );
         assert_eq!(
-            one(&d, LoopbackTcp, Host::Target, V6),
+            one(&d, LoopbackTcp, HostId::Target, V6),
             ok("OUTPUT: loopback")
         );
-        assert_eq!(one(&d, Forward, Host::Admin, V4), no("FORWARD policy"));
+        assert_eq!(one(&d, Forward, HostId::Admin, V4), no("FORWARD policy"));
         assert_eq!(
-            one(&d, SynFin, Host::Outsider, V4),
+            one(&d, SynFin, HostId::Outsider, V4),
             ok("INPUT: [malicious packet patterns] SYN+FIN")
         );
         assert_eq!(
-            one(&d, InvalidRst, Host::Admin, V4),
+            one(&d, InvalidRst, HostId::Admin, V4),
             ok("INPUT: conntrack cannot place")
         );
         // No IPv6 ssh from admin, so no established connection to make INVALID.
-        assert!(find(&d, InvalidRst, Host::Admin, V6).is_empty());
+        assert!(find(&d, InvalidRst, HostId::Admin, V6).is_empty());
         assert!(d.notes.iter().any(|n| n.contains("drop_invalid (ipv6)")));
-        let tcp_admin = find(&d, Tcp, Host::Admin, V4);
+        let tcp_admin = find(&d, Tcp, HostId::Admin, V4);
         assert!(tcp_admin.iter().any(|e| e.probe.port == Some(8443)
             && e.expect == Expect::Ok
             && e.counted_by == Some("INPUT: mineos webui".parse().unwrap())));
@@ -391,7 +399,7 @@ mod tests {
             tcp_admin.iter().any(|e| e.probe.port == Some(9099)
                 && e.counted_by == Some(CountedBy::Policy(Chain::Input)))
         );
-        let tcp_out = find(&d, Tcp, Host::Target, V4);
+        let tcp_out = find(&d, Tcp, HostId::Target, V4);
         assert_eq!(tcp_out.len(), 1);
         assert_eq!(tcp_out[0].probe.port, Some(8081));
         assert_eq!(tcp_out[0].expect, Expect::NoAnswer);
@@ -417,10 +425,10 @@ mode = "deny"
         assert_eq!(maps[1].to.to_string(), "203.0.113.0/26");
         let d = expectations(&p, &topo());
         use Family::{V4, V6};
-        let (e, by) = one(&d, ProbeKind::DnsUdp, Host::Target, V4);
+        let (e, by) = one(&d, ProbeKind::DnsUdp, HostId::Target, V4);
         assert_eq!((e, by.as_str()), (Expect::NoAnswer, "OUTPUT policy"));
         // The range at both ends and just outside it; `to` from its negative side.
-        let tcp = find(&d, ProbeKind::Tcp, Host::Target, V4);
+        let tcp = find(&d, ProbeKind::Tcp, HostId::Target, V4);
         let got: Vec<_> = tcp
             .iter()
             .map(|e| (e.probe.to, e.probe.port, e.expect))
@@ -428,10 +436,10 @@ mode = "deny"
         assert_eq!(
             got,
             [
-                (Host::Web, Some(8000), Expect::Ok),
-                (Host::Web, Some(8100), Expect::Ok),
-                (Host::Web, Some(8101), Expect::NoAnswer),
-                (Host::Outsider, Some(8000), Expect::NoAnswer),
+                (HostId::Web, Some(8000), Expect::Ok),
+                (HostId::Web, Some(8100), Expect::Ok),
+                (HostId::Web, Some(8101), Expect::NoAnswer),
+                (HostId::Outsider, Some(8000), Expect::NoAnswer),
             ]
         );
         assert!(
@@ -441,11 +449,11 @@ mode = "deny"
         );
         // IPv6 deny: the admin gets nothing over IPv6 (the validator refuses IPv6
         // CIDRs under deny, so allow_from lists IPv4 only).
-        let (e, _) = one(&d, ProbeKind::Ssh, Host::Admin, V6);
+        let (e, _) = one(&d, ProbeKind::Ssh, HostId::Admin, V6);
         assert_eq!(e, Expect::NoAnswer);
-        let (e, _) = one(&d, ProbeKind::Icmp, Host::Outsider, V6);
+        let (e, _) = one(&d, ProbeKind::Icmp, HostId::Outsider, V6);
         assert_eq!(e, Expect::NoAnswer);
-        assert!(find(&d, ProbeKind::SynFin, Host::Outsider, V6).is_empty());
+        assert!(find(&d, ProbeKind::SynFin, HostId::Outsider, V6).is_empty());
     }
 
     #[test]
@@ -453,11 +461,11 @@ mode = "deny"
         let text = "[ssh]\nallow_from = [\"10.0.0.0/8\"]\n[[inbound.allow]]\nproto = \"udp\"\nport = \"60000:61000\"\nfrom = [\"10.0.0.0/8\"]\ncomment = \"mosh\"\n[[inbound.allow]]\nproto = \"tcp\"\nport = \"65000:65535\"\n";
         let (p, _) = map_policy(&Policy::parse(text, "t").unwrap(), &topo());
         let d = expectations(&p, &topo());
-        let got = |kind, f| -> Vec<(Host, Option<u16>, Expect, String)> {
+        let got = |kind, f| -> Vec<(HostId, Option<u16>, Expect, String)> {
             d.expectations
                 .iter()
                 .filter(|e| {
-                    e.probe.kind == kind && e.probe.family == f && e.probe.to == Host::Target
+                    e.probe.kind == kind && e.probe.family == f && e.probe.to == HostId::Target
                 })
                 .map(|e| {
                     let by = e
@@ -474,22 +482,22 @@ mode = "deny"
         assert_eq!(
             got(ProbeKind::Udp, Family::V4),
             [
-                row(Host::Admin, 60000, Ok, "INPUT: mosh"),
-                row(Host::Admin, 61000, Ok, "INPUT: mosh"),
-                row(Host::Outsider, 60000, NoAnswer, "INPUT policy"),
-                row(Host::Outsider, 61000, NoAnswer, "INPUT policy"),
-                row(Host::Admin, 61001, NoAnswer, "INPUT policy"),
+                row(HostId::Admin, 60000, Ok, "INPUT: mosh"),
+                row(HostId::Admin, 61000, Ok, "INPUT: mosh"),
+                row(HostId::Outsider, 60000, NoAnswer, "INPUT policy"),
+                row(HostId::Outsider, 61000, NoAnswer, "INPUT policy"),
+                row(HostId::Admin, 61001, NoAnswer, "INPUT policy"),
             ]
         );
         // A range ending at 65535: the port just below it is the one outside.
         let any = "INPUT: allowed by the policy (inbound.allow)";
         let tcp = got(ProbeKind::Tcp, Family::V4);
         assert!(
-            tcp.contains(&row(Host::Outsider, 65535, Ok, any)),
+            tcp.contains(&row(HostId::Outsider, 65535, Ok, any)),
             "{tcp:?}"
         );
         assert!(
-            tcp.contains(&row(Host::Admin, 64999, NoAnswer, "INPUT policy")),
+            tcp.contains(&row(HostId::Admin, 64999, NoAnswer, "INPUT policy")),
             "{tcp:?}"
         );
         // An IPv4-only entry says nothing about IPv6.
@@ -518,25 +526,25 @@ comment = "ntp"
         assert!(!d.notes.iter().any(|n| n.contains("udp")), "{:?}", d.notes);
         for f in [V4, V6] {
             // Inbound: from the mapped subnet through its rule, the outsider dropped.
-            let from_admin = find(&d, ProbeKind::Udp, Host::Admin, f);
+            let from_admin = find(&d, ProbeKind::Udp, HostId::Admin, f);
             assert_eq!(from_admin.len(), 1, "{from_admin:?}");
             assert_eq!(from_admin[0].probe.port, Some(51820));
-            assert_eq!(from_admin[0].probe.to, Host::Target);
-            assert_eq!(one(&d, ProbeKind::Udp, Host::Admin, f).0, Expect::Ok);
+            assert_eq!(from_admin[0].probe.to, HostId::Target);
+            assert_eq!(one(&d, ProbeKind::Udp, HostId::Admin, f).0, Expect::Ok);
             assert_eq!(
-                one(&d, ProbeKind::Udp, Host::Admin, f).1,
+                one(&d, ProbeKind::Udp, HostId::Admin, f).1,
                 "INPUT: wireguard"
             );
             assert_eq!(
-                one(&d, ProbeKind::Udp, Host::Outsider, f),
+                one(&d, ProbeKind::Udp, HostId::Outsider, f),
                 (Expect::NoAnswer, "INPUT policy".to_owned())
             );
             // Outbound: the allowed port through its rule, another port dropped.
-            let out = find(&d, ProbeKind::Udp, Host::Target, f);
+            let out = find(&d, ProbeKind::Udp, HostId::Target, f);
             assert_eq!(out.len(), 2, "{out:?}");
             let ntp = out.iter().find(|e| e.probe.port == Some(123)).unwrap();
             assert_eq!(ntp.expect, Expect::Ok);
-            assert_eq!(ntp.probe.to, Host::Web);
+            assert_eq!(ntp.probe.to, HostId::Web);
             assert_eq!(ntp.counted_by, Some("OUTPUT: ntp".parse().unwrap()));
             let closed = out.iter().find(|e| e.probe.port == Some(8081)).unwrap();
             assert_eq!(closed.expect, Expect::NoAnswer);
@@ -560,7 +568,7 @@ comment = "ntp"
                 .iter()
                 .any(|n| n.contains("counted by the dns rule"))
         );
-        assert!(find(&d, ProbeKind::Udp, Host::Target, Family::V4).is_empty());
+        assert!(find(&d, ProbeKind::Udp, HostId::Target, Family::V4).is_empty());
     }
 
     /// Every rule a derived expectation names exists in the policy's rendering:

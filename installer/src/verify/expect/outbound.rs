@@ -8,7 +8,7 @@ use super::{
 };
 use crate::policy::Proto;
 use crate::rule::Chain::Output;
-use crate::verify::model::{Expectation, Host, ProbeKind};
+use crate::verify::model::{Expectation, HostId, ProbeKind};
 
 pub(super) fn expectations(c: &Ctx<'_>) -> Derived {
     let allows = allows(c);
@@ -30,7 +30,7 @@ fn services(c: &Ctx<'_>) -> Vec<Expectation> {
         .into_iter()
         .map(|kind| {
             c.promise(
-                (kind, Host::Target, Host::Resolver, None),
+                (kind, HostId::Target, HostId::Resolver, None),
                 c.allowed_if(out.dns, "OUTPUT: dns lookups"),
                 Output,
                 "outbound.dns",
@@ -38,13 +38,13 @@ fn services(c: &Ctx<'_>) -> Vec<Expectation> {
         })
         .collect();
     v.push(c.promise(
-        (ProbeKind::Http, Host::Target, Host::Web, None),
+        (ProbeKind::Http, HostId::Target, HostId::Web, None),
         c.allowed_if(out.http, "OUTPUT: allow outbound http"),
         Output,
         "outbound.http",
     ));
     v.push(c.promise(
-        (ProbeKind::Https, Host::Target, Host::Web, None),
+        (ProbeKind::Https, HostId::Target, HostId::Web, None),
         c.allowed_if(out.https, "OUTPUT: allow outbound https"),
         Output,
         "outbound.https",
@@ -61,7 +61,7 @@ fn services(c: &Ctx<'_>) -> Vec<Expectation> {
         )
     };
     v.push(c.promise(
-        (ProbeKind::Icmp, Host::Target, Host::Web, None),
+        (ProbeKind::Icmp, HostId::Target, HostId::Web, None),
         icmp,
         Output,
         why,
@@ -84,7 +84,7 @@ struct Allows {
 /// Each allow of this family, TCP or UDP, towards the web host.
 fn allows(c: &Ctx<'_>) -> Allows {
     let out = &c.policy.outbound;
-    let web = c.topo.addr(Host::Web, c.family);
+    let web = c.topo.addr(HostId::Web, c.family);
     let closed = c.topo.closed_port;
     let mut r = Allows {
         expectations: Vec::new(),
@@ -121,7 +121,7 @@ fn allows(c: &Ctx<'_>) -> Allows {
         };
         for port in probe_ports(a.ports) {
             r.expectations.push(c.promise(
-                (kind, Host::Target, Host::Web, Some(port)),
+                (kind, HostId::Target, HostId::Web, Some(port)),
                 c.allowed_if(ok, &comment),
                 Output,
                 &format!("outbound.allow[{i}]"),
@@ -129,9 +129,9 @@ fn allows(c: &Ctx<'_>) -> Allows {
         }
         // The range ends where it says: the next port to web is dropped.
         if let Some(port) = outside(a.ports).filter(|_| ok) {
-            if !outbound_open(c, a.proto, port, Host::Web) {
+            if !outbound_open(c, a.proto, port, HostId::Web) {
                 r.expectations.push(c.promise(
-                    (kind, Host::Target, Host::Web, Some(port)),
+                    (kind, HostId::Target, HostId::Web, Some(port)),
                     None,
                     Output,
                     &format!("outbound.allow[{i}] (just outside its range)"),
@@ -140,16 +140,16 @@ fn allows(c: &Ctx<'_>) -> Allows {
         }
         // `to` is a limit: the same port to a host outside it is dropped.
         let first = first_port(a.ports);
-        let outsider = c.topo.addr(Host::Outsider, c.family);
+        let outsider = c.topo.addr(HostId::Outsider, c.family);
         if !peers.is_empty() && !admits(&peers, outsider) {
-            if outbound_open(c, a.proto, first, Host::Outsider) {
+            if outbound_open(c, a.proto, first, HostId::Outsider) {
                 r.notes.push(format!(
                     "outbound.allow[{i}] ({}): the negative side of `to` is not probed: another rule opens port {first} to the outsider",
                     c.family
                 ));
             } else {
                 r.expectations.push(c.promise(
-                    (kind, Host::Target, Host::Outsider, Some(first)),
+                    (kind, HostId::Target, HostId::Outsider, Some(first)),
                     None,
                     Output,
                     &format!("outbound.allow[{i}] (a destination outside `to`)"),
@@ -167,7 +167,7 @@ fn closed_ports(c: &Ctx<'_>, allows: &Allows) -> Vec<Expectation> {
     let mut v = Vec::new();
     if !allows.closed_tcp_open && ![53, 80, 443].contains(&closed) {
         v.push(c.promise(
-            (ProbeKind::Tcp, Host::Target, Host::Web, Some(closed)),
+            (ProbeKind::Tcp, HostId::Target, HostId::Web, Some(closed)),
             None,
             Output,
             "default deny (no outbound rule opens this port)",
@@ -175,7 +175,7 @@ fn closed_ports(c: &Ctx<'_>, allows: &Allows) -> Vec<Expectation> {
     }
     if allows.any_udp && !allows.closed_udp_open && !(c.policy.outbound.dns && closed == 53) {
         v.push(c.promise(
-            (ProbeKind::Udp, Host::Target, Host::Web, Some(closed)),
+            (ProbeKind::Udp, HostId::Target, HostId::Web, Some(closed)),
             None,
             Output,
             "default deny (no outbound rule opens this udp port)",

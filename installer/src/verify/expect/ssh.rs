@@ -6,20 +6,25 @@
 use super::{Ctx, admits};
 use crate::render::RATE_LIMIT_COMMENT;
 use crate::rule::Chain;
-use crate::verify::model::{Expect, Expectation, Host, ProbeKind, ProbeSpec};
+use crate::verify::model::{Expect, Expectation, HostId, ProbeKind, ProbeSpec};
 
 /// Whether the policy lets `from` reach the ssh port (ignoring `ipv6.mode = deny`).
-pub(super) fn admitted(c: &Ctx<'_>, from: Host) -> bool {
+pub(super) fn admitted(c: &Ctx<'_>, from: HostId) -> bool {
     let nets = c.peers(&c.policy.ssh.allow_from);
     !nets.is_empty() && admits(&nets, c.topo.addr(from, c.family))
 }
 
 pub(super) fn expectations(c: &Ctx<'_>) -> Vec<Expectation> {
-    [Host::Admin, Host::Outsider]
+    [HostId::Admin, HostId::Outsider]
         .into_iter()
         .map(|from| {
             c.promise(
-                (ProbeKind::Ssh, from, Host::Target, Some(c.policy.ssh.port)),
+                (
+                    ProbeKind::Ssh,
+                    from,
+                    HostId::Target,
+                    Some(c.policy.ssh.port),
+                ),
                 c.allowed_if(admitted(c, from), "INPUT: ssh from the admin subnet"),
                 Chain::Input,
                 "ssh.allow_from",
@@ -31,14 +36,14 @@ pub(super) fn expectations(c: &Ctx<'_>) -> Vec<Expectation> {
 /// `ssh.rate_limit`, when the admin host may reach the ssh port at all.
 pub(super) fn rate_limit(c: &Ctx<'_>) -> Option<Expectation> {
     let limit = c.policy.ssh.rate_limit?;
-    if c.deny || !admitted(c, Host::Admin) {
+    if c.deny || !admitted(c, HostId::Admin) {
         return None;
     }
     Some(Expectation {
         probe: ProbeSpec {
             kind: ProbeKind::SshLimit,
-            from: Host::Admin,
-            to: Host::Target,
+            from: HostId::Admin,
+            to: HostId::Target,
             family: c.family,
             port: Some(c.policy.ssh.port),
             count: Some(limit.connections),
