@@ -23,7 +23,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell, cmd};
 
-use crate::{is_root, non_empty_var, project_root, target_dir};
+use crate::{clean_cargo_env, is_root, non_empty_var, project_root, target_dir};
 
 const SECTIONS: [&str; 4] = ["lab", "apply", "rollback", "probe"];
 
@@ -54,22 +54,22 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let runner = AsRoot::new(sh)?;
 
     // Build everything first, so no section's time includes a compile.
-    cmd!(
+    let harness = cmd!(
         sh,
         "cargo build --release --locked -p portcullis-harness --example lab-bench --example probe-bench"
-    )
-    .run()?;
+    );
+    clean_cargo_env(harness).run()?;
     if want("apply") || want("rollback") {
         let rollback: &[&str] = if have_rollback {
             &["--example", "rollback-bench"]
         } else {
             &[]
         };
-        cmd!(
+        let installer = cmd!(
             sh,
             "cargo build --release --locked -p portcullis --bin portcullis --example apply-bench {rollback...}"
-        )
-        .run()?;
+        );
+        clean_cargo_env(installer).run()?;
     }
 
     if want("lab") {

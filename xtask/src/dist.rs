@@ -6,18 +6,18 @@
 use anyhow::{Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::{project_root, target_dir};
+use crate::{clean_cargo_env, project_root, target_dir};
 
 pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     if !args.is_empty() {
         bail!("unexpected argument {}: dist takes none", args.join(" "));
     }
     let _cwd = sh.push_dir(project_root());
-    cmd!(
+    let build = cmd!(
         sh,
         "cargo build --release --locked --package portcullis --bin portcullis"
-    )
-    .run()?;
+    );
+    clean_cargo_env(build).run()?;
     let binary = target_dir(sh).join("release/portcullis");
 
     let have_cargo_deb = cmd!(sh, "cargo deb --version")
@@ -27,7 +27,7 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
         .run()
         .is_ok();
     if have_cargo_deb {
-        cmd!(sh, "cargo deb --package portcullis --no-build").run()?;
+        clean_cargo_env(cmd!(sh, "cargo deb --package portcullis --no-build")).run()?;
     } else {
         eprintln!(
             "xtask dist: cargo-deb is not installed, so no .deb (cargo install cargo-deb); built the binary only"

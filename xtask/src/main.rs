@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xshell::{Shell, cmd};
+use xshell::{Cmd, Shell, cmd};
 
 const HELP: &str = "\
 usage: cargo xtask <task> [args]
@@ -90,4 +90,26 @@ fn non_empty_var(sh: &Shell, key: &str) -> Option<String> {
 
 fn is_root(sh: &Shell) -> Result<bool> {
     Ok(cmd!(sh, "id -u").quiet().read()?.trim() == "0")
+}
+
+/// A cargo started from here must not inherit what `cargo run` hands its child
+/// about the xtask package: a build script that watches one of those variables
+/// (ring watches CARGO_MANIFEST_DIR) would rebuild its crate, and rebuild it again
+/// at the next plain `cargo build`.
+fn clean_cargo_env(cmd: Cmd<'_>) -> Cmd<'_> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| {
+            let key = key.to_string_lossy();
+            key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&key.as_ref())
+        })
+        .fold(cmd, |cmd, key| cmd.env_remove(key))
 }
