@@ -1,8 +1,10 @@
 //! The policy: a small TOML file saying who may reach the host and where it may go.
 //!
 //! `Policy::parse` is the only way in: it deserializes with `deny_unknown_fields`
-//! and validates, so a `Policy` value is always renderable. Every error is one
-//! line naming the file, the line, the dotted key and what was expected:
+//! and validates, so a `Policy` value is always renderable. It reports every
+//! error of a file at once (serde stops at the first, so each key and each allow
+//! entry is also tried alone), each one line naming the file, the line, the
+//! dotted key and what was expected:
 //!
 //! ```text
 //! policy.toml:12: outbound.allow[1].port: expected a port 1-65535 or a range "a:b" with a <= b, found "90:80"
@@ -86,6 +88,10 @@ pub struct Allow {
     /// The remote peers (`to` outbound, `from` inbound); empty means anywhere.
     pub peers: Vec<IpNet>,
     pub comment: Option<String>,
+    /// `override_ssh = true` (inbound only): the entry may open the SSH port wider
+    /// than `ssh.allow_from`, on purpose. Without it `lint` flags such an entry and
+    /// `apply`/`install` refuse it.
+    pub override_ssh: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +110,11 @@ pub enum Ports {
 /// Why a policy was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The text is not a valid policy: one line naming the file, line, key and what
-    /// was expected, e.g. `policy.toml:12: outbound.allow[1].port: expected ...`.
-    #[error("{0}")]
-    Invalid(Invalid),
+    /// The text is not a valid policy: every error found, one line each (sorted by
+    /// line), naming the file, line, key and what was expected, e.g.
+    /// `policy.toml:12: outbound.allow[1].port: expected ...`. Never empty.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Invalid>),
     #[error("cannot read policy {path}")]
     Read {
         path: String,
@@ -116,8 +123,26 @@ pub enum PolicyError {
     },
 }
 
+fn lines(errors: &[Invalid]) -> String {
+    errors
+        .iter()
+        .map(Invalid::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl PolicyError {
+    /// The validation errors, one per problem; empty for a read error.
+    pub fn invalid(&self) -> &[Invalid] {
+        match self {
+            PolicyError::Invalid(v) => v,
+            PolicyError::Read { .. } => &[],
+        }
+    }
+}
+
 /// Where and why a policy is invalid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Invalid {
     /// The file (or `<embedded default>`, `<stdin>`) the text came from.
     pub origin: String,
@@ -219,10 +244,12 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 /// does the values, and turns every error into one line with the line number and
 /// the dotted key path.
 mod raw {
+    use std::cell::RefCell;
     use std::ops::Range;
 
     use serde::Deserialize;
     use toml::Spanned;
+    use toml::de::{DeArray, DeString, DeTable, DeValue};
 
     use super::*;
 
@@ -278,6 +305,7 @@ mod raw {
         port: S<toml::Value>,
         from: Option<S<Vec<S<String>>>>,
         comment: Option<S<String>>,
+        override_ssh: Option<bool>,
     }
 
     #[derive(Deserialize)]
@@ -297,6 +325,11 @@ mod raw {
     struct Ctx<'a> {
         text: &'a str,
         origin: &'a str,
+        /// Every error found so far; validation goes on past each one.
+        errors: RefCell<Vec<Invalid>>,
+        /// For `outbound` and `inbound`: the original index of each `allow` entry
+        /// that survived `prune`, so keys name the entry the user wrote.
+        kept: RefCell<Vec<(String, Vec<usize>)>>,
     }
 
     impl Ctx<'_> {
@@ -311,26 +344,150 @@ mod raw {
                 + 1
         }
 
-        fn err(&self, span: Range<usize>, key: impl Into<String>, message: String) -> PolicyError {
-            PolicyError::Invalid(Invalid {
+        fn err(&self, span: Range<usize>, key: impl Into<String>, message: String) {
+            self.errors.borrow_mut().push(Invalid {
                 origin: self.origin.to_owned(),
                 line: Some(self.line(span.start)),
                 key: Some(key.into()),
                 message,
-            })
+            });
+        }
+
+        /// The key of entry `i` of `section.allow` after pruning, as written.
+        fn allow_key(&self, section: &str, i: usize) -> String {
+            let original = self
+                .kept
+                .borrow()
+                .iter()
+                .find(|(s, _)| s == section)
+                .and_then(|(_, v)| v.get(i).copied())
+                .unwrap_or(i);
+            format!("{section}.allow[{original}]")
         }
     }
 
     pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        let cx = Ctx { text, origin };
-        let file: File = toml::from_str(text).map_err(|e| serde_error(&cx, &e))?;
-        validate(&cx, file)
+        let cx = Ctx {
+            text,
+            origin,
+            errors: RefCell::new(Vec::new()),
+            kept: RefCell::new(Vec::new()),
+        };
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            // What the parser recovered is a guess: judge no value past a syntax
+            // error, and keep the first error of each line (the rest of a line
+            // after one mistake is mostly the same mistake seen again).
+            let mut errors: Vec<Invalid> = syntax.iter().map(|e| serde_error(&cx, e)).collect();
+            errors.dedup_by_key(|e| e.line);
+            return Err(PolicyError::Invalid(errors));
+        }
+        let doc = prune(&cx, doc);
+        let policy = match File::deserialize(toml::de::Deserializer::from(doc)) {
+            Ok(file) => Some(validate(&cx, file)),
+            Err(e) => {
+                // `prune` tried each piece alone; the whole may still fail in a way
+                // no piece does. Report it rather than guess.
+                let e = serde_error(&cx, &e);
+                cx.errors.borrow_mut().push(e);
+                None
+            }
+        };
+        let mut errors = cx.errors.into_inner();
+        match policy {
+            Some(p) if errors.is_empty() => Ok(p),
+            _ => {
+                errors.sort_by_key(|e| e.line);
+                errors.dedup();
+                Err(PolicyError::Invalid(errors))
+            }
+        }
+    }
+
+    /// Serde stops at the first error of a document. To report every one, try each
+    /// piece alone (a top-level key, each key of a section, each `[[...allow]]`
+    /// entry) as a one-piece document, record its error, and keep only the pieces
+    /// that deserialize. Spans stay those of the original text, so errors name the
+    /// right line and key.
+    fn prune<'i>(cx: &Ctx<'_>, doc: Spanned<DeTable<'i>>) -> Spanned<DeTable<'i>> {
+        let whole = doc.span();
+        let alone = |table: DeTable<'i>| -> bool {
+            match File::deserialize(toml::de::Deserializer::from(Spanned::new(
+                whole.clone(),
+                table,
+            ))) {
+                Ok(_) => true,
+                Err(e) => {
+                    let e = serde_error(cx, &e);
+                    cx.errors.borrow_mut().push(e);
+                    false
+                }
+            }
+        };
+        let one = |k: &Spanned<DeString<'i>>, v: Spanned<DeValue<'i>>| {
+            let mut t = DeTable::new();
+            t.insert(k.clone(), v);
+            t
+        };
+        let mut out = DeTable::new();
+        for (k, v) in doc.into_inner() {
+            let span = v.span();
+            let section = match v.into_inner() {
+                DeValue::Table(t) => t,
+                // Not a table (`ssh = 22`, or an unknown key): try it as it is.
+                other => {
+                    let v = Spanned::new(span, other);
+                    if alone(one(&k, v.clone())) {
+                        out.insert(k, v);
+                    }
+                    continue;
+                }
+            };
+            // An unknown section: one error, not one per key inside it.
+            if !alone(one(
+                &k,
+                Spanned::new(span.clone(), DeValue::Table(DeTable::new())),
+            )) {
+                continue;
+            }
+            let mut kept = DeTable::new();
+            for (k2, v2) in section {
+                let span2 = v2.span();
+                match v2.into_inner() {
+                    DeValue::Array(items) if k2.get_ref().as_ref() == "allow" => {
+                        let mut arr = DeArray::new();
+                        let mut idx = Vec::new();
+                        for (i, item) in items.into_iter().enumerate() {
+                            let mut single = DeArray::new();
+                            single.push(item.clone());
+                            let piece =
+                                one(&k2, Spanned::new(span2.clone(), DeValue::Array(single)));
+                            if alone(one(&k, Spanned::new(span.clone(), DeValue::Table(piece)))) {
+                                arr.push(item);
+                                idx.push(i);
+                            }
+                        }
+                        cx.kept.borrow_mut().push((k.get_ref().to_string(), idx));
+                        kept.insert(k2, Spanned::new(span2, DeValue::Array(arr)));
+                    }
+                    v2 => {
+                        let v2 = Spanned::new(span2, v2);
+                        let piece = one(&k2, v2.clone());
+                        if alone(one(&k, Spanned::new(span.clone(), DeValue::Table(piece)))) {
+                            kept.insert(k2, v2);
+                        }
+                    }
+                }
+            }
+            out.insert(k, Spanned::new(span, DeValue::Table(kept)));
+        }
+        Spanned::new(whole, out)
     }
 
     /// One line from a toml/serde error: the line from its span, the key path found
     /// by walking the parsed document to that span, and serde's wording turned
     /// around into "expected X, found Y".
-    fn serde_error(cx: &Ctx<'_>, e: &toml::de::Error) -> PolicyError {
+    fn serde_error(cx: &Ctx<'_>, e: &toml::de::Error) -> Invalid {
         let span = e.span();
         let line = span.as_ref().map(|s| cx.line(s.start));
         let raw = e.message().trim();
@@ -369,12 +526,12 @@ mod raw {
             }
             _ => (None, format!("invalid TOML: {}", one_line(raw))),
         };
-        PolicyError::Invalid(Invalid {
+        Invalid {
             origin: cx.origin.to_owned(),
             line,
             key,
             message,
-        })
+        }
     }
 
     enum Seg {
@@ -478,7 +635,10 @@ mod raw {
         plain(&raw)
     }
 
-    fn validate(cx: &Ctx<'_>, f: File) -> Result<Policy, PolicyError> {
+    /// Turn the deserialized file into a `Policy`, recording every bad value in
+    /// `cx` and going on with the default in its place (the result is thrown away
+    /// when there is any error).
+    fn validate(cx: &Ctx<'_>, f: File) -> Policy {
         let mode = match f.ipv6.and_then(|i| i.mode) {
             None => Ipv6Mode::Mirror,
             Some(m) => match m.get_ref().as_str() {
@@ -486,11 +646,12 @@ mod raw {
                 "deny" => Ipv6Mode::Deny,
                 "untouched" => Ipv6Mode::Untouched,
                 other => {
-                    return Err(cx.err(
+                    cx.err(
                         m.span(),
                         "ipv6.mode",
                         format!("expected \"mirror\", \"deny\" or \"untouched\", found {other:?}"),
-                    ));
+                    );
+                    Ipv6Mode::Mirror
                 }
             },
         };
@@ -504,17 +665,18 @@ mod raw {
             Some(p) => match u16::try_from(*p.get_ref()) {
                 Ok(n) if n > 0 => n,
                 _ => {
-                    return Err(cx.err(
+                    cx.err(
                         p.span(),
                         "ssh.port",
                         format!("expected a port 1-65535, found {}", p.get_ref()),
-                    ));
+                    );
+                    22
                 }
             },
         };
         let allow_from = match ssh.allow_from {
             None => Vec::new(),
-            Some(list) => nets(cx, "ssh.allow_from", list, mode, true)?,
+            Some(list) => nets(cx, "ssh.allow_from", list, mode, true),
         };
 
         let out = f.outbound.unwrap_or(RawOutbound {
@@ -527,13 +689,13 @@ mod raw {
         let mut out_allow = Vec::new();
         for (i, a) in out.allow.unwrap_or_default().into_iter().enumerate() {
             let a = a.into_inner();
-            out_allow.push(allow(
+            out_allow.extend(allow(
                 cx,
-                &format!("outbound.allow[{i}]"),
+                &cx.allow_key("outbound", i),
                 (a.proto, a.port, a.comment),
                 ("to", a.to),
                 mode,
-            )?);
+            ));
         }
         let inb = f.inbound.unwrap_or(RawInbound {
             icmp: None,
@@ -542,13 +704,17 @@ mod raw {
         let mut in_allow = Vec::new();
         for (i, a) in inb.allow.unwrap_or_default().into_iter().enumerate() {
             let a = a.into_inner();
-            in_allow.push(allow(
-                cx,
-                &format!("inbound.allow[{i}]"),
-                (a.proto, a.port, a.comment),
-                ("from", a.from),
-                mode,
-            )?);
+            let override_ssh = a.override_ssh.unwrap_or(false);
+            in_allow.extend(
+                allow(
+                    cx,
+                    &cx.allow_key("inbound", i),
+                    (a.proto, a.port, a.comment),
+                    ("from", a.from),
+                    mode,
+                )
+                .map(|a| Allow { override_ssh, ..a }),
+            );
         }
         let h = f.hardening.unwrap_or(RawHardening {
             loopback: None,
@@ -556,7 +722,7 @@ mod raw {
             drop_malicious_flags: None,
         });
 
-        Ok(Policy {
+        Policy {
             ssh: Ssh { port, allow_from },
             outbound: Outbound {
                 dns: out.dns.unwrap_or(false),
@@ -575,86 +741,96 @@ mod raw {
                 drop_malicious_flags: h.drop_malicious_flags.unwrap_or(true),
             },
             ipv6: Ipv6 { mode },
-        })
+        }
     }
 
-    /// A list of CIDRs. `may_be_empty`: `ssh.allow_from = []` means nobody, which
-    /// is a valid (if useless) policy; an empty `to`/`from` would read as "nowhere"
-    /// but the renderer treats a missing list as "anywhere", so it is refused.
+    /// A list of CIDRs; a bad one is recorded and left out. `may_be_empty`:
+    /// `ssh.allow_from = []` means nobody, which is a valid (if useless) policy
+    /// (`lint` warns); an empty `to`/`from` would read as "nowhere" but the
+    /// renderer treats a missing list as "anywhere", so it is refused.
     fn nets(
         cx: &Ctx<'_>,
         key: &str,
         list: S<Vec<S<String>>>,
         mode: Ipv6Mode,
         may_be_empty: bool,
-    ) -> Result<Vec<IpNet>, PolicyError> {
+    ) -> Vec<IpNet> {
         let span = list.span();
         let list = list.into_inner();
         if list.is_empty() && !may_be_empty {
-            return Err(cx.err(
+            cx.err(
                 span,
                 key,
                 "expected at least one CIDR; leave the key out to mean anywhere".to_owned(),
-            ));
+            );
         }
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list.into_iter().enumerate() {
             let k = format!("{key}[{i}]");
-            let net = parse_net(s.get_ref()).map_err(|m| cx.err(s.span(), &k, m))?;
+            let net = match parse_net(s.get_ref()) {
+                Ok(net) => net,
+                Err(m) => {
+                    cx.err(s.span(), &k, m);
+                    continue;
+                }
+            };
             if net.addr().is_ipv6() && mode == Ipv6Mode::Deny {
-                return Err(cx.err(
+                cx.err(
                     s.span(),
                     &k,
                     format!(
                         "{net} is IPv6 but ipv6.mode is \"deny\", which drops all IPv6: \
                          remove it or set ipv6.mode = \"mirror\""
                     ),
-                ));
+                );
+                continue;
             }
             out.push(net);
         }
-        Ok(out)
+        out
     }
 
     type Common = (S<String>, S<toml::Value>, Option<S<String>>);
 
+    /// One allow entry, or `None` when its proto or port is bad (recorded).
     fn allow(
         cx: &Ctx<'_>,
         key: &str,
         (proto, port, comment): Common,
         (peer_key, peers): (&str, Option<S<Vec<S<String>>>>),
         mode: Ipv6Mode,
-    ) -> Result<Allow, PolicyError> {
+    ) -> Option<Allow> {
         let proto = match proto.get_ref().as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
             other => {
-                return Err(cx.err(
+                cx.err(
                     proto.span(),
                     format!("{key}.proto"),
                     format!("expected \"tcp\" or \"udp\", found {other:?}"),
-                ));
+                );
+                None
             }
         };
-        let ports =
-            ports(port.get_ref()).map_err(|m| cx.err(port.span(), format!("{key}.port"), m))?;
+        let ports = ports(port.get_ref())
+            .map_err(|m| cx.err(port.span(), format!("{key}.port"), m))
+            .ok();
         let peers = match peers {
             None => Vec::new(),
-            Some(list) => nets(cx, &format!("{key}.{peer_key}"), list, mode, false)?,
+            Some(list) => nets(cx, &format!("{key}.{peer_key}"), list, mode, false),
         };
-        let comment = match comment {
-            None => None,
-            Some(c) => Some(
-                check_comment(c.get_ref())
-                    .map_err(|m| cx.err(c.span(), format!("{key}.comment"), m))?
-                    .to_owned(),
-            ),
-        };
-        Ok(Allow {
-            proto,
-            ports,
+        let comment = comment.and_then(|c| {
+            check_comment(c.get_ref())
+                .map(str::to_owned)
+                .map_err(|m| cx.err(c.span(), format!("{key}.comment"), m))
+                .ok()
+        });
+        Some(Allow {
+            proto: proto?,
+            ports: ports?,
             peers,
             comment,
+            override_ssh: false,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The policy validator: the bad-input corpus (`tests/bad/<case>.toml` with the
-//! exact one-line error in `<case>.err`), the seed example, and fuzzing that no
-//! input makes it panic or print more than one line.
+//! exact errors in `<case>.err`, one line each: `FILE:LINE: key: message`), the
+//! seed example, and fuzzing that no input makes it panic or print an error line
+//! that does not name the file.
 
 use std::path::{Path, PathBuf};
 
@@ -39,8 +40,10 @@ fn bad_case(path: &Path) -> Result<(), Failed> {
         Ok(_) => return Err(format!("{name} was accepted; it must be refused").into()),
         Err(e) => e.to_string(),
     };
-    if err.contains('\n') {
-        return Err(format!("the error is not one line: {err:?}").into());
+    for line in err.lines() {
+        if !line.starts_with(&format!("{name}:")) {
+            return Err(format!("an error line does not start with {name}: {line:?}").into());
+        }
     }
     let expect_path = path.with_extension("err");
     if overwrite() {
@@ -115,9 +118,11 @@ fn never_panics() -> Result<(), Failed> {
             let r = std::panic::catch_unwind(|| Policy::parse(&text, "fuzz.toml"));
             let r = r.map_err(|_| TestCaseError::fail(format!("panicked on {text:?}")))?;
             if let Err(e) = r {
-                let e = e.to_string();
-                prop_assert!(!e.contains('\n'), "multi-line error {e:?} for {text:?}");
-                prop_assert!(e.starts_with("fuzz.toml"), "{e:?}");
+                prop_assert!(!e.invalid().is_empty(), "no error listed for {text:?}");
+                for line in e.to_string().lines() {
+                    prop_assert!(line.starts_with("fuzz.toml"), "{line:?} for {text:?}");
+                }
+                prop_assert_eq!(e.to_string().lines().count(), e.invalid().len());
             }
             Ok(())
         })
@@ -183,7 +188,7 @@ pub fn trials() -> Vec<Trial> {
         },
     ));
     trials.push(trial(
-        "policy::fuzz_never_panics_and_errors_are_one_line",
+        "policy::fuzz_never_panics_and_errors_name_the_file",
         never_panics,
     ));
     trials
