@@ -33,6 +33,10 @@ pub struct Policy {
     pub inbound: Inbound,
     pub hardening: Hardening,
     pub ipv6: Ipv6,
+    /// The top-level tables the file wrote (`ssh`, `outbound`, ...), sorted: a
+    /// section written with every switch off is meant, a missing one may not be
+    /// (`lint` tells them apart).
+    pub written: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -639,6 +643,18 @@ mod raw {
     /// `cx` and going on with the default in its place (the result is thrown away
     /// when there is any error).
     fn validate(cx: &Ctx<'_>, f: File) -> Policy {
+        let mut written: Vec<String> = [
+            ("ssh", f.ssh.is_some()),
+            ("outbound", f.outbound.is_some()),
+            ("inbound", f.inbound.is_some()),
+            ("hardening", f.hardening.is_some()),
+            ("ipv6", f.ipv6.is_some()),
+        ]
+        .into_iter()
+        .filter(|&(_, w)| w)
+        .map(|(k, _)| k.to_owned())
+        .collect();
+        written.sort();
         let mode = match f.ipv6.and_then(|i| i.mode) {
             None => Ipv6Mode::Mirror,
             Some(m) => match m.get_ref().as_str() {
@@ -741,6 +757,7 @@ mod raw {
                 drop_malicious_flags: h.drop_malicious_flags.unwrap_or(true),
             },
             ipv6: Ipv6 { mode },
+            written,
         }
     }
 

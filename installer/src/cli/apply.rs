@@ -86,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
     let origin = config.display().to_string();
     let policy = crate::Policy::parse(&policy_text, &origin)?;
+    crate::cli::lint_for_apply("apply", &policy)?;
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {
         config: origin,

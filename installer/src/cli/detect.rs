@@ -55,10 +55,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         conflicts,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", super::json(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     let d = &report.detection;
+    if let Some(w) = crate::lint::lint_persistence(d) {
+        super::warn(&[w]);
+    }
     println!("mechanism: {}", d.mechanism);
     println!("reason:    {}", d.reason);
     let files: Vec<String> = d.files.iter().map(|f| f.display().to_string()).collect();

@@ -1,7 +1,11 @@
 //! The command line. One file per verb: it parses, calls the library, prints.
 //!
 //! Exit codes: 0 success; 1 the work failed (a check did not pass, an apply was
-//! rolled back); 2 bad input (usage, an invalid policy), with nothing changed.
+//! rolled back); 2 bad input (usage, an invalid policy, a policy `apply` and
+//! `install` refuse, an unsafe state directory), with nothing changed.
+//!
+//! Every JSON output goes through `json`, which adds `schema_version`
+//! (`JSON_SCHEMA_VERSION`, documented with the fields in docs/json.md).
 
 use std::process::ExitCode;
 
@@ -54,6 +58,52 @@ pub enum Command {
     /// The detached rollback guard that `apply` starts (internal)
     #[command(name = "__guard", hide = true)]
     Guard(apply::GuardArgs),
+}
+
+/// The version of every JSON output's shape; raised when a field changes meaning
+/// or goes away (adding a field does not raise it). See docs/json.md.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// `value` as pretty JSON with `schema_version` first.
+pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Result<String> {
+    #[derive(serde::Serialize)]
+    struct Versioned<'a, T> {
+        schema_version: u32,
+        #[serde(flatten)]
+        value: &'a T,
+    }
+    serde_json::to_string_pretty(&Versioned {
+        schema_version: JSON_SCHEMA_VERSION,
+        value,
+    })
+}
+
+/// Print lints on stderr, each as `portcullis: warning: KEY: ...` and its fix.
+pub fn warn(warnings: &[crate::Warning]) {
+    for w in warnings {
+        eprintln!("portcullis: {w}");
+    }
+}
+
+/// The lints of a policy a verb is about to put on a host (`apply`, `install`):
+/// printed, and a refusal (exit 2) when one of them refuses.
+pub fn lint_for_apply(verb: &str, policy: &crate::Policy) -> Result<(), UsageError> {
+    let warnings = crate::lint(policy);
+    warn(&warnings);
+    let refused: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.refuses_apply)
+        .map(|w| w.key.as_str())
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(UsageError(format!(
+            "{verb} refuses this policy: {} opens the ssh port wider than ssh.allow_from \
+             (see the warning above; add override_ssh = true to the entry if you mean it)",
+            refused.join(", ")
+        )))
+    }
 }
 
 /// An error that is the user's input, not the host: exit 2.
@@ -112,7 +162,15 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("portcullis: error: {e:#}");
+            // An invalid policy is every error of the file, one line each.
+            match e.downcast_ref::<crate::PolicyError>() {
+                Some(crate::PolicyError::Invalid(errors)) => {
+                    for line in errors {
+                        eprintln!("portcullis: error: {line}");
+                    }
+                }
+                _ => eprintln!("portcullis: error: {e:#}"),
+            }
             if is_usage(&e) {
                 ExitCode::from(2)
             } else {
@@ -122,9 +180,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Bad input (an invalid policy, a usage mistake) exits 2; anything else exits 1.
+/// Bad input (an invalid policy, a usage mistake, a state directory that is not
+/// safe to use) exits 2; anything else exits 1.
 fn is_usage(e: &anyhow::Error) -> bool {
+    use crate::apply::ApplyError;
+    use crate::apply::state::StateError;
+    let unsafe_dir = |s: &StateError| matches!(s, StateError::Unsafe { .. });
     e.chain().any(|c| {
-        c.downcast_ref::<crate::PolicyError>().is_some() || c.downcast_ref::<UsageError>().is_some()
+        c.downcast_ref::<crate::PolicyError>().is_some()
+            || c.downcast_ref::<UsageError>().is_some()
+            || c.downcast_ref::<StateError>().is_some_and(unsafe_dir)
+            || c.downcast_ref::<ApplyError>().is_some_and(|a| match a {
+                ApplyError::State(s) => unsafe_dir(s),
+                a => a.is_refusal(),
+            })
     })
 }

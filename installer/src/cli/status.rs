@@ -22,7 +22,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let s = apply::status(&args.state_dir, &args.root)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        println!("{}", super::json(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     match (&s.pending, s.remaining_secs) {

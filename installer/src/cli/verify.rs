@@ -101,8 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report).context("cannot write the report")?;
-        writeln!(out)?;
+        writeln!(out, "{}", super::json(&report)?).context("cannot write the report")?;
     } else {
         let policy = args
             .config

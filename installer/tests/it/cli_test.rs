@@ -239,8 +239,11 @@ check passed
         .success()
         .stdout_eq(str![[r#"
 {
+  "schema_version": 1,
   "policy": "[..]/examples/ipv6-untouched.toml",
   "valid": true,
+  "errors": [],
+  "warnings": [],
   "families": [
     {
       "family": "ipv4",
@@ -260,6 +263,7 @@ check passed
       }
     }
   ],
+  "strict": false,
   "ok": true
 }
 
@@ -422,6 +426,182 @@ portcullis: error: [..]tcsh[..]; or `man`
     Ok(())
 }
 
+/// The three silent mistakes of issue 11 each give a warning naming the key,
+/// `check` still passes, and `check --strict` fails on them (exit 1). The fake
+/// restore binaries make the test exact; PATH without `unshare` makes a ruleset
+/// untested, which `--strict` fails too.
+fn check_warns_and_strict_fails() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    fake_restore(tmp.path(), false)?;
+    let policies = [
+        ("empty", ""),
+        (
+            "ssh-anywhere",
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[outbound]\ndns = true\n\
+             [[inbound.allow]]\nproto = \"tcp\"\nport = \"20:25\"\n",
+        ),
+        (
+            "dns-off",
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[outbound]\nhttps = true\n",
+        ),
+        (
+            "sound",
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[outbound]\ndns = true\nhttps = true\n",
+        ),
+    ];
+    for (name, text) in policies {
+        std::fs::write(tmp.path().join(format!("{name}.toml")), text)?;
+    }
+    let check = |name: &str, strict: bool| {
+        let mut c = portcullis()
+            .current_dir(tmp.path())
+            .env("PATH", path_with(tmp.path()))
+            .args(["check", "--config", &format!("{name}.toml")]);
+        if strict {
+            c = c.arg("--strict");
+        }
+        c.assert()
+    };
+    check("empty", false).success().stdout_eq(str![[r#"
+policy empty.toml: valid
+warning: ssh.allow_from: is empty: nobody can open an ssh session, so nobody can reach this host to fix it
+  fix: list your admin subnet, e.g. allow_from = ["192.0.2.0/24"] (`portcullis init` writes your current ssh client)
+warning: outbound: every section is off: nothing in or out but ssh (no dns, no updates, no ping), because a missing section means off
+  fix: turn on what the host needs, e.g. [outbound] dns = true, https = true; or write [outbound] with every switch false if you mean it
+ipv4: 7 rules rendered; accepted by `unshare -n [..]/iptables-restore -w --test` (iptables-restore v0.0 (fake))
+ipv6: 35 rules rendered; accepted by `unshare -n [..]/ip6tables-restore -w --test` (ip6tables-restore v0.0 (fake))
+check passed with 2 warnings
+
+"#]]);
+    check("empty", true).code(1).stdout_eq(str![[r#"
+...
+check failed (--strict): 2 warning(s)
+
+"#]]);
+    check("ssh-anywhere", true).code(1).stdout_eq(str![[r#"
+policy ssh-anywhere.toml: valid
+warning: inbound.allow[0]: opens tcp 22, the ssh port, to anywhere, wider than ssh.allow_from: it undoes the ssh restriction (apply and install refuse it)
+  fix: put those sources in ssh.allow_from and remove the entry, or add override_ssh = true to it if you mean it
+...
+check failed (--strict): 1 warning(s)
+
+"#]]);
+    check("dns-off", true).code(1).stdout_eq(str![[r#"
+policy dns-off.toml: valid
+warning: outbound.dns: is off while outbound.https is on: names will not resolve, so web requests by name fail
+  fix: set outbound.dns = true, or allow your resolver with an [[outbound.allow]] on port 53
+...
+check failed (--strict): 1 warning(s)
+
+"#]]);
+    check("sound", true).success().stdout_eq(str![[r#"
+...
+check passed
+
+"#]]);
+    // Untested is a failure under --strict only.
+    let untested = |strict: bool| {
+        let mut c = portcullis()
+            .current_dir(tmp.path())
+            .env("PATH", tmp.path())
+            .args(["check", "--config", "sound.toml"]);
+        if strict {
+            c = c.arg("--strict");
+        }
+        c.assert()
+    };
+    untested(false).success().stdout_eq(str![[r#"
+...
+check passed in part: the policy is valid and renders; see above for what was not tested (--strict fails on that)
+
+"#]]);
+    untested(true).code(1).stdout_eq(str![[r#"
+policy sound.toml: valid
+ipv4: 12 rules rendered; not tested: unshare not found on PATH (install util-linux): the test runs in a private network namespace
+ipv6: 38 rules rendered; not tested: unshare not found on PATH (install util-linux): the test runs in a private network namespace
+check failed (--strict): a ruleset was not tested
+
+"#]]);
+    // install refuses the ssh-widening entry (exit 2) before it writes anything.
+    let root = tempfile::tempdir()?;
+    portcullis()
+        .current_dir(tmp.path())
+        .args(["install", "--config", "ssh-anywhere.toml", "--persistence", "netfilter-persistent", "--root"])
+        .arg(root.path())
+        .assert()
+        .code(2)
+        .stdout_eq(str![""])
+        .stderr_eq(str![[r#"
+portcullis: warning: inbound.allow[0]: opens tcp 22, the ssh port, to anywhere, wider than ssh.allow_from: it undoes the ssh restriction (apply and install refuse it)
+  fix: put those sources in ssh.allow_from and remove the entry, or add override_ssh = true to it if you mean it
+portcullis: error: install refuses this policy: inbound.allow[0] opens the ssh port wider than ssh.allow_from (see the warning above; add override_ssh = true to the entry if you mean it)
+
+"#]]);
+    if std::fs::read_dir(root.path())?.next().is_some() {
+        return Err("a refused install wrote into its root".into());
+    }
+    Ok(())
+}
+
+/// `check --json` on an invalid policy: every error as JSON on stdout, exit 2.
+fn check_json_lists_every_error() -> Result<(), Failed> {
+    let out = portcullis()
+        .args(["check", "--json", "--config", "tests/bad/many-errors.toml"])
+        .output()?;
+    if out.status.code() != Some(2) {
+        return Err(format!("exit {:?}, expected 2", out.status.code()).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let expected = read(&installer_dir().join("tests/bad/many-errors.err"))?;
+    let got: Vec<String> = v["errors"]
+        .as_array()
+        .ok_or("no errors array")?
+        .iter()
+        .map(|e| {
+            format!(
+                "many-errors.toml:{}: {}: {}",
+                e["line"],
+                e["key"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if got.join("\n") != expected.trim_end() || v["valid"] != false || v["schema_version"] != 1 {
+        return Err(format!("errors as JSON:\n{}\nexpected:\n{expected}", got.join("\n")).into());
+    }
+    // An unreadable file is one error, in the same shape.
+    portcullis()
+        .args(["check", "--json", "--config", "tests/bad/does-not-exist.toml"])
+        .assert()
+        .code(2)
+        .stdout_eq(str![[r#"
+{
+  "schema_version": 1,
+  "policy": "tests/bad/does-not-exist.toml",
+  "valid": false,
+  "errors": [
+    {
+      "origin": "tests/bad/does-not-exist.toml",
+      "line": null,
+      "key": null,
+      "message": "cannot read policy tests/bad/does-not-exist.toml: No such file or directory (os error 2)"
+    }
+  ],
+  "warnings": [],
+  "families": [],
+  "strict": false,
+  "ok": false
+}
+
+"#]]);
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     let root = nix::unistd::geteuid().is_root();
     let mut v = vec![
@@ -442,6 +622,15 @@ pub fn trials() -> Vec<Trial> {
             init_writes_a_starter_policy,
         ),
         trial("cli::completions_exist", completions_exist),
+        trial(
+            "cli::check_json_lists_every_error",
+            check_json_lists_every_error,
+        ),
+        root_trial(
+            "cli::check_warns_and_strict_fails",
+            None,
+            check_warns_and_strict_fails,
+        ),
         trial(
             "cli::apply_and_install_need_a_config",
             apply_and_install_need_a_config,
