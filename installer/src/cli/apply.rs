@@ -163,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         s => {
             say(format_args!(
-                "portcullis: {s:?}: {}\n",
+                "portcullis: {s}: {}\n",
                 done.reason.unwrap_or_default()
             ));
             Ok(ExitCode::FAILURE)

@@ -32,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 r.id,
                 r.config,
                 r.families.join(", "),
-                format!("{:?}", r.status).to_lowercase(),
+                r.status,
                 clock(r.deadline_unix_ms)
             );
             println!(
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(r) = &s.last {
         println!(
-            "last:        apply {} {:?} at {}: {}{}",
+            "last:        apply {} {} at {}: {}{}",
             r.id,
             r.status,
             clock(r.ended_unix_ms.unwrap_or(0)),

@@ -58,13 +58,24 @@ pub struct Observation {
     pub family: Option<Family>,
 }
 
+/// An outcome as a person reads it: `ok (portcullis-ssh-ok)`, `no-answer`.
+pub fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok(d) | Outcome::Refused(d) | Outcome::Failed(d) if !d.is_empty() => {
+            format!("{} ({d})", o.word())
+        }
+        _ => o.word().to_owned(),
+    }
+}
+
 /// Compare an observation with its promise: `Ok(())` or every reason it failed.
 pub fn check(exp: &Expectation, obs: &Observation) -> Result<(), Vec<String>> {
     let mut why = Vec::new();
     if !exp.expect.matches(&obs.outcome) {
         why.push(format!(
-            "expected {}, observed {:?}",
-            exp.expect, obs.outcome
+            "expected {}, observed {}",
+            exp.expect,
+            describe(&obs.outcome)
         ));
     }
     if let Some(by) = &exp.counted_by {
