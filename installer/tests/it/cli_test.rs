@@ -396,6 +396,27 @@ allow_from = ["203.0.113.9/32"]
     {
         return Err("init wrote through a symlink".into());
     }
+    // Under sudo (which drops SSH_CONNECTION) the client comes from the nearest
+    // ancestor that has it, as for apply: here the shell between us and init.
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "env -u SSH_CONNECTION SUDO_USER=admin \"$0\" init --out -; echo \"rc=$?\"",
+        ])
+        .arg(snapbox::cmd::cargo_bin!("portcullis"))
+        .env("SSH_CONNECTION", "198.51.100.7 40022 192.0.2.1 2200")
+        .current_dir(tmp.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.contains("port = 2200\nallow_from = [\"198.51.100.7/32\"]")
+        || !stdout.contains("rc=0")
+    {
+        return Err(format!(
+            "init under sudo did not find the ancestor's client:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
     Ok(())
 }
 
