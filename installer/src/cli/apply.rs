@@ -74,9 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Bad input before privilege: exit 2 for anyone, nothing touched.
     let config = crate::cli::require_config("apply", args.config.as_deref())?.to_owned();
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
+        return Err(UsageError(
             "`portcullis apply` changes the host's firewall and needs root: run it with sudo"
-        );
+                .into(),
+        )
+        .into());
     }
     // Read once, parse that text, and keep it: confirm persists exactly this.
     let policy_text =

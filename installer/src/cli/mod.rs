@@ -55,10 +55,41 @@ pub enum Command {
     Install(install::Args),
     /// Print shell completions or the man page
     Completions(completions::Args),
-    /// The detached rollback guard that `apply` starts (internal)
-    #[command(name = "__guard", hide = true)]
-    Guard(apply::GuardArgs),
 }
+
+/// `portcullis __guard`, the detached rollback guard `apply` starts. It is not a
+/// subcommand of `Cli`, so completions and the man page never offer it.
+#[derive(Debug, Parser)]
+#[command(name = "__guard")]
+struct GuardCli {
+    #[command(flatten)]
+    args: apply::GuardArgs,
+}
+
+/// What the exit status means, for every verb (the man page and README say it).
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "success: the policy is valid (check), the rules were written (render, init, install), \
+         every promise held (verify), the apply was confirmed (apply, confirm), the snapshot \
+         is back (rollback)",
+    ),
+    (
+        1,
+        "the work failed: iptables-restore refused a ruleset, or --strict found a warning or \
+         an untested ruleset (check); a probe mismatched or the lab failed (verify); the apply \
+         was rolled back (apply) or came too late (confirm); the snapshot could not be \
+         restored (rollback); a command or a write failed (any verb)",
+    ),
+    (
+        2,
+        "bad input, nothing changed: a usage error; an invalid policy (every error is \
+         printed); a policy apply and install refuse (nobody in ssh.allow_from, an inbound \
+         allow wider than it on the ssh port, a session the rules would cut); an unsafe \
+         state directory; not root, or no iptables, where root and iptables are needed \
+         (apply, verify)",
+    ),
+];
 
 /// The version of every JSON output's shape; raised when a field changes meaning
 /// or goes away (adding a field does not raise it). See docs/json.md.
@@ -134,7 +165,17 @@ pub fn require_config<'a>(
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "__guard") {
+        return match GuardCli::try_parse_from(&argv[1..]) {
+            Ok(g) => finish(apply::run_guard(g.args)),
+            Err(e) => {
+                let _ = e.print();
+                ExitCode::from(2)
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -157,8 +198,12 @@ pub fn main() -> ExitCode {
         Command::Detect(a) => detect::run(a),
         Command::Install(a) => install::run(a),
         Command::Completions(a) => completions::run(a),
-        Command::Guard(a) => apply::run_guard(a),
     };
+    finish(result)
+}
+
+/// Print an error the way every verb does and turn it into the exit status.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

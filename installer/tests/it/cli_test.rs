@@ -434,6 +434,31 @@ fn completions_exist() -> Result<(), Failed> {
                 format!("completions {shell}: no {marker:?} or no `render` in the output").into(),
             );
         }
+        // The internal guard is never offered.
+        if stdout.contains("__guard") {
+            return Err(format!("completions {shell} offer __guard").into());
+        }
+    }
+    // The man page covers every verb, with its options, and the exit status.
+    let out = portcullis().args(["completions", "man"]).output()?;
+    let man = String::from_utf8_lossy(&out.stdout);
+    use clap::CommandFactory as _;
+    let cli = portcullis::cli::Cli::command();
+    for verb in cli.get_subcommands() {
+        let name = verb.get_name();
+        if !man.contains(&format!(".SS \"portcullis {name}\"")) {
+            return Err(format!("the man page has no section for {name}").into());
+        }
+        for arg in verb.get_arguments().filter_map(|a| a.get_long()) {
+            if !man.contains(&format!("\\-\\-{}", arg.replace('-', "\\-"))) {
+                return Err(format!("the man page lacks {name} --{arg}").into());
+            }
+        }
+    }
+    for code in ["EXIT STATUS", ".TP\n0\n", ".TP\n1\n", ".TP\n2\n"] {
+        if !man.contains(code) {
+            return Err(format!("the man page lacks {code:?}").into());
+        }
     }
     portcullis()
         .args(["completions", "tcsh"])
