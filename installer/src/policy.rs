@@ -204,6 +204,15 @@ impl Policy {
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         raw::parse(text, origin)
     }
+
+    /// Every key the file format accepts, dotted, sorted: `ssh.port`,
+    /// `inbound.allow` (an array of tables) and `inbound.allow[].port` (a key of
+    /// each entry). Read from the serde schema itself, so a key added to the
+    /// format is listed without anyone remembering to (docs/policy.md is tested
+    /// against it).
+    pub fn schema_keys() -> Vec<String> {
+        raw::schema_keys()
+    }
 }
 
 /// Parse a CIDR (`192.0.2.0/24`, `2001:db8::/32`) or a bare address (a host: `/32`
@@ -324,6 +333,152 @@ mod raw {
     #[serde(deny_unknown_fields)]
     struct RawIpv6 {
         mode: Option<S<String>>,
+    }
+
+    /// The keys of `File`, found by deserializing it from a tracer that answers
+    /// every struct with all of its fields and records the path of each value.
+    pub(super) fn schema_keys() -> Vec<String> {
+        let keys = RefCell::new(Vec::new());
+        File::deserialize(trace::Tracer {
+            path: Some(String::new()),
+            keys: &keys,
+        })
+        .expect("the tracer satisfies every field of the schema");
+        let mut keys = keys.into_inner();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    mod trace {
+        use std::cell::RefCell;
+
+        use serde::de::value::{BorrowedStrDeserializer, Error};
+        use serde::de::{self, DeserializeSeed, Visitor};
+
+        /// A deserializer that makes up a value for every field. `path` is the
+        /// dotted key of the value it stands for (`None`: not a key, such as the
+        /// span bounds of a `Spanned`).
+        pub(super) struct Tracer<'a> {
+            pub(super) path: Option<String>,
+            pub(super) keys: &'a RefCell<Vec<String>>,
+        }
+
+        impl Tracer<'_> {
+            fn record(&self) {
+                if let Some(p) = self.path.as_ref().filter(|p| !p.is_empty()) {
+                    // An element of a list of values is its list's key.
+                    if !p.ends_with("[]") {
+                        self.keys.borrow_mut().push(p.clone());
+                    }
+                }
+            }
+        }
+
+        impl<'de> de::Deserializer<'de> for Tracer<'_> {
+            type Error = Error;
+
+            fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_str("x")
+            }
+            fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_bool(false)
+            }
+            fn deserialize_i64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_i64(1)
+            }
+            fn deserialize_u64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_u64(0)
+            }
+            fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                v.visit_some(self)
+            }
+            fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                v.visit_unit()
+            }
+            fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                let path = self.path.as_ref().map(|p| format!("{p}[]"));
+                v.visit_seq(One(Some(Tracer {
+                    path,
+                    keys: self.keys,
+                })))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                name: &'static str,
+                fields: &'static [&'static str],
+                v: V,
+            ) -> Result<V::Value, Error> {
+                v.visit_map(Fields {
+                    fields,
+                    i: 0,
+                    // `toml::Spanned` is a struct of its bounds and its value.
+                    spanned: name.starts_with("$__serde_spanned"),
+                    path: self.path,
+                    keys: self.keys,
+                })
+            }
+            serde::forward_to_deserialize_any! {
+                i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char str string bytes byte_buf
+                unit unit_struct newtype_struct tuple tuple_struct map enum identifier
+            }
+        }
+
+        struct One<'a>(Option<Tracer<'a>>);
+
+        impl<'de> de::SeqAccess<'de> for One<'_> {
+            type Error = Error;
+            fn next_element_seed<T: DeserializeSeed<'de>>(
+                &mut self,
+                seed: T,
+            ) -> Result<Option<T::Value>, Error> {
+                self.0.take().map(|t| seed.deserialize(t)).transpose()
+            }
+        }
+
+        struct Fields<'a> {
+            fields: &'static [&'static str],
+            i: usize,
+            spanned: bool,
+            path: Option<String>,
+            keys: &'a RefCell<Vec<String>>,
+        }
+
+        impl<'de> de::MapAccess<'de> for Fields<'_> {
+            type Error = Error;
+            fn next_key_seed<K: DeserializeSeed<'de>>(
+                &mut self,
+                seed: K,
+            ) -> Result<Option<K::Value>, Error> {
+                match self.fields.get(self.i) {
+                    Some(f) => seed.deserialize(BorrowedStrDeserializer::new(f)).map(Some),
+                    None => Ok(None),
+                }
+            }
+            fn next_value_seed<V: DeserializeSeed<'de>>(
+                &mut self,
+                seed: V,
+            ) -> Result<V::Value, Error> {
+                let f = self.fields[self.i];
+                self.i += 1;
+                let path = match &self.path {
+                    Some(_) if self.spanned && !f.ends_with("value") => None,
+                    Some(p) if self.spanned => Some(p.clone()),
+                    Some(p) if p.is_empty() => Some(f.to_owned()),
+                    Some(p) => Some(format!("{p}.{f}")),
+                    None => None,
+                };
+                seed.deserialize(Tracer {
+                    path,
+                    keys: self.keys,
+                })
+            }
+        }
     }
 
     struct Ctx<'a> {
@@ -898,4 +1053,46 @@ pub fn check_comment(c: &str) -> Result<&str, String> {
         ));
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_keys_are_read_from_the_format() {
+        let keys = Policy::schema_keys();
+        for k in [
+            "ssh.port",
+            "ssh.allow_from",
+            "outbound.dns",
+            "outbound.allow",
+            "outbound.allow[].to",
+            "inbound.allow[].override_ssh",
+            "hardening.drop_malicious_flags",
+            "ipv6.mode",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
+        }
+        // Only keys: no sections, no span bounds, no list elements.
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k == "ssh" || k.contains('$') || k.ends_with("[]"))
+        );
+        // Each one is accepted by the parser (a key that is not would be refused
+        // as unknown, whatever its value).
+        for k in &keys {
+            let (table, key) = k.rsplit_once('.').unwrap();
+            let text = format!("[{}]\n{key} = 1\n", table.replace("[]", ""));
+            let text = if table.ends_with("[]") {
+                text.replacen('[', "[[", 1).replacen(']', "]]", 1)
+            } else {
+                text
+            };
+            if let Err(e) = Policy::parse(&text, "t") {
+                assert!(!e.to_string().contains("unknown key"), "{k}: {e}");
+            }
+        }
+    }
 }

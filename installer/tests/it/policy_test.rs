@@ -187,6 +187,30 @@ pub fn trials() -> Vec<Trial> {
             }
         },
     ));
+    trials.push(trial("policy::reference_lists_every_key", || {
+        // The keys come from the parser's own schema: a key added to the format
+        // fails this test until docs/policy.md has its row.
+        let doc = std::fs::read_to_string(installer_dir().join("../docs/policy.md"))?;
+        let missing: Vec<String> = Policy::schema_keys()
+            .into_iter()
+            .filter(|k| !doc.contains(&format!("| `{k}` |")))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("docs/policy.md has no row for {missing:?}").into());
+        }
+        // Its example is a valid policy that draws no warning.
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .ok_or("docs/policy.md has no ```toml example")?;
+        let p = Policy::parse(example, "docs/policy.md example").map_err(|e| e.to_string())?;
+        let warnings = portcullis::lint(&p);
+        if !warnings.is_empty() {
+            return Err(format!("the example draws warnings: {warnings:?}").into());
+        }
+        Ok(())
+    }));
     trials.push(trial(
         "policy::fuzz_never_panics_and_errors_name_the_file",
         never_panics,
