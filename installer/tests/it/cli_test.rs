@@ -648,6 +648,199 @@ fn check_json_lists_every_error() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Every key of every object in `v`, as dotted paths with `[]` for array
+/// elements (`families[].test.status`), the way docs/json.md names them.
+pub fn json_paths(
+    v: &serde_json::Value,
+    prefix: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(p.clone());
+                json_paths(v, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                json_paths(v, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The paths of `json` that the section of docs/json.md headed `## \`heading\``
+/// does not name as `` `path` ``.
+pub fn undocumented(heading: &str, json: &[u8], strip: &[&str]) -> Result<Vec<String>, Failed> {
+    let doc = read(&installer_dir().join("../docs/json.md"))?;
+    let start = doc
+        .find(&format!("## `{heading}`"))
+        .ok_or_else(|| format!("docs/json.md has no section `{heading}`"))?;
+    let section = &doc[start + 3..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
+        format!(
+            "{heading}: not JSON ({e}): {}",
+            String::from_utf8_lossy(json)
+        )
+    })?;
+    if v["schema_version"] != 1 {
+        return Err(format!("{heading}: no schema_version 1").into());
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    json_paths(&v, "", &mut paths);
+    Ok(paths
+        .into_iter()
+        .map(|p| {
+            strip
+                .iter()
+                .find_map(|s| p.strip_prefix(s).map(str::to_owned))
+                .unwrap_or(p)
+        })
+        .filter(|p| !section.contains(&format!("`{p}`")))
+        .collect())
+}
+
+/// The JSON of check (valid, invalid, warned, refused by the fake), detect,
+/// install (check and write) and status (with a record) carries schema_version,
+/// and docs/json.md names every field it prints.
+fn json_outputs_are_documented() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let fakes = tmp.path().join("pass");
+    let failing = tmp.path().join("fail");
+    std::fs::create_dir(&fakes)?;
+    std::fs::create_dir(&failing)?;
+    fake_restore(&fakes, false)?;
+    fake_restore(&failing, true)?;
+    std::fs::write(tmp.path().join("empty.toml"), "")?;
+    let run = |path: &Path, args: &[&str]| -> Result<Vec<u8>, Failed> {
+        let out = portcullis()
+            .env("PATH", path_with(path))
+            .args(args)
+            .output()?;
+        Ok(out.stdout)
+    };
+    let mut missing = Vec::new();
+    let empty = tmp.path().join("empty.toml").display().to_string();
+    for (path, args) in [
+        (&fakes, vec!["check", "--json", "--config", &empty]),
+        (&failing, vec!["check", "--json"]),
+        (
+            &fakes,
+            vec![
+                "check",
+                "--json",
+                "--strict",
+                "--config",
+                "tests/bad/many-errors.toml",
+            ],
+        ),
+        (
+            &fakes,
+            vec![
+                "check",
+                "--json",
+                "--config",
+                "tests/bad/does-not-exist.toml",
+            ],
+        ),
+        (
+            &fakes,
+            vec![
+                "check",
+                "--json",
+                "--config",
+                "../examples/ipv6-untouched.toml",
+            ],
+        ),
+    ] {
+        missing.extend(undocumented("check --json", &run(path, &args)?, &[])?);
+    }
+    // A Debian root without iptables-persistent: rc.local, and its warning.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir_all(bare.join("etc"))?;
+    std::fs::write(
+        bare.join("etc/os-release"),
+        "ID=debian\nPRETTY_NAME=\"Debian\"\n",
+    )?;
+    for root in [
+        "tests/roots/ubuntu",
+        "tests/roots/debian-alias",
+        bare.to_str().unwrap(),
+    ] {
+        let json = run(&fakes, &["detect", "--json", "--root", root])?;
+        missing.extend(undocumented("detect --json", &json, &[])?);
+    }
+    missing.extend(undocumented(
+        "detect --json",
+        &run(&fakes, &["detect", "--json"])?,
+        &[],
+    )?);
+    let policy = example("web-server").display().to_string();
+    let bare = bare.display().to_string();
+    for extra in [&["--check"][..], &[][..], &[][..]] {
+        // The second write finds the files unchanged... the first writes them.
+        let mut args = vec![
+            "install",
+            "--json",
+            "--no-test",
+            "--persistence",
+            "netfilter-persistent",
+        ];
+        args.extend(["--config", &policy, "--root", &bare]);
+        args.extend(extra);
+        missing.extend(undocumented("install --json", &run(&fakes, &args)?, &[])?);
+    }
+    let state = tmp.path().join("state");
+    let json = run(
+        &fakes,
+        &["status", "--json", "--state-dir", state.to_str().unwrap()],
+    )?;
+    missing.extend(undocumented("status --json", &json, &[])?);
+    // A record as `pending` and `last` carry it.
+    // Read from JSON rather than built field by field, so a field added to the
+    // record later is a clear failure here, not a compile error.
+    let record: portcullis::apply::Record = serde_json::from_value(serde_json::json!({
+        "id": "1",
+        "status": "rolled_back",
+        "started_unix_ms": 1,
+        "deadline_unix_ms": 2,
+        "timeout_secs": 1,
+        "backend": "nft",
+        "families": ["ipv4"],
+        "config": "p.toml",
+        "ssh_connection": "192.0.2.1 1 192.0.2.2 22",
+        "session_id": 1,
+        "guard_pid": 1,
+        "persist": true,
+        "persist_root": "/",
+        "ended_unix_ms": 3,
+        "reason": "deadline",
+        "persisted": "netfilter-persistent",
+    }))
+    .map_err(|e| {
+        format!("a record no longer reads from this JSON ({e}): update the test and docs/json.md")
+    })?;
+    if record.status.to_string() != "rolled_back" {
+        return Err("the status word differs between text and JSON".into());
+    }
+    let json = serde_json::to_vec(&serde_json::json!({ "schema_version": 1, "last": record }))?;
+    missing.extend(undocumented("status --json", &json, &["last."])?);
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(format!("docs/json.md does not name {missing:?}").into());
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     let root = nix::unistd::geteuid().is_root();
     let mut v = vec![
@@ -671,6 +864,11 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "cli::check_json_lists_every_error",
             check_json_lists_every_error,
+        ),
+        root_trial(
+            "cli::json_outputs_are_documented",
+            None,
+            json_outputs_are_documented,
         ),
         root_trial(
             "cli::check_warns_and_strict_fails",

@@ -209,6 +209,13 @@ pub fn trials() -> Vec<Trial> {
         if !warnings.is_empty() {
             return Err(format!("the example draws warnings: {warnings:?}").into());
         }
+        // And the README sends readers to both references.
+        let readme = std::fs::read_to_string(installer_dir().join("../README.md"))?;
+        for doc in ["docs/policy.md", "docs/json.md"] {
+            if !readme.contains(doc) {
+                return Err(format!("README.md does not link {doc}").into());
+            }
+        }
         Ok(())
     }));
     trials.push(trial(

@@ -112,6 +112,10 @@ fn json_report_says_passed() -> Result<(), Failed> {
     if rows < 20 || report["backends"] != serde_json::json!(["legacy"]) {
         return Err(format!("{rows} rows: {report:#}").into());
     }
+    let missing = crate::cli_test::undocumented("verify --json", &out.stdout, &[])?;
+    if !missing.is_empty() {
+        return Err(format!("docs/json.md does not name {missing:?}").into());
+    }
     Ok(())
 }
 
