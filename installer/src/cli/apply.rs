@@ -89,6 +89,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let origin = config.display().to_string();
     let policy = crate::Policy::parse(&policy_text, &origin)?;
     crate::cli::lint_for_apply("apply", &policy)?;
+    if !args.no_persist {
+        crate::cli::warn_persistence(&args.root);
+    }
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {
         config: origin,

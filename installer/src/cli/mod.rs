@@ -116,6 +116,18 @@ pub fn warn(warnings: &[crate::Warning]) {
     }
 }
 
+/// The persistence lint of `root` (rc.local on Debian or Ubuntu), printed, for a
+/// verb that will persist rules there. Detection errors are the verb's to report.
+pub fn warn_persistence(root: &std::path::Path) {
+    if let Ok(d) = crate::persist::detect(root) {
+        warn(
+            &crate::lint::lint_persistence(&d)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
 /// The lints of a policy a verb is about to put on a host (`apply`, `install`):
 /// printed, and a refusal (exit 2) when one of them refuses.
 pub fn lint_for_apply(verb: &str, policy: &crate::Policy) -> Result<(), UsageError> {

@@ -312,7 +312,7 @@ fn check_without_root_says_what_was_not_tested() -> Result<(), Failed> {
 policy <embedded default>: valid
 ipv4: 16 rules rendered; not tested: [..]
 ipv6: 40 rules rendered; not tested: [..]
-check passed in part: the policy is valid and renders; see above for what was not tested
+check passed in part: the policy is valid and renders; see above for what was not tested (--strict fails on that)
 
 "#]]);
     Ok(())
