@@ -112,6 +112,17 @@ fn json_report_says_passed() -> Result<(), Failed> {
     if rows < 20 || report["backends"] != serde_json::json!(["legacy"]) {
         return Err(format!("{rows} rows: {report:#}").into());
     }
+    // Every row held, and JSON says it in the words of the promise.
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r["observed"]["outcome"] != r["expect"])
+    {
+        return Err(format!("observed and expect in different words: {r:#}").into());
+    }
+    if !rows.iter().any(|r| r["expect"] == "no-answer") {
+        return Err("no no-answer row to compare".into());
+    }
     let missing = crate::cli_test::undocumented("verify --json", &out.stdout, &[])?;
     if !missing.is_empty() {
         return Err(format!("docs/json.md does not name {missing:?}").into());
