@@ -617,6 +617,20 @@ fn check_json_lists_every_error() -> Result<(), Failed> {
             )
         })
         .collect();
+    // Without --json the same errors go to stderr, one line each, exit 2.
+    let plain = portcullis()
+        .args(["render", "--config", "tests/bad/many-errors.toml"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    if plain.status.code() != Some(2)
+        || lines.len() != expected.lines().count()
+        || !lines
+            .iter()
+            .all(|l| l.starts_with("portcullis: error: tests/bad/many-errors.toml:"))
+    {
+        return Err(format!("render of many errors: {:?}\n{stderr}", plain.status.code()).into());
+    }
     if got.join("\n") != expected.trim_end() || v["valid"] != false || v["schema_version"] != 1 {
         return Err(format!("errors as JSON:\n{}\nexpected:\n{expected}", got.join("\n")).into());
     }
