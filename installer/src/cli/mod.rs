@@ -57,10 +57,13 @@ pub enum Command {
     Completions(completions::Args),
 }
 
-/// `portcullis __guard`, the detached rollback guard `apply` starts. It is not a
-/// subcommand of `Cli`, so completions and the man page never offer it.
+// `portcullis __guard`, the detached rollback guard `apply` starts. It is not a
+// subcommand of `Cli`, so completions and the man page never offer it.
 #[derive(Debug, Parser)]
-#[command(name = "__guard")]
+#[command(
+    name = "portcullis __guard",
+    about = "The detached rollback guard that `portcullis apply` starts (internal: never run it by hand)"
+)]
 struct GuardCli {
     #[command(flatten)]
     args: apply::GuardArgs,
@@ -179,24 +182,19 @@ pub fn require_config<'a>(
 pub fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "__guard") {
-        return match GuardCli::try_parse_from(&argv[1..]) {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let parsed = GuardCli::command()
+            .no_binary_name(true)
+            .try_get_matches_from(&argv[2..])
+            .and_then(|m| GuardCli::from_arg_matches(&m));
+        return match parsed {
             Ok(g) => finish(apply::run_guard(g.args)),
-            Err(e) => {
-                let _ = e.print();
-                ExitCode::from(2)
-            }
+            Err(e) => usage_exit(&e),
         };
     }
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(e) => return usage_exit(&e),
     };
     let result = match cli.command {
         Command::Render(a) => render::run(a),
@@ -212,6 +210,16 @@ pub fn main() -> ExitCode {
         Command::Completions(a) => completions::run(a),
     };
     finish(result)
+}
+
+/// A clap error is a usage error (exit 2), unless it is `--help` or `--version`.
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Print an error the way every verb does and turn it into the exit status.
