@@ -9,11 +9,13 @@
 
 pub mod apply;
 pub mod cli;
+pub mod lint;
 pub mod persist;
 pub mod policy;
 pub mod render;
 pub mod rule;
 pub mod verify;
 
+pub use lint::{Warning, lint};
 pub use policy::{Policy, PolicyError};
 pub use render::{Rendered, render};

@@ -1,8 +1,10 @@
 //! The policy: a small TOML file saying who may reach the host and where it may go.
 //!
 //! `Policy::parse` is the only way in: it deserializes with `deny_unknown_fields`
-//! and validates, so a `Policy` value is always renderable. Every error is one
-//! line naming the file, the line, the dotted key and what was expected:
+//! and validates, so a `Policy` value is always renderable. It reports every
+//! error of a file at once (serde stops at the first, so each key and each allow
+//! entry is also tried alone), each one line naming the file, the line, the
+//! dotted key and what was expected:
 //!
 //! ```text
 //! policy.toml:12: outbound.allow[1].port: expected a port 1-65535 or a range "a:b" with a <= b, found "90:80"
@@ -33,6 +35,10 @@ pub struct Policy {
     pub hardening: Hardening,
     pub ipv6: Ipv6,
     pub logging: Logging,
+    /// The top-level tables the file wrote (`ssh`, `outbound`, ...), sorted: a
+    /// section written with every switch off is meant, a missing one may not be
+    /// (`lint` tells them apart).
+    pub written: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +154,10 @@ pub struct Allow {
     /// The remote peers (`to` outbound, `from` inbound); empty means anywhere.
     pub peers: Vec<IpNet>,
     pub comment: Option<String>,
+    /// `override_ssh = true` (inbound only): the entry may open the SSH port wider
+    /// than `ssh.allow_from`, on purpose. Without it `lint` flags such an entry and
+    /// `apply`/`install` refuse it.
+    pub override_ssh: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,10 +176,11 @@ pub enum Ports {
 /// Why a policy was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The text is not a valid policy: one line naming the file, line, key and what
-    /// was expected, e.g. `policy.toml:12: outbound.allow[1].port: expected ...`.
-    #[error("{0}")]
-    Invalid(Invalid),
+    /// The text is not a valid policy: every error found, one line each (sorted by
+    /// line), naming the file, line, key and what was expected, e.g.
+    /// `policy.toml:12: outbound.allow[1].port: expected ...`. Never empty.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Invalid>),
     #[error("cannot read policy {path}")]
     Read {
         path: String,
@@ -178,8 +189,26 @@ pub enum PolicyError {
     },
 }
 
+fn lines(errors: &[Invalid]) -> String {
+    errors
+        .iter()
+        .map(Invalid::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl PolicyError {
+    /// The validation errors, one per problem; empty for a read error.
+    pub fn invalid(&self) -> &[Invalid] {
+        match self {
+            PolicyError::Invalid(v) => v,
+            PolicyError::Read { .. } => &[],
+        }
+    }
+}
+
 /// Where and why a policy is invalid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Invalid {
     /// The file (or `<embedded default>`, `<stdin>`) the text came from.
     pub origin: String,
@@ -237,6 +266,15 @@ impl Policy {
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         raw::parse(text, origin)
     }
+
+    /// Every key the file format accepts, dotted, sorted: `ssh.port`,
+    /// `inbound.allow` (an array of tables) and `inbound.allow[].port` (a key of
+    /// each entry). Read from the serde schema itself, so a key added to the
+    /// format is listed without anyone remembering to (docs/policy.md is tested
+    /// against it).
+    pub fn schema_keys() -> Vec<String> {
+        raw::schema_keys()
+    }
 }
 
 /// Parse a CIDR (`192.0.2.0/24`, `2001:db8::/32`) or a bare address (a host: `/32`
@@ -281,10 +319,12 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 /// does the values, and turns every error into one line with the line number and
 /// the dotted key path.
 mod raw {
+    use std::cell::RefCell;
     use std::ops::Range;
 
     use serde::Deserialize;
     use toml::Spanned;
+    use toml::de::{DeArray, DeString, DeTable, DeValue};
 
     use super::*;
 
@@ -342,6 +382,7 @@ mod raw {
         port: S<toml::Value>,
         from: Option<S<Vec<S<String>>>>,
         comment: Option<S<String>>,
+        override_ssh: Option<bool>,
     }
 
     #[derive(Deserialize)]
@@ -364,9 +405,160 @@ mod raw {
         dropped: Option<S<String>>,
     }
 
+    /// The keys of `File`, found by deserializing it from a tracer that answers
+    /// every struct with all of its fields and records the path of each value.
+    pub(super) fn schema_keys() -> Vec<String> {
+        let keys = RefCell::new(Vec::new());
+        File::deserialize(trace::Tracer {
+            path: Some(String::new()),
+            keys: &keys,
+        })
+        .expect("the tracer satisfies every field of the schema");
+        let mut keys = keys.into_inner();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    mod trace {
+        use std::cell::RefCell;
+
+        use serde::de::value::{BorrowedStrDeserializer, Error};
+        use serde::de::{self, DeserializeSeed, Visitor};
+
+        /// A deserializer that makes up a value for every field. `path` is the
+        /// dotted key of the value it stands for (`None`: not a key, such as the
+        /// span bounds of a `Spanned`).
+        pub(super) struct Tracer<'a> {
+            pub(super) path: Option<String>,
+            pub(super) keys: &'a RefCell<Vec<String>>,
+        }
+
+        impl Tracer<'_> {
+            fn record(&self) {
+                if let Some(p) = self.path.as_ref().filter(|p| !p.is_empty()) {
+                    // An element of a list of values is its list's key.
+                    if !p.ends_with("[]") {
+                        self.keys.borrow_mut().push(p.clone());
+                    }
+                }
+            }
+        }
+
+        impl<'de> de::Deserializer<'de> for Tracer<'_> {
+            type Error = Error;
+
+            fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_str("x")
+            }
+            fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_bool(false)
+            }
+            fn deserialize_i64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_i64(1)
+            }
+            fn deserialize_u64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                v.visit_u64(0)
+            }
+            fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                v.visit_some(self)
+            }
+            fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                v.visit_unit()
+            }
+            fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+                self.record();
+                let path = self.path.as_ref().map(|p| format!("{p}[]"));
+                v.visit_seq(One(Some(Tracer {
+                    path,
+                    keys: self.keys,
+                })))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                name: &'static str,
+                fields: &'static [&'static str],
+                v: V,
+            ) -> Result<V::Value, Error> {
+                v.visit_map(Fields {
+                    fields,
+                    i: 0,
+                    // `toml::Spanned` is a struct of its bounds and its value.
+                    spanned: name.starts_with("$__serde_spanned"),
+                    path: self.path,
+                    keys: self.keys,
+                })
+            }
+            serde::forward_to_deserialize_any! {
+                i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char str string bytes byte_buf
+                unit unit_struct newtype_struct tuple tuple_struct map enum identifier
+            }
+        }
+
+        struct One<'a>(Option<Tracer<'a>>);
+
+        impl<'de> de::SeqAccess<'de> for One<'_> {
+            type Error = Error;
+            fn next_element_seed<T: DeserializeSeed<'de>>(
+                &mut self,
+                seed: T,
+            ) -> Result<Option<T::Value>, Error> {
+                self.0.take().map(|t| seed.deserialize(t)).transpose()
+            }
+        }
+
+        struct Fields<'a> {
+            fields: &'static [&'static str],
+            i: usize,
+            spanned: bool,
+            path: Option<String>,
+            keys: &'a RefCell<Vec<String>>,
+        }
+
+        impl<'de> de::MapAccess<'de> for Fields<'_> {
+            type Error = Error;
+            fn next_key_seed<K: DeserializeSeed<'de>>(
+                &mut self,
+                seed: K,
+            ) -> Result<Option<K::Value>, Error> {
+                match self.fields.get(self.i) {
+                    Some(f) => seed.deserialize(BorrowedStrDeserializer::new(f)).map(Some),
+                    None => Ok(None),
+                }
+            }
+            fn next_value_seed<V: DeserializeSeed<'de>>(
+                &mut self,
+                seed: V,
+            ) -> Result<V::Value, Error> {
+                let f = self.fields[self.i];
+                self.i += 1;
+                let path = match &self.path {
+                    Some(_) if self.spanned && !f.ends_with("value") => None,
+                    Some(p) if self.spanned => Some(p.clone()),
+                    Some(p) if p.is_empty() => Some(f.to_owned()),
+                    Some(p) => Some(format!("{p}.{f}")),
+                    None => None,
+                };
+                seed.deserialize(Tracer {
+                    path,
+                    keys: self.keys,
+                })
+            }
+        }
+    }
+
     struct Ctx<'a> {
         text: &'a str,
         origin: &'a str,
+        /// Every error found so far; validation goes on past each one.
+        errors: RefCell<Vec<Invalid>>,
+        /// For `outbound` and `inbound`: the original index of each `allow` entry
+        /// that survived `prune`, so keys name the entry the user wrote.
+        kept: RefCell<Vec<(String, Vec<usize>)>>,
     }
 
     impl Ctx<'_> {
@@ -381,26 +573,150 @@ mod raw {
                 + 1
         }
 
-        fn err(&self, span: Range<usize>, key: impl Into<String>, message: String) -> PolicyError {
-            PolicyError::Invalid(Invalid {
+        fn err(&self, span: Range<usize>, key: impl Into<String>, message: String) {
+            self.errors.borrow_mut().push(Invalid {
                 origin: self.origin.to_owned(),
                 line: Some(self.line(span.start)),
                 key: Some(key.into()),
                 message,
-            })
+            });
+        }
+
+        /// The key of entry `i` of `section.allow` after pruning, as written.
+        fn allow_key(&self, section: &str, i: usize) -> String {
+            let original = self
+                .kept
+                .borrow()
+                .iter()
+                .find(|(s, _)| s == section)
+                .and_then(|(_, v)| v.get(i).copied())
+                .unwrap_or(i);
+            format!("{section}.allow[{original}]")
         }
     }
 
     pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        let cx = Ctx { text, origin };
-        let file: File = toml::from_str(text).map_err(|e| serde_error(&cx, &e))?;
-        validate(&cx, file)
+        let cx = Ctx {
+            text,
+            origin,
+            errors: RefCell::new(Vec::new()),
+            kept: RefCell::new(Vec::new()),
+        };
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            // What the parser recovered is a guess: judge no value past a syntax
+            // error, and keep the first error of each line (the rest of a line
+            // after one mistake is mostly the same mistake seen again).
+            let mut errors: Vec<Invalid> = syntax.iter().map(|e| serde_error(&cx, e)).collect();
+            errors.dedup_by_key(|e| e.line);
+            return Err(PolicyError::Invalid(errors));
+        }
+        let doc = prune(&cx, doc);
+        let policy = match File::deserialize(toml::de::Deserializer::from(doc)) {
+            Ok(file) => Some(validate(&cx, file)),
+            Err(e) => {
+                // `prune` tried each piece alone; the whole may still fail in a way
+                // no piece does. Report it rather than guess.
+                let e = serde_error(&cx, &e);
+                cx.errors.borrow_mut().push(e);
+                None
+            }
+        };
+        let mut errors = cx.errors.into_inner();
+        match policy {
+            Some(p) if errors.is_empty() => Ok(p),
+            _ => {
+                errors.sort_by_key(|e| e.line);
+                errors.dedup();
+                Err(PolicyError::Invalid(errors))
+            }
+        }
+    }
+
+    /// Serde stops at the first error of a document. To report every one, try each
+    /// piece alone (a top-level key, each key of a section, each `[[...allow]]`
+    /// entry) as a one-piece document, record its error, and keep only the pieces
+    /// that deserialize. Spans stay those of the original text, so errors name the
+    /// right line and key.
+    fn prune<'i>(cx: &Ctx<'_>, doc: Spanned<DeTable<'i>>) -> Spanned<DeTable<'i>> {
+        let whole = doc.span();
+        let alone = |table: DeTable<'i>| -> bool {
+            match File::deserialize(toml::de::Deserializer::from(Spanned::new(
+                whole.clone(),
+                table,
+            ))) {
+                Ok(_) => true,
+                Err(e) => {
+                    let e = serde_error(cx, &e);
+                    cx.errors.borrow_mut().push(e);
+                    false
+                }
+            }
+        };
+        let one = |k: &Spanned<DeString<'i>>, v: Spanned<DeValue<'i>>| {
+            let mut t = DeTable::new();
+            t.insert(k.clone(), v);
+            t
+        };
+        let mut out = DeTable::new();
+        for (k, v) in doc.into_inner() {
+            let span = v.span();
+            let section = match v.into_inner() {
+                DeValue::Table(t) => t,
+                // Not a table (`ssh = 22`, or an unknown key): try it as it is.
+                other => {
+                    let v = Spanned::new(span, other);
+                    if alone(one(&k, v.clone())) {
+                        out.insert(k, v);
+                    }
+                    continue;
+                }
+            };
+            // An unknown section: one error, not one per key inside it.
+            if !alone(one(
+                &k,
+                Spanned::new(span.clone(), DeValue::Table(DeTable::new())),
+            )) {
+                continue;
+            }
+            let mut kept = DeTable::new();
+            for (k2, v2) in section {
+                let span2 = v2.span();
+                match v2.into_inner() {
+                    DeValue::Array(items) if k2.get_ref().as_ref() == "allow" => {
+                        let mut arr = DeArray::new();
+                        let mut idx = Vec::new();
+                        for (i, item) in items.into_iter().enumerate() {
+                            let mut single = DeArray::new();
+                            single.push(item.clone());
+                            let piece =
+                                one(&k2, Spanned::new(span2.clone(), DeValue::Array(single)));
+                            if alone(one(&k, Spanned::new(span.clone(), DeValue::Table(piece)))) {
+                                arr.push(item);
+                                idx.push(i);
+                            }
+                        }
+                        cx.kept.borrow_mut().push((k.get_ref().to_string(), idx));
+                        kept.insert(k2, Spanned::new(span2, DeValue::Array(arr)));
+                    }
+                    v2 => {
+                        let v2 = Spanned::new(span2, v2);
+                        let piece = one(&k2, v2.clone());
+                        if alone(one(&k, Spanned::new(span.clone(), DeValue::Table(piece)))) {
+                            kept.insert(k2, v2);
+                        }
+                    }
+                }
+            }
+            out.insert(k, Spanned::new(span, DeValue::Table(kept)));
+        }
+        Spanned::new(whole, out)
     }
 
     /// One line from a toml/serde error: the line from its span, the key path found
     /// by walking the parsed document to that span, and serde's wording turned
     /// around into "expected X, found Y".
-    fn serde_error(cx: &Ctx<'_>, e: &toml::de::Error) -> PolicyError {
+    fn serde_error(cx: &Ctx<'_>, e: &toml::de::Error) -> Invalid {
         let span = e.span();
         let line = span.as_ref().map(|s| cx.line(s.start));
         let raw = e.message().trim();
@@ -439,12 +755,12 @@ mod raw {
             }
             _ => (None, format!("invalid TOML: {}", one_line(raw))),
         };
-        PolicyError::Invalid(Invalid {
+        Invalid {
             origin: cx.origin.to_owned(),
             line,
             key,
             message,
-        })
+        }
     }
 
     enum Seg {
@@ -549,7 +865,23 @@ mod raw {
         plain(&raw)
     }
 
-    fn validate(cx: &Ctx<'_>, f: File) -> Result<Policy, PolicyError> {
+    /// Turn the deserialized file into a `Policy`, recording every bad value in
+    /// `cx` and going on with the default in its place (the result is thrown away
+    /// when there is any error).
+    fn validate(cx: &Ctx<'_>, f: File) -> Policy {
+        let mut written: Vec<String> = [
+            ("ssh", f.ssh.is_some()),
+            ("outbound", f.outbound.is_some()),
+            ("inbound", f.inbound.is_some()),
+            ("hardening", f.hardening.is_some()),
+            ("ipv6", f.ipv6.is_some()),
+            ("logging", f.logging.is_some()),
+        ]
+        .into_iter()
+        .filter(|&(_, w)| w)
+        .map(|(k, _)| k.to_owned())
+        .collect();
+        written.sort();
         let mode = match f.ipv6.and_then(|i| i.mode) {
             None => Ipv6Mode::Mirror,
             Some(m) => match m.get_ref().as_str() {
@@ -557,11 +889,12 @@ mod raw {
                 "deny" => Ipv6Mode::Deny,
                 "untouched" => Ipv6Mode::Untouched,
                 other => {
-                    return Err(cx.err(
+                    cx.err(
                         m.span(),
                         "ipv6.mode",
                         format!("expected \"mirror\", \"deny\" or \"untouched\", found {other:?}"),
-                    ));
+                    );
+                    Ipv6Mode::Mirror
                 }
             },
         };
@@ -576,21 +909,28 @@ mod raw {
             Some(p) => match u16::try_from(*p.get_ref()) {
                 Ok(n) if n > 0 => n,
                 _ => {
-                    return Err(cx.err(
+                    cx.err(
                         p.span(),
                         "ssh.port",
                         format!("expected a port 1-65535, found {}", p.get_ref()),
-                    ));
+                    );
+                    22
                 }
             },
         };
         let allow_from = match ssh.allow_from {
             None => Vec::new(),
-            Some(list) => nets(cx, "ssh.allow_from", list, mode, true)?,
+            Some(list) => nets(cx, "ssh.allow_from", list, mode, true),
         };
         let rate_limit = match ssh.rate_limit {
             None => None,
-            Some(r) => Some(rate(r.get_ref()).map_err(|m| cx.err(r.span(), "ssh.rate_limit", m))?),
+            Some(r) => match rate(r.get_ref()) {
+                Ok(limit) => Some(limit),
+                Err(m) => {
+                    cx.err(r.span(), "ssh.rate_limit", m);
+                    None
+                }
+            },
         };
         let logging = match f.logging.and_then(|l| l.dropped) {
             None => Logging::default(),
@@ -602,11 +942,12 @@ mod raw {
                     dropped: LogDropped::Limited,
                 },
                 other => {
-                    return Err(cx.err(
+                    cx.err(
                         d.span(),
                         "logging.dropped",
                         format!("expected \"off\" or \"limited\", found {other:?}"),
-                    ));
+                    );
+                    Logging::default()
                 }
             },
         };
@@ -621,13 +962,13 @@ mod raw {
         let mut out_allow = Vec::new();
         for (i, a) in out.allow.unwrap_or_default().into_iter().enumerate() {
             let a = a.into_inner();
-            out_allow.push(allow(
+            out_allow.extend(allow(
                 cx,
-                &format!("outbound.allow[{i}]"),
+                &cx.allow_key("outbound", i),
                 (a.proto, a.port, a.comment),
                 ("to", a.to),
                 mode,
-            )?);
+            ));
         }
         let inb = f.inbound.unwrap_or(RawInbound {
             icmp: None,
@@ -636,13 +977,17 @@ mod raw {
         let mut in_allow = Vec::new();
         for (i, a) in inb.allow.unwrap_or_default().into_iter().enumerate() {
             let a = a.into_inner();
-            in_allow.push(allow(
-                cx,
-                &format!("inbound.allow[{i}]"),
-                (a.proto, a.port, a.comment),
-                ("from", a.from),
-                mode,
-            )?);
+            let override_ssh = a.override_ssh.unwrap_or(false);
+            in_allow.extend(
+                allow(
+                    cx,
+                    &cx.allow_key("inbound", i),
+                    (a.proto, a.port, a.comment),
+                    ("from", a.from),
+                    mode,
+                )
+                .map(|a| Allow { override_ssh, ..a }),
+            );
         }
         let h = f.hardening.unwrap_or(RawHardening {
             loopback: None,
@@ -650,7 +995,7 @@ mod raw {
             drop_malicious_flags: None,
         });
 
-        Ok(Policy {
+        Policy {
             ssh: Ssh {
                 port,
                 allow_from,
@@ -674,7 +1019,8 @@ mod raw {
             },
             ipv6: Ipv6 { mode },
             logging,
-        })
+            written,
+        }
     }
 
     /// `"6/60s"`: at most 6 new connections per 60 seconds (`"6/1m"` and
@@ -711,83 +1057,93 @@ mod raw {
         })
     }
 
-    /// A list of CIDRs. `may_be_empty`: `ssh.allow_from = []` means nobody, which
-    /// is a valid (if useless) policy; an empty `to`/`from` would read as "nowhere"
-    /// but the renderer treats a missing list as "anywhere", so it is refused.
+    /// A list of CIDRs; a bad one is recorded and left out. `may_be_empty`:
+    /// `ssh.allow_from = []` means nobody, which is a valid (if useless) policy
+    /// (`lint` warns); an empty `to`/`from` would read as "nowhere" but the
+    /// renderer treats a missing list as "anywhere", so it is refused.
     fn nets(
         cx: &Ctx<'_>,
         key: &str,
         list: S<Vec<S<String>>>,
         mode: Ipv6Mode,
         may_be_empty: bool,
-    ) -> Result<Vec<IpNet>, PolicyError> {
+    ) -> Vec<IpNet> {
         let span = list.span();
         let list = list.into_inner();
         if list.is_empty() && !may_be_empty {
-            return Err(cx.err(
+            cx.err(
                 span,
                 key,
                 "expected at least one CIDR; leave the key out to mean anywhere".to_owned(),
-            ));
+            );
         }
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list.into_iter().enumerate() {
             let k = format!("{key}[{i}]");
-            let net = parse_net(s.get_ref()).map_err(|m| cx.err(s.span(), &k, m))?;
+            let net = match parse_net(s.get_ref()) {
+                Ok(net) => net,
+                Err(m) => {
+                    cx.err(s.span(), &k, m);
+                    continue;
+                }
+            };
             if net.addr().is_ipv6() && mode == Ipv6Mode::Deny {
-                return Err(cx.err(
+                cx.err(
                     s.span(),
                     &k,
                     format!(
                         "{net} is IPv6 but ipv6.mode is \"deny\", which drops all IPv6: \
                          remove it or set ipv6.mode = \"mirror\""
                     ),
-                ));
+                );
+                continue;
             }
             out.push(net);
         }
-        Ok(out)
+        out
     }
 
     type Common = (S<String>, S<toml::Value>, Option<S<String>>);
 
+    /// One allow entry, or `None` when its proto or port is bad (recorded).
     fn allow(
         cx: &Ctx<'_>,
         key: &str,
         (proto, port, comment): Common,
         (peer_key, peers): (&str, Option<S<Vec<S<String>>>>),
         mode: Ipv6Mode,
-    ) -> Result<Allow, PolicyError> {
+    ) -> Option<Allow> {
         let proto = match proto.get_ref().as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
             other => {
-                return Err(cx.err(
+                cx.err(
                     proto.span(),
                     format!("{key}.proto"),
                     format!("expected \"tcp\" or \"udp\", found {other:?}"),
-                ));
+                );
+                None
             }
         };
-        let ports =
-            ports(port.get_ref()).map_err(|m| cx.err(port.span(), format!("{key}.port"), m))?;
+        let ports = ports(port.get_ref())
+            .map_err(|m| cx.err(port.span(), format!("{key}.port"), m))
+            .ok();
         let peers = match peers {
             None => Vec::new(),
-            Some(list) => nets(cx, &format!("{key}.{peer_key}"), list, mode, false)?,
+            Some(list) => nets(cx, &format!("{key}.{peer_key}"), list, mode, false),
         };
-        let comment = match comment {
-            None => None,
-            Some(c) => Some(
-                check_comment(c.get_ref())
-                    .map_err(|m| cx.err(c.span(), format!("{key}.comment"), m))?
-                    .to_owned(),
-            ),
-        };
-        Ok(Allow {
-            proto,
-            ports,
+        let comment = comment.and_then(|c| {
+            check_comment(c.get_ref())
+                .map(str::to_owned)
+                .map_err(|m| cx.err(c.span(), format!("{key}.comment"), m))
+                .ok()
+        });
+        Some(Allow {
+            proto: proto?,
+            ports: ports?,
             peers,
             comment,
+            override_ssh: false,
         })
     }
 
@@ -912,5 +1268,42 @@ mod tests {
             p("[logging]\nlevel = 4\n").unwrap_err().to_string(),
             "t:2: logging.level: unknown key, expected dropped"
         );
+    }
+
+    #[test]
+    fn schema_keys_are_read_from_the_format() {
+        let keys = Policy::schema_keys();
+        for k in [
+            "ssh.port",
+            "ssh.allow_from",
+            "outbound.dns",
+            "outbound.allow",
+            "outbound.allow[].to",
+            "inbound.allow[].override_ssh",
+            "hardening.drop_malicious_flags",
+            "ipv6.mode",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
+        }
+        // Only keys: no sections, no span bounds, no list elements.
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k == "ssh" || k.contains('$') || k.ends_with("[]"))
+        );
+        // Each one is accepted by the parser (a key that is not would be refused
+        // as unknown, whatever its value).
+        for k in &keys {
+            let (table, key) = k.rsplit_once('.').unwrap();
+            let text = format!("[{}]\n{key} = 1\n", table.replace("[]", ""));
+            let text = if table.ends_with("[]") {
+                text.replacen('[', "[[", 1).replacen(']', "]]", 1)
+            } else {
+                text
+            };
+            if let Err(e) = Policy::parse(&text, "t") {
+                assert!(!e.to_string().contains("unknown key"), "{k}: {e}");
+            }
+        }
     }
 }

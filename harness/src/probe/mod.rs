@@ -52,7 +52,7 @@ pub const NEGATIVE_WINDOW: Duration = Duration::from_millis(45);
 
 /// What one probe observed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+#[serde(tag = "outcome", content = "detail", rename_all = "kebab-case")]
 pub enum Outcome {
     /// The exchange completed: connected, answered, resolved, echoed. The detail
     /// says what came back (an address, a status line, a banner).

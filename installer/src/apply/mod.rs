@@ -48,7 +48,7 @@ pub enum ApplyError {
         remaining: i64,
     },
     #[error(
-        "refused, nothing changed: apply {id} was left {status:?} and its guard is gone; inspect `portcullis status`, then `portcullis rollback` (restores its snapshot) or `portcullis confirm`"
+        "refused, nothing changed: apply {id} was left {status} and its guard is gone; inspect `portcullis status`, then `portcullis rollback` (restores its snapshot) or `portcullis confirm`"
     )]
     Orphaned { id: String, status: Status },
     #[error(
@@ -77,7 +77,7 @@ pub enum ApplyError {
     },
     #[error("no apply is pending in {0}")]
     NothingPending(PathBuf),
-    #[error("too late: apply {id} ended {status:?} ({reason})")]
+    #[error("too late: apply {id} ended {status} ({reason})")]
     TooLate {
         id: String,
         status: Status,
@@ -282,7 +282,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
                     ("the snapshot was restored".to_owned(), true)
                 }
                 Ok(r) => (
-                    format!("{:?}: {}", r.status, r.reason.unwrap_or_default()),
+                    format!("{}: {}", r.status, r.reason.unwrap_or_default()),
                     false,
                 ),
                 Err(e) => (format!("{e:#}"), false),

@@ -87,6 +87,19 @@ pub enum Status {
     RollbackFailed,
 }
 
+/// The same word as the JSON (`rolled_back`), so text and JSON agree.
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Starting => "starting",
+            Status::Pending => "pending",
+            Status::Confirmed => "confirmed",
+            Status::RolledBack => "rolled_back",
+            Status::RollbackFailed => "rollback_failed",
+        })
+    }
+}
+
 impl Status {
     /// Whether the apply is over, one way or the other.
     pub fn is_final(self) -> bool {

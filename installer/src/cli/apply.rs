@@ -74,9 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Bad input before privilege: exit 2 for anyone, nothing touched.
     let config = crate::cli::require_config("apply", args.config.as_deref())?.to_owned();
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
+        return Err(UsageError(
             "`portcullis apply` changes the host's firewall and needs root: run it with sudo"
-        );
+                .into(),
+        )
+        .into());
     }
     // Read once, parse that text, and keep it: confirm persists exactly this.
     let policy_text =
@@ -86,6 +88,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
     let origin = config.display().to_string();
     let policy = crate::Policy::parse(&policy_text, &origin)?;
+    crate::cli::lint_for_apply("apply", &policy)?;
+    if !args.no_persist {
+        crate::cli::warn_persistence(&args.root);
+    }
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {
         config: origin,
@@ -162,7 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         s => {
             say(format_args!(
-                "portcullis: {s:?}: {}\n",
+                "portcullis: {s}: {}\n",
                 done.reason.unwrap_or_default()
             ));
             Ok(ExitCode::FAILURE)

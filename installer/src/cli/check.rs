@@ -3,7 +3,11 @@
 //!
 //! The test runs inside a fresh network namespace (`unshare -n`), so the host's
 //! tables are never read or changed. It needs root for that; without root, or
-//! without the binaries, it says what it did not check instead of pretending.
+//! without the binaries, it says what it did not check instead of pretending
+//! ("passed in part", exit 0). It prints the lints (`crate::lint`) with their fix.
+//! `--strict` fails (exit 1) on any warning and on any test not run, so CI cannot
+//! go green untested. An invalid policy exits 2 with every error; with `--json`
+//! the errors are JSON on stdout too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,9 +21,12 @@ pub struct Args {
     /// The policy file (default: the embedded default policy)
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print the report as JSON on stdout
+    /// Print the report as JSON on stdout (errors of an invalid policy too)
     #[arg(long)]
     pub json: bool,
+    /// Fail (exit 1) on any warning, and when a ruleset could not be tested
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// What happened to one family's ruleset.
@@ -50,9 +57,35 @@ pub enum Test {
 pub struct Report {
     pub policy: String,
     pub valid: bool,
+    /// Every validation error (`valid` is false); empty for a valid policy.
+    pub errors: Vec<crate::policy::Invalid>,
+    /// The lints of a valid policy, each with its key and fix.
+    pub warnings: Vec<crate::Warning>,
     pub families: Vec<FamilyReport>,
-    /// False when a test failed; skipped tests do not make it false.
+    /// Whether `--strict` was given.
+    pub strict: bool,
+    /// False when a test failed; with `--strict`, also on a warning or a test
+    /// that was skipped for a rendered family.
     pub ok: bool,
+}
+
+impl Report {
+    /// No ruleset refused; under `--strict`, also no warning and nothing untested.
+    pub fn passes(&self) -> bool {
+        let refused = self
+            .families
+            .iter()
+            .any(|f| matches!(f.test, Test::Failed { .. }));
+        let strict_fail = self.strict && (!self.warnings.is_empty() || self.untested());
+        self.valid && !refused && !strict_fail
+    }
+
+    /// A rendered family whose test did not run (not root, no binary).
+    pub fn untested(&self) -> bool {
+        self.families
+            .iter()
+            .any(|f| f.rules.is_some() && matches!(f.test, Test::Skipped { .. }))
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -60,7 +93,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => p.display().to_string(),
         None => "<embedded default>".to_owned(),
     };
-    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    let policy = match crate::Policy::load_or_default(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) if args.json => {
+            let errors = match &e {
+                crate::PolicyError::Invalid(v) => v.clone(),
+                crate::PolicyError::Read { .. } => vec![crate::policy::Invalid {
+                    origin: origin.clone(),
+                    line: None,
+                    key: None,
+                    message: format!("{:#}", anyhow::Error::new(e)),
+                }],
+            };
+            let report = Report {
+                policy: origin,
+                valid: false,
+                errors,
+                warnings: Vec::new(),
+                families: Vec::new(),
+                strict: args.strict,
+                ok: false,
+            };
+            println!("{}", super::json(&report)?);
+            // The same errors on stderr, for a person watching the CI log.
+            for e in &report.errors {
+                eprintln!("portcullis: error: {e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let warnings = crate::lint(&policy);
     let rendered = crate::render(&policy);
     let root = nix::unistd::geteuid().is_root();
     let families = Family::ALL
@@ -80,17 +143,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         })
         .collect::<Vec<_>>();
-    let ok = !families
-        .iter()
-        .any(|f| matches!(f.test, Test::Failed { .. }));
-    let report = Report {
+    let mut report = Report {
         policy: origin,
         valid: true,
+        errors: Vec::new(),
+        warnings,
         families,
-        ok,
+        strict: args.strict,
+        ok: true,
     };
+    report.ok = report.passes();
+    let ok = report.ok;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", super::json(&report)?);
     } else {
         print!("{}", human(&report));
     }
@@ -109,6 +174,13 @@ fn test(family: Family, text: &str, root: bool) -> Test {
             reason: format!("{name} not found on PATH (install iptables)"),
         };
     };
+    if backend::find_in_path("unshare").is_none() {
+        return Test::Skipped {
+            reason: "unshare not found on PATH (install util-linux): the test runs in a \
+                     private network namespace"
+                .to_owned(),
+        };
+    }
     if !root {
         return Test::Skipped {
             reason: format!(
@@ -145,6 +217,9 @@ fn test(family: Family, text: &str, root: bool) -> Test {
 /// The report as lines a person reads.
 pub fn human(r: &Report) -> String {
     let mut s = format!("policy {}: valid\n", r.policy);
+    for w in &r.warnings {
+        s.push_str(&format!("{w}\n"));
+    }
     let mut skipped = false;
     for f in &r.families {
         let rendered = match f.rules {
@@ -167,10 +242,32 @@ pub fn human(r: &Report) -> String {
         };
         s.push_str(&format!("{}: {rendered}; {test}\n", f.family));
     }
-    s.push_str(match (r.ok, skipped) {
-        (false, _) => "check failed: a ruleset was refused (report it: portcullis rendered it)\n",
-        (true, true) => "check passed in part: the policy is valid and renders; see above for what was not tested\n",
-        (true, false) => "check passed\n",
+    let refused = r
+        .families
+        .iter()
+        .any(|f| matches!(f.test, Test::Failed { .. }));
+    let warned = match r.warnings.len() {
+        0 => String::new(),
+        1 => " with 1 warning".to_owned(),
+        n => format!(" with {n} warnings"),
+    };
+    s.push_str(&if refused {
+        "check failed: a ruleset was refused (report it: portcullis rendered it)\n".to_owned()
+    } else if r.strict && (skipped || !r.warnings.is_empty()) {
+        let mut why = Vec::new();
+        if !r.warnings.is_empty() {
+            why.push(format!("{} warning(s)", r.warnings.len()));
+        }
+        if skipped {
+            why.push("a ruleset was not tested".to_owned());
+        }
+        format!("check failed (--strict): {}\n", why.join(" and "))
+    } else if skipped {
+        format!(
+            "check passed in part{warned}: the policy is valid and renders; see above for what was not tested (--strict fails on that)\n"
+        )
+    } else {
+        format!("check passed{warned}\n")
     });
     s
 }
@@ -181,9 +278,12 @@ mod tests {
 
     #[test]
     fn skipped_tests_are_named_in_the_summary() {
-        let r = Report {
+        let mut r = Report {
             policy: "p.toml".into(),
             valid: true,
+            errors: vec![],
+            warnings: vec![],
+            strict: false,
             families: vec![
                 FamilyReport {
                     family: "ipv4".into(),
@@ -207,7 +307,23 @@ mod tests {
             "policy p.toml: valid\n\
              ipv4: 3 rules rendered; not tested: iptables-restore not found on PATH (install iptables)\n\
              ipv6: not rendered; not tested: ipv6.mode is \"untouched\": nothing to test\n\
-             check passed in part: the policy is valid and renders; see above for what was not tested\n"
+             check passed in part: the policy is valid and renders; see above for what was not tested (--strict fails on that)\n"
+        );
+        assert!(r.passes());
+        r.strict = true;
+        assert!(!r.passes(), "--strict fails a skipped test");
+        r.families[0].test = Test::Passed {
+            command: "c".into(),
+            version: "v".into(),
+        };
+        assert!(r.passes(), "a family not rendered is not untested");
+        r.families[0].test = Test::Skipped { reason: "r".into() };
+        r.warnings = crate::lint(&crate::Policy::parse("", "p.toml").unwrap());
+        let h = human(&r);
+        assert!(h.contains("\nwarning: ssh.allow_from: is empty"), "{h}");
+        assert!(
+            h.ends_with("check failed (--strict): 2 warning(s) and a ruleset was not tested\n"),
+            "{h}"
         );
     }
 }

@@ -28,6 +28,8 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<String>,
     conflicts: Vec<persist::Conflict>,
+    /// The persistence lint (rc.local on Debian or Ubuntu), with its fix.
+    warnings: Vec<crate::Warning>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -48,17 +50,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         (None, persist::conflicts(&root))
     };
+    let warnings = crate::lint::lint_persistence(&detection)
+        .into_iter()
+        .collect();
     let report = Report {
         root,
         detection,
         backend,
         conflicts,
+        warnings,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", super::json(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     let d = &report.detection;
+    super::warn(&report.warnings);
     println!("mechanism: {}", d.mechanism);
     println!("reason:    {}", d.reason);
     let files: Vec<String> = d.files.iter().map(|f| f.display().to_string()).collect();

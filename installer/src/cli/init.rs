@@ -1,10 +1,13 @@
 //! `portcullis init`: write a commented starter policy.
 //!
-//! When run over SSH (`SSH_CONNECTION` is set), `ssh.allow_from` holds the current
-//! client's address and `ssh.port` the port it came in on, so the first apply
-//! cannot lock that admin out. Otherwise `allow_from` holds a marked placeholder
-//! (a documentation subnet nobody has) for the user to change. It refuses to
-//! overwrite an existing file unless `--force`, and writes atomically.
+//! When run over SSH, `ssh.allow_from` holds the current client's address and
+//! `ssh.port` the port it came in on, so the first apply cannot lock that admin
+//! out. The session is found the way `apply` finds it (`SshConnection::current`:
+//! `SSH_CONNECTION`, or under `sudo`, which drops it, an ancestor's). Otherwise
+//! `allow_from` holds a marked placeholder (a documentation subnet nobody has)
+//! for the user to change. The comments say the defaults: a key or section left
+//! out is off, except `[hardening]`, which is on. It refuses to overwrite an
+//! existing file unless `--force`, and writes atomically.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,6 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use crate::apply::SshConnection;
 use crate::persist::PersistError;
 use crate::persist::atomic::{Existing, write_file};
 
@@ -30,8 +34,7 @@ pub struct Args {
     pub force: bool,
 }
 
-/// The SSH client and the server port, from `SSH_CONNECTION`
-/// (`client_ip client_port server_ip server_port`).
+/// The SSH client and the server port the starter policy admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SshClient {
     pub addr: IpAddr,
@@ -39,25 +42,14 @@ pub struct SshClient {
 }
 
 impl SshClient {
-    pub fn from_env_value(v: &str) -> Option<SshClient> {
-        let mut it = v.split_whitespace();
-        let client = it.next()?;
-        let _client_port = it.next()?;
-        let _server = it.next()?;
-        let server_port = it.next()?.parse::<u16>().ok().filter(|&p| p > 0)?;
-        // A link-local client carries a zone (`fe80::1%eth0`); the rule cannot.
-        let client = client.split('%').next()?;
-        let addr: IpAddr = client.parse().ok()?;
-        // sshd on a dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d, but
-        // their packets are IPv4 and meet the IPv4 ruleset.
-        let addr = match addr {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        Some(SshClient { addr, server_port })
+    /// The client of this session as `apply` sees it (IPv4-mapped addresses
+    /// already IPv4, zones dropped); `None` for a server port of 0, which no
+    /// policy can name.
+    pub fn from_connection(c: &SshConnection) -> Option<SshClient> {
+        (c.server_port > 0).then_some(SshClient {
+            addr: c.client,
+            server_port: c.server_port,
+        })
     }
 }
 
@@ -90,6 +82,11 @@ pub fn starter_policy(client: Option<SshClient>) -> String {
 # Check it with `portcullis check --config FILE`, see the rules with
 # `portcullis render --config FILE`, then `sudo portcullis apply --config FILE`.
 # Everything not allowed below is dropped, both ways, for IPv4 and IPv6.
+#
+# Defaults: a key or a whole section left out of [outbound] or [inbound] is OFF
+# (false, no entries); [hardening] keys left out are ON; ssh.port is 22 and
+# ipv6.mode is "mirror". This starter turns the common switches on. Every key,
+# its type and default: docs/policy.md.
 
 [ssh]
 # Who may open SSH sessions to this host. Sessions already open keep working.
@@ -97,7 +94,7 @@ port = {port}
 {allow_from}
 
 [outbound]
-# What this host may start talking to (replies always pass).
+# What this host may start talking to (replies always pass). Left out: false.
 dns = true         # udp and tcp 53
 http = true        # tcp 80
 https = true       # tcp 443
@@ -111,6 +108,7 @@ icmp = true        # ping and ICMP errors out
 # comment = "smtp submission"
 
 [inbound]
+# What may reach this host besides ssh. Left out: false, no entries.
 icmp = true        # answer ping
 
 # Services this host offers, as many as needed:
@@ -119,8 +117,11 @@ icmp = true        # answer ping
 # port = 443
 # from = ["203.0.113.0/24"]  # optional; default anywhere
 # comment = "https"
+# An entry on the ssh port wider than ssh.allow_from undoes it: apply refuses
+# one unless it also says override_ssh = true.
 
 [hardening]
+# Left out: true.
 loopback = true              # lo in and out
 drop_invalid = true          # packets conntrack cannot place
 drop_malicious_flags = true  # SYN+FIN and SYN+RST
@@ -134,13 +135,13 @@ mode = "mirror"
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ssh = std::env::var("SSH_CONNECTION").ok();
-    let client = ssh.as_deref().and_then(SshClient::from_env_value);
-    if let (Some(raw), None) = (&ssh, client) {
-        eprintln!(
-            "portcullis: cannot read SSH_CONNECTION {raw:?}: writing a placeholder allow_from"
-        );
-    }
+    let client = match SshConnection::current() {
+        Ok(c) => c.as_ref().and_then(SshClient::from_connection),
+        Err(e) => {
+            eprintln!("portcullis: {e}: writing a placeholder allow_from");
+            None
+        }
+    };
     let text = starter_policy(client);
     // Never hand out a policy that does not validate (the template is tested, but
     // the client address is not ours).
@@ -186,28 +187,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
+    fn client(v: &str) -> Option<SshClient> {
+        SshClient::from_connection(&SshConnection::parse(v, "t").ok()?)
+    }
+
     #[test]
     fn ssh_connection_gives_the_client_and_port() {
-        let c = SshClient::from_env_value("203.0.113.9 51234 192.0.2.1 2222").unwrap();
+        let c = client("203.0.113.9 51234 192.0.2.1 2222").unwrap();
         assert_eq!(c.addr.to_string(), "203.0.113.9");
         assert_eq!(c.server_port, 2222);
-        let c = SshClient::from_env_value("::ffff:198.51.100.7 1 ::ffff:192.0.2.1 22").unwrap();
+        let c = client("::ffff:198.51.100.7 1 ::ffff:192.0.2.1 22").unwrap();
         assert_eq!(c.addr.to_string(), "198.51.100.7");
-        let c = SshClient::from_env_value("fe80::1%eth0 1 fe80::2%eth0 22").unwrap();
+        let c = client("fe80::1%eth0 1 fe80::2%eth0 22").unwrap();
         assert_eq!(c.addr.to_string(), "fe80::1");
-        assert_eq!(SshClient::from_env_value("garbage"), None);
-        assert_eq!(SshClient::from_env_value("192.0.2.1 1 192.0.2.2 0"), None);
+        assert_eq!(client("garbage"), None);
+        assert_eq!(client("192.0.2.1 1 192.0.2.2 0"), None);
     }
 
     #[test]
     fn starter_policies_validate_and_admit_the_client() {
         let p = crate::Policy::parse(&starter_policy(None), "t").unwrap();
         assert_eq!(p.ssh.allow_from, vec!["192.0.2.0/24".parse().unwrap()]);
+        assert_eq!(crate::lint(&p), vec![], "the starter draws no warning");
         for (env, net) in [
             ("203.0.113.9 5 192.0.2.1 2222", "203.0.113.9/32"),
             ("2001:db8::9 5 2001:db8::1 2222", "2001:db8::9/128"),
         ] {
-            let c = SshClient::from_env_value(env);
+            let c = client(env);
             let p = crate::Policy::parse(&starter_policy(c), "t").unwrap();
             assert_eq!(p.ssh.allow_from, vec![net.parse().unwrap()]);
             assert_eq!(p.ssh.port, 2222);

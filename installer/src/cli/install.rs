@@ -54,6 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = crate::cli::require_config("install", args.config.as_deref())?;
     let policy = crate::Policy::load(config)?;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
+    crate::cli::lint_for_apply("install", &policy)?;
     let rendered = crate::render(&policy);
 
     let (mechanism, why) = match args.persistence {
@@ -65,6 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     root.display()
                 )
             })?;
+            if let Some(w) = crate::lint::lint_persistence(&d) {
+                crate::cli::warn(&[w]);
+            }
             (d.mechanism, d.reason)
         }
     };
@@ -80,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", crate::cli::json(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("portcullis: {mechanism} into {} ({why})", root.display());

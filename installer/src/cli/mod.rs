@@ -1,7 +1,11 @@
 //! The command line. One file per verb: it parses, calls the library, prints.
 //!
 //! Exit codes: 0 success; 1 the work failed (a check did not pass, an apply was
-//! rolled back); 2 bad input (usage, an invalid policy), with nothing changed.
+//! rolled back); 2 bad input (usage, an invalid policy, a policy `apply` and
+//! `install` refuse, an unsafe state directory), with nothing changed.
+//!
+//! Every JSON output goes through `json`, which adds `schema_version`
+//! (`JSON_SCHEMA_VERSION`, documented with the fields in docs/json.md).
 
 use std::process::ExitCode;
 
@@ -51,9 +55,101 @@ pub enum Command {
     Install(install::Args),
     /// Print shell completions or the man page
     Completions(completions::Args),
-    /// The detached rollback guard that `apply` starts (internal)
-    #[command(name = "__guard", hide = true)]
-    Guard(apply::GuardArgs),
+}
+
+// `portcullis __guard`, the detached rollback guard `apply` starts. It is not a
+// subcommand of `Cli`, so completions and the man page never offer it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis __guard",
+    about = "The detached rollback guard that `portcullis apply` starts (internal: never run it by hand)"
+)]
+struct GuardCli {
+    #[command(flatten)]
+    args: apply::GuardArgs,
+}
+
+/// What the exit status means, for every verb (the man page and README say it).
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "success: the policy is valid (check), the rules were written (render, init, install), \
+         every promise held (verify), the apply was confirmed (apply, confirm), the snapshot \
+         is back (rollback)",
+    ),
+    (
+        1,
+        "the work failed: iptables-restore refused a ruleset, or --strict found a warning or \
+         an untested ruleset (check); a probe mismatched or the lab failed (verify); the apply \
+         was rolled back (apply) or came too late (confirm); the snapshot could not be \
+         restored (rollback); a command or a write failed (any verb)",
+    ),
+    (
+        2,
+        "bad input, nothing changed: a usage error; an invalid policy (every error is \
+         printed); a policy apply and install refuse (nobody in ssh.allow_from, an inbound \
+         allow wider than it on the ssh port, a session the rules would cut); an unsafe \
+         state directory; not root, or no iptables, where root and iptables are needed \
+         (apply, verify)",
+    ),
+];
+
+/// The version of every JSON output's shape; raised when a field changes meaning
+/// or goes away (adding a field does not raise it). See docs/json.md.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// `value` as pretty JSON with `schema_version` first.
+pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Result<String> {
+    #[derive(serde::Serialize)]
+    struct Versioned<'a, T> {
+        schema_version: u32,
+        #[serde(flatten)]
+        value: &'a T,
+    }
+    serde_json::to_string_pretty(&Versioned {
+        schema_version: JSON_SCHEMA_VERSION,
+        value,
+    })
+}
+
+/// Print lints on stderr, each as `portcullis: warning: KEY: ...` and its fix.
+pub fn warn(warnings: &[crate::Warning]) {
+    for w in warnings {
+        eprintln!("portcullis: {w}");
+    }
+}
+
+/// The persistence lint of `root` (rc.local on Debian or Ubuntu), printed, for a
+/// verb that will persist rules there. Detection errors are the verb's to report.
+pub fn warn_persistence(root: &std::path::Path) {
+    if let Ok(d) = crate::persist::detect(root) {
+        warn(
+            &crate::lint::lint_persistence(&d)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
+/// The lints of a policy a verb is about to put on a host (`apply`, `install`):
+/// printed, and a refusal (exit 2) when one of them refuses.
+pub fn lint_for_apply(verb: &str, policy: &crate::Policy) -> Result<(), UsageError> {
+    let warnings = crate::lint(policy);
+    warn(&warnings);
+    let refused: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.refuses_apply)
+        .map(|w| w.key.as_str())
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(UsageError(format!(
+            "{verb} refuses this policy: {} opens the ssh port wider than ssh.allow_from \
+             (see the warning above; add override_ssh = true to the entry if you mean it)",
+            refused.join(", ")
+        )))
+    }
 }
 
 /// An error that is the user's input, not the host: exit 2.
@@ -84,16 +180,21 @@ pub fn require_config<'a>(
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "__guard") {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let parsed = GuardCli::command()
+            .no_binary_name(true)
+            .try_get_matches_from(&argv[2..])
+            .and_then(|m| GuardCli::from_arg_matches(&m));
+        return match parsed {
+            Ok(g) => finish(apply::run_guard(g.args)),
+            Err(e) => usage_exit(&e),
+        };
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(e) => return usage_exit(&e),
     };
     let result = match cli.command {
         Command::Render(a) => render::run(a),
@@ -107,12 +208,34 @@ pub fn main() -> ExitCode {
         Command::Detect(a) => detect::run(a),
         Command::Install(a) => install::run(a),
         Command::Completions(a) => completions::run(a),
-        Command::Guard(a) => apply::run_guard(a),
     };
+    finish(result)
+}
+
+/// A clap error is a usage error (exit 2), unless it is `--help` or `--version`.
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Print an error the way every verb does and turn it into the exit status.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("portcullis: error: {e:#}");
+            // An invalid policy is every error of the file, one line each.
+            match e.downcast_ref::<crate::PolicyError>() {
+                Some(crate::PolicyError::Invalid(errors)) => {
+                    for line in errors {
+                        eprintln!("portcullis: error: {line}");
+                    }
+                }
+                _ => eprintln!("portcullis: error: {e:#}"),
+            }
             if is_usage(&e) {
                 ExitCode::from(2)
             } else {
@@ -122,9 +245,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Bad input (an invalid policy, a usage mistake) exits 2; anything else exits 1.
+/// Bad input (an invalid policy, a usage mistake, a state directory that is not
+/// safe to use) exits 2; anything else exits 1.
 fn is_usage(e: &anyhow::Error) -> bool {
+    use crate::apply::ApplyError;
+    use crate::apply::state::StateError;
+    let unsafe_dir = |s: &StateError| matches!(s, StateError::Unsafe { .. });
     e.chain().any(|c| {
-        c.downcast_ref::<crate::PolicyError>().is_some() || c.downcast_ref::<UsageError>().is_some()
+        c.downcast_ref::<crate::PolicyError>().is_some()
+            || c.downcast_ref::<UsageError>().is_some()
+            || c.downcast_ref::<StateError>().is_some_and(unsafe_dir)
+            || c.downcast_ref::<ApplyError>().is_some_and(|a| match a {
+                ApplyError::State(s) => unsafe_dir(s),
+                a => a.is_refusal(),
+            })
     })
 }

@@ -25,7 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         s => {
             eprintln!(
-                "portcullis: apply {} ended {s:?}: {}",
+                "portcullis: apply {} ended {s}: {}",
                 r.id,
                 r.reason.unwrap_or_default()
             );

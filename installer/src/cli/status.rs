@@ -22,7 +22,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let s = apply::status(&args.state_dir, &args.root)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        println!("{}", super::json(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     match (&s.pending, s.remaining_secs) {
@@ -32,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 r.id,
                 r.config,
                 r.families.join(", "),
-                format!("{:?}", r.status).to_lowercase(),
+                r.status,
                 clock(r.deadline_unix_ms)
             );
             println!(
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(r) = &s.last {
         println!(
-            "last:        apply {} {:?} at {}: {}{}",
+            "last:        apply {} {} at {}: {}{}",
             r.id,
             r.status,
             clock(r.ended_unix_ms.unwrap_or(0)),

@@ -48,6 +48,9 @@ pub struct Args {
     /// Print the report as JSON on stdout instead of the matrix
     #[arg(long)]
     pub json: bool,
+    /// Print only the mismatches and the summary line; no progress, no matrix
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
@@ -91,7 +94,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rules_v4: read_rules(args.rules_v4.as_ref())?,
         rules_v6: read_rules(args.rules_v6.as_ref())?,
     };
-    let mut progress = |line: &str| eprintln!("verify: {line}");
+    let quiet = args.quiet;
+    let mut progress = |line: &str| {
+        if !quiet {
+            eprintln!("verify: {line}");
+        }
+    };
     let report = match verify::verify(&opts, &mut progress) {
         Ok(r) => r,
         Err(e @ (VerifyError::NotRoot | VerifyError::BackendMissing { .. })) => {
@@ -101,8 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report).context("cannot write the report")?;
-        writeln!(out)?;
+        writeln!(out, "{}", super::json(&report)?).context("cannot write the report")?;
+    } else if args.quiet {
+        verify::matrix::print_quiet(&report.rows, &mut out)?;
     } else {
         let policy = args
             .config

@@ -70,6 +70,45 @@ impl Row {
 
 /// Print the matrix as an aligned table, then each failed row's reasons.
 pub fn print(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
+    print_table(rows, w)?;
+    print_quiet(rows, w)
+}
+
+/// Only each failed row's reasons and the one-line summary (`verify --quiet`).
+pub fn print_quiet(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass()).collect();
+    for r in &failed {
+        let e = &r.expectation;
+        writeln!(
+            w,
+            "MISMATCH {} {} -> {} {} {}",
+            r.backend,
+            e.probe.from,
+            e.probe.to,
+            e.probe.service(),
+            e.probe.family,
+        )?;
+        for line in wrap("  promise: ", &e.why) {
+            writeln!(w, "{line}")?;
+        }
+        for p in &r.problems {
+            for line in wrap("  - ", p) {
+                writeln!(w, "{line}")?;
+            }
+        }
+        writeln!(w)?;
+    }
+    writeln!(
+        w,
+        "{} probes: {} as promised, {} mismatched",
+        rows.len(),
+        rows.len() - failed.len(),
+        failed.len()
+    )
+}
+
+/// The aligned table, one row per probe, and a blank line.
+fn print_table(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
     let header = [
         "backend",
         "from",
@@ -117,30 +156,34 @@ pub fn print(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
         }
         writeln!(w, "{}", line.trim_end())?;
     }
-    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass()).collect();
-    for r in &failed {
-        let e = &r.expectation;
-        writeln!(
-            w,
-            "\nMISMATCH {} {} -> {} {} {} ({}):",
-            r.backend,
-            e.probe.from,
-            e.probe.to,
-            e.probe.service(),
-            e.probe.family,
-            e.why
-        )?;
-        for p in &r.problems {
-            writeln!(w, "  - {p}")?;
+    writeln!(w)
+}
+
+/// The width a mismatch report fits in: a default terminal.
+pub const WIDTH: usize = 80;
+
+/// `text` after `lead`, wrapped at word boundaries to `WIDTH` columns with the
+/// continuation lines indented under the text. A word longer than a line (a long
+/// rule spec) gets a line of its own rather than being cut.
+fn wrap(lead: &str, text: &str) -> Vec<String> {
+    let indent = " ".repeat(lead.chars().count().min(8));
+    let mut lines = Vec::new();
+    let mut line = lead.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        let len = line.chars().count();
+        if !empty && len + 1 + word.chars().count() > WIDTH {
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+            empty = true;
         }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
     }
-    writeln!(
-        w,
-        "\n{} probes: {} as promised, {} mismatched",
-        rows.len(),
-        rows.len() - failed.len(),
-        failed.len()
-    )
+    lines.push(line);
+    lines
 }
 
 #[cfg(test)]
@@ -148,6 +191,20 @@ mod tests {
     use super::super::model::*;
     use super::*;
     use portcullis_harness::{Counters, Family};
+
+    #[test]
+    fn wrap_fits_the_width_and_keeps_every_word() {
+        let text = "`INPUT -p tcp -m tcp --dport 22 -j ACCEPT` did not count it (counted instead: INPUT policy (+3), OUTPUT policy (+1), FORWARD policy (+0))";
+        let lines = wrap("  - ", text);
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("    "), "{lines:?}");
+        let words: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+        assert_eq!(words[1..].join(" "), text);
+    }
 
     #[test]
     fn matrix_names_the_counting_rule_and_the_mismatches() {
@@ -202,9 +259,15 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("INPUT policy (+1)"), "{out}");
         assert!(
-            out.contains("MISMATCH legacy admin -> target ssh ipv4"),
+            out.contains("MISMATCH legacy admin -> target ssh ipv4\n  promise: ssh.allow_from\n"),
             "{out}"
         );
+        let mismatch = &out[out.find("MISMATCH").unwrap()..];
+        assert!(
+            mismatch.lines().all(|l| l.chars().count() <= WIDTH),
+            "{mismatch}"
+        );
+        assert!(!out.contains("NoAnswer"), "Debug formatting in {out}");
         assert!(
             out.contains("2 probes: 1 as promised, 1 mismatched"),
             "{out}"

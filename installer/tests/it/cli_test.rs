@@ -240,8 +240,11 @@ check passed
         .success()
         .stdout_eq(str![[r#"
 {
+  "schema_version": 1,
   "policy": "[..]/examples/ipv6-untouched.toml",
   "valid": true,
+  "errors": [],
+  "warnings": [],
   "families": [
     {
       "family": "ipv4",
@@ -261,6 +264,7 @@ check passed
       }
     }
   ],
+  "strict": false,
   "ok": true
 }
 
@@ -309,7 +313,7 @@ fn check_without_root_says_what_was_not_tested() -> Result<(), Failed> {
 policy <embedded default>: valid
 ipv4: 16 rules rendered; not tested: [..]
 ipv6: 40 rules rendered; not tested: [..]
-check passed in part: the policy is valid and renders; see above for what was not tested
+check passed in part: the policy is valid and renders; see above for what was not tested (--strict fails on that)
 
 "#]]);
     Ok(())
@@ -392,6 +396,27 @@ allow_from = ["203.0.113.9/32"]
     {
         return Err("init wrote through a symlink".into());
     }
+    // Under sudo (which drops SSH_CONNECTION) the client comes from the nearest
+    // ancestor that has it, as for apply: here the shell between us and init.
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "env -u SSH_CONNECTION SUDO_USER=admin \"$0\" init --out -; echo \"rc=$?\"",
+        ])
+        .arg(snapbox::cmd::cargo_bin!("portcullis"))
+        .env("SSH_CONNECTION", "198.51.100.7 40022 192.0.2.1 2200")
+        .current_dir(tmp.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.contains("port = 2200\nallow_from = [\"198.51.100.7/32\"]")
+        || !stdout.contains("rc=0")
+    {
+        return Err(format!(
+            "init under sudo did not find the ancestor's client:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
     Ok(())
 }
 
@@ -409,6 +434,31 @@ fn completions_exist() -> Result<(), Failed> {
                 format!("completions {shell}: no {marker:?} or no `render` in the output").into(),
             );
         }
+        // The internal guard is never offered.
+        if stdout.contains("__guard") {
+            return Err(format!("completions {shell} offer __guard").into());
+        }
+    }
+    // The man page covers every verb, with its options, and the exit status.
+    let out = portcullis().args(["completions", "man"]).output()?;
+    let man = String::from_utf8_lossy(&out.stdout);
+    use clap::CommandFactory as _;
+    let cli = portcullis::cli::Cli::command();
+    for verb in cli.get_subcommands() {
+        let name = verb.get_name();
+        if !man.contains(&format!(".SS \"portcullis {name}\"")) {
+            return Err(format!("the man page has no section for {name}").into());
+        }
+        for arg in verb.get_arguments().filter_map(|a| a.get_long()) {
+            if !man.contains(&format!("\\-\\-{}", arg.replace('-', "\\-"))) {
+                return Err(format!("the man page lacks {name} --{arg}").into());
+            }
+        }
+    }
+    for code in ["EXIT STATUS", ".TP\n0\n", ".TP\n1\n", ".TP\n2\n"] {
+        if !man.contains(code) {
+            return Err(format!("the man page lacks {code:?}").into());
+        }
     }
     portcullis()
         .args(["completions", "tcsh"])
@@ -419,6 +469,389 @@ fn completions_exist() -> Result<(), Failed> {
 portcullis: error: [..]tcsh[..]; or `man`
 
 "#]]);
+    Ok(())
+}
+
+/// The three silent mistakes of issue 11 each give a warning naming the key,
+/// `check` still passes, and `check --strict` fails on them (exit 1). The fake
+/// restore binaries make the test exact; PATH without `unshare` makes a ruleset
+/// untested, which `--strict` fails too.
+fn check_warns_and_strict_fails() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    fake_restore(tmp.path(), false)?;
+    let policies = [
+        ("empty", ""),
+        (
+            "ssh-anywhere",
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[outbound]\ndns = true\n\
+             [[inbound.allow]]\nproto = \"tcp\"\nport = \"20:25\"\n",
+        ),
+        (
+            "dns-off",
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[outbound]\nhttps = true\n",
+        ),
+        (
+            "sound",
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[outbound]\ndns = true\nhttps = true\n",
+        ),
+    ];
+    for (name, text) in policies {
+        std::fs::write(tmp.path().join(format!("{name}.toml")), text)?;
+    }
+    let check = |name: &str, strict: bool| {
+        let mut c = portcullis()
+            .current_dir(tmp.path())
+            .env("PATH", path_with(tmp.path()))
+            .args(["check", "--config", &format!("{name}.toml")]);
+        if strict {
+            c = c.arg("--strict");
+        }
+        c.assert()
+    };
+    check("empty", false).success().stdout_eq(str![[r#"
+policy empty.toml: valid
+warning: ssh.allow_from: is empty: nobody can open an ssh session, so nobody can reach this host to fix it
+  fix: list your admin subnet, e.g. allow_from = ["192.0.2.0/24"] (`portcullis init` writes your current ssh client)
+warning: outbound: every section is off: nothing in or out but ssh (no dns, no updates, no ping), because a missing section means off
+  fix: turn on what the host needs, e.g. [outbound] dns = true, https = true; or write [outbound] with every switch false if you mean it
+ipv4: 7 rules rendered; accepted by `unshare -n [..]/iptables-restore -w --test` (iptables-restore v0.0 (fake))
+ipv6: 35 rules rendered; accepted by `unshare -n [..]/ip6tables-restore -w --test` (ip6tables-restore v0.0 (fake))
+check passed with 2 warnings
+
+"#]]);
+    check("empty", true).code(1).stdout_eq(str![[r#"
+...
+check failed (--strict): 2 warning(s)
+
+"#]]);
+    check("ssh-anywhere", true).code(1).stdout_eq(str![[r#"
+policy ssh-anywhere.toml: valid
+warning: inbound.allow[0]: opens tcp 22, the ssh port, to anywhere, wider than ssh.allow_from: it undoes the ssh restriction (apply and install refuse it)
+  fix: put those sources in ssh.allow_from and remove the entry, or add override_ssh = true to it if you mean it
+...
+check failed (--strict): 1 warning(s)
+
+"#]]);
+    check("dns-off", true).code(1).stdout_eq(str![[r#"
+policy dns-off.toml: valid
+warning: outbound.dns: is off while outbound.https is on: names will not resolve, so web requests by name fail
+  fix: set outbound.dns = true, or allow your resolver with an [[outbound.allow]] on port 53
+...
+check failed (--strict): 1 warning(s)
+
+"#]]);
+    check("sound", true).success().stdout_eq(str![[r#"
+...
+check passed
+
+"#]]);
+    // Untested is a failure under --strict only.
+    let untested = |strict: bool| {
+        let mut c = portcullis()
+            .current_dir(tmp.path())
+            .env("PATH", tmp.path())
+            .args(["check", "--config", "sound.toml"]);
+        if strict {
+            c = c.arg("--strict");
+        }
+        c.assert()
+    };
+    untested(false).success().stdout_eq(str![[r#"
+...
+check passed in part: the policy is valid and renders; see above for what was not tested (--strict fails on that)
+
+"#]]);
+    untested(true).code(1).stdout_eq(str![[r#"
+policy sound.toml: valid
+ipv4: 12 rules rendered; not tested: unshare not found on PATH (install util-linux): the test runs in a private network namespace
+ipv6: 38 rules rendered; not tested: unshare not found on PATH (install util-linux): the test runs in a private network namespace
+check failed (--strict): a ruleset was not tested
+
+"#]]);
+    // install refuses the ssh-widening entry (exit 2) before it writes anything.
+    let root = tempfile::tempdir()?;
+    portcullis()
+        .current_dir(tmp.path())
+        .args(["install", "--config", "ssh-anywhere.toml", "--persistence", "netfilter-persistent", "--root"])
+        .arg(root.path())
+        .assert()
+        .code(2)
+        .stdout_eq(str![""])
+        .stderr_eq(str![[r#"
+portcullis: warning: inbound.allow[0]: opens tcp 22, the ssh port, to anywhere, wider than ssh.allow_from: it undoes the ssh restriction (apply and install refuse it)
+  fix: put those sources in ssh.allow_from and remove the entry, or add override_ssh = true to it if you mean it
+portcullis: error: install refuses this policy: inbound.allow[0] opens the ssh port wider than ssh.allow_from (see the warning above; add override_ssh = true to the entry if you mean it)
+
+"#]]);
+    if std::fs::read_dir(root.path())?.next().is_some() {
+        return Err("a refused install wrote into its root".into());
+    }
+    Ok(())
+}
+
+/// `check --json` on an invalid policy: every error as JSON on stdout, exit 2.
+fn check_json_lists_every_error() -> Result<(), Failed> {
+    let out = portcullis()
+        .args(["check", "--json", "--config", "tests/bad/many-errors.toml"])
+        .output()?;
+    if out.status.code() != Some(2) {
+        return Err(format!("exit {:?}, expected 2", out.status.code()).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let expected = read(&installer_dir().join("tests/bad/many-errors.err"))?;
+    let got: Vec<String> = v["errors"]
+        .as_array()
+        .ok_or("no errors array")?
+        .iter()
+        .map(|e| {
+            format!(
+                "many-errors.toml:{}: {}: {}",
+                e["line"],
+                e["key"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    // Without --json the same errors go to stderr, one line each, exit 2.
+    let plain = portcullis()
+        .args(["render", "--config", "tests/bad/many-errors.toml"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    if plain.status.code() != Some(2)
+        || lines.len() != expected.lines().count()
+        || !lines
+            .iter()
+            .all(|l| l.starts_with("portcullis: error: tests/bad/many-errors.toml:"))
+    {
+        return Err(format!("render of many errors: {:?}\n{stderr}", plain.status.code()).into());
+    }
+    if got.join("\n") != expected.trim_end() || v["valid"] != false || v["schema_version"] != 1 {
+        return Err(format!("errors as JSON:\n{}\nexpected:\n{expected}", got.join("\n")).into());
+    }
+    // An unreadable file is one error, in the same shape.
+    portcullis()
+        .args(["check", "--json", "--config", "tests/bad/does-not-exist.toml"])
+        .assert()
+        .code(2)
+        .stdout_eq(str![[r#"
+{
+  "schema_version": 1,
+  "policy": "tests/bad/does-not-exist.toml",
+  "valid": false,
+  "errors": [
+    {
+      "origin": "tests/bad/does-not-exist.toml",
+      "line": null,
+      "key": null,
+      "message": "cannot read policy tests/bad/does-not-exist.toml: No such file or directory (os error 2)"
+    }
+  ],
+  "warnings": [],
+  "families": [],
+  "strict": false,
+  "ok": false
+}
+
+"#]]);
+    Ok(())
+}
+
+/// Every key of every object in `v`, as dotted paths with `[]` for array
+/// elements (`families[].test.status`), the way docs/json.md names them.
+pub fn json_paths(
+    v: &serde_json::Value,
+    prefix: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(p.clone());
+                json_paths(v, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                json_paths(v, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The paths of `json` that the section of docs/json.md headed `## \`heading\``
+/// does not name as `` `path` ``.
+pub fn undocumented(heading: &str, json: &[u8], strip: &[&str]) -> Result<Vec<String>, Failed> {
+    let doc = read(&installer_dir().join("../docs/json.md"))?;
+    let start = doc
+        .find(&format!("## `{heading}`"))
+        .ok_or_else(|| format!("docs/json.md has no section `{heading}`"))?;
+    let section = &doc[start + 3..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
+        format!(
+            "{heading}: not JSON ({e}): {}",
+            String::from_utf8_lossy(json)
+        )
+    })?;
+    if v["schema_version"] != 1 {
+        return Err(format!("{heading}: no schema_version 1").into());
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    json_paths(&v, "", &mut paths);
+    Ok(paths
+        .into_iter()
+        .map(|p| {
+            strip
+                .iter()
+                .find_map(|s| p.strip_prefix(s).map(str::to_owned))
+                .unwrap_or(p)
+        })
+        .filter(|p| !section.contains(&format!("`{p}`")))
+        .collect())
+}
+
+/// The JSON of check (valid, invalid, warned, refused by the fake), detect,
+/// install (check and write) and status (with a record) carries schema_version,
+/// and docs/json.md names every field it prints.
+fn json_outputs_are_documented() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let fakes = tmp.path().join("pass");
+    let failing = tmp.path().join("fail");
+    std::fs::create_dir(&fakes)?;
+    std::fs::create_dir(&failing)?;
+    fake_restore(&fakes, false)?;
+    fake_restore(&failing, true)?;
+    std::fs::write(tmp.path().join("empty.toml"), "")?;
+    let run = |path: &Path, args: &[&str]| -> Result<Vec<u8>, Failed> {
+        let out = portcullis()
+            .env("PATH", path_with(path))
+            .args(args)
+            .output()?;
+        Ok(out.stdout)
+    };
+    let mut missing = Vec::new();
+    let empty = tmp.path().join("empty.toml").display().to_string();
+    for (path, args) in [
+        (&fakes, vec!["check", "--json", "--config", &empty]),
+        (&failing, vec!["check", "--json"]),
+        (
+            &fakes,
+            vec![
+                "check",
+                "--json",
+                "--strict",
+                "--config",
+                "tests/bad/many-errors.toml",
+            ],
+        ),
+        (
+            &fakes,
+            vec![
+                "check",
+                "--json",
+                "--config",
+                "tests/bad/does-not-exist.toml",
+            ],
+        ),
+        (
+            &fakes,
+            vec![
+                "check",
+                "--json",
+                "--config",
+                "../examples/ipv6-untouched.toml",
+            ],
+        ),
+    ] {
+        missing.extend(undocumented("check --json", &run(path, &args)?, &[])?);
+    }
+    // A Debian root without iptables-persistent: rc.local, and its warning.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir_all(bare.join("etc"))?;
+    std::fs::write(
+        bare.join("etc/os-release"),
+        "ID=debian\nPRETTY_NAME=\"Debian\"\n",
+    )?;
+    for root in [
+        "tests/roots/ubuntu",
+        "tests/roots/debian-alias",
+        bare.to_str().unwrap(),
+    ] {
+        let json = run(&fakes, &["detect", "--json", "--root", root])?;
+        missing.extend(undocumented("detect --json", &json, &[])?);
+    }
+    missing.extend(undocumented(
+        "detect --json",
+        &run(&fakes, &["detect", "--json"])?,
+        &[],
+    )?);
+    let policy = example("web-server").display().to_string();
+    let bare = bare.display().to_string();
+    for extra in [&["--check"][..], &[][..], &[][..]] {
+        // The second write finds the files unchanged... the first writes them.
+        let mut args = vec![
+            "install",
+            "--json",
+            "--no-test",
+            "--persistence",
+            "netfilter-persistent",
+        ];
+        args.extend(["--config", &policy, "--root", &bare]);
+        args.extend(extra);
+        missing.extend(undocumented("install --json", &run(&fakes, &args)?, &[])?);
+    }
+    let state = tmp.path().join("state");
+    let json = run(
+        &fakes,
+        &["status", "--json", "--state-dir", state.to_str().unwrap()],
+    )?;
+    missing.extend(undocumented("status --json", &json, &[])?);
+    // A record as `pending` and `last` carry it.
+    // Read from JSON rather than built field by field, so a field added to the
+    // record later is a clear failure here, not a compile error.
+    let record: portcullis::apply::Record = serde_json::from_value(serde_json::json!({
+        "id": "1",
+        "status": "rolled_back",
+        "started_unix_ms": 1,
+        "deadline_unix_ms": 2,
+        "timeout_secs": 1,
+        "backend": "nft",
+        "families": ["ipv4"],
+        "config": "p.toml",
+        "ssh_connection": "192.0.2.1 1 192.0.2.2 22",
+        "session_id": 1,
+        "guard_pid": 1,
+        "persist": true,
+        "persist_root": "/",
+        "ended_unix_ms": 3,
+        "reason": "deadline",
+        "persisted": "netfilter-persistent",
+    }))
+    .map_err(|e| {
+        format!("a record no longer reads from this JSON ({e}): update the test and docs/json.md")
+    })?;
+    if record.status.to_string() != "rolled_back" {
+        return Err("the status word differs between text and JSON".into());
+    }
+    let json = serde_json::to_vec(&serde_json::json!({ "schema_version": 1, "last": record }))?;
+    missing.extend(undocumented("status --json", &json, &["last."])?);
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(format!("docs/json.md does not name {missing:?}").into());
+    }
     Ok(())
 }
 
@@ -442,6 +875,20 @@ pub fn trials() -> Vec<Trial> {
             init_writes_a_starter_policy,
         ),
         trial("cli::completions_exist", completions_exist),
+        trial(
+            "cli::check_json_lists_every_error",
+            check_json_lists_every_error,
+        ),
+        privileged(
+            "cli::json_outputs_are_documented",
+            None,
+            json_outputs_are_documented,
+        ),
+        privileged(
+            "cli::check_warns_and_strict_fails",
+            None,
+            check_warns_and_strict_fails,
+        ),
         trial(
             "cli::apply_and_install_need_a_config",
             apply_and_install_need_a_config,

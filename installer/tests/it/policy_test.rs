@@ -1,6 +1,7 @@
 //! The policy validator: the bad-input corpus (`tests/bad/<case>.toml` with the
-//! exact one-line error in `<case>.err`), the seed example, and fuzzing that no
-//! input makes it panic or print more than one line.
+//! exact errors in `<case>.err`, one line each: `FILE:LINE: key: message`), the
+//! seed example, and fuzzing that no input makes it panic or print an error line
+//! that does not name the file.
 
 use std::path::{Path, PathBuf};
 
@@ -39,8 +40,10 @@ fn bad_case(path: &Path) -> Result<(), Failed> {
         Ok(_) => return Err(format!("{name} was accepted; it must be refused").into()),
         Err(e) => e.to_string(),
     };
-    if err.contains('\n') {
-        return Err(format!("the error is not one line: {err:?}").into());
+    for line in err.lines() {
+        if !line.starts_with(&format!("{name}:")) {
+            return Err(format!("an error line does not start with {name}: {line:?}").into());
+        }
     }
     let expect_path = path.with_extension("err");
     if overwrite() {
@@ -115,9 +118,11 @@ fn never_panics() -> Result<(), Failed> {
             let r = std::panic::catch_unwind(|| Policy::parse(&text, "fuzz.toml"));
             let r = r.map_err(|_| TestCaseError::fail(format!("panicked on {text:?}")))?;
             if let Err(e) = r {
-                let e = e.to_string();
-                prop_assert!(!e.contains('\n'), "multi-line error {e:?} for {text:?}");
-                prop_assert!(e.starts_with("fuzz.toml"), "{e:?}");
+                prop_assert!(!e.invalid().is_empty(), "no error listed for {text:?}");
+                for line in e.to_string().lines() {
+                    prop_assert!(line.starts_with("fuzz.toml"), "{line:?} for {text:?}");
+                }
+                prop_assert_eq!(e.to_string().lines().count(), e.invalid().len());
             }
             Ok(())
         })
@@ -182,8 +187,39 @@ pub fn trials() -> Vec<Trial> {
             }
         },
     ));
+    trials.push(trial("policy::reference_lists_every_key", || {
+        // The keys come from the parser's own schema: a key added to the format
+        // fails this test until docs/policy.md has its row.
+        let doc = std::fs::read_to_string(installer_dir().join("../docs/policy.md"))?;
+        let missing: Vec<String> = Policy::schema_keys()
+            .into_iter()
+            .filter(|k| !doc.contains(&format!("| `{k}` |")))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("docs/policy.md has no row for {missing:?}").into());
+        }
+        // Its example is a valid policy that draws no warning.
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .ok_or("docs/policy.md has no ```toml example")?;
+        let p = Policy::parse(example, "docs/policy.md example").map_err(|e| e.to_string())?;
+        let warnings = portcullis::lint(&p);
+        if !warnings.is_empty() {
+            return Err(format!("the example draws warnings: {warnings:?}").into());
+        }
+        // And the README sends readers to both references.
+        let readme = std::fs::read_to_string(installer_dir().join("../README.md"))?;
+        for doc in ["docs/policy.md", "docs/json.md"] {
+            if !readme.contains(doc) {
+                return Err(format!("README.md does not link {doc}").into());
+            }
+        }
+        Ok(())
+    }));
     trials.push(trial(
-        "policy::fuzz_never_panics_and_errors_are_one_line",
+        "policy::fuzz_never_panics_and_errors_name_the_file",
         never_panics,
     ));
     trials

@@ -74,6 +74,27 @@ fn seed_rules_fail_against_the_default() -> Result<(), Failed> {
             return Err(format!("stdout lacks {want:?}:\n{stdout}").into());
         }
     }
+    // --quiet: the same mismatches and summary, no matrix, no progress; every
+    // line of a mismatch fits a terminal.
+    let out = portcullis()
+        .args(["verify", "--quiet", "--backend", "nft", "--rules-v4"])
+        .arg(&rules)
+        .output()?;
+    let (quiet, stderr) = (text(&out.stdout), text(&out.stderr));
+    if out.status.code() != Some(1)
+        || !quiet.starts_with("MISMATCH nft target -> ")
+        || quiet.contains("counted by")
+        || stderr.contains("verify: nft: [")
+        || !quiet.lines().last().unwrap_or("").ends_with(" mismatched")
+        || quiet.lines().any(|l| l.chars().count() > 80)
+    {
+        return Err(format!("exit {:?}\n{quiet}\n{stderr}", out.status.code()).into());
+    }
+    for l in stdout.lines().filter(|l| l.starts_with("MISMATCH ")) {
+        if !quiet.contains(l) {
+            return Err(format!("--quiet lacks {l:?}:\n{quiet}").into());
+        }
+    }
     Ok(())
 }
 
@@ -82,12 +103,30 @@ fn json_report_says_passed() -> Result<(), Failed> {
         .args(["verify", "--backend", "legacy", "--json"])
         .output()?;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    if report["passed"] != serde_json::Value::Bool(true) || out.status.code() != Some(0) {
+    if report["passed"] != serde_json::Value::Bool(true)
+        || report["schema_version"] != 1
+        || out.status.code() != Some(0)
+    {
         return Err(format!("exit {:?}: {report:#}", out.status.code()).into());
     }
     let rows = report["rows"].as_array().map_or(0, Vec::len);
     if rows < 20 || report["backends"] != serde_json::json!(["legacy"]) {
         return Err(format!("{rows} rows: {report:#}").into());
+    }
+    // Every row held, and JSON says it in the words of the promise.
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r["observed"]["outcome"] != r["expect"])
+    {
+        return Err(format!("observed and expect in different words: {r:#}").into());
+    }
+    if !rows.iter().any(|r| r["expect"] == "no-answer") {
+        return Err("no no-answer row to compare".into());
+    }
+    let missing = crate::cli_test::undocumented("verify --json", &out.stdout, &[])?;
+    if !missing.is_empty() {
+        return Err(format!("docs/json.md does not name {missing:?}").into());
     }
     Ok(())
 }
