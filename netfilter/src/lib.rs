@@ -4,6 +4,9 @@
 //!   command runner [`backend::run`] (argument vectors, stdin from a thread so an
 //!   early-exiting `*-restore` still reports its stderr), [`backend::restore`]
 //!   (one `*-restore -w` call per family) and [`backend::save`].
+//! - [`bins`]: which file a binary name means: looked up once, on PATH and the
+//!   system directories, refused unless root-owned and writable by root alone;
+//!   the guard pins the paths apply recorded.
 //! - [`counters`]: the `*-save -c` text parsed into per-rule and per-policy
 //!   [`Counters`], and their deltas. Pure: no I/O.
 //!
@@ -15,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod bins;
 pub mod counters;
 
 pub use backend::{Backend, BackendError, Family};

@@ -217,6 +217,20 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         )?;
     }
 
+    // The binaries the guard will run to roll back, resolved now (and refused
+    // now if unsafe), and recorded so it runs exactly these.
+    let mut binaries = std::collections::BTreeMap::new();
+    for family in Family::ALL {
+        for name in [
+            opts.backend.restore_binary(family),
+            opts.backend.save_binary(family),
+        ] {
+            let path = portcullis_netfilter::bins::resolve(&name)
+                .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
+            binaries.insert(name, path.display().to_string());
+        }
+    }
+
     let state = StateDir::open(&opts.state_dir)?;
     let lock = refuse_if_pending(&state)?;
     snapshot::take(&state, opts.backend)?;
@@ -245,6 +259,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         ended_unix_ms: None,
         reason: None,
         persisted: None,
+        binaries,
     };
     state.write_record(&record)?;
 
@@ -318,6 +333,9 @@ fn spawn_guard(state: &StateDir, record: &Record, exe: &Path) -> Result<Child, S
         .arg("--id")
         .arg(&record.id)
         .current_dir("/")
+        // The guard runs the binaries the record names; anything else it finds
+        // in the system directories, never on the caller's PATH.
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
@@ -551,6 +569,8 @@ fn end(state: &StateDir, record: &Record, line: &str, want: Status) -> Result<Re
     } else {
         let backend: Backend = r.backend.parse().map_err(ApplyError::Session)?;
         let families: Vec<Family> = r.families.iter().filter_map(|f| f.parse().ok()).collect();
+        r.pin_binaries()
+            .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
         let errors = snapshot::restore(state, backend, &families);
         if errors.is_empty() {
             (

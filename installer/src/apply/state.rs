@@ -23,7 +23,6 @@
 //! of the directory) and never through a symlink.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
@@ -129,6 +128,20 @@ pub struct Record {
     pub reason: Option<String>,
     /// What confirm persisted (mechanism and files), once it has.
     pub persisted: Option<String>,
+    /// The iptables binaries apply resolved (name -> path); the guard runs these
+    /// and no others (`portcullis_netfilter::bins::pin`).
+    #[serde(default)]
+    pub binaries: std::collections::BTreeMap<String, String>,
+}
+
+impl Record {
+    /// Pin the recorded binaries, so a rollback runs what applied.
+    pub fn pin_binaries(&self) -> Result<(), portcullis_netfilter::bins::BinError> {
+        for (name, path) in &self.binaries {
+            portcullis_netfilter::bins::pin(name, Path::new(path))?;
+        }
+        Ok(())
+    }
 }
 
 impl Record {
@@ -234,21 +247,23 @@ impl StateDir {
             .map_err(io("cannot fsync", &self.path))
     }
 
-    /// Read `name`, refusing a symlink; `None` when it does not exist.
+    /// Read `name`, refusing a symlink, anything but a regular file, a file over
+    /// [`crate::input::STATE_MAX_BYTES`] and one other users could have written;
+    /// `None` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<String>, StateError> {
         let path = self.file(name);
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(f) => f,
+        let input = match crate::input::read_capped_nofollow(&path, crate::input::STATE_MAX_BYTES) {
+            Ok(i) => i,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("cannot open", &path)(e)),
+            Err(e) => return Err(io("cannot read", &path)(e)),
         };
-        let mut s = String::new();
-        f.read_to_string(&mut s).map_err(io("cannot read", &path))?;
-        Ok(Some(s))
+        if let Some(why) = input.writable_by_others {
+            return Err(StateError::Unsafe {
+                path,
+                why: format!("other users could have written it ({why})"),
+            });
+        }
+        Ok(Some(input.text))
     }
 
     /// Remove `name` if it exists.
@@ -437,6 +452,7 @@ mod tests {
             ended_unix_ms: None,
             reason: None,
             persisted: None,
+            binaries: Default::default(),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);

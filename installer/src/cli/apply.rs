@@ -56,8 +56,9 @@ pub struct Args {
     /// Persist into this root filesystem when confirmed
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
-    /// Apply despite conflicting firewall managers or the other backend's rules
-    /// (never despite a policy that would cut this ssh session)
+    /// Apply despite conflicting firewall managers, the other backend's rules, or a
+    /// policy file other users can write (never despite a policy that would cut
+    /// this ssh session)
     #[arg(long)]
     pub force: bool,
 }
@@ -79,18 +80,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     // Read once, parse that text, and keep it: confirm persists exactly this.
-    let policy_text =
-        std::fs::read_to_string(&config).map_err(|source| crate::PolicyError::Read {
-            path: config.display().to_string(),
-            source,
-        })?;
-    let origin = config.display().to_string();
-    let policy = crate::Policy::parse(&policy_text, &origin)?;
+    let loaded = crate::cli::load_policy(&config, Some(args.force))?;
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {
-        config: origin,
-        policy,
-        policy_text,
+        config: loaded.origin,
+        policy: loaded.policy,
+        policy_text: loaded.text,
         timeout: Duration::from_secs(args.timeout),
         state_dir: args.state_dir,
         backend,

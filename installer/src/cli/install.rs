@@ -42,6 +42,9 @@ pub struct Args {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+    /// Install a policy file that other users can write
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -52,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into());
     };
     let config = crate::cli::require_config("install", args.config.as_deref())?;
-    let policy = crate::Policy::load(config)?;
+    let policy = crate::cli::load_policy(config, Some(args.force))?.policy;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
     let rendered = crate::render(&policy);
 

@@ -394,11 +394,20 @@ fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result
         command: command.clone(),
         reason,
     };
-    let Some(bin_path) = portcullis_netfilter::backend::find_in_path(&bin) else {
-        return Err(cannot(format!("{bin} not found (install iptables)")));
+    use portcullis_netfilter::bins::{self, BinError};
+    let bin_path = match bins::resolve(&bin) {
+        Ok(p) => p,
+        Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
+        Err(BinError::NotFound { .. }) => {
+            return Err(cannot(format!("{bin} not found (install iptables)")));
+        }
     };
-    let Some(unshare) = portcullis_netfilter::backend::find_in_path("unshare") else {
-        return Err(cannot("unshare not found (install util-linux)".into()));
+    let unshare = match bins::resolve("unshare") {
+        Ok(p) => p,
+        Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
+        Err(BinError::NotFound { .. }) => {
+            return Err(cannot("unshare not found (install util-linux)".into()));
+        }
     };
     let ns = if nix::unistd::geteuid().is_root() {
         "-n"

@@ -11,6 +11,7 @@ mod layering;
 mod lockout;
 mod persist;
 mod policy_test;
+mod reliability_install;
 mod render_prop;
 mod restore_test;
 mod support;
@@ -30,5 +31,6 @@ fn main() {
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
     trials.extend(verify_cli::trials());
+    trials.extend(reliability_install::trials());
     libtest_mimic::run(&args, trials).exit();
 }
