@@ -105,8 +105,9 @@ fn tool(name: &str) -> PathBuf {
     portcullis_harness::backend::find_in_path(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// A second policy whose rendering differs from POLICY's in both families.
 fn policy_b() -> String {
-    POLICY.replace("icmp = true", "icmp = false")
+    format!("{POLICY}\n[[inbound.allow]]\nproto = \"tcp\"\nport = 8443\ncomment = \"webui\"\n")
 }
 
 /// The rendered pair of `policy`.
@@ -221,6 +222,9 @@ fn sigkill_installs() -> Result<(), Failed> {
     std::fs::write(&b, policy_b())?;
     let (a4, a6) = rendered(POLICY);
     let (b4, b6) = rendered(&policy_b());
+    if a4 == b4 || a6 == b6 {
+        return Err("policy B must change both families".into());
+    }
     // The kill moments spread over the whole run of an uninterrupted install.
     let mut span = Duration::ZERO;
     for i in 0..5 {
