@@ -119,6 +119,9 @@ pub struct ApplyOptions {
     pub force: bool,
     /// The portcullis binary to run as the guard (`std::env::current_exe()`).
     pub guard_exe: PathBuf,
+    /// `--i-am-on-the-console`: no ssh session is expected, so a terminal
+    /// without one is not refused.
+    pub on_console: bool,
 }
 
 /// An apply whose rules are live and whose guard is armed.
@@ -188,9 +191,14 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         .iter()
         .filter_map(|&f| rendered.text(f).map(|t| (f, t)))
         .collect();
-    let ssh = SshConnection::current().map_err(|e| ApplyError::Refused(vec![e]))?;
-    let facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
+    let sessions = SshConnection::all_current().map_err(|e| ApplyError::Refused(vec![e]))?;
+    let ssh = sessions.first().cloned();
+    let mut facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
+    facts.other_sessions = sessions.iter().skip(1).cloned().collect();
     let mut refusals = Vec::new();
+    if sessions.is_empty() && !opts.on_console {
+        refusals.extend(session::unverifiable_terminal());
+    }
     for finding in preflight::check(&opts.policy, &facts) {
         match finding {
             preflight::Finding::LockOut { message } => refusals.push(message),
@@ -421,8 +429,12 @@ pub struct ConfirmOptions {
 
 /// Whether a confirm from `ssh` may confirm `record`.
 pub fn check_session(record: &Record, ssh: Option<&SshConnection>) -> Result<(), String> {
+    let same = |applied: &str, now: &SshConnection| {
+        applied == now.raw
+            || SshConnection::parse(applied, "the record").is_ok_and(|a| a.same_connection(now))
+    };
     match (&record.ssh_connection, ssh) {
-        (Some(applied), Some(now)) if *applied == now.raw => Err(format!(
+        (Some(applied), Some(now)) if same(applied, now) => Err(format!(
             "this is the ssh connection that ran apply ({applied}): it proves nothing about new connections; open a NEW ssh session (no ControlMaster reuse) and run `portcullis confirm` there"
         )),
         _ => Ok(()),

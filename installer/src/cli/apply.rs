@@ -61,6 +61,10 @@ pub struct Args {
     /// this ssh session)
     #[arg(long)]
     pub force: bool,
+    /// You are at the machine's console, not in an ssh session: do not refuse a
+    /// terminal in which no ssh session can be found
+    #[arg(long)]
+    pub i_am_on_the_console: bool,
 }
 
 /// Write to stderr, ignoring a terminal that has gone away: the guard is in
@@ -94,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         guard_exe: std::env::current_exe()
             .context("cannot find the portcullis binary to run as the guard")?,
+        on_console: args.i_am_on_the_console,
     };
     let mut started = match apply::start(&opts) {
         Ok(s) => s,

@@ -417,6 +417,16 @@ fn backup_suffix(root: &atomic::Root, path: &Path) -> Result<Option<String>, Per
     unreachable!("some backup number is free")
 }
 
+/// Whether `root` is the root directory of this process (`/`, however named):
+/// installing there changes what this host boots with.
+pub fn is_live_root(root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(root), std::fs::metadata("/")) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 /// Refuse a policy whose rendered rules let nobody in over SSH: installed, it would
 /// lock the admin out at the next boot.
 pub fn require_ssh_access(policy: &crate::Policy) -> Result<(), PersistError> {
