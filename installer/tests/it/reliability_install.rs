@@ -82,6 +82,14 @@ pub fn trials() -> Vec<Trial> {
             ancestor_session,
         ),
         root_trial(
+            "reliability::session::sshd_ancestor_socket_under_env_i",
+            ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"]
+                .iter()
+                .find(|p| !Path::new(p).exists())
+                .map(|p| format!("{p} not installed (openssh-server, openssh-client)")),
+            sshd_ancestor_socket,
+        ),
+        root_trial(
             "reliability::session::terminal_without_session_is_refused",
             unshare,
             tty_without_session,
@@ -845,6 +853,67 @@ fn install_live_root() -> Result<(), Failed> {
             text(&out.stderr)
         )
         .into());
+    }
+    Ok(())
+}
+
+/// Real sshd on 127.0.0.1 in a private network and PID namespace; the remote
+/// command is `exec env -i portcullis apply`, so no process above portcullis
+/// holds SSH_CONNECTION: only the sshd ancestor's socket tells the session.
+/// sshd binds before it daemonizes, so it listens once its command returns.
+const SSHD_SCRIPT: &str = r#"
+ip link set lo up
+/usr/sbin/sshd -f "$1/sshd_config"
+ssh -F /dev/null -i "$1/client_key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -T root@127.0.0.1 -- \
+    exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$2" apply --config "$1/policy.toml" \
+    --state-dir "$1/state" --backend nft --no-persist --timeout 1
+echo "rc=$?"
+"#;
+
+fn sshd_ancestor_socket() -> Result<(), Failed> {
+    let dir = scratch();
+    let d = dir.path();
+    for key in ["host_key", "client_key"] {
+        let st = Command::new(tool("ssh-keygen"))
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join(key))
+            .stdin(Stdio::null())
+            .status()?;
+        if !st.success() {
+            return Err(format!("ssh-keygen: {st}").into());
+        }
+    }
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))?;
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port 22\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nStrictModes no\nPidFile none\n",
+            d = d.display()
+        ),
+    )?;
+    // The policy admits only 192.0.2.0/24; the session comes from 127.0.0.1.
+    std::fs::write(d.join("policy.toml"), POLICY)?;
+    let out = isolated(&[
+        "sh".as_ref(),
+        "-c".as_ref(),
+        SSHD_SCRIPT.as_ref(),
+        "sh".as_ref(),
+        d.as_os_str(),
+        BIN.as_ref(),
+    ])
+    .env_clear()
+    .env("PATH", SYS_PATH)
+    .stdin(Stdio::null())
+    .output()?;
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    if !stdout.contains("rc=2") || !err.contains("127.0.0.1") || !err.contains("sshd ancestor") {
+        return Err(format!("apply under env -i over real ssh: {stdout}{err}").into());
+    }
+    if d.join("state/snapshot.v4").exists() {
+        return Err("the refused apply took a snapshot".into());
     }
     Ok(())
 }
