@@ -240,6 +240,13 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     }
 
     let state = StateDir::open(&opts.state_dir)?;
+    let unsafe_files = state.writable_by_others()?;
+    if !unsafe_files.is_empty() && !opts.force {
+        return Err(ApplyError::Refused(vec![format!(
+            "state files writable by other users: {}; whoever wrote them decides what a rollback restores: remove them or `chmod go-w` them, or pass --force",
+            unsafe_files.join(", ")
+        )]));
+    }
     let lock = refuse_if_pending(&state)?;
     snapshot::take(&state, opts.backend)?;
     for family in Family::ALL {

@@ -247,9 +247,9 @@ impl StateDir {
             .map_err(io("cannot fsync", &self.path))
     }
 
-    /// Read `name`, refusing a symlink, anything but a regular file, a file over
-    /// [`crate::input::STATE_MAX_BYTES`] and one other users could have written;
-    /// `None` when it does not exist.
+    /// Read `name`, refusing a symlink, anything but a regular file and a file
+    /// over [`crate::input::STATE_MAX_BYTES`], warning when other users could
+    /// have written it; `None` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<String>, StateError> {
         let path = self.file(name);
         let input = match crate::input::read_capped_nofollow(&path, crate::input::STATE_MAX_BYTES) {
@@ -258,12 +258,31 @@ impl StateDir {
             Err(e) => return Err(io("cannot read", &path)(e)),
         };
         if let Some(why) = input.writable_by_others {
-            return Err(StateError::Unsafe {
-                path,
-                why: format!("other users could have written it ({why})"),
-            });
+            // Refusing here could stop a guard from restoring its snapshot:
+            // say so, and let apply refuse up front (`writable_by_others`).
+            eprintln!(
+                "portcullis: warning: state file {} is writable by other users ({why})",
+                path.display()
+            );
         }
         Ok(Some(input.text))
+    }
+
+    /// The files in this directory other users could have written (mode or
+    /// owner), each with why; apply refuses them unless `--force`.
+    pub fn writable_by_others(&self) -> Result<Vec<String>, StateError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.path).map_err(io("cannot list", &self.path))?;
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if let Some(why) = crate::input::writable_by_others(&meta) {
+                out.push(format!("{} ({why})", e.path().display()));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Remove `name` if it exists.

@@ -519,6 +519,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_first_backup_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc/iptables");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("rules.v4"), "# the distro's own\n").unwrap();
+        let policy = |port: u16| {
+            crate::Policy::parse(
+                &format!("[ssh]\nport = {port}\nallow_from = [\"192.0.2.0/24\"]\n"),
+                "t",
+            )
+            .unwrap()
+        };
+        let opts = InstallOptions {
+            check_only: false,
+            test: TestMode::Skip,
+        };
+        let m = Mechanism::NetfilterPersistent;
+        let read = |n: &str| std::fs::read_to_string(etc.join(n)).ok();
+        install(dir.path(), m, &crate::render(&policy(22)), None, opts).unwrap();
+        install(dir.path(), m, &crate::render(&policy(2222)), None, opts).unwrap();
+        assert_eq!(
+            read("rules.v4.portcullis.bak").as_deref(),
+            Some("# the distro's own\n")
+        );
+        assert_eq!(
+            read("rules.v4.portcullis.bak.1"),
+            None,
+            "no copy of our own output"
+        );
+        // Edited by hand since: kept, under the next free number.
+        std::fs::write(etc.join("rules.v4"), "# edited by hand\n").unwrap();
+        install(dir.path(), m, &crate::render(&policy(22)), None, opts).unwrap();
+        assert_eq!(
+            read("rules.v4.portcullis.bak").as_deref(),
+            Some("# the distro's own\n")
+        );
+        assert_eq!(
+            read("rules.v4.portcullis.bak.1").as_deref(),
+            Some("# edited by hand\n")
+        );
+        assert!(read("rules.v4").unwrap().starts_with("# portcullis ipv4"));
+    }
+
+    #[test]
     fn mechanism_names_round_trip() {
         for m in Mechanism::ALL {
             assert_eq!(m.name().parse::<Mechanism>(), Ok(m));

@@ -67,6 +67,11 @@ pub fn trials() -> Vec<Trial> {
             writable_config,
         ),
         root_trial(
+            "reliability::inputs::state_file_writable_by_others",
+            unshare.clone(),
+            writable_state,
+        ),
+        root_trial(
             "reliability::bins::lookalikes_on_path_are_never_run",
             unshare.clone(),
             lookalikes_never_run,
@@ -517,6 +522,55 @@ fn writable_config() -> Result<(), Failed> {
     }
     if !failures.is_empty() {
         return Err(failures.join("\n").into());
+    }
+    Ok(())
+}
+
+/// A state dir holding a file mode 0666: apply refuses unless `--force`.
+fn writable_state() -> Result<(), Failed> {
+    let dir = scratch();
+    let p = dir.path().join("policy.toml");
+    std::fs::write(&p, POLICY)?;
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state)?;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))?;
+    let planted = state.join("guard.log");
+    std::fs::write(&planted, "")?;
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666))?;
+    let apply = |force: bool| {
+        let mut c = Command::new(tool("unshare"));
+        c.args(["-n", "--"]).arg(BIN).args([
+            OsStr::new("apply"),
+            "--config".as_ref(),
+            p.as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--backend".as_ref(),
+            "nft".as_ref(),
+            "--no-persist".as_ref(),
+            "--timeout".as_ref(),
+            "1".as_ref(),
+        ]);
+        if force {
+            c.arg("--force");
+        }
+        c.env_clear()
+            .env("PATH", SYS_PATH)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let out = apply(false)?;
+    let err = text(&out.stderr);
+    if out.status.code() != Some(2)
+        || !err.contains("writable by other users")
+        || state.join("snapshot.v4").exists()
+    {
+        return Err(format!("apply without --force: {}: {err}", out.status).into());
+    }
+    let out = apply(true)?;
+    let err = text(&out.stderr);
+    if out.status.code() != Some(1) || !err.contains("ROLLED BACK") {
+        return Err(format!("apply --force: {}: {err}", out.status).into());
     }
     Ok(())
 }
