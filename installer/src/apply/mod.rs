@@ -1,9 +1,13 @@
 //! Safe apply: snapshot, a detached rollback guard, confirmation from a new session.
 //!
-//! `start` does, in order: render; preflight (the SSH session must survive the
-//! policy; no conflicting firewall manager or backend unless forced); `--test`
+//! `start` does, in order: render; preflight (every SSH session found in the
+//! environment and the process tree must survive the policy, and a terminal
+//! with none is refused unless on the console; no conflicting firewall manager
+//! or backend unless forced); resolve the restore and save binaries (trusted,
+//! recorded for the guard); `--test`
 //! both families with the chosen backend (after preflight, because a legacy
 //! `--test` instantiates empty tables, and a refusal must leave no trace);
+//! refuse state files others could write unless forced;
 //! snapshot the live rules into the
 //! state directory; start the guard and wait until it is armed; apply each family
 //! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
@@ -215,16 +219,6 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         return Err(ApplyError::Refused(refusals));
     }
 
-    for (family, text) in &families {
-        portcullis_netfilter::backend::restore(opts.backend, *family, text, true).map_err(
-            |source| ApplyError::Test {
-                family: *family,
-                backend: opts.backend,
-                source,
-            },
-        )?;
-    }
-
     // The binaries the guard will run to roll back, resolved now (and refused
     // now if unsafe), and recorded so it runs exactly these.
     let mut binaries = std::collections::BTreeMap::new();
@@ -237,6 +231,16 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
                 .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
             binaries.insert(name, path.display().to_string());
         }
+    }
+
+    for (family, text) in &families {
+        portcullis_netfilter::backend::restore(opts.backend, *family, text, true).map_err(
+            |source| ApplyError::Test {
+                family: *family,
+                backend: opts.backend,
+                source,
+            },
+        )?;
     }
 
     let state = StateDir::open(&opts.state_dir)?;
