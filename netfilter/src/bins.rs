@@ -98,35 +98,37 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Why `path` may not be run as root, or `Ok`: the directory holding it (where a
-/// symlink could be swapped) and the file it resolves to, with all their
+/// Why `path` may not be run as root, or `Ok`: every directory a symlink on
+/// the way sits in (where it could be swapped: `/usr/sbin/iptables` ->
+/// `/etc/alternatives/iptables` -> ...) and the file it ends at, with all their
 /// ancestors, root-owned and writable by root alone.
 pub fn trusted(path: &Path) -> Result<(), String> {
-    let real = path
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve it: {e}"))?;
-    let meta = real
-        .metadata()
-        .map_err(|e| format!("cannot inspect {}: {e}", real.display()))?;
-    owned_by_root(&real, &meta, false)?;
-    let holder = path
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve its directory: {e}"))?;
-    for dir in holder
-        .ancestors()
-        .chain(real.parent().into_iter().flat_map(Path::ancestors))
-    {
-        let m = dir
-            .metadata()
-            .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
-        // The directory it sits in may never be writable by others; a sticky
-        // ancestor (/tmp) protects what root made inside it.
-        let sticky_ok = dir != holder && dir != real.parent().unwrap_or(Path::new("/"));
-        owned_by_root(dir, &m, sticky_ok)?;
+    let mut cur = path.to_path_buf();
+    for _ in 0..40 {
+        let dir = cur
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve the directory of {}: {e}", cur.display()))?;
+        for (i, d) in dir.ancestors().enumerate() {
+            let m = d
+                .metadata()
+                .map_err(|e| format!("cannot inspect {}: {e}", d.display()))?;
+            // The directory holding the link or file may never be writable by
+            // others; a sticky ancestor (/tmp) protects what root made in it.
+            owned_by_root(d, &m, i > 0)?;
+        }
+        match std::fs::read_link(&cur) {
+            Ok(target) => cur = dir.join(target),
+            Err(_) => {
+                let meta = cur
+                    .metadata()
+                    .map_err(|e| format!("cannot inspect {}: {e}", cur.display()))?;
+                return owned_by_root(&cur, &meta, false);
+            }
+        }
     }
-    Ok(())
+    Err("too many symlinks".into())
 }
 
 fn owned_by_root(p: &Path, m: &std::fs::Metadata, sticky_ok: bool) -> Result<(), String> {
@@ -187,5 +189,29 @@ mod tests {
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o757)).unwrap();
         assert!(trusted(&bin).is_err());
         assert!(pin("x", Path::new("relative")).is_err());
+    }
+
+    #[test]
+    fn every_link_on_the_way_is_checked() {
+        if !nix_free_is_root_owned("/bin/sh") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root_owned = std::fs::metadata(dir.path()).unwrap().uid() == 0;
+        let open = dir.path().join("open");
+        let safe = dir.path().join("safe");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::create_dir(&safe).unwrap();
+        std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // safe/iptables -> open/alt -> /bin/sh: the middle link could be swapped.
+        std::os::unix::fs::symlink("/bin/sh", open.join("alt")).unwrap();
+        std::os::unix::fs::symlink(open.join("alt"), safe.join("iptables")).unwrap();
+        let why = trusted(&safe.join("iptables")).unwrap_err();
+        assert!(why.contains("open"), "{why}");
+        std::os::unix::fs::symlink("/bin/sh", safe.join("sh")).unwrap();
+        if root_owned {
+            assert_eq!(trusted(&safe.join("sh")), Ok(()));
+        }
     }
 }
