@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod input;
 pub mod lint;
 pub mod persist;
 pub mod policy;

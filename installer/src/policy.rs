@@ -173,6 +173,17 @@ pub enum Ports {
     Range(u16, u16),
 }
 
+/// A policy read from a file, with its text.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub text: String,
+    /// The path, as errors and records name it.
+    pub origin: String,
+    /// Why users other than root could have written the file, if they could.
+    pub writable_by_others: Option<String>,
+}
+
 /// Why a policy was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -247,11 +258,27 @@ impl Policy {
 
     /// Read and validate the policy at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Policy::parse(&text, &path.display().to_string())
+        Policy::read(path).map(|l| l.policy)
+    }
+
+    /// Read and validate the policy at `path`, keeping its text and whether other
+    /// users could have written it. Refuses a FIFO, a device or anything but a
+    /// regular file, and a file over [`crate::input::POLICY_MAX_BYTES`].
+    pub fn read(path: &Path) -> Result<Loaded, PolicyError> {
+        let input =
+            crate::input::read_capped(path, crate::input::POLICY_MAX_BYTES).map_err(|source| {
+                PolicyError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        let origin = path.display().to_string();
+        Ok(Loaded {
+            policy: Policy::parse(&input.text, &origin)?,
+            text: input.text,
+            origin,
+            writable_by_others: input.writable_by_others,
+        })
     }
 
     /// The policy at `path`, or the embedded default when `None`.

@@ -90,20 +90,18 @@ impl Backend {
         format!("{}-save", self.binary(family))
     }
 
-    /// Whether both families' restore and save binaries are on PATH.
+    /// Whether both families' restore and save binaries are found and trusted
+    /// ([`crate::bins::resolve`]).
     pub fn available(self) -> bool {
-        Family::ALL.iter().all(|&f| {
-            find_in_path(&self.restore_binary(f)).is_some()
-                && find_in_path(&self.save_binary(f)).is_some()
-        })
+        self.unavailable_reason().is_none()
     }
 
     /// Why this backend cannot be used here, or `None` when it can.
     pub fn unavailable_reason(self) -> Option<String> {
         for f in Family::ALL {
             for bin in [self.restore_binary(f), self.save_binary(f)] {
-                if find_in_path(&bin).is_none() {
-                    return Some(format!("{bin} not found on PATH (install iptables)"));
+                if let Err(e) = crate::bins::resolve(&bin) {
+                    return Some(e.to_string());
                 }
             }
         }
@@ -113,7 +111,8 @@ impl Backend {
     /// The backend the host's plain `iptables` uses, read from `iptables -V`
     /// (`iptables v1.8.9 (nf_tables)` or `(legacy)`).
     pub fn detect() -> Result<Backend, BackendError> {
-        let out = run(&["iptables", "-V"], None)?;
+        let iptables = crate::bins::resolve("iptables")?;
+        let out = run(&[&iptables.to_string_lossy(), "-V"], None)?;
         Backend::from_version_line(&out).ok_or_else(|| BackendError::UnknownVersion {
             output: out.trim().to_owned(),
         })
@@ -161,6 +160,9 @@ pub enum BackendError {
     },
     #[error("cannot tell the iptables backend from `iptables -V`: {output:?}")]
     UnknownVersion { output: String },
+    /// The binary is missing or not safe to run as root.
+    #[error(transparent)]
+    Binary(#[from] crate::bins::BinError),
 }
 
 /// Load `text` with one `*-restore -w` call. `test_only` passes `--test`: the kernel
@@ -171,8 +173,9 @@ pub fn restore(
     text: &str,
     test_only: bool,
 ) -> Result<(), BackendError> {
-    let bin = backend.restore_binary(family);
-    let mut argv = vec![bin.as_str(), "-w"];
+    let bin = crate::bins::resolve(&backend.restore_binary(family))?;
+    let bin = bin.to_string_lossy();
+    let mut argv = vec![&*bin, "-w"];
     if test_only {
         argv.push("--test");
     }
@@ -182,8 +185,9 @@ pub fn restore(
 /// The ruleset of `family` as `*-save` prints it; `counters` adds `-c`
 /// (`[packets:bytes]` before each rule and chain policy).
 pub fn save(backend: Backend, family: Family, counters: bool) -> Result<String, BackendError> {
-    let bin = backend.save_binary(family);
-    let mut argv = vec![bin.as_str()];
+    let bin = crate::bins::resolve(&backend.save_binary(family))?;
+    let bin = bin.to_string_lossy();
+    let mut argv = vec![&*bin];
     if counters {
         argv.push("-c");
     }

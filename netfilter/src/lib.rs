@@ -9,6 +9,9 @@
 //!   written from a thread, so an early-exiting `*-restore` still reports its
 //!   stderr, never "Broken pipe". Both are also at `backend::run` and
 //!   `backend::run_prepared`.
+//! - [`bins`]: which file a binary name means: looked up once, on PATH and the
+//!   system directories, refused unless root-owned and writable by root alone;
+//!   the guard pins the paths apply recorded.
 //! - [`counters`]: the `*-save -c` text parsed into per-rule and per-policy
 //!   [`Counters`], their growth between two snapshots ([`Counters::since`]) and
 //!   the [`Selector`] queries that say which rule counted a packet. Pure: no I/O.
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod bins;
 pub mod counters;
 pub mod runner;
 

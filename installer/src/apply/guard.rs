@@ -77,6 +77,9 @@ pub fn run(state_dir: &std::path::Path, id: &str) -> anyhow::Result<Status> {
             record.status
         );
     }
+    // Before arming: a recorded binary that is no longer safe stops the apply
+    // here, before any rule changes.
+    record.pin_binaries()?;
     let backend: Backend = record
         .backend
         .parse()

@@ -1,9 +1,13 @@
 //! Safe apply: snapshot, a detached rollback guard, confirmation from a new session.
 //!
-//! `start` does, in order: render; preflight (the SSH session must survive the
-//! policy; no conflicting firewall manager or backend unless forced); `--test`
+//! `start` does, in order: render; preflight (every SSH session found in the
+//! environment and the process tree must survive the policy, and a terminal
+//! with none is refused unless on the console; no conflicting firewall manager
+//! or backend unless forced); resolve the restore and save binaries (trusted,
+//! recorded for the guard); `--test`
 //! both families with the chosen backend (after preflight, because a legacy
 //! `--test` instantiates empty tables, and a refusal must leave no trace);
+//! refuse state files others could write unless forced;
 //! snapshot the live rules into the
 //! state directory; start the guard and wait until it is armed; apply each family
 //! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
@@ -119,6 +123,9 @@ pub struct ApplyOptions {
     pub force: bool,
     /// The portcullis binary to run as the guard (`std::env::current_exe()`).
     pub guard_exe: PathBuf,
+    /// `--i-am-on-the-console`: no ssh session is expected, so a terminal
+    /// without one is not refused.
+    pub on_console: bool,
 }
 
 /// An apply whose rules are live and whose guard is armed.
@@ -188,9 +195,14 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         .iter()
         .filter_map(|&f| rendered.text(f).map(|t| (f, t)))
         .collect();
-    let ssh = SshConnection::current().map_err(|e| ApplyError::Refused(vec![e]))?;
-    let facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
+    let sessions = SshConnection::all_current().map_err(|e| ApplyError::Refused(vec![e]))?;
+    let ssh = sessions.first().cloned();
+    let mut facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
+    facts.other_sessions = sessions.iter().skip(1).cloned().collect();
     let mut refusals = Vec::new();
+    if sessions.is_empty() && !opts.on_console {
+        refusals.extend(session::unverifiable_terminal());
+    }
     for finding in preflight::check(&opts.policy, &facts) {
         match finding {
             preflight::Finding::LockOut { message } => refusals.push(message),
@@ -207,6 +219,20 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         return Err(ApplyError::Refused(refusals));
     }
 
+    // The binaries the guard will run to roll back, resolved now (and refused
+    // now if unsafe), and recorded so it runs exactly these.
+    let mut binaries = std::collections::BTreeMap::new();
+    for family in Family::ALL {
+        for name in [
+            opts.backend.restore_binary(family),
+            opts.backend.save_binary(family),
+        ] {
+            let path = portcullis_netfilter::bins::resolve(&name)
+                .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
+            binaries.insert(name, path.display().to_string());
+        }
+    }
+
     for (family, text) in &families {
         portcullis_netfilter::backend::restore(opts.backend, *family, text, true).map_err(
             |source| ApplyError::Test {
@@ -218,6 +244,13 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     }
 
     let state = StateDir::open(&opts.state_dir)?;
+    let unsafe_files = state.writable_by_others()?;
+    if !unsafe_files.is_empty() && !opts.force {
+        return Err(ApplyError::Refused(vec![format!(
+            "state files writable by other users: {}; whoever wrote them decides what a rollback restores: remove them or `chmod go-w` them, or pass --force",
+            unsafe_files.join(", ")
+        )]));
+    }
     let lock = refuse_if_pending(&state)?;
     snapshot::take(&state, opts.backend)?;
     for family in Family::ALL {
@@ -245,6 +278,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         ended_unix_ms: None,
         reason: None,
         persisted: None,
+        binaries,
     };
     state.write_record(&record)?;
 
@@ -318,6 +352,9 @@ fn spawn_guard(state: &StateDir, record: &Record, exe: &Path) -> Result<Child, S
         .arg("--id")
         .arg(&record.id)
         .current_dir("/")
+        // The guard runs the binaries the record names; anything else it finds
+        // in the system directories, never on the caller's PATH.
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
@@ -403,8 +440,12 @@ pub struct ConfirmOptions {
 
 /// Whether a confirm from `ssh` may confirm `record`.
 pub fn check_session(record: &Record, ssh: Option<&SshConnection>) -> Result<(), String> {
+    let same = |applied: &str, now: &SshConnection| {
+        applied == now.raw
+            || SshConnection::parse(applied, "the record").is_ok_and(|a| a.same_connection(now))
+    };
     match (&record.ssh_connection, ssh) {
-        (Some(applied), Some(now)) if *applied == now.raw => Err(format!(
+        (Some(applied), Some(now)) if same(applied, now) => Err(format!(
             "this is the ssh connection that ran apply ({applied}): it proves nothing about new connections; open a NEW ssh session (no ControlMaster reuse) and run `portcullis confirm` there"
         )),
         _ => Ok(()),
@@ -551,6 +592,8 @@ fn end(state: &StateDir, record: &Record, line: &str, want: Status) -> Result<Re
     } else {
         let backend: Backend = r.backend.parse().map_err(ApplyError::Session)?;
         let families: Vec<Family> = r.families.iter().filter_map(|f| f.parse().ok()).collect();
+        r.pin_binaries()
+            .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
         let errors = snapshot::restore(state, backend, &families);
         if errors.is_empty() {
             (

@@ -20,6 +20,9 @@ use crate::policy::{Ipv6Mode, Policy};
 pub struct Facts {
     /// The SSH session running the command, if any.
     pub ssh: Option<SshConnection>,
+    /// Further sessions found up the process tree (`SshConnection::all_current`);
+    /// each must survive the policy too.
+    pub other_sessions: Vec<SshConnection>,
     /// The backend the rules will be loaded with.
     pub backend: Option<Backend>,
     pub firewalld_active: bool,
@@ -61,7 +64,7 @@ pub fn check(policy: &Policy, facts: &Facts) -> Vec<Finding> {
                     .into(),
         });
     }
-    if let Some(ssh) = &facts.ssh {
+    for ssh in facts.ssh.iter().chain(&facts.other_sessions) {
         if let Some(m) = ssh_lockout(policy, ssh) {
             out.push(Finding::LockOut { message: m });
         }
@@ -276,6 +279,18 @@ mod tests {
         };
         assert!(message.contains("198.51.100.7"), "{message}");
         assert!(message.contains("`ssh.allow_from`"), "{message}");
+    }
+
+    #[test]
+    fn every_session_in_the_process_tree_is_checked() {
+        let mut facts = ssh("192.0.2.10 5000 192.0.2.1 22");
+        facts.other_sessions =
+            vec![SshConnection::parse("198.51.100.7 5000 192.0.2.1 22", "ancestor").unwrap()];
+        let f = check(&policy(""), &facts);
+        assert!(
+            matches!(&f[..], [Finding::LockOut { message }] if message.contains("198.51.100.7")),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -23,7 +23,6 @@
 //! of the directory) and never through a symlink.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
@@ -142,6 +141,20 @@ pub struct Record {
     pub reason: Option<String>,
     /// What confirm persisted (mechanism and files), once it has.
     pub persisted: Option<String>,
+    /// The iptables binaries apply resolved (name -> path); the guard runs these
+    /// and no others (`portcullis_netfilter::bins::pin`).
+    #[serde(default)]
+    pub binaries: std::collections::BTreeMap<String, String>,
+}
+
+impl Record {
+    /// Pin the recorded binaries, so a rollback runs what applied.
+    pub fn pin_binaries(&self) -> Result<(), portcullis_netfilter::bins::BinError> {
+        for (name, path) in &self.binaries {
+            portcullis_netfilter::bins::pin(name, Path::new(path))?;
+        }
+        Ok(())
+    }
 }
 
 impl Record {
@@ -247,21 +260,42 @@ impl StateDir {
             .map_err(io("cannot fsync", &self.path))
     }
 
-    /// Read `name`, refusing a symlink; `None` when it does not exist.
+    /// Read `name`, refusing a symlink, anything but a regular file and a file
+    /// over [`crate::input::STATE_MAX_BYTES`], warning when other users could
+    /// have written it; `None` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<String>, StateError> {
         let path = self.file(name);
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(f) => f,
+        let input = match crate::input::read_capped_nofollow(&path, crate::input::STATE_MAX_BYTES) {
+            Ok(i) => i,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("cannot open", &path)(e)),
+            Err(e) => return Err(io("cannot read", &path)(e)),
         };
-        let mut s = String::new();
-        f.read_to_string(&mut s).map_err(io("cannot read", &path))?;
-        Ok(Some(s))
+        if let Some(why) = input.writable_by_others {
+            // Refusing here could stop a guard from restoring its snapshot:
+            // say so, and let apply refuse up front (`writable_by_others`).
+            eprintln!(
+                "portcullis: warning: state file {} is writable by other users ({why})",
+                path.display()
+            );
+        }
+        Ok(Some(input.text))
+    }
+
+    /// The files in this directory other users could have written (mode or
+    /// owner), each with why; apply refuses them unless `--force`.
+    pub fn writable_by_others(&self) -> Result<Vec<String>, StateError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.path).map_err(io("cannot list", &self.path))?;
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if let Some(why) = crate::input::writable_by_others(&meta) {
+                out.push(format!("{} ({why})", e.path().display()));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Remove `name` if it exists.
@@ -450,6 +484,7 @@ mod tests {
             ended_unix_ms: None,
             reason: None,
             persisted: None,
+            binaries: Default::default(),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);

@@ -56,10 +56,15 @@ pub struct Args {
     /// Persist into this root filesystem when confirmed
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
-    /// Apply despite conflicting firewall managers or the other backend's rules
-    /// (never despite a policy that would cut this ssh session)
+    /// Apply despite conflicting firewall managers, the other backend's rules, or a
+    /// policy file other users can write (never despite a policy that would cut
+    /// this ssh session)
     #[arg(long)]
     pub force: bool,
+    /// You are at the machine's console, not in an ssh session: do not refuse a
+    /// terminal in which no ssh session can be found
+    #[arg(long)]
+    pub i_am_on_the_console: bool,
 }
 
 /// Write to stderr, ignoring a terminal that has gone away: the guard is in
@@ -81,22 +86,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into());
     }
     // Read once, parse that text, and keep it: confirm persists exactly this.
-    let policy_text =
-        std::fs::read_to_string(&config).map_err(|source| crate::PolicyError::Read {
-            path: config.display().to_string(),
-            source,
-        })?;
-    let origin = config.display().to_string();
-    let policy = crate::Policy::parse(&policy_text, &origin)?;
-    crate::cli::lint_for_apply("apply", &policy)?;
+    let loaded = crate::cli::load_policy(&config, Some(args.force))?;
+    crate::cli::lint_for_apply("apply", &loaded.policy)?;
     if !args.no_persist {
         crate::cli::warn_persistence(&args.root);
     }
     let backend = args.backend.resolve()?;
     let opts = ApplyOptions {
-        config: origin,
-        policy,
-        policy_text,
+        config: loaded.origin,
+        policy: loaded.policy,
+        policy_text: loaded.text,
         timeout: Duration::from_secs(args.timeout),
         state_dir: args.state_dir,
         backend,
@@ -105,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         guard_exe: std::env::current_exe()
             .context("cannot find the portcullis binary to run as the guard")?,
+        on_console: args.i_am_on_the_console,
     };
     let mut started = match apply::start(&opts) {
         Ok(s) => s,

@@ -93,16 +93,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => p.display().to_string(),
         None => "<embedded default>".to_owned(),
     };
-    let policy = match crate::Policy::load_or_default(args.config.as_deref()) {
+    let policy = match crate::cli::load_policy_or_default(args.config.as_deref()) {
         Ok(p) => p,
         Err(e) if args.json => {
-            let errors = match &e {
-                crate::PolicyError::Invalid(v) => v.clone(),
-                crate::PolicyError::Read { .. } => vec![crate::policy::Invalid {
+            let errors = match e.downcast_ref::<crate::PolicyError>() {
+                Some(crate::PolicyError::Invalid(v)) => v.clone(),
+                _ => vec![crate::policy::Invalid {
                     origin: origin.clone(),
                     line: None,
                     key: None,
-                    message: format!("{:#}", anyhow::Error::new(e)),
+                    message: format!("{e:#}"),
                 }],
             };
             let report = Report {
@@ -121,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::from(2));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let warnings = crate::lint(&policy);
     let rendered = crate::render(&policy);
@@ -169,10 +169,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Run the host's `*-restore --test` on `text` in a private network namespace.
 fn test(family: Family, text: &str, root: bool) -> Test {
     let name = format!("{}-restore", family.tool_prefix());
-    let Some(bin) = backend::find_in_path(&name) else {
-        return Test::Skipped {
-            reason: format!("{name} not found on PATH (install iptables)"),
-        };
+    let bin = match portcullis_netfilter::bins::resolve(&name) {
+        Ok(b) => b,
+        Err(portcullis_netfilter::bins::BinError::NotFound { .. }) => {
+            return Test::Skipped {
+                reason: format!("{name} not found on PATH (install iptables)"),
+            };
+        }
+        Err(e) => {
+            return Test::Skipped {
+                reason: e.to_string(),
+            };
+        }
+    };
+    let unshare = match portcullis_netfilter::bins::resolve("unshare") {
+        Ok(u) => u.display().to_string(),
+        Err(e) => {
+            return Test::Skipped {
+                reason: e.to_string(),
+            };
+        }
     };
     if backend::find_in_path("unshare").is_none() {
         return Test::Skipped {
@@ -194,8 +210,8 @@ fn test(family: Family, text: &str, root: bool) -> Test {
     let version = backend::run(&[&bin, "--version"], None)
         .map(|v| v.lines().next().unwrap_or("").trim().to_owned())
         .unwrap_or_else(|e| format!("unknown ({e})"));
-    let argv = ["unshare", "-n", &bin, "-w", "--test"];
-    let command = argv.join(" ");
+    let command = ["unshare", "-n", &bin, "-w", "--test"].join(" ");
+    let argv = [unshare.as_str(), "-n", &bin, "-w", "--test"];
     // `backend::run` reports the child's stderr even when it stops reading its
     // input at the first bad line.
     match backend::run(&argv, Some(text)) {

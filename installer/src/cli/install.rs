@@ -8,7 +8,10 @@
 //! `check` and `verify` only), refuses a policy without `ssh.allow_from` (exit 2),
 //! and refuses to run without `--root`: on a live host, rules are persisted by
 //! `portcullis apply` once you confirm from a new session (`--root /` persists
-//! without applying).
+//! without applying). On this host's own root (`--root /`, however named) it
+//! refuses, as apply does, a policy that would shut out an ssh session found in
+//! the environment or the process tree, and a terminal with no session unless
+//! `--i-am-on-the-console`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +45,13 @@ pub struct Args {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+    /// Install a policy file that other users can write
+    #[arg(long)]
+    pub force: bool,
+    /// With `--root /`: you are at the machine's console, not in an ssh session;
+    /// do not refuse a terminal in which no ssh session can be found
+    #[arg(long)]
+    pub i_am_on_the_console: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -52,9 +62,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into());
     };
     let config = crate::cli::require_config("install", args.config.as_deref())?;
-    let policy = crate::Policy::load(config)?;
+    let policy = crate::cli::load_policy(config, Some(args.force))?.policy;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
     crate::cli::lint_for_apply("install", &policy)?;
+    if persist::is_live_root(&root) {
+        refuse_lockout(&policy, &root, args.i_am_on_the_console)?;
+    }
     let rendered = crate::render(&policy);
 
     let (mechanism, why) = match args.persistence {
@@ -123,4 +136,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("portcullis: unchanged: the root already has this ruleset");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `install --root /` writes what this host boots with: the same lockout check
+/// as apply, on every ssh session found in the environment and the process tree.
+fn refuse_lockout(
+    policy: &crate::Policy,
+    root: &std::path::Path,
+    on_console: bool,
+) -> Result<(), UsageError> {
+    use crate::apply::{SshConnection, preflight, session};
+    let sessions = SshConnection::all_current().map_err(UsageError)?;
+    let mut refusals: Vec<String> = sessions
+        .iter()
+        .filter_map(|s| preflight::ssh_lockout(policy, s))
+        .collect();
+    if sessions.is_empty() && !on_console {
+        refusals.extend(session::unverifiable_terminal());
+    }
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "refused, nothing written: {} is this host's own root, and at the next boot:\n  - {}",
+        root.display(),
+        refusals.join("\n  - ")
+    )))
 }

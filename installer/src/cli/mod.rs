@@ -179,6 +179,35 @@ pub fn require_config<'a>(
     })
 }
 
+/// Read the policy at `path`. A file other users could write is a warning; with
+/// `refuse = Some(force)` (apply, install) it is refused unless `force`.
+pub fn load_policy(
+    path: &std::path::Path,
+    refuse: Option<bool>,
+) -> anyhow::Result<crate::policy::Loaded> {
+    let loaded = crate::Policy::read(path)?;
+    if let Some(why) = &loaded.writable_by_others {
+        let msg = format!(
+            "policy {} is writable by other users ({why}): whoever can write it decides this host's firewall; `chown root` and `chmod go-w` it",
+            loaded.origin
+        );
+        match refuse {
+            Some(false) => return Err(UsageError(format!("{msg}, or pass --force")).into()),
+            _ => eprintln!("portcullis: warning: {msg}"),
+        }
+    }
+    Ok(loaded)
+}
+
+/// The policy at `path` (warning when others could write it), or the embedded
+/// default.
+pub fn load_policy_or_default(path: Option<&std::path::Path>) -> anyhow::Result<crate::Policy> {
+    match path {
+        Some(p) => Ok(load_policy(p, None)?.policy),
+        None => Ok(crate::Policy::embedded_default()),
+    }
+}
+
 pub fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "__guard") {

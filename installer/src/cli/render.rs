@@ -36,7 +36,7 @@ pub fn file_name(family: Family) -> &'static str {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    let policy = crate::cli::load_policy_or_default(args.config.as_deref())?;
     super::warn(&crate::lint(&policy));
     let rendered = crate::render(&policy);
     match args.out_dir {

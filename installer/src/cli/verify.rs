@@ -55,18 +55,20 @@ pub struct Args {
 
 fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
     path.map(|p| {
-        std::fs::read_to_string(p).map_err(|e| {
-            anyhow::Error::new(UsageError(format!(
-                "cannot read rules file {}: {e}",
-                p.display()
-            )))
-        })
+        crate::input::read_capped(p, crate::input::RULES_MAX_BYTES)
+            .map(|i| i.text)
+            .map_err(|e| {
+                anyhow::Error::new(UsageError(format!(
+                    "cannot read rules file {}: {e}",
+                    p.display()
+                )))
+            })
     })
     .transpose()
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = crate::Policy::load_or_default(args.config.as_deref())?;
+    let policy = crate::cli::load_policy_or_default(args.config.as_deref())?;
     let backends: Vec<Backend> = match args.backend {
         BackendArg::Nft => vec![Backend::Nft],
         BackendArg::Legacy => vec![Backend::Legacy],

@@ -15,7 +15,7 @@
 //!
 //! It refuses `..` in paths, symlinks, and anything but regular files.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
@@ -216,10 +216,24 @@ impl Root {
         mode: u32,
         backup: bool,
     ) -> Result<Staged, PersistError> {
+        self.stage_as(path, contents, mode, backup.then_some(BACKUP_SUFFIX))
+    }
+
+    /// `stage`, with the backup (if any) named `NAME` + `backup_suffix`.
+    pub fn stage_as(
+        &self,
+        path: &Path,
+        contents: &[u8],
+        mode: u32,
+        backup_suffix: Option<&str>,
+    ) -> Result<Staged, PersistError> {
         let (dir, name) = self
             .parent(path, true)?
             .expect("create makes the directories");
-        let old = if backup { self.read(path)? } else { None };
+        let old = match backup_suffix {
+            Some(_) => self.read(path)?,
+            None => None,
+        };
         let mut staged = Staged {
             dir,
             path: path.to_owned(),
@@ -227,6 +241,7 @@ impl Root {
             tmp: tmp_name(&name, ""),
             backup: None,
             committed: false,
+            keep: false,
         };
         write_new(&staged.dir, &staged.tmp, contents, mode).map_err(|source| {
             PersistError::Write {
@@ -234,10 +249,10 @@ impl Root {
                 source,
             }
         })?;
-        if let Some(old) = old {
-            let bak_tmp = tmp_name(&name, BACKUP_SUFFIX);
+        if let (Some(old), Some(suffix)) = (old, backup_suffix) {
+            let bak_tmp = tmp_name(&name, suffix);
             let mut bak_name = name.clone();
-            bak_name.push(BACKUP_SUFFIX);
+            bak_name.push(suffix);
             // Set before writing so a failed write is cleaned up by Drop too.
             staged.backup = Some((bak_tmp.clone(), bak_name));
             write_new(&staged.dir, &bak_tmp, old.contents.as_bytes(), mode).map_err(|source| {
@@ -249,6 +264,113 @@ impl Root {
         }
         Ok(staged)
     }
+
+    /// Open (creating it 0600, and its directories) the lock file at `path` and
+    /// take its exclusive flock, waiting for it.
+    pub fn lock(&self, path: &Path) -> Result<nix::fcntl::Flock<File>, PersistError> {
+        let (dir, name) = self
+            .parent(path, true)?
+            .expect("create makes the directories");
+        let err = |source: std::io::Error| PersistError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let fd = openat(
+            dir.as_fd(),
+            name.as_os_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| err(io(e)))?;
+        nix::fcntl::Flock::lock(File::from(fd), nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| err(io(e)))
+    }
+
+    /// Rename `from` to `to` inside the directory `dir` (in the root) and fsync
+    /// it. `Ok(false)` when `from` is not there (already renamed).
+    pub fn rename_in(&self, dir: &Path, from: &OsStr, to: &OsStr) -> Result<bool, PersistError> {
+        let Some((fd, _)) = self.parent(&dir.join(from), false)? else {
+            return Ok(false);
+        };
+        let err = |e: Errno| PersistError::Write {
+            path: dir.join(to),
+            source: io(e),
+        };
+        match renameat(fd.as_fd(), from, fd.as_fd(), to) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(err(e)),
+        }
+        fsync(fd.as_fd()).map_err(err)?;
+        Ok(true)
+    }
+
+    /// Remove the file at `path` (in the root) if it is there, and fsync its
+    /// directory.
+    pub fn remove(&self, path: &Path) -> Result<(), PersistError> {
+        let Some((fd, name)) = self.parent(path, false)? else {
+            return Ok(());
+        };
+        let err = |e: Errno| PersistError::Write {
+            path: path.to_owned(),
+            source: io(e),
+        };
+        match unlinkat(fd.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => fsync(fd.as_fd()).map_err(err),
+            Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Remove the temp files in `dir` (in the root) left by writers that are
+    /// dead (their pid is gone from /proc); returns their paths. Does nothing
+    /// without a /proc to tell the living from the dead.
+    pub fn sweep_dead_temps(&self, dir: &Path) -> Result<Vec<PathBuf>, PersistError> {
+        if !Path::new("/proc/self").exists() {
+            return Ok(vec![]);
+        }
+        let Some((fd, _)) = self.parent(&dir.join("x"), false)? else {
+            return Ok(vec![]);
+        };
+        // Names only, read through the root's path; the unlink goes through the
+        // descriptor walked with O_NOFOLLOW.
+        let host = self.path.join(dir.strip_prefix("/").unwrap_or(dir));
+        let Ok(entries) = std::fs::read_dir(&host) else {
+            return Ok(vec![]);
+        };
+        let mut removed = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = temp_pid(&name) else { continue };
+            if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+                continue;
+            }
+            match unlinkat(fd.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => removed.push(dir.join(&name)),
+                Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(PersistError::Write {
+                        path: dir.join(&name),
+                        source: io(e),
+                    });
+                }
+            }
+        }
+        if !removed.is_empty() {
+            fsync(fd.as_fd()).map_err(|e| PersistError::Write {
+                path: dir.to_owned(),
+                source: io(e),
+            })?;
+        }
+        Ok(removed)
+    }
+}
+
+/// The pid in a temp name `.NAME[SUFFIX].PID.portcullis-tmp`.
+fn temp_pid(name: &OsStr) -> Option<u32> {
+    let s = name.to_str()?;
+    let rest = s.strip_suffix(".portcullis-tmp")?;
+    rest.rsplit('.').next()?.parse().ok()
 }
 
 /// How `write_file` treats whatever is already at the path.
@@ -343,11 +465,27 @@ pub struct Staged {
     /// (staged temp, final name) of the backup.
     backup: Option<(OsString, OsString)>,
     committed: bool,
+    /// Journaled: a later run renames the temps, so Drop must leave them.
+    keep: bool,
 }
 
 impl Staged {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The renames `commit` does, in order: (temp, final name), inside the
+    /// directory of `path`.
+    pub fn renames(&self) -> Vec<(OsString, OsString)> {
+        let mut out: Vec<(OsString, OsString)> = self.backup.iter().cloned().collect();
+        out.push((self.tmp.clone(), self.name.clone()));
+        out
+    }
+
+    /// Leave the staged temps in place if this is dropped uncommitted: a journal
+    /// names them, and the next run completes the renames.
+    pub fn keep_on_drop(&mut self) {
+        self.keep = true;
     }
 
     /// Rename the backup and the file into place, then fsync the directory so the
@@ -365,8 +503,8 @@ impl Staged {
                 self.dir.as_fd(),
                 bak.as_os_str(),
             )
-            .map_err(|e| err(backup_path(&self.path), e))?;
-            kept = Some(backup_path(&self.path));
+            .map_err(|e| err(self.path.with_file_name(bak), e))?;
+            kept = Some(self.path.with_file_name(bak));
         }
         renameat(
             self.dir.as_fd(),
@@ -424,7 +562,7 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if self.committed {
+        if self.committed || self.keep {
             return;
         }
         let _ = unlinkat(

@@ -22,6 +22,7 @@ mod gentoo;
 mod openrc;
 mod rc_local;
 mod rhel;
+pub mod txn;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -289,9 +290,24 @@ pub fn install(
     backend: Option<Backend>,
     opts: InstallOptions,
 ) -> Result<InstallReport, PersistError> {
-    let plan = driver(mechanism).plan(root, rendered)?;
     // Refuse an unreadable or missing root before testing anything.
     let dir = atomic::Root::open(root)?;
+    // A writing install holds the root's lock from before it reads anything to
+    // after its last rename, and first completes an install a crash cut short.
+    let _lock = if opts.check_only {
+        None
+    } else {
+        let lock = txn::lock(&dir)?;
+        txn::recover(&dir)?;
+        Some(lock)
+    };
+    let plan = driver(mechanism).plan(root, rendered)?;
+    if !opts.check_only {
+        for p in &plan {
+            dir.sweep_dead_temps(p.path.parent().unwrap_or(Path::new("/")))?;
+        }
+        dir.sweep_dead_temps(Path::new(txn::JOURNAL).parent().unwrap_or(Path::new("/")))?;
+    }
     let backend = backend.unwrap_or_else(|| detect::root_backend(root));
 
     let mut files = Vec::new();
@@ -337,15 +353,19 @@ pub fn install(
         });
     }
 
-    // Stage everything, then rename: a failure while staging leaves the root as it was.
+    // Stage everything, then rename as one journaled step: a failure while
+    // staging leaves the root as it was, a crash after it is completed by the
+    // next run.
     let mut staged = Vec::new();
     for (p, existed) in &to_write {
-        staged.push(dir.stage(&p.path, p.contents.as_bytes(), p.mode, *existed)?);
+        let suffix = if *existed {
+            backup_suffix(&dir, &p.path)?
+        } else {
+            None
+        };
+        staged.push(dir.stage_as(&p.path, p.contents.as_bytes(), p.mode, suffix.as_deref())?);
     }
-    let mut backups = Vec::new();
-    for s in staged {
-        backups.push((s.path().to_owned(), s.commit()?));
-    }
+    let backups = txn::commit(&dir, staged)?;
     for f in &mut files {
         if let Some((_, backup)) = backups.iter().find(|(path, _)| *path == f.path) {
             f.status = FileStatus::Written {
@@ -359,6 +379,52 @@ pub fn install(
         tested_with,
         files,
     })
+}
+
+/// Whether portcullis wrote `contents` (a rendered ruleset, its drop-in, an
+/// rc.local with its block).
+fn written_by_portcullis(contents: &str) -> bool {
+    let first = contents.lines().next().unwrap_or("");
+    first.starts_with("# portcullis ")
+        || first.starts_with("# Installed by portcullis")
+        || contents.contains(BLOCK_BEGIN)
+}
+
+/// The suffix to back up the file at `path` under, or `None` to keep no backup.
+/// The first backup (`.portcullis.bak`) is never replaced: it holds what was
+/// there before portcullis. A file portcullis wrote needs no second copy; one
+/// it did not write (edited by hand since) goes to the first free
+/// `.portcullis.bak.N`.
+fn backup_suffix(root: &atomic::Root, path: &Path) -> Result<Option<String>, PersistError> {
+    let current = root.read(path)?;
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    if root.read(&with(atomic::BACKUP_SUFFIX))?.is_none() {
+        return Ok(Some(atomic::BACKUP_SUFFIX.to_owned()));
+    }
+    if current.is_some_and(|c| written_by_portcullis(&c.contents)) {
+        return Ok(None);
+    }
+    for n in 1.. {
+        let suffix = format!("{}.{n}", atomic::BACKUP_SUFFIX);
+        if root.read(&with(&suffix))?.is_none() {
+            return Ok(Some(suffix));
+        }
+    }
+    unreachable!("some backup number is free")
+}
+
+/// Whether `root` is the root directory of this process (`/`, however named):
+/// installing there changes what this host boots with.
+pub fn is_live_root(root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(root), std::fs::metadata("/")) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Refuse a policy whose rendered rules let nobody in over SSH: installed, it would
@@ -394,11 +460,20 @@ fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result
         command: command.clone(),
         reason,
     };
-    let Some(bin_path) = portcullis_netfilter::backend::find_in_path(&bin) else {
-        return Err(cannot(format!("{bin} not found (install iptables)")));
+    use portcullis_netfilter::bins::{self, BinError};
+    let bin_path = match bins::resolve(&bin) {
+        Ok(p) => p,
+        Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
+        Err(BinError::NotFound { .. }) => {
+            return Err(cannot(format!("{bin} not found (install iptables)")));
+        }
     };
-    let Some(unshare) = portcullis_netfilter::backend::find_in_path("unshare") else {
-        return Err(cannot("unshare not found (install util-linux)".into()));
+    let unshare = match bins::resolve("unshare") {
+        Ok(p) => p,
+        Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
+        Err(BinError::NotFound { .. }) => {
+            return Err(cannot("unshare not found (install util-linux)".into()));
+        }
     };
     let ns = if nix::unistd::geteuid().is_root() {
         "-n"
@@ -442,6 +517,50 @@ fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_backup_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc/iptables");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("rules.v4"), "# the distro's own\n").unwrap();
+        let policy = |port: u16| {
+            crate::Policy::parse(
+                &format!("[ssh]\nport = {port}\nallow_from = [\"192.0.2.0/24\"]\n"),
+                "t",
+            )
+            .unwrap()
+        };
+        let opts = InstallOptions {
+            check_only: false,
+            test: TestMode::Skip,
+        };
+        let m = Mechanism::NetfilterPersistent;
+        let read = |n: &str| std::fs::read_to_string(etc.join(n)).ok();
+        install(dir.path(), m, &crate::render(&policy(22)), None, opts).unwrap();
+        install(dir.path(), m, &crate::render(&policy(2222)), None, opts).unwrap();
+        assert_eq!(
+            read("rules.v4.portcullis.bak").as_deref(),
+            Some("# the distro's own\n")
+        );
+        assert_eq!(
+            read("rules.v4.portcullis.bak.1"),
+            None,
+            "no copy of our own output"
+        );
+        // Edited by hand since: kept, under the next free number.
+        std::fs::write(etc.join("rules.v4"), "# edited by hand\n").unwrap();
+        install(dir.path(), m, &crate::render(&policy(22)), None, opts).unwrap();
+        assert_eq!(
+            read("rules.v4.portcullis.bak").as_deref(),
+            Some("# the distro's own\n")
+        );
+        assert_eq!(
+            read("rules.v4.portcullis.bak.1").as_deref(),
+            Some("# edited by hand\n")
+        );
+        assert!(read("rules.v4").unwrap().starts_with("# portcullis ipv4"));
+    }
 
     #[test]
     fn mechanism_names_round_trip() {

@@ -11,6 +11,7 @@ mod layering;
 mod lockout;
 mod persist;
 mod policy_test;
+mod reliability_install;
 mod render_prop;
 mod restore_test;
 mod support;
@@ -33,5 +34,6 @@ fn main() {
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
     trials.extend(verify_logging::trials());
+    trials.extend(reliability_install::trials());
     libtest_mimic::run(&args, trials).exit();
 }
