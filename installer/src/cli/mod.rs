@@ -54,6 +54,9 @@ pub enum Command {
     /// The detached rollback guard that `apply` starts (internal)
     #[command(name = "__guard", hide = true)]
     Guard(apply::GuardArgs),
+    /// The guard's watchdog, the second line of defence (internal)
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog(apply::WatchdogArgs),
 }
 
 /// An error that is the user's input, not the host: exit 2.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Install(a) => install::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Guard(a) => apply::run_guard(a),
+        Command::Watchdog(a) => apply::run_watchdog(a),
     };
     match result {
         Ok(code) => code,

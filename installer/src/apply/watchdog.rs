@@ -1,0 +1,123 @@
+//! The watchdog: the second line of defence behind the guard.
+//!
+//! The guard starts `portcullis __watchdog --state-dir D --id ID --guard PID`
+//! before it arms. The watchdog blocks the same signals as the guard, calls
+//! setsid() (its own session: what kills the admin's session does not reach it),
+//! and asks the kernel for SIGUSR1 when its parent, the guard, dies
+//! (`PR_SET_PDEATHSIG`). It holds no lock and touches nothing while the guard
+//! lives; it sleeps in poll(2) on its signalfd and a CLOCK_BOOTTIME timerfd set
+//! to [`GRACE_MS`] after the deadline. Then:
+//!
+//! - the guard died (SIGUSR1, or it was already gone when the watchdog started)
+//!   and the apply is not over: it restores the snapshot at once;
+//! - the deadline plus the grace passed and the apply is not over (the guard is
+//!   stopped, or stuck): it kills the guard of this id (SIGKILL reaches a stopped
+//!   process) and restores the snapshot;
+//! - the apply is over (confirmed or rolled back): it exits.
+//!
+//! Restoring goes through [`super::take_over`], under the state lock, so the
+//! watchdog, the foreground `apply` and `portcullis rollback` may all try at once
+//! and the snapshot is restored once. SIGHUP, SIGINT, SIGTERM and SIGQUIT are
+//! logged and ignored: the guard answers a shutdown.
+
+use std::os::fd::AsFd as _;
+
+use anyhow::Context as _;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::guard::{boot_deadline, boot_timer, log_as};
+use super::state::StateDir;
+
+/// How long after the deadline the watchdog (and the foreground `apply`) give
+/// the guard to end the apply before they end it themselves. A guard restores in
+/// tens of milliseconds (docs/safety.md); a stopped one never does.
+pub const GRACE_MS: u64 = 500;
+
+fn log(msg: &str) {
+    log_as("watchdog", msg);
+}
+
+/// The watchdog's whole life.
+pub fn run(state_dir: &std::path::Path, id: &str, guard: i32) -> anyhow::Result<()> {
+    let mask: SigSet = [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+    ]
+    .into_iter()
+    .collect();
+    mask.thread_block().context("cannot block signals")?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("cannot open a signalfd")?;
+    if let Err(e) = nix::unistd::setsid() {
+        log(&format!("setsid: {e} (already a session leader)"));
+    }
+    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).context("cannot set PR_SET_PDEATHSIG")?;
+    let state = StateDir::open(state_dir)?;
+    // The guard may have died before the parent-death signal was set up.
+    let reason = if nix::unistd::getppid().as_raw() != guard {
+        "the guard was gone when the watchdog started".to_owned()
+    } else {
+        let Some(record) = state.record()?.filter(|r| r.id == id) else {
+            log(&format!("apply {id} is not pending; nothing to watch"));
+            return Ok(());
+        };
+        let at = boot_deadline(&record) + GRACE_MS;
+        let timer = boot_timer(at).context("cannot set a CLOCK_BOOTTIME timer")?;
+        log(&format!("watching guard {guard} of apply {id}"));
+        wait(&sigfd, &timer, guard)?
+    };
+    match super::finished(&state, id)? {
+        Some(r) => log(&format!("apply {id} ended {:?}; nothing to do", r.status)),
+        None => {
+            log(&format!("{reason}: restoring the snapshot"));
+            let r = super::take_over(&state, id, &reason, true, false)?;
+            log(&format!(
+                "apply {id} ended {:?}: {}",
+                r.status,
+                r.reason.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sleep until the guard dies or the deadline plus the grace passes; why.
+fn wait(
+    sigfd: &SignalFd,
+    timer: &nix::sys::timerfd::TimerFd,
+    guard: i32,
+) -> anyhow::Result<String> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let (sig_ready, timer_ready) = {
+            let mut fds = [
+                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(timer.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false))
+        };
+        if sig_ready {
+            while let Some(info) = sigfd.read_signal()? {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGUSR1) => return Ok(format!("the guard {guard} exited")),
+                    Ok(s) => log(&format!("{s} ignored: the guard answers a shutdown")),
+                    Err(_) => {}
+                }
+            }
+        }
+        if timer_ready {
+            return Ok(format!(
+                "the guard {guard} had not ended the apply {GRACE_MS} ms after the deadline"
+            ));
+        }
+    }
+}
