@@ -11,6 +11,7 @@ mod layering;
 mod lockout;
 mod persist;
 mod policy_test;
+mod reliability;
 mod render_prop;
 mod restore_test;
 mod support;
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(persist::trials());
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
+    trials.extend(reliability::trials());
     trials.extend(verify_cli::trials());
     libtest_mimic::run(&args, trials).exit();
 }
