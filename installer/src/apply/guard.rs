@@ -153,6 +153,17 @@ pub fn run(state_dir: &std::path::Path, id: &str) -> anyhow::Result<Status> {
         .stdin(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start the watchdog {} __watchdog", exe.display()))?;
+    if super::watchdog::systemd_timer_possible() {
+        let in_ms = deadline.saturating_sub(boottime_ms()) + 1000;
+        let argv = super::watchdog::systemd_timer_argv(&exe, state.path(), id, in_ms);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        match portcullis_netfilter::backend::run(&argv, None) {
+            Ok(_) => log(&format!("systemd timer set: {}", argv.join(" "))),
+            Err(e) => log(&format!(
+                "no systemd timer ({e}); the watchdog and apply remain"
+            )),
+        }
+    }
     record.status = Status::Pending;
     record.guard_pid = Some(std::process::id() as i32);
     record.watchdog_pid = Some(watchdog.id() as i32);

@@ -19,6 +19,13 @@
 //! watchdog, the foreground `apply` and `portcullis rollback` may all try at once
 //! and the snapshot is restored once. SIGHUP, SIGINT, SIGTERM and SIGQUIT are
 //! logged and ignored: the guard answers a shutdown.
+//!
+//! Where systemd runs and portcullis shares its network and mount namespaces,
+//! the guard also sets a transient timer ([`systemd_timer_argv`]) that runs
+//! `portcullis rollback --if-pending ID` a second after the deadline: a third
+//! line, outside every process portcullis started. It is never the only one
+//! (CI has no systemd), and in another namespace it would restore the wrong
+//! rules, so there it is not set.
 
 use std::os::fd::AsFd as _;
 
@@ -119,5 +126,66 @@ fn wait(
                 "the guard {guard} had not ended the apply {GRACE_MS} ms after the deadline"
             ));
         }
+    }
+}
+
+/// Whether a systemd timer may back up this apply: systemd is the init, and
+/// this process shares PID 1's network and mount namespaces (a unit runs in
+/// those, and must restore the rules and read the state dir this apply uses).
+pub fn systemd_timer_possible() -> bool {
+    let same = |ns: &str| {
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}"));
+        let init = std::fs::read_link(format!("/proc/1/ns/{ns}"));
+        matches!((mine, init), (Ok(a), Ok(b)) if a == b)
+    };
+    std::path::Path::new("/run/systemd/system").is_dir()
+        && same("net")
+        && same("mnt")
+        && portcullis_netfilter::backend::find_in_path("systemd-run").is_some()
+}
+
+/// The `systemd-run` call that sets a transient timer running `EXE rollback
+/// --state-dir D --if-pending ID` `in_ms` from now (one second after the
+/// deadline); the unit is named after the apply, which is digits and a dash.
+pub fn systemd_timer_argv(
+    exe: &std::path::Path,
+    state_dir: &std::path::Path,
+    id: &str,
+    in_ms: u64,
+) -> Vec<String> {
+    vec![
+        "systemd-run".into(),
+        "--quiet".into(),
+        "--collect".into(),
+        format!("--unit=portcullis-rollback-{id}"),
+        format!("--on-active={in_ms}ms"),
+        "--timer-property=AccuracySec=100ms".into(),
+        exe.display().to_string(),
+        "rollback".into(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--if-pending".into(),
+        id.into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_systemd_timer_runs_rollback_if_pending_after_the_deadline() {
+        let argv = systemd_timer_argv(
+            std::path::Path::new("/usr/sbin/portcullis"),
+            std::path::Path::new("/var/lib/portcullis"),
+            "17-42",
+            31_000,
+        );
+        assert_eq!(
+            argv.join(" "),
+            "systemd-run --quiet --collect --unit=portcullis-rollback-17-42 --on-active=31000ms \
+             --timer-property=AccuracySec=100ms /usr/sbin/portcullis rollback \
+             --state-dir /var/lib/portcullis --if-pending 17-42"
+        );
     }
 }

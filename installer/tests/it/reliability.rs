@@ -75,6 +75,26 @@ fn wait_gone(pid: i32, arg: &str, id: &str) -> Result<(), Failed> {
     Ok(())
 }
 
+/// SIGSTOP `pid` and wait until the kernel shows it stopped (the signal is
+/// delivered when the process is next scheduled, not by `kill` itself).
+fn stop(pid: i32) -> Result<(), Failed> {
+    signal(pid, Signal::SIGSTOP)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state == Some("T") {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(format!("{pid} did not stop: {stat}").into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// One namespace, its state dir, and the apply processes a trial started (killed
 /// when it ends, stopped ones included).
 struct Fixture {
@@ -369,6 +389,7 @@ fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
     let f = Fixture::new(backend)?;
     let before = f.rules()?;
     let (run, rec) = f.apply(30)?;
+    let killed = portcullis::apply::state::now_unix_ms();
     signal(rec.guard_pid.ok_or("no guard pid")?, Signal::SIGKILL)?;
     let done = f.finished(&rec.id, Duration::from_secs(10))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
@@ -376,6 +397,10 @@ fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
     ensure(done.remaining_ms() > 10_000, || {
         "the rollback waited for the deadline".into()
     })?;
+    eprintln!(
+        "measured: reliability::guard_sigkill::{backend}: rolled back {} ms after the kill",
+        done.ended_unix_ms.unwrap_or(0) as i64 - killed as i64
+    );
     let (st, err) = run.finish()?;
     ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
         format!("apply: {st}: {err}")
@@ -389,11 +414,16 @@ fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> 
     let f = Fixture::new(backend)?;
     let before = f.rules()?;
     let (run, rec) = f.apply(30)?;
+    let killed = portcullis::apply::state::now_unix_ms();
     signal(run.pid(), Signal::SIGKILL)?;
     signal(rec.guard_pid.ok_or("no guard pid")?, Signal::SIGKILL)?;
     let done = f.finished(&rec.id, Duration::from_secs(10))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
     ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    eprintln!(
+        "measured: reliability::guard_and_session_sigkill::{backend}: rolled back {} ms after the kill",
+        done.ended_unix_ms.unwrap_or(0) as i64 - killed as i64
+    );
     let log = f.log();
     ensure(
         log.contains("watchdog") && log.contains("restoring"),
@@ -409,7 +439,7 @@ fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> 
     let before = f.rules()?;
     let (run, rec) = f.apply(3)?;
     let guard = rec.guard_pid.ok_or("no guard pid")?;
-    signal(guard, Signal::SIGSTOP)?;
+    stop(guard)?;
     let s = f.status()?;
     ensure(s["guard"] == "stopped" && s["guard_alive"] == false, || {
         format!("status does not show a stopped guard: {s}")
@@ -440,9 +470,9 @@ fn resumed_guard_refuses_a_late_confirm(backend: Backend) -> Result<(), Failed> 
     let guard = rec.guard_pid.ok_or("no guard pid")?;
     let watchdog = f.watchdog_pid();
     if let Some(w) = watchdog {
-        signal(w, Signal::SIGSTOP)?;
+        stop(w)?;
     }
-    signal(guard, Signal::SIGSTOP)?;
+    stop(guard)?;
     signal(run.pid(), Signal::SIGKILL)?;
     run.finish()?;
     f.until_past_deadline(&rec, 1000);
@@ -493,7 +523,7 @@ fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
     let before = f.rules()?;
     let (run, rec) = f.apply(60)?;
     let guard = rec.guard_pid.ok_or("no guard pid")?;
-    signal(guard, Signal::SIGSTOP)?;
+    stop(guard)?;
     let started = Instant::now();
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     let took = started.elapsed();
