@@ -651,8 +651,8 @@ pub(crate) fn roll_back_locked(
                 .iter()
                 .filter_map(|f| f.parse().ok())
                 .collect();
-            let fallback = snapshot::Fallback::for_record(record);
-            snapshot::restore(state, backend, &families, &fallback)
+            let fallback = || snapshot::Fallback::for_record(record);
+            snapshot::restore(state, backend, &families, fallback)
                 .iter()
                 .map(|e| format!("{e:#}"))
                 .collect()

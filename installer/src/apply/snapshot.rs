@@ -247,13 +247,13 @@ impl Fallback {
 
 /// Restore `families` from the snapshot, one `*-restore -w` call each, and check
 /// each result against the snapshot. A family whose snapshot is unusable gets
-/// `fallback` instead (and an error all the same). Keeps going after a failure
+/// `fallback()` instead (and an error all the same). Keeps going after a failure
 /// and reports every one: an empty result means every family is verified back.
 pub fn restore(
     state: &StateDir,
     backend: Backend,
     families: &[Family],
-    fallback: &Fallback,
+    fallback: impl Fn() -> Fallback,
 ) -> Vec<SnapshotError> {
     let mut errors = Vec::new();
     for &family in families {
@@ -261,6 +261,8 @@ pub fn restore(
             Ok(t) => t,
             Err(e) => {
                 errors.push(e);
+                // Built only when needed: parsing and rendering cost milliseconds.
+                let fallback = fallback();
                 if let Some(rules) = fallback.rendered.text(family) {
                     match portcullis_netfilter::backend::restore(backend, family, &rules, false) {
                         Ok(()) => errors.push(SnapshotError::FellBack {

@@ -432,6 +432,36 @@ fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> 
     Ok(())
 }
 
+/// SIGKILL of the watchdog alone: the guard notices, logs it, and still rolls
+/// back at the deadline.
+fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Failed> {
+    let f = Fixture::new(backend)?;
+    let before = f.rules()?;
+    let (run, rec) = f.apply(2)?;
+    let w = f.watchdog_pid().ok_or("no watchdog pid in the record")?;
+    signal(w, Signal::SIGKILL)?;
+    let done = f.finished(&rec.id, Duration::from_secs(10))?;
+    ensure(
+        done.status == Status::RolledBack
+            && done
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("deadline reached"),
+        || format!("{done:?}"),
+    )?;
+    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    let log = f.log();
+    ensure(log.contains("the watchdog exited"), || {
+        format!("the guard did not notice: {log}")
+    })?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
+        format!("apply: {st}: {err}")
+    })?;
+    Ok(())
+}
+
 /// SIGSTOP of the guard: `status` says it is stopped, and the snapshot is
 /// restored by the deadline (plus the grace) all the same.
 fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> {
@@ -677,6 +707,10 @@ pub fn trials() -> Vec<Trial> {
         add(
             "guard_and_session_sigkill_rolls_back",
             guard_and_session_sigkill_rolls_back,
+        );
+        add(
+            "watchdog_sigkill_guard_still_rolls_back",
+            watchdog_sigkill_guard_still_rolls_back,
         );
         add(
             "guard_sigstop_rolls_back_by_deadline",
