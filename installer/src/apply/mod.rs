@@ -17,8 +17,8 @@
 //!
 //! Three processes can end an apply, and whichever survives does: the guard at
 //! the deadline; its watchdog (see [`watchdog`]) when the guard dies, or has not
-//! ended the apply [`watchdog::GRACE_MS`] after the deadline (stopped); and the
-//! foreground `apply` under the same two conditions. They meet in
+//! ended the apply in time after the deadline ([`watchdog::overdue`]: stopped,
+//! or stuck); and the foreground `apply` under the same two conditions. They meet in
 //! [`take_over`], under the state lock, so the snapshot is restored once.
 
 pub mod guard;
@@ -379,8 +379,8 @@ pub fn finished(state: &StateDir, id: &str) -> Result<Option<Record>, StateError
 impl Started {
     /// Wait for the guard to end the apply; `tick` gets the milliseconds left,
     /// about once a second (and once at the start). When the guard dies first,
-    /// or has not ended the apply [`watchdog::GRACE_MS`] after the deadline, end
-    /// it here: see [`take_over`].
+    /// or has not ended the apply in time ([`watchdog::overdue`]), end it here:
+    /// see [`take_over`].
     pub fn wait(&mut self, mut tick: impl FnMut(i64)) -> Result<Record, ApplyError> {
         let mut next_tick = Instant::now();
         let pid = self.record.guard_pid.unwrap_or(0);
@@ -395,13 +395,16 @@ impl Started {
                 );
                 return take_over(&self.state, &self.record.id, &reason, false, false);
             }
-            if self.record.remaining_ms() < -(watchdog::GRACE_MS as i64) {
-                let what = guard::guard_state(&self.state, &self.record).name();
-                let reason = format!(
-                    "the guard {pid} ({what}) had not ended the apply {} ms after the deadline; rolled back by `portcullis apply`",
-                    watchdog::GRACE_MS
-                );
-                return take_over(&self.state, &self.record.id, &reason, true, false);
+            let late = -self.record.remaining_ms();
+            if late >= watchdog::GRACE_MS as i64 {
+                let what = guard::guard_state(&self.state, &self.record);
+                if watchdog::overdue(what, late) {
+                    let reason = format!(
+                        "the guard {pid} ({}) had not ended the apply {late} ms after the deadline; rolled back by `portcullis apply`",
+                        what.name()
+                    );
+                    return take_over(&self.state, &self.record.id, &reason, true, false);
+                }
             }
             if Instant::now() >= next_tick {
                 tick(self.record.remaining_ms());

@@ -10,9 +10,12 @@
 //!
 //! - the guard died (SIGUSR1, or it was already gone when the watchdog started)
 //!   and the apply is not over: it restores the snapshot at once;
-//! - the deadline plus the grace passed and the apply is not over (the guard is
-//!   stopped, or stuck): it kills the guard of this id (SIGKILL reaches a stopped
-//!   process) and restores the snapshot;
+//! - the deadline plus the grace passed and the apply is not over: if the guard
+//!   is stopped, it kills the guard of this id (SIGKILL reaches a stopped
+//!   process) and restores the snapshot; a guard that runs is restoring (with
+//!   the read-back, seconds on a large nft ruleset) and gets until
+//!   [`STUCK_MS`] after the deadline before it is treated the same
+//!   ([`overdue`]); the watchdog looks again every 100 ms;
 //! - the apply is over (confirmed or rolled back): it exits.
 //!
 //! Restoring goes through [`super::take_over`], under the state lock, so the
@@ -33,13 +36,33 @@ use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::guard::{boot_deadline, boot_timer, log_as};
+use std::time::Duration;
+
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{Expiration, TimerFd, TimerSetTimeFlags};
+
+use super::guard::{GuardState, boot_deadline, boot_timer, guard_state, log_as};
 use super::state::StateDir;
 
 /// How long after the deadline the watchdog (and the foreground `apply`) give
 /// the guard to end the apply before they end it themselves. A guard restores in
 /// tens of milliseconds (docs/safety.md); a stopped one never does.
 pub const GRACE_MS: u64 = 500;
+
+/// How long after the deadline a guard that runs (is not stopped) may take to
+/// end the apply before it counts as stuck.
+pub const STUCK_MS: u64 = 15_000;
+
+/// Whether the apply should be taken from its guard `late_ms` after the
+/// deadline: a gone guard at once, a stopped one after [`GRACE_MS`], one that
+/// runs after [`STUCK_MS`].
+pub fn overdue(guard: GuardState, late_ms: i64) -> bool {
+    match guard {
+        GuardState::Gone => true,
+        GuardState::Stopped => late_ms >= GRACE_MS as i64,
+        GuardState::Watching => late_ms >= STUCK_MS as i64,
+    }
+}
 
 fn log(msg: &str) {
     log_as("watchdog", msg);
@@ -64,40 +87,63 @@ pub fn run(state_dir: &std::path::Path, id: &str, guard: i32) -> anyhow::Result<
     }
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).context("cannot set PR_SET_PDEATHSIG")?;
     let state = StateDir::open(state_dir)?;
+    let Some(record) = state.record()?.filter(|r| r.id == id) else {
+        log(&format!("apply {id} is not pending; nothing to watch"));
+        return Ok(());
+    };
+    let timer = boot_timer(boot_deadline(&record) + GRACE_MS)
+        .context("cannot set a CLOCK_BOOTTIME timer")?;
     // The guard may have died before the parent-death signal was set up.
-    let reason = if nix::unistd::getppid().as_raw() != guard {
-        "the guard was gone when the watchdog started".to_owned()
+    let mut woke = if nix::unistd::getppid().as_raw() != guard {
+        Woke::GuardDied("the guard was gone when the watchdog started".to_owned())
     } else {
-        let Some(record) = state.record()?.filter(|r| r.id == id) else {
-            log(&format!("apply {id} is not pending; nothing to watch"));
-            return Ok(());
-        };
-        let at = boot_deadline(&record) + GRACE_MS;
-        let timer = boot_timer(at).context("cannot set a CLOCK_BOOTTIME timer")?;
         log(&format!("watching guard {guard} of apply {id}"));
         wait(&sigfd, &timer, guard)?
     };
-    match super::finished(&state, id)? {
-        Some(r) => log(&format!("apply {id} ended {:?}; nothing to do", r.status)),
-        None => {
-            log(&format!("{reason}: restoring the snapshot"));
-            let r = super::take_over(&state, id, &reason, true, false)?;
-            log(&format!(
-                "apply {id} ended {:?}: {}",
-                r.status,
-                r.reason.unwrap_or_default()
-            ));
+    loop {
+        if let Some(r) = super::finished(&state, id)? {
+            log(&format!("apply {id} ended {:?}; nothing to do", r.status));
+            return Ok(());
         }
+        let reason = match woke {
+            Woke::GuardDied(reason) => reason,
+            Woke::Timer => {
+                let what = guard_state(&state, &record);
+                let late = -record.remaining_ms();
+                if !overdue(what, late) {
+                    // A guard that runs is restoring: look again shortly.
+                    let again = TimeSpec::from_duration(Duration::from_millis(100));
+                    timer
+                        .set(Expiration::OneShot(again), TimerSetTimeFlags::empty())
+                        .context("cannot re-arm the timer")?;
+                    woke = wait(&sigfd, &timer, guard)?;
+                    continue;
+                }
+                format!(
+                    "the guard {guard} ({}) had not ended the apply {late} ms after the deadline",
+                    what.name()
+                )
+            }
+        };
+        log(&format!("{reason}: restoring the snapshot"));
+        let r = super::take_over(&state, id, &reason, true, false)?;
+        log(&format!(
+            "apply {id} ended {:?}: {}",
+            r.status,
+            r.reason.unwrap_or_default()
+        ));
+        return Ok(());
     }
-    Ok(())
 }
 
-/// Sleep until the guard dies or the deadline plus the grace passes; why.
-fn wait(
-    sigfd: &SignalFd,
-    timer: &nix::sys::timerfd::TimerFd,
-    guard: i32,
-) -> anyhow::Result<String> {
+/// What woke the watchdog.
+enum Woke {
+    GuardDied(String),
+    Timer,
+}
+
+/// Sleep until the guard dies or the timer fires.
+fn wait(sigfd: &SignalFd, timer: &TimerFd, guard: i32) -> anyhow::Result<Woke> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
         let (sig_ready, timer_ready) = {
@@ -115,16 +161,16 @@ fn wait(
         if sig_ready {
             while let Some(info) = sigfd.read_signal()? {
                 match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGUSR1) => return Ok(format!("the guard {guard} exited")),
+                    Ok(Signal::SIGUSR1) => {
+                        return Ok(Woke::GuardDied(format!("the guard {guard} exited")));
+                    }
                     Ok(s) => log(&format!("{s} ignored: the guard answers a shutdown")),
                     Err(_) => {}
                 }
             }
         }
         if timer_ready {
-            return Ok(format!(
-                "the guard {guard} had not ended the apply {GRACE_MS} ms after the deadline"
-            ));
+            return Ok(Woke::Timer);
         }
     }
 }
@@ -172,6 +218,15 @@ pub fn systemd_timer_argv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_guard_is_overdue_sooner_than_a_running_one() {
+        assert!(overdue(GuardState::Gone, -10_000));
+        assert!(!overdue(GuardState::Stopped, 499));
+        assert!(overdue(GuardState::Stopped, 500));
+        assert!(!overdue(GuardState::Watching, 500));
+        assert!(overdue(GuardState::Watching, STUCK_MS as i64));
+    }
 
     #[test]
     fn the_systemd_timer_runs_rollback_if_pending_after_the_deadline() {

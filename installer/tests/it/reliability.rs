@@ -309,6 +309,12 @@ impl Fixture {
     /// real one except a real (not `--test`) load of the "before" rules, which it
     /// swallows and reports as success: a restore that restores nothing.
     fn fake_restore_swallowing_the_snapshot(&mut self, family: Family) -> Result<(), Failed> {
+        self.fake_restore(family, "exit 0")
+    }
+
+    /// A fake `*-restore` for `family` that runs `on_snapshot` (shell) when it is
+    /// asked to really load the "before" rules, and passes everything else on.
+    fn fake_restore(&mut self, family: Family, on_snapshot: &str) -> Result<(), Failed> {
         let scratch = tempfile::Builder::new()
             .prefix("reliability-fakebin")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -316,7 +322,7 @@ impl Fixture {
         let bin = self.backend.restore_binary(family);
         let real = portcullis_harness::backend::find_in_path(&bin).ok_or("no restore binary")?;
         let script = format!(
-            "#!/bin/sh\ninput=$(cat)\ncase \" $* \" in *\" --test \"*) ;; *) case \"$input\" in *'portcullis-test before'*) exit 0;; esac;; esac\nprintf '%s\\n' \"$input\" | exec {} \"$@\"\n",
+            "#!/bin/sh\ninput=$(cat)\ncase \" $* \" in *\" --test \"*) ;; *) case \"$input\" in *'portcullis-test before'*) {on_snapshot};; esac;; esac\nprintf '%s\\n' \"$input\" | exec {} \"$@\"\n",
             real.display()
         );
         let path = scratch.path().join(&bin);
@@ -661,6 +667,32 @@ fn restore_that_restores_nothing_is_caught(backend: Backend) -> Result<(), Faile
     Ok(())
 }
 
+/// A guard whose restore is slow (2 s: a large ruleset on nft, with the
+/// read-back) is still restoring when the grace after the deadline ends: it
+/// runs, so neither the watchdog nor `apply` kill it; the guard's own rollback
+/// stands.
+fn slow_restore_is_left_to_the_guard(backend: Backend) -> Result<(), Failed> {
+    let mut f = Fixture::new(backend)?;
+    let before = f.rules()?;
+    f.fake_restore(Family::V4, "sleep 2")?;
+    let (run, rec) = f.apply(2)?;
+    let done = f.finished(&rec.id, Duration::from_secs(20))?;
+    ensure(
+        done.status == Status::RolledBack
+            && done.reason.as_deref() == Some("deadline reached without confirmation"),
+        || format!("not the guard's rollback: {done:?}\n{}", f.log()),
+    )?;
+    ensure(late_ms(&done) >= 2000, || {
+        format!("the restore was not slow: {done:?}")
+    })?;
+    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    let (st, err) = run.finish()?;
+    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
+        format!("apply: {st}: {err}")
+    })?;
+    Ok(())
+}
+
 /// The deadline lives on CLOCK_BOOTTIME in the record, the guard waits on it, and
 /// `status` counts the time left from it.
 fn deadline_is_on_the_boot_clock(backend: Backend) -> Result<(), Failed> {
@@ -735,6 +767,10 @@ pub fn trials() -> Vec<Trial> {
         add(
             "restore_that_restores_nothing_is_caught",
             restore_that_restores_nothing_is_caught,
+        );
+        add(
+            "slow_restore_is_left_to_the_guard",
+            slow_restore_is_left_to_the_guard,
         );
         add(
             "deadline_is_on_the_boot_clock",
