@@ -60,6 +60,10 @@ pub enum ApplyError {
     )]
     Orphaned { id: String, status: Status },
     #[error(
+        "refused, nothing changed: the rollback of apply {id} failed ({reason}); fix the cause, then run `portcullis rollback` again"
+    )]
+    RollbackPending { id: String, reason: String },
+    #[error(
         "the rendered {family} rules do not pass {backend} restore --test, nothing changed: {source}"
     )]
     Test {
@@ -181,7 +185,12 @@ fn refuse_if_pending(state: &StateDir) -> Result<state::Lock, ApplyError> {
         });
     };
     if let Some(r) = state.record()? {
-        if r.status.is_final() && r.status != Status::RollbackFailed {
+        if r.status == Status::RollbackFailed {
+            return Err(ApplyError::RollbackPending {
+                id: r.id,
+                reason: r.reason.unwrap_or_default(),
+            });
+        } else if r.status.is_final() {
             state.retire_record()?;
         } else {
             return Err(ApplyError::Orphaned {

@@ -632,9 +632,10 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
         ],
         Some(SESSION),
     ))?;
-    ensure(st.code() == Some(1) && err.contains(&rec.id), || {
-        format!("a new apply over a failed rollback: {st}: {err}")
-    })?;
+    ensure(
+        st.code() == Some(1) && err.contains(&rec.id) && err.contains("the rollback of apply"),
+        || format!("a new apply over a failed rollback: {st}: {err}"),
+    )?;
     // The file put back: the retry restores it.
     std::fs::write(&snap, &good).map_err(e)?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
