@@ -9,11 +9,12 @@
 //! D/last.json       the record of the previous apply, once it has ended
 //! D/snapshot.v4     iptables-save of the live rules before the apply
 //! D/snapshot.v6     ip6tables-save of the same
+//! D/snapshot.v4.sha256, D/snapshot.v6.sha256   their SHA-256 (`sha256sum` format)
 //! D/applied.v4      the rendered rules that were applied (what confirm persists)
 //! D/applied.v6      (absent when ipv6 is `untouched`)
 //! D/policy.toml     the policy applied, re-rendered and persisted by confirm
 //! D/guard.fifo      how confirm and rollback wake the guard at once
-//! D/guard.log       the guard's stdout and stderr
+//! D/guard.log       the guard's and the watchdog's stdout and stderr
 //! ```
 //!
 //! It refuses a state directory that is a symlink, not owned by the caller (root),

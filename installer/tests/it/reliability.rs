@@ -553,13 +553,19 @@ fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
-/// `rollback` with a stopped guard: it kills that guard and restores at once.
+/// `rollback` with a stopped guard: it kills that guard and restores at once
+/// (and `confirm`, before it, is refused).
 fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
     let f = Fixture::new(backend)?;
     let before = f.rules()?;
     let (run, rec) = f.apply(60)?;
     let guard = rec.guard_pid.ok_or("no guard pid")?;
     stop(guard)?;
+    // A confirm cannot reach a stopped guard: refused, and it says what to do.
+    let (st, _, err) = f.run(f.portcullis("confirm", &["--no-persist"], None))?;
+    ensure(st.code() == Some(1) && err.contains("is stopped"), || {
+        format!("confirm to a stopped guard: {st}: {err}")
+    })?;
     let started = Instant::now();
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     let took = started.elapsed();
