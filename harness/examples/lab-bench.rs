@@ -18,8 +18,8 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(|s| s.parse().expect("CYCLES must be a number"))
         .unwrap_or(20);
-    if !portcullis_harness::can_build_labs() {
-        eprintln!("lab-bench: {}", portcullis_harness::NOT_ROOT);
+    if let Some(why) = portcullis_harness::trial::root_missing() {
+        eprintln!("lab-bench: {why}");
         std::process::exit(2);
     }
     let start = Instant::now();

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use portcullis_harness::probe::{self, NEGATIVE_WINDOW};
-use portcullis_harness::{Backend, Family, HostId, Lab};
+use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
 const PORT: u16 = 2222;
 
@@ -37,8 +37,8 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("RUNS must be a number"))
         .unwrap_or(21);
-    if !portcullis_harness::can_build_labs() {
-        eprintln!("probe-bench: {}", portcullis_harness::NOT_ROOT);
+    if let Some(why) = portcullis_harness::trial::root_missing() {
+        eprintln!("probe-bench: {why}");
         std::process::exit(2);
     }
     let mut failed = false;
@@ -108,11 +108,13 @@ fn bench(
                 ev.outcome
             ));
         }
-        let counted = ev
-            .deltas
-            .iter()
-            .any(|d| d.table == "filter" && d.is_policy_of("INPUT") && d.is_drop());
-        if !counted {
+        let policy = ev
+            .counters
+            .table("filter")
+            .matching(&Selector::policy("INPUT"))
+            .find(|c| c.is_drop())
+            .map(|c| c.packets);
+        if policy.unwrap_or(0) == 0 {
             return Err(format!(
                 "probe {i}: not counted by the filter INPUT DROP policy: {}",
                 ev.summary()

@@ -8,6 +8,11 @@
 //! not be `Send`. The namespace is held by an fd and by the thread itself: when
 //! the `Host` drops (or the process dies, even by SIGKILL) the kernel frees it.
 //!
+//! Children: [`Host::command`] and [`Host::spawn_child`] for long-lived ones;
+//! [`Host::exec`] and [`run_command`] run one to completion through the one
+//! runner (`portcullis_netfilter::runner`). A host's debug mount is made and
+//! swept by [`crate::debug`]; waiting out its MLD reports is [`crate::mld`].
+//!
 //! Refuses: `setns` on any thread but a forked child before exec; sysctl writes
 //! from any thread but a host's own ([`sysctl`] checks).
 
@@ -18,34 +23,27 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use futures::FutureExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, BackendError, Family};
 use crate::counters::Counters;
+use crate::debug::{add_mount, mount_path, remove_mount};
 use crate::error::{self, LabError, Result};
 use crate::sys;
 
+// Debug mounts and MLD settling have their own modules; these are the paths
+// callers have used.
+pub(crate) use crate::debug::next_mount_tag;
+pub use crate::debug::{DEBUG_ENV, MOUNT_PREFIX, NETNS_DIR, debug_from_env, mount_owner, sweep};
+pub use crate::mld::{MLD_QUIET, settle_mld};
+
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 type Job = Box<dyn FnOnce() -> LocalFuture + Send>;
-
-/// Where debug mounts live: the directory `ip netns` reads.
-pub const NETNS_DIR: &str = "/run/netns";
-/// The prefix of every debug mount this harness makes (`pc-<pid>-<seq>-<host>`).
-pub const MOUNT_PREFIX: &str = "pc-";
-/// Set to `1` to bind-mount every lab namespace under /run/netns.
-pub const DEBUG_ENV: &str = "PORTCULLIS_LAB_DEBUG";
-
-/// Whether [`DEBUG_ENV`] asks for debug mounts.
-pub fn debug_from_env() -> bool {
-    std::env::var(DEBUG_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
 
 thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
@@ -55,6 +53,7 @@ thread_local! {
 struct Current {
     name: Arc<str>,
     netlink: rtnetlink::Handle,
+    netns: Arc<OwnedFd>,
 }
 
 /// The name of the host whose thread is calling, or `None` off a host thread.
@@ -123,130 +122,53 @@ pub fn async_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     cmd
 }
 
-/// Run `argv` (no shell) on the calling host thread, feeding `stdin`; stdout on
-/// success, an error naming the command and its stderr otherwise.
+/// Run `argv` (no shell) to completion in the calling host's namespace, feeding
+/// `stdin`; stdout on success, an error naming the command and its stderr
+/// otherwise. The async form of [`Host::exec`], for code already on a host thread.
+///
+/// It is the one runner ([`crate::backend::run_prepared`]) on a blocking-pool
+/// thread, so the host thread keeps serving while the child runs. That thread is
+/// in no particular namespace and needs none: the command enters the host's
+/// namespace between fork and exec by its fd, as [`Host::command`]'s do. The
+/// child's parent-death signal is tied to that thread, which waits for it.
+///
+/// # Panics
+/// Off a host thread (there is no host namespace to run in).
 pub async fn run_command(argv: &[&str], stdin: Option<&str>) -> Result<String, BackendError> {
-    let command = argv.join(" ");
+    let netns = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|c| c.netns.clone())
+            .expect("portcullis_harness::host::run_command() called off a lab host thread")
+    });
+    let (mut cmd, command) = command_in(netns, argv);
+    let stdin = stdin.map(str::to_owned);
+    let display = command.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::backend::run_prepared(&mut cmd, &display, stdin.as_deref())
+    })
+    .await
+    {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(BackendError::Spawn {
+            command,
+            source: std::io::Error::other("the host's runtime is shutting down"),
+        }),
+    }
+}
+
+/// `argv` as a command that runs in the namespace held by `netns` (entered
+/// between fork and exec) and dies with the thread that spawns it; with its
+/// command line, for errors. The program is looked up on PATH plus the sbin
+/// directories (see [`crate::backend::find_in_path`]).
+fn command_in(netns: Arc<OwnedFd>, argv: &[&str]) -> (Command, String) {
     let (program, args) = argv.split_first().expect("argv is never empty");
     let path = crate::backend::find_in_path(program).unwrap_or_else(|| PathBuf::from(program));
-    let mut cmd = async_command(path);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let spawn_err = |source| BackendError::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).await.map_err(spawn_err)?;
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await.map_err(spawn_err)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let stderr = if stderr.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            stderr
-        };
-        Err(BackendError::Failed { command, stderr })
-    }
-}
-
-/// On a host thread: wait until the namespace has sent the MLD reports its
-/// interfaces' multicast joins cause, or until `deadline`; whether it settled.
-///
-/// A fresh IPv6 interface joins the solicited-node group of each address and
-/// reports each join twice (robustness 2, retransmitted at once in lab
-/// namespaces). Reports through a loaded ruleset's OUTPUT chain would show up in
-/// probe evidence, so call this after adding a link to a host whose counters you
-/// read. Settled means: every interface with reportable groups has its
-/// link-local address (until then that group is not joined),
-/// `Icmp6OutMLDv2Reports` is at least twice the number of reportable groups,
-/// and it has not moved for [`MLD_QUIET`] (the kernel re-reports every group
-/// when an interface becomes ready after some joins, so the count can overshoot;
-/// measured: one idle probe in ten saw a late report without the quiet period).
-/// Polls every 2 ms; unreadable /proc files count as settled.
-pub async fn settle_mld(deadline: std::time::Instant) -> bool {
-    let mut last: Option<(u64, std::time::Instant)> = None;
-    loop {
-        let now = std::time::Instant::now();
-        match mld_state() {
-            None => return true,
-            Some((ready, sent)) => {
-                let since = match last {
-                    Some((n, t)) if n == sent => t,
-                    _ => now,
-                };
-                last = Some((sent, since));
-                if ready && now.duration_since(since) >= MLD_QUIET {
-                    return true;
-                }
-            }
-        }
-        if now >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-}
-
-/// How long the MLD report count must stay still for [`settle_mld`]: three
-/// retransmission steps (the kernel retransmits every jiffy, 10 ms at HZ=100,
-/// with the lab's zero report interval).
-pub const MLD_QUIET: std::time::Duration = std::time::Duration::from_millis(30);
-
-/// (whether every interface has its link-local address and the namespace sent
-/// at least two reports per reportable group, reports sent), or `None` when the
-/// /proc files cannot be read.
-fn mld_state() -> Option<(bool, u64)> {
-    let read = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}"));
-    let (Ok(igmp6), Ok(if_inet6), Ok(snmp6)) = (read("igmp6"), read("if_inet6"), read("snmp6"))
-    else {
-        return None;
-    };
-    // igmp6: index, device, group, users, flags (hex), timer. MAF_NOREPORT
-    // (0x08) marks groups never reported (ff02::1, interface-local ones).
-    let mut devices = std::collections::BTreeSet::new();
-    let mut groups = 0u64;
-    for l in igmp6.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() >= 5
-            && f[1] != "lo"
-            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x08 == 0)
-        {
-            devices.insert(f[1].to_owned());
-            groups += 1;
-        }
-    }
-    // if_inet6: address, ifindex, prefix, scope, flags, device. Scope 0x20 is
-    // link-local; flag 0x40 is tentative.
-    let has_link_local = |dev: &str| {
-        if_inet6.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 6
-                && f[5] == dev
-                && f[3] == "20"
-                && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & 0x40 == 0)
-        })
-    };
-    let sent: u64 = snmp6
-        .lines()
-        .find(|l| l.starts_with("Icmp6OutMLDv2Reports"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(u64::MAX);
-    Some((
-        devices.iter().all(|d| has_link_local(d)) && sent >= 2 * groups,
-        sent,
-    ))
+    let mut cmd = Command::new(path);
+    cmd.args(args);
+    sys::prepare_child(&mut cmd, Some(netns));
+    (cmd, argv.join(" "))
 }
 
 /// A long-lived task on a host thread (a server). Dropping it cancels the task
@@ -341,8 +263,6 @@ impl Drop for Child {
     }
 }
 
-static MOUNT_SEQ: AtomicU64 = AtomicU64::new(0);
-
 /// One lab host. See the module docs.
 pub struct Host {
     name: Arc<str>,
@@ -357,7 +277,7 @@ pub struct Host {
 /// Starting several hosts before finishing any builds them in parallel.
 pub(crate) struct Starting {
     name: Arc<str>,
-    ready: std::sync::mpsc::Receiver<Result<OwnedFd>>,
+    ready: std::sync::mpsc::Receiver<Result<Arc<OwnedFd>>>,
     jobs: mpsc::UnboundedSender<Job>,
     thread: thread::JoinHandle<()>,
 }
@@ -550,8 +470,8 @@ impl Host {
 
     /// A command whose child runs in this host's namespace (it enters it between
     /// fork and exec) and dies with the thread that spawns it. Spawn it with
-    /// [`Host::spawn_child`] so that thread is the host's; `output()` on any
-    /// thread is fine for short commands.
+    /// [`Host::spawn_child`] so that thread is the host's; run a command to
+    /// completion with [`Host::exec`] (the one runner), from any thread.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         sys::prepare_child(&mut cmd, Some(self.netns.clone()));
@@ -572,16 +492,20 @@ impl Host {
         })
     }
 
-    /// Run `argv` (no shell) on the host thread with optional stdin; its stdout.
+    /// Run `argv` (no shell) to completion in this host's namespace with optional
+    /// stdin; its stdout. It blocks the calling thread (any thread: the child
+    /// enters the namespace between fork and exec, see [`Host::command`]) in the
+    /// one runner, [`crate::backend::run_prepared`], so a child that exits before
+    /// reading all its input (a `*-restore` refusing a line) is reported by its
+    /// stderr. On the host thread itself, await [`run_command`] instead.
     pub fn exec(&self, argv: &[&str], stdin: Option<&str>) -> Result<String> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let stdin = stdin.map(str::to_owned);
-        let host = self.name.to_string();
-        self.try_run(move || async move {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            run_command(&argv, stdin.as_deref()).await
-        })?
-        .map_err(|source| LabError::Backend { host, source })
+        let (mut cmd, command) = command_in(self.netns.clone(), argv);
+        crate::backend::run_prepared(&mut cmd, &command, stdin).map_err(|source| {
+            LabError::Backend {
+                host: self.name.to_string(),
+                source,
+            }
+        })
     }
 
     /// Load `text` into this host's kernel with one `*-restore -w` call.
@@ -718,14 +642,14 @@ impl Starting {
             sys::ns_inode(fd.as_fd()).map_err(error::sys(&name, "stat the namespace fd"))?;
         let mut host = Host {
             name,
-            netns: Arc::new(fd),
+            netns: fd,
             inode,
             jobs: Some(jobs),
             thread: Some(thread),
             mount: None,
         };
         if let Some(tag) = mount_tag {
-            let path = Path::new(NETNS_DIR).join(format!("{MOUNT_PREFIX}{tag}-{}", host.name));
+            let path = mount_path(&tag, &host.name);
             add_mount(host.netns.as_fd(), &path).map_err(error::sys(
                 &host.name,
                 format!("debug mount {}", path.display()),
@@ -736,18 +660,9 @@ impl Starting {
     }
 }
 
-/// A fresh `<pid>-<seq>` tag for a lab's debug mounts.
-pub(crate) fn next_mount_tag() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        MOUNT_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn host_main(
     name: Arc<str>,
-    ready: std::sync::mpsc::Sender<Result<OwnedFd>>,
+    ready: std::sync::mpsc::Sender<Result<Arc<OwnedFd>>>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     let setup = || -> Result<(OwnedFd, tokio::runtime::Runtime)> {
@@ -759,7 +674,7 @@ fn host_main(
         Ok((fd, rt))
     };
     let (fd, rt) = match setup() {
-        Ok(x) => x,
+        Ok((fd, rt)) => (Arc::new(fd), rt),
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -778,6 +693,7 @@ fn host_main(
             *c.borrow_mut() = Some(Current {
                 name: name.clone(),
                 netlink,
+                netns: fd.clone(),
             })
         });
         if ready.send(Ok(fd)).is_err() {
@@ -835,100 +751,4 @@ async fn init_namespace(name: &Arc<str>) -> Result<rtnetlink::Handle> {
         .await
         .map_err(error::netlink(name, "set lo up"))?;
     Ok(handle)
-}
-
-fn add_mount(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(NETNS_DIR)?;
-    // create_new refuses an existing path, a symlink included: never mount over
-    // something we did not make.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    if let Err(e) = sys::bind_netns(fd, path) {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(())
-}
-
-fn remove_mount(path: &Path) -> std::io::Result<()> {
-    sys::unmount(path)?;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Remove leftover debug mounts (`/run/netns/pc-<pid>-...`) whose process is dead.
-/// Mounts of live processes (this one included) stay. Returns the paths removed;
-/// every failure is reported and the sweep goes on.
-pub fn sweep() -> Result<Vec<PathBuf>, Vec<LabError>> {
-    let mut removed = Vec::new();
-    let mut errors = Vec::new();
-    let entries = match std::fs::read_dir(NETNS_DIR) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => {
-            return Err(vec![LabError::Sys {
-                host: "sweep".into(),
-                what: format!("read {NETNS_DIR}"),
-                source: e,
-            }]);
-        }
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = mount_owner(&name) else {
-            continue;
-        };
-        if pid == std::process::id() || sys::alive(pid) {
-            continue;
-        }
-        let path = entry.path();
-        match remove_mount(&path) {
-            Ok(()) => removed.push(path),
-            Err(e) => errors.push(LabError::Sys {
-                host: "sweep".into(),
-                what: format!("remove {}", path.display()),
-                source: e,
-            }),
-        }
-    }
-    if errors.is_empty() {
-        Ok(removed)
-    } else {
-        Err(errors)
-    }
-}
-
-/// The pid in a debug mount's name (`pc-<pid>-<seq>-<host>`); `None` for names
-/// this harness does not make (`pc-bench-...`, anything else).
-pub fn mount_owner(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(MOUNT_PREFIX)?;
-    let (pid, rest) = rest.split_once('-')?;
-    let (seq, host) = rest.split_once('-')?;
-    if host.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) || seq.is_empty() {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_names_name_their_owner() {
-        assert_eq!(mount_owner("pc-1234-0-target"), Some(1234));
-        assert_eq!(mount_owner("pc-1234-7-web"), Some(1234));
-        assert_eq!(mount_owner("pc-bench-1-target"), None);
-        assert_eq!(mount_owner("pc-1234-x-target"), None);
-        assert_eq!(mount_owner("pc-1234-0-"), None);
-        assert_eq!(mount_owner("other"), None);
-    }
 }

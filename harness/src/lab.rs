@@ -1,5 +1,7 @@
 //! The standard lab: a router joining `target`, `admin`, `outsider`, `resolver`
-//! and `web`, each on its own dual-stack link, documentation addresses only.
+//! and `web`, each on its own dual-stack link, documentation addresses only; and
+//! on demand ([`Lab::add_inner`], [`LabOptions::inner`]) `inner`, a host on a
+//! second link of the target that the rest of the lab reaches only through it.
 //!
 //! The address plan lives in [`HostId::plan`] and docs/lab.md. Teardown is driven
 //! by `Drop` in reverse order of creation; [`Lab::shutdown`] does the same and
@@ -24,14 +26,15 @@ use crate::host::{self, Host};
 use crate::link;
 use crate::probe::Outcome;
 
-/// The ifindex of every leaf's `eth0`.
+/// The ifindex of every host's `eth0`.
 pub const LEAF_IFINDEX: u32 = 100;
-/// The router's end of a leaf's link gets this plus the leaf's [`HostId`]
-/// number: never [`LEAF_IFINDEX`], so both ends of each veth see a peer with
-/// another index (see [`link::add_veth`]).
+/// The upstream end of a host's link (on the router, or on the target for
+/// `inner`) gets this plus the host's [`HostId`] number: never
+/// [`LEAF_IFINDEX`], so both ends of each veth see a peer with another index
+/// (see [`link::add_veth`]).
 pub const ROUTER_IFINDEX_BASE: u32 = 10;
 
-/// The hosts of the standard lab.
+/// The hosts of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostId {
@@ -47,11 +50,24 @@ pub enum HostId {
     Resolver,
     /// HTTP 80, HTTPS 443, and a port the policy does not open.
     Web,
+    /// On a second link of the target, reachable only THROUGH it (the FORWARD
+    /// chain); not part of [`Lab::standard`] unless asked ([`Lab::add_inner`]).
+    Inner,
 }
 
 impl HostId {
     /// Every host, in creation order (teardown runs in reverse).
-    pub const ALL: [HostId; 6] = [
+    pub const ALL: [HostId; 7] = [
+        HostId::Router,
+        HostId::Target,
+        HostId::Admin,
+        HostId::Outsider,
+        HostId::Resolver,
+        HostId::Web,
+        HostId::Inner,
+    ];
+    /// The hosts [`Lab::standard`] builds, in creation order.
+    pub const STANDARD: [HostId; 6] = [
         HostId::Router,
         HostId::Target,
         HostId::Admin,
@@ -76,11 +92,23 @@ impl HostId {
             HostId::Outsider => "outsider",
             HostId::Resolver => "resolver",
             HostId::Web => "web",
+            HostId::Inner => "inner",
         }
     }
 
-    /// The link plan of a leaf: its subnets, its addresses and the router's.
-    /// `None` for the router, which has one address per leaf link (the gateways).
+    /// The host at the other end of this host's link, its gateway: the router
+    /// for the leaves, the target for `inner`; `None` for the router.
+    pub fn upstream(self) -> Option<HostId> {
+        match self {
+            HostId::Router => None,
+            HostId::Inner => Some(HostId::Target),
+            _ => Some(HostId::Router),
+        }
+    }
+
+    /// The plan of a host's link: its subnets, its addresses and its gateway's
+    /// ([`HostId::upstream`]). `None` for the router, which has one address per
+    /// leaf link (the gateways).
     pub fn plan(self) -> Option<LinkPlan> {
         // (v4 network, v6 network number): /28s out of the three documentation
         // /24s, 2001:db8:N::/64 with N the host's number.
@@ -91,6 +119,7 @@ impl HostId {
             HostId::Outsider => ([203, 0, 113, 0], 3),
             HostId::Resolver => ([192, 0, 2, 16], 4),
             HostId::Web => ([192, 0, 2, 32], 5),
+            HostId::Inner => ([192, 0, 2, 48], 6),
         };
         let base = Ipv4Addr::from(v4);
         let b = u32::from(base);
@@ -105,8 +134,9 @@ impl HostId {
         })
     }
 
-    /// The router-side interface name of a leaf's link (`to-target`, ...).
-    pub fn router_ifname(self) -> String {
+    /// The upstream-side interface name of a host's link (`to-target` on the
+    /// router, ..., `to-inner` on the target).
+    pub fn uplink_ifname(self) -> String {
         format!("to-{}", self.name())
     }
 }
@@ -125,14 +155,14 @@ impl std::str::FromStr for HostId {
             .find(|h| h.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown host `{s}`: expected router, target, admin, outsider, resolver or web"
+                    "unknown host `{s}`: expected router, target, admin, outsider, resolver, web or inner"
                 )
             })
     }
 }
 
-/// One leaf's link to the router: the leaf's end is `eth0`, the router's is
-/// `to-<leaf>`.
+/// One host's link to its upstream ([`HostId::upstream`]): the host's end is
+/// `eth0`, the upstream's is `to-<host>` and holds the gateway addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct LinkPlan {
     pub subnet_v4: Ipv4Net,
@@ -170,6 +200,9 @@ pub struct LabOptions {
     /// Bind-mount every namespace at `/run/netns/pc-<pid>-<seq>-<host>` so that
     /// `ip netns exec` works on a paused lab. Default: [`host::DEBUG_ENV`].
     pub debug: bool,
+    /// Build `inner` with the lab ([`Lab::add_inner`]), so its link settles with
+    /// the others before any ruleset loads.
+    pub inner: bool,
 }
 
 impl LabOptions {
@@ -177,6 +210,7 @@ impl LabOptions {
     pub fn from_env() -> Self {
         LabOptions {
             debug: host::debug_from_env(),
+            inner: false,
         }
     }
 }
@@ -185,6 +219,8 @@ impl LabOptions {
 pub struct Lab {
     /// In creation order; dropped in reverse.
     hosts: Vec<(HostId, Host)>,
+    /// The debug-mount tag of this lab's hosts (`None`: no mounts).
+    tag: Option<String>,
     backend: Mutex<Option<Backend>>,
     /// When the links came up, for [`Lab::settle`].
     links_up: Instant,
@@ -208,12 +244,13 @@ impl Lab {
     pub fn standard_with(options: LabOptions) -> Result<Lab> {
         let tag = options.debug.then(host::next_mount_tag);
         // Start every host thread first so their namespaces come up in parallel.
-        let starting = HostId::ALL
+        let starting = HostId::STANDARD
             .iter()
             .map(|id| Host::start(id.name()).map(|s| (*id, s)))
             .collect::<Result<Vec<_>>>()?;
         let mut lab = Lab {
-            hosts: Vec::with_capacity(starting.len()),
+            hosts: Vec::with_capacity(HostId::ALL.len()),
+            tag: tag.clone(),
             backend: Mutex::new(None),
             links_up: Instant::now(),
             settled: AtomicBool::new(false),
@@ -233,7 +270,7 @@ impl Lab {
             link::enable_forwarding()?;
             for (id, netns, plan) in &leaves {
                 let index = link::add_veth_indexed(
-                    &id.router_ifname(),
+                    &id.uplink_ifname(),
                     "eth0",
                     netns.as_raw_fd(),
                     Some((ROUTER_IFINDEX_BASE + *id as u32, LEAF_IFINDEX)),
@@ -252,38 +289,88 @@ impl Lab {
             .iter()
             .map(|id| {
                 let plan = id.plan().expect("leaf");
-                lab.host(*id).run_async(move || async move {
-                    let index = link::link_index("eth0").await?;
-                    link::set_up(index).await?;
-                    link::add_address(index, plan.host_v4.into(), plan.subnet_v4.prefix_len())
-                        .await?;
-                    link::add_address(index, plan.host_v6.into(), plan.subnet_v6.prefix_len())
-                        .await?;
-                    link::add_default_route(plan.gateway_v4.into()).await?;
-                    link::add_default_route(plan.gateway_v6.into()).await?;
-                    Ok::<_, LabError>(())
-                })
+                lab.host(*id).run_async(move || configure_eth0(plan))
             })
             .collect();
         for r in futures::executor::block_on(futures::future::join_all(jobs)) {
             r??;
         }
         lab.links_up = Instant::now();
+        if options.inner {
+            lab.add_inner()?;
+        }
         Ok(lab)
     }
 
-    /// A host of the lab.
-    pub fn host(&self, id: HostId) -> &Host {
-        &self
-            .hosts
-            .iter()
-            .find(|(h, _)| *h == id)
-            .expect("every HostId is in the standard lab")
-            .1
+    /// Add `inner` ([`HostId::Inner`]) if the lab has none yet: a namespace on a
+    /// second link of the target (`to-inner` there, `eth0` in inner, addresses
+    /// per [`HostId::plan`]), forwarding on in the target, and routes to inner's
+    /// subnets via the target on the router. The target's new link sends MLD
+    /// reports like every fresh link: called before the first load (or with
+    /// [`LabOptions::inner`]) they settle with the rest; called later, this waits
+    /// for them here ([`Lab::settle`]), so they never land in a probe's counters.
+    pub fn add_inner(&mut self) -> Result<()> {
+        if self.has(HostId::Inner) {
+            return Ok(());
+        }
+        let id = HostId::Inner;
+        let plan = id.plan().expect("inner is planned");
+        let inner = Host::start(id.name())?.finish(self.tag.clone())?;
+        let netns = inner.netns_arc();
+        // In the lab at once, so teardown takes it down even if the rest fails.
+        self.hosts.push((id, inner));
+        self.host(HostId::Target).try_run(move || async move {
+            link::enable_forwarding()?;
+            let index = link::add_veth_indexed(
+                &id.uplink_ifname(),
+                "eth0",
+                netns.as_raw_fd(),
+                Some((ROUTER_IFINDEX_BASE + id as u32, LEAF_IFINDEX)),
+            )
+            .await?;
+            link::add_address(index, plan.gateway_v4.into(), plan.subnet_v4.prefix_len()).await?;
+            link::add_address(index, plan.gateway_v6.into(), plan.subnet_v6.prefix_len()).await?;
+            Ok::<_, LabError>(())
+        })??;
+        self.host(id).try_run(move || configure_eth0(plan))??;
+        let target = HostId::Target.plan().expect("leaf");
+        self.host(HostId::Router).try_run(move || async move {
+            for family in Family::ALL {
+                link::add_route(plan.subnet(family), target.addr(family)).await?;
+            }
+            Ok::<_, LabError>(())
+        })??;
+        self.links_up = Instant::now();
+        // Settled already (a ruleset may be loaded): wait for the new reports now.
+        if std::mem::take(self.settled.get_mut()) {
+            self.settle()?;
+        }
+        Ok(())
     }
 
-    /// The address of a leaf host (the router's own address on that leaf's link
-    /// for [`HostId::Router`] is [`LinkPlan::gateway`]).
+    /// Whether the lab has host `id` (`inner` only after [`Lab::add_inner`]).
+    pub fn has(&self, id: HostId) -> bool {
+        self.hosts.iter().any(|(h, _)| *h == id)
+    }
+
+    /// The hosts of the lab, in creation order.
+    pub fn ids(&self) -> Vec<HostId> {
+        self.hosts.iter().map(|(h, _)| *h).collect()
+    }
+
+    /// A host of the lab.
+    ///
+    /// # Panics
+    /// For [`HostId::Inner`] before [`Lab::add_inner`].
+    pub fn host(&self, id: HostId) -> &Host {
+        match self.hosts.iter().find(|(h, _)| *h == id) {
+            Some((_, host)) => host,
+            None => panic!("the lab has no {id} host (inner needs Lab::add_inner)"),
+        }
+    }
+
+    /// The address of a host (the router's own address on a leaf's link is that
+    /// leaf's [`LinkPlan::gateway`]).
     ///
     /// # Panics
     /// For the router, which has no single address.
@@ -293,7 +380,7 @@ impl Lab {
             .addr(family)
     }
 
-    /// The subnet of a leaf's link (e.g. the admin subnet a policy's
+    /// The subnet of a host's link (e.g. the admin subnet a policy's
     /// `allow_from` names).
     ///
     /// # Panics
@@ -315,15 +402,19 @@ impl Lab {
     pub fn load(&self, backend: Backend, family: Family, text: &str) -> Result<()> {
         self.settle()?;
         let mut current = self.backend.lock().unwrap();
-        if let Some(loaded) = *current {
-            if loaded != backend {
-                return Err(LabError::MixedBackends {
-                    loaded,
-                    asked: backend,
-                });
-            }
-        }
+        same_backend(*current, backend)?;
         self.host(HostId::Target).load(backend, family, text)?;
+        *current = Some(backend);
+        Ok(())
+    }
+
+    /// For rules the target got by other means than [`Lab::load`] (a distro's
+    /// boot loader, `portcullis apply`): read its counters with `backend` from
+    /// now on, so [`Lab::probe`] and [`Lab::counters`] see them. Refuses a
+    /// second backend, as `load` does.
+    pub fn adopt_backend(&self, backend: Backend) -> Result<()> {
+        let mut current = self.backend.lock().unwrap();
+        same_backend(*current, backend)?;
         *current = Some(backend);
         Ok(())
     }
@@ -378,10 +469,11 @@ impl Lab {
     }
 
     /// Run `probe` on host `from` and return its outcome with what the target's
-    /// rules and chain policies counted meanwhile (`family` limits the snapshot
-    /// to one family; `None` reads both). Before any [`Lab::load`], the deltas
-    /// are empty. Probes of one lab run one at a time, so concurrent callers
-    /// never see each other's packets.
+    /// rules and chain policies counted meanwhile: every counter with its growth,
+    /// zeros kept ([`Counters::since`]; `family` limits the snapshots to one
+    /// family, `None` reads both). Before any [`Lab::load`], the counters are
+    /// empty. Probes of one lab run one at a time, so concurrent callers never
+    /// see each other's packets.
     pub fn probe<F, Fut>(&self, from: HostId, family: Option<Family>, probe: F) -> Result<Evidence>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -405,42 +497,44 @@ impl Lab {
             Counters::default()
         };
         let outcome = self.host(from).try_run(probe)?;
-        let deltas = if loaded {
-            self.counters(&families)?.delta(&before)
+        let counters = if loaded {
+            self.counters(&families)?.since(&before)
         } else {
-            Vec::new()
+            Counters::default()
         };
-        Ok(Evidence { outcome, deltas })
+        Ok(Evidence { outcome, counters })
     }
 
     /// Forget the neighbour entries (ARP / NDP) of `family` on host `id`, and its
-    /// peers' entries for it (the router's entry for a leaf's address; every
-    /// leaf's entry for its gateway when `id` is the router), so the next
-    /// exchange starts with neighbour resolution. Returns how many were deleted.
+    /// peers' entries for it (its upstream's entry for its address; each
+    /// downstream host's entry for its gateway: every leaf's when `id` is the
+    /// router, inner's when it is the target), so the next exchange starts with
+    /// neighbour resolution. Returns how many were deleted.
     pub fn flush_neighbours(&self, id: HostId, family: Family) -> Result<usize> {
         let mut jobs = vec![
             self.host(id)
                 .run_async(move || link::flush_neighbours(family, None))
                 .boxed(),
         ];
-        match id.plan() {
-            Some(plan) => {
-                let addr = plan.addr(family);
+        if let (Some(up), Some(plan)) = (id.upstream(), id.plan()) {
+            let addr = plan.addr(family);
+            jobs.push(
+                self.host(up)
+                    .run_async(move || link::flush_neighbours(family, Some(addr)))
+                    .boxed(),
+            );
+        }
+        for down in self.ids() {
+            if down.upstream() == Some(id) {
+                let gw = down
+                    .plan()
+                    .expect("a host with an upstream")
+                    .gateway(family);
                 jobs.push(
-                    self.host(HostId::Router)
-                        .run_async(move || link::flush_neighbours(family, Some(addr)))
+                    self.host(down)
+                        .run_async(move || link::flush_neighbours(family, Some(gw)))
                         .boxed(),
                 );
-            }
-            None => {
-                for leaf in HostId::LEAVES {
-                    let gw = leaf.plan().expect("leaf").gateway(family);
-                    jobs.push(
-                        self.host(leaf)
-                            .run_async(move || link::flush_neighbours(family, Some(gw)))
-                            .boxed(),
-                    );
-                }
             }
         }
         let mut deleted = 0;
@@ -491,6 +585,26 @@ impl Lab {
     }
 }
 
+/// Refuse `asked` when the lab already uses another backend.
+fn same_backend(loaded: Option<Backend>, asked: Backend) -> Result<()> {
+    match loaded {
+        Some(loaded) if loaded != asked => Err(LabError::MixedBackends { loaded, asked }),
+        _ => Ok(()),
+    }
+}
+
+/// A host's end of its link: `eth0` up with its addresses, default routes via
+/// its gateway (on the host's own thread).
+async fn configure_eth0(plan: LinkPlan) -> Result<()> {
+    let index = link::link_index("eth0").await?;
+    link::set_up(index).await?;
+    link::add_address(index, plan.host_v4.into(), plan.subnet_v4.prefix_len()).await?;
+    link::add_address(index, plan.host_v6.into(), plan.subnet_v6.prefix_len()).await?;
+    link::add_default_route(plan.gateway_v4.into()).await?;
+    link::add_default_route(plan.gateway_v6.into()).await?;
+    Ok(())
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for e in self.teardown() {
@@ -516,7 +630,7 @@ mod tests {
     #[test]
     fn the_plan_uses_documentation_addresses_on_disjoint_subnets() {
         let mut subnets = Vec::new();
-        for id in HostId::LEAVES {
+        for id in HostId::ALL.into_iter().filter(|h| h.upstream().is_some()) {
             let p = id.plan().unwrap();
             for f in Family::ALL {
                 assert!(documentation(p.addr(f)), "{id} {f}");
@@ -532,7 +646,22 @@ mod tests {
                 assert!(!a.contains(b) && !b.contains(a), "{a} overlaps {b}");
             }
         }
+        assert_eq!(subnets.len(), 12, "six links, two families");
         assert!(HostId::Router.plan().is_none());
-        assert!(HostId::LEAVES.iter().all(|h| h.router_ifname().len() <= 15));
+        assert!(HostId::ALL.iter().all(|h| h.uplink_ifname().len() <= 15));
+        // inner's gateway is the target's address on inner's link.
+        let inner = HostId::Inner.plan().unwrap();
+        assert_eq!(HostId::Inner.upstream(), Some(HostId::Target));
+        assert_eq!(inner.subnet(Family::V4).to_string(), "192.0.2.48/28");
+        assert_eq!(inner.subnet(Family::V6).to_string(), "2001:db8:6::/64");
+    }
+
+    #[test]
+    fn host_names_round_trip() {
+        for h in HostId::ALL {
+            assert_eq!(h.name().parse::<HostId>(), Ok(h));
+            assert_eq!(h.to_string(), h.name());
+        }
+        assert!("gateway".parse::<HostId>().unwrap_err().contains("inner"));
     }
 }

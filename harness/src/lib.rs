@@ -17,28 +17,38 @@
 //!   [`Task`] drops. Children: [`Host::command`] (enters the namespace between
 //!   fork and exec, parent-death signal), [`Host::spawn_child`] (spawned on the
 //!   host thread, killed and reaped when the [`Child`] drops), [`Host::exec`]
-//!   (run to completion, stdout), and on the host thread itself
-//!   [`host::async_command`] / [`host::run_command`]. Netlink:
+//!   (run to completion from any thread, stdout), and on the host thread itself
+//!   [`host::async_command`] (long-lived, tokio) / [`host::run_command`] (run to
+//!   completion, async). Every run-to-completion child goes through the one
+//!   runner, [`backend::run_prepared`] (stdin from a thread: a `*-restore` that
+//!   stops at a bad line is reported by its stderr). Netlink:
 //!   [`host::netlink`] on a host thread; helpers in [`link`].
 //! - [`Lab`] (module [`lab`]): the standard dual-stack lab, a router joining
-//!   [`HostId::Target`], `Admin`, `Outsider`, `Resolver` and `Web`; addresses from
-//!   [`HostId::plan`] / [`Lab::addr`] / [`Lab::subnet`] (see docs/lab.md).
+//!   [`HostId::Target`], `Admin`, `Outsider`, `Resolver` and `Web`, and on demand
+//!   `Inner` behind the target ([`Lab::add_inner`], [`LabOptions::inner`], for
+//!   the FORWARD chain); addresses from [`HostId::plan`] / [`Lab::addr`] /
+//!   [`Lab::subnet`] (see docs/lab.md).
 //!   Dropping it tears down in reverse order; [`Lab::shutdown`] returns every
 //!   error.
 //! - Rules on the target: [`Lab::load`] (one `*-restore -w`), [`Lab::counters`]
 //!   (`*-save -c` parsed into [`Counters`]), [`Lab::reset`] (zero counters and
-//!   flush conntrack over ctnetlink, module [`conntrack`]), [`Counters::delta`].
+//!   flush conntrack over ctnetlink, module [`conntrack`]), [`Counters::since`].
 //!   [`Lab::flush_neighbours`] forgets ARP/NDP entries of a host and its peers.
 //! - [`Lab::settle`]: waits (once per lab, at most [`lab::SETTLE_LIMIT`]) until
 //!   the target has sent the MLD reports of its fresh link, so they never land in
-//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it.
+//!   a probe's counters; the first [`Lab::reset`] or [`Lab::probe`] calls it. The
+//!   wait itself is [`mld::settle_mld`], for a link added later.
 //! - [`Lab::probe`]: run any async probe returning an [`Outcome`] on one host and
-//!   get [`Evidence`]: the outcome plus every target counter that moved, so a drop
-//!   is proved by the rule or policy that counted it ([`Evidence::count`] with a
-//!   [`Selector`], [`Evidence::counted_by`]).
+//!   get [`Evidence`]: the outcome plus the target's [`Counters::since`] the probe
+//!   began (every counter with its growth, zeros kept, resets handled), so a drop
+//!   is proved by the rule or policy that counted it: [`Counters::count`] with a
+//!   [`Selector`] (`None` when no rule answers to it), [`Counters::moved`].
+//! - Privileged trials: [`trial::privileged`] builds every libtest-mimic trial
+//!   that needs root in the workspace, ignored with one reason when not root.
 //! - Debug mode ([`LabOptions::debug`] or `PORTCULLIS_LAB_DEBUG=1`): every
 //!   namespace is also bind-mounted at `/run/netns/pc-<pid>-<seq>-<host>` for
-//!   `ip netns exec`; [`host::sweep`] removes mounts left by dead processes.
+//!   `ip netns exec`; [`sweep`] removes mounts left by dead processes (module
+//!   [`debug`]).
 //!
 //! # Example
 //!
@@ -71,7 +81,7 @@
 //!     }
 //! })?;
 //! assert_eq!(ev.outcome, Outcome::NoAnswer);
-//! assert!(ev.count(&Selector::Policy("INPUT".into())) >= 1, "{}", ev.summary());
+//! assert!(ev.counters.packets(&Selector::policy("INPUT")) >= 1, "{}", ev.summary());
 //! lab.shutdown().map_err(|e| format!("{e:?}"))?;
 //! # Ok(())
 //! # }
@@ -87,35 +97,30 @@
 //!   [`Host::spawn_child`]; their parent-death signal is tied to the host thread.
 
 pub mod conntrack;
+pub mod debug;
 pub mod error;
 pub mod evidence;
 pub mod host;
 pub mod lab;
 pub mod link;
+pub mod mld;
 pub mod probe;
 pub mod procs;
 pub mod services;
 mod sys;
+pub mod trial;
 
 // The backends, the command runner and the counter parser live in the leaf crate
 // both halves depend on; the lab re-exports them so a lab user needs one import.
+pub use debug::sweep;
 pub use error::LabError;
-pub use evidence::{Evidence, Selector};
-pub use host::{Child, Host, Task, sweep};
+pub use evidence::Evidence;
+pub use host::{Child, Host, Task};
 pub use lab::{HostId, Lab, LabOptions, LinkPlan};
 pub use portcullis_netfilter::{Backend, BackendError, Family};
-pub use portcullis_netfilter::{Counter, CounterKind, Counters, Delta};
+pub use portcullis_netfilter::{Counter, CounterKind, Counters, Selector};
 pub use portcullis_netfilter::{backend, counters};
 pub use probe::Outcome;
-
-/// Whether this process can build labs (root). Privileged tests are reported
-/// ignored with [`NOT_ROOT`] when this is false.
-pub fn can_build_labs() -> bool {
-    sys::is_root()
-}
-
-/// The reason privileged trials give when they cannot run.
-pub const NOT_ROOT: &str = "needs root (network namespaces, netlink, iptables): run with sudo";
 
 /// Whether process `pid` is alive (not gone, not a zombie); for tests that check
 /// a lab's children died with it.

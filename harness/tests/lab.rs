@@ -11,9 +11,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Failed, Trial};
 use portcullis_harness::probe::NEGATIVE_WINDOW;
-use portcullis_harness::{Backend, Family, Host, HostId, Lab, LabOptions, Outcome, Selector, host};
+use portcullis_harness::{
+    Backend, Family, Host, HostId, Lab, LabOptions, Outcome, Selector, host, trial,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHILD_ENV: &str = "PORTCULLIS_LAB_TEST_CHILD";
@@ -31,6 +33,10 @@ fn main() {
         privileged(
             "children_run_in_the_host_namespace_and_die_with_it",
             children_die_with_host,
+        ),
+        privileged(
+            "an_early_exiting_restore_reports_its_stderr",
+            early_exiting_restore_reports_stderr,
         ),
         privileged("lab_routes_tcp_between_leaves_v4_and_v6", lab_routes_tcp),
         privileged(
@@ -62,29 +68,21 @@ fn main() {
             backend,
             idle_window_counts_nothing,
         ));
+        trials.push(with_backend(
+            format!("inner_added_after_a_load_settles_before_probes::{backend}"),
+            backend,
+            inner_added_after_a_load_settles,
+        ));
     }
     libtest_mimic::run(&args, trials).exit();
 }
 
 fn privileged(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
-    Trial::ignorable_test(name, move || {
-        if !portcullis_harness::can_build_labs() {
-            return Ok(Completion::ignored_with(portcullis_harness::NOT_ROOT));
-        }
-        f().map(|()| Completion::Completed)
-    })
+    trial::privileged(name, None, f)
 }
 
 fn with_backend(name: String, backend: Backend, f: fn(Backend) -> Result<(), Failed>) -> Trial {
-    Trial::ignorable_test(name, move || {
-        if !portcullis_harness::can_build_labs() {
-            return Ok(Completion::ignored_with(portcullis_harness::NOT_ROOT));
-        }
-        if let Some(reason) = backend.unavailable_reason() {
-            return Ok(Completion::ignored_with(reason));
-        }
-        f(backend).map(|()| Completion::Completed)
-    })
+    trial::privileged(name, backend.unavailable_reason(), move || f(backend))
 }
 
 fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
@@ -175,6 +173,54 @@ fn host_thread_owns_its_namespace() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A fake `*-restore` that rejects its input without reading it (as
+/// iptables-restore stops at the first bad line), run in a host by `Host::exec`
+/// (the path of `Host::load`) and by `host::run_command` on the host thread: both
+/// report its stderr, never the broken pipe of the unread stdin.
+fn early_exiting_restore_reports_stderr() -> Result<(), Failed> {
+    use portcullis_harness::{BackendError, LabError};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let fake = dir.path().join("fake-restore");
+    // It names its namespace, so the message also proves where it ran.
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"line 2 failed in $(readlink /proc/self/ns/net)\" >&2\nexit 1\n",
+    )?;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+    let fake = fake.to_str().ok_or("tempdir path is not UTF-8")?.to_owned();
+    // Far more than a pipe buffer, so writing it must hit the closed pipe.
+    let input = "-A INPUT -j DROP\n".repeat(64 * 1024);
+    let h = Host::new("restore")?;
+    let want = format!("line 2 failed in net:[{}]", h.netns_inode());
+    match h.exec(&[&fake, "-w"], Some(&input)) {
+        Err(LabError::Backend {
+            source: BackendError::Failed { command, stderr },
+            ..
+        }) => {
+            check(command == format!("{fake} -w"), || {
+                format!("exec: the error names `{command}`")
+            })?;
+            check(stderr == want, || {
+                format!("exec: stderr {stderr:?}, want {want:?}")
+            })?;
+        }
+        other => return Err(format!("exec: expected the child's stderr, got {other:?}").into()),
+    }
+    let argv = fake.clone();
+    let got = h.run(move || async move { host::run_command(&[&argv, "-w"], Some(&input)).await });
+    match got {
+        Err(BackendError::Failed { stderr, .. }) => check(stderr == want, || {
+            format!("run_command: stderr {stderr:?}, want {want:?}")
+        })?,
+        other => {
+            return Err(format!("run_command: expected the child's stderr, got {other:?}").into());
+        }
+    }
+    h.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
 fn children_die_with_host() -> Result<(), Failed> {
     let h = Host::new("kids")?;
     let want = format!("net:[{}]", h.netns_inode());
@@ -184,7 +230,7 @@ fn children_die_with_host() -> Result<(), Failed> {
     check(got == want, || {
         format!("child of command() in {got}, want {want}")
     })?;
-    // exec() runs on the host thread.
+    // exec() enters it too, from this thread, through the one runner.
     let got = h.exec(&["readlink", "/proc/self/ns/net"], None)?;
     check(got.trim() == want, || {
         format!("child of exec() in {}, want {want}", got.trim())
@@ -298,13 +344,15 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
         check(ok.outcome.is_ok(), || {
             format!("{backend} {family} admin: {}", ok.summary())
         })?;
-        check(ok.rule_packets("test port from admin") >= 1, || {
+        let allow = Selector::comment("test port from admin");
+        let policy = Selector::policy("INPUT");
+        check(ok.counters.packets(&allow) >= 1, || {
             format!(
                 "{backend} {family} admin: allow rule did not count: {}",
                 ok.summary()
             )
         })?;
-        check(ok.policy_packets("INPUT") == 0, || {
+        check(ok.counters.count(&policy) == Some(0), || {
             format!(
                 "{backend} {family} admin: INPUT policy counted: {}",
                 ok.summary()
@@ -345,16 +393,14 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
         check(dropped.outcome == Outcome::NoAnswer, || {
             format!("{backend} {family} outsider: {}", dropped.summary())
         })?;
-        check(
-            dropped.count(&Selector::Policy("INPUT".into())) >= 1,
-            || {
-                format!(
-                    "{backend} {family} outsider: INPUT policy did not count: {}",
-                    dropped.summary()
-                )
-            },
-        )?;
-        check(dropped.rule_packets("test port from admin") == 0, || {
+        check(dropped.counters.packets(&policy) >= 1, || {
+            format!(
+                "{backend} {family} outsider: INPUT policy did not count: {}",
+                dropped.summary()
+            )
+        })?;
+        // Zeros are kept: the allow rule is there and counted nothing.
+        check(dropped.counters.count(&allow) == Some(0), || {
             format!(
                 "{backend} {family} outsider: allow rule counted: {}",
                 dropped.summary()
@@ -377,13 +423,13 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
         });
         let (ok, dropped) = (ok?, dropped?);
         check(
-            ok.outcome.is_ok() && ok.policy_packets("INPUT") == 0,
+            ok.outcome.is_ok() && ok.counters.count(&policy) == Some(0),
             || format!("{backend} {family} concurrent admin: {}", ok.summary()),
         )?;
         check(
             dropped.outcome == Outcome::NoAnswer
-                && dropped.policy_packets("INPUT") >= 1
-                && dropped.rule_packets("test port from admin") == 0,
+                && dropped.counters.packets(&policy) >= 1
+                && dropped.counters.count(&allow) == Some(0),
             || {
                 format!(
                     "{backend} {family} concurrent outsider: {}",
@@ -401,12 +447,32 @@ fn drop_is_counted(backend: Backend) -> Result<(), Failed> {
 /// fresh link's MLD reports used to land here.)
 fn idle_window_counts_nothing(backend: Backend) -> Result<(), Failed> {
     let lab = Lab::standard_with(LabOptions::default())?;
+    load_drop_all(&lab, backend)?;
+    idle_probe_counts_nothing(&lab, &format!("{backend}"))?;
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+/// The same when `inner` is added after the ruleset loaded: the target's new
+/// link reports its multicast groups too, and `add_inner` waits them out.
+fn inner_added_after_a_load_settles(backend: Backend) -> Result<(), Failed> {
+    let mut lab = Lab::standard_with(LabOptions::default())?;
+    load_drop_all(&lab, backend)?;
+    idle_probe_counts_nothing(&lab, &format!("{backend} before add_inner"))?;
+    lab.add_inner()?;
+    idle_probe_counts_nothing(&lab, &format!("{backend} after add_inner"))?;
+    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+/// DROP everything, with a named rule per ICMPv6 type so a failure says what
+/// moved.
+fn load_drop_all(lab: &Lab, backend: Backend) -> Result<(), Failed> {
     let rules = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n";
     lab.load(backend, Family::V4, rules)?;
-    // Name the ICMPv6 types so a failure says what moved.
     let mut v6 =
         String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n");
-    for chain in ["INPUT", "OUTPUT"] {
+    for chain in ["INPUT", "FORWARD", "OUTPUT"] {
         for (ty, name) in [
             (143, "mld2"),
             (131, "mld1"),
@@ -422,65 +488,49 @@ fn idle_window_counts_nothing(backend: Backend) -> Result<(), Failed> {
     }
     v6 += "COMMIT\n";
     lab.load(backend, Family::V6, &v6)?;
+    Ok(())
+}
+
+fn idle_probe_counts_nothing(lab: &Lab, what: &str) -> Result<(), Failed> {
     let ev = lab.probe(HostId::Admin, None, || async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Outcome::NoAnswer
     })?;
-    check(ev.deltas.is_empty(), || {
-        format!("{backend}: an idle window counted: {}", ev.summary())
+    check(ev.counters.moved().is_empty(), || {
+        format!("{what}: an idle window counted: {}", ev.summary())
     })?;
-    lab.shutdown().map_err(|e| format!("{e:?}"))?;
-    Ok(())
+    // The counters are all there, zeros kept (an empty list would prove nothing).
+    check(
+        ev.counters.count(&Selector::policy("INPUT")) == Some(0),
+        || format!("{what}: no INPUT policy counter in {:?}", ev.counters),
+    )
 }
 
-/// A sixth host on a second link of the target (the FORWARD scenarios' shape),
-/// built with the public link helpers: add_veth picks distinct ifindexes, the
-/// router routes the new subnets via the target with add_route.
+/// `inner`, on a second link of the target (the FORWARD scenarios' shape): the
+/// two ends of the veth have different ifindexes, the router routes inner's
+/// subnets via the target, and admin reaches inner through the target over both
+/// families; `add_inner` is idempotent and the address plan is `HostId::plan`'s.
 fn host_behind_target() -> Result<(), Failed> {
     use portcullis_harness::link;
-    let lab = Lab::standard_with(LabOptions::default())?;
-    let inner = Host::new("inner")?;
-    let fd = {
-        use std::os::fd::AsRawFd;
-        inner.netns_fd().as_raw_fd()
-    };
-    let nets: [(IpAddr, IpAddr, u8); 2] = [
-        ("192.0.2.49".parse()?, "192.0.2.50".parse()?, 28),
-        ("2001:db8:6::1".parse()?, "2001:db8:6::2".parse()?, 64),
-    ];
-    let ours = lab.host(HostId::Target).run(move || async move {
-        let index = link::add_veth("to-inner", "eth0", fd).await?;
-        for (gw, _, prefix) in nets {
-            link::add_address(index, gw, prefix).await?;
-        }
-        link::enable_forwarding()?;
-        Ok::<_, portcullis_harness::LabError>(index)
+    let mut lab = Lab::standard_with(LabOptions {
+        inner: true,
+        ..LabOptions::default()
     })?;
-    let theirs = inner.run(move || async move {
-        let index = link::link_index("eth0").await?;
-        link::set_up(index).await?;
-        for (gw, addr, prefix) in nets {
-            link::add_address(index, addr, prefix).await?;
-            link::add_default_route(gw).await?;
-        }
-        Ok::<_, portcullis_harness::LabError>(index)
+    lab.add_inner()?;
+    check(lab.ids() == HostId::ALL, || {
+        format!("hosts {:?}, want {:?}", lab.ids(), HostId::ALL)
     })?;
+    let ours = lab
+        .host(HostId::Target)
+        .run(|| link::link_index("to-inner"))?;
+    let theirs = lab.host(HostId::Inner).run(|| link::link_index("eth0"))?;
     check(ours != theirs, || {
         format!("both ends of the veth have index {ours}")
     })?;
-    for family in Family::ALL {
-        let via = lab.addr(HostId::Target, family);
-        let dest: ipnet::IpNet = match family {
-            Family::V4 => "192.0.2.48/28".parse()?,
-            Family::V6 => "2001:db8:6::/64".parse()?,
-        };
-        lab.host(HostId::Router)
-            .run(move || link::add_route(dest, via))?;
-    }
     let mut tasks = Vec::new();
-    for (_, addr, _) in nets {
-        let at = SocketAddr::new(addr, 8080);
-        let (bound, task) = inner.serve(move || echo_server(at))?;
+    for family in Family::ALL {
+        let at = SocketAddr::new(lab.addr(HostId::Inner, family), 8080);
+        let (bound, task) = lab.host(HostId::Inner).serve(move || echo_server(at))?;
         tasks.push(task);
         let out = lab
             .host(HostId::Admin)
@@ -490,13 +540,15 @@ fn host_behind_target() -> Result<(), Failed> {
         })?;
     }
     drop(tasks);
-    inner.shutdown().map_err(|e| format!("{e:?}"))?;
     lab.shutdown().map_err(|e| format!("{e:?}"))?;
     Ok(())
 }
 
 fn teardown_leaves_nothing() -> Result<(), Failed> {
-    let lab = Lab::standard_with(LabOptions::default())?;
+    let lab = Lab::standard_with(LabOptions {
+        inner: true,
+        ..LabOptions::default()
+    })?;
     let inodes: Vec<u64> = HostId::ALL
         .iter()
         .map(|h| lab.host(*h).netns_inode())
@@ -530,7 +582,10 @@ fn teardown_leaves_nothing() -> Result<(), Failed> {
 }
 
 fn debug_mode_mounts_and_unmounts() -> Result<(), Failed> {
-    let lab = Lab::standard_with(LabOptions { debug: true })?;
+    let lab = Lab::standard_with(LabOptions {
+        debug: true,
+        inner: true,
+    })?;
     let mut mounts = Vec::new();
     for id in HostId::ALL {
         let h = lab.host(id);
@@ -584,7 +639,7 @@ fn sweep_removes_leftovers() -> Result<(), Failed> {
         check(!report.mounts.is_empty(), || {
             "debug child made no mounts".into()
         })?;
-        let removed = host::sweep().map_err(|e| format!("{e:?}"))?;
+        let removed = portcullis_harness::debug::sweep().map_err(|e| format!("{e:?}"))?;
         for m in &report.mounts {
             check(!std::path::Path::new(m).exists(), || {
                 format!("{m} still there after the sweep")
@@ -644,9 +699,10 @@ fn run_and_kill_child(mode: &str) -> Result<ChildReport, Failed> {
             report.mounts.push(v.to_owned());
         }
     }
-    check(report.sleep != 0 && report.inodes.len() == 6, || {
-        format!("child reported {line:?}")
-    })?;
+    check(
+        report.sleep != 0 && report.inodes.len() == HostId::ALL.len(),
+        || format!("child reported {line:?}"),
+    )?;
     // The child's own child gets its parent-death signal as the child dies; wait
     // for it to be gone (it holds the target's namespace until then).
     wait_until(Duration::from_secs(10), || {
@@ -659,6 +715,7 @@ fn run_and_kill_child(mode: &str) -> Result<ChildReport, Failed> {
 fn child_mode(mode: &str) -> ! {
     let lab = Lab::standard_with(LabOptions {
         debug: mode == "debug",
+        inner: true,
     })
     .expect("child lab");
     let mut sleep = lab.host(HostId::Target).command("sleep");

@@ -10,13 +10,15 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Failed, Trial};
 use portcullis_harness::backend::{self, Backend, Family};
 use portcullis_harness::lab::{HostId, Lab};
 use portcullis_harness::probe::dns::{Rtype, Transport};
 use portcullis_harness::probe::{self, NEGATIVE_WINDOW, Outcome};
 use portcullis_harness::services::ssh::{LabDir, Sshd};
 use portcullis_harness::services::{self, dns::Zone, tls::LabCa};
+use portcullis_harness::trial;
+use portcullis_harness::{CounterKind, Counters, Selector};
 
 /// The window of probes expected to succeed: generous, because a loaded CI
 /// machine may be slow to schedule the server; success returns long before it.
@@ -51,8 +53,8 @@ fn main() {
         privileged("tcp::no_listener_is_refused", tcp_refused),
         privileged("tcp::echo_listener_echoes", tcp_echo),
         privileged("icmp::echo_v4_v6", icmp_echo),
-        needs_openssh(privileged("ssh::run_and_sessions_v4_v6", ssh_case)),
-        needs_openssh(privileged("ssh::no_sshd_is_refused", ssh_refused)),
+        netns_trial("ssh::run_and_sessions_v4_v6", openssh_missing(), ssh_case),
+        netns_trial("ssh::no_sshd_is_refused", openssh_missing(), ssh_refused),
     ];
     // One trial per backend for each: `NAME::nft`, `NAME::legacy`.
     macro_rules! per_backend {
@@ -71,30 +73,27 @@ fn main() {
         "timing::negative_probe_median" => negative_timing,
     );
     trials.push(lab_trial("lab::services_across_the_router", lab_services));
-    trials.push(needs_openssh(lab_trial(
+    trials.push(lab_gated(
         "lab::ssh_admin_and_outsider_to_target",
+        openssh_missing(),
         lab_ssh,
-    )));
-    trials.push(needs_openssh(Trial::ignorable_test(
+    ));
+    trials.push(trial::privileged(
         "lab::sigkill_leaves_no_ssh_process",
-        || match not_root() {
-            Some(reason) => Ok(Completion::ignored_with(reason)),
-            None => sigkill_leaves_no_ssh_process()
-                .map(|()| Completion::Completed)
-                .map_err(Failed::from),
-        },
-    )));
+        openssh_missing(),
+        || Ok(sigkill_leaves_no_ssh_process()?),
+    ));
     for b in Backend::ALL {
-        trials.push(lab_backend_trial(
+        trials.push(lab_gated(
             &format!("lab::crafted_and_dropped_counted_on_target::{b}"),
-            b,
+            b.unavailable_reason(),
             move |lab| lab_counted(lab, b),
         ));
-        trials.push(needs_openssh(lab_backend_trial(
+        trials.push(lab_gated(
             &format!("lab::sessions_opened_before_the_ruleset::{b}"),
-            b,
+            b.unavailable_reason().or_else(openssh_missing),
             move |lab| lab_sessions_before_ruleset(lab, b),
-        )));
+        ));
     }
     libtest_mimic::run(&args, trials).exit();
 }
@@ -102,47 +101,22 @@ fn main() {
 // ---------------------------------------------------------------------------
 // Trial plumbing
 
-/// Mark an OpenSSH trial ignored (with the reason) when sshd or ssh is missing.
-fn needs_openssh(trial: Trial) -> Trial {
-    let missing = ["sshd", "ssh", "ssh-keygen"]
+/// Why an OpenSSH trial cannot run here beyond root: sshd, ssh or ssh-keygen missing.
+fn openssh_missing() -> Option<String> {
+    ["sshd", "ssh", "ssh-keygen"]
         .into_iter()
-        .find(|b| backend::find_in_path(b).is_none());
-    match missing {
-        None => trial,
-        Some(bin) => {
-            let name = trial.name().to_owned();
-            Trial::ignorable_test(name, move || {
-                Ok(Completion::ignored_with(format!(
-                    "{bin} not found on PATH (install openssh-server and openssh-client)"
-                )))
-            })
-        }
-    }
-}
-
-fn not_root() -> Option<String> {
-    (!nix::unistd::geteuid().is_root())
-        .then(|| "needs root: private network namespaces (run with sudo)".to_owned())
-}
-
-/// Why a trial cannot run here: not root, or (when it needs one) `backend` missing.
-fn skip_reason(backend: Option<Backend>) -> Option<String> {
-    not_root().or_else(|| backend.and_then(|b| b.unavailable_reason()))
+        .find(|b| backend::find_in_path(b).is_none())
+        .map(|bin| format!("{bin} not found on PATH (install openssh-server and openssh-client)"))
 }
 
 /// A trial that runs `f` on a host of its own (`in_netns`), ignored with the
-/// reason when it cannot run here.
-fn netns_trial<F, Fut>(name: &str, backend: Option<Backend>, f: F) -> Trial
+/// reason when not root or when `extra` names another reason it cannot run.
+fn netns_trial<F, Fut>(name: &str, extra: Option<String>, f: F) -> Trial
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
-    Trial::ignorable_test(name, move || {
-        if let Some(reason) = skip_reason(backend) {
-            return Ok(Completion::ignored_with(reason));
-        }
-        in_netns(f).map(|()| Completion::Completed)
-    })
+    trial::privileged(name, extra, move || in_netns(f))
 }
 
 fn privileged<F, Fut>(name: &str, f: F) -> Trial
@@ -158,7 +132,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = TestResult> + 'static,
 {
-    netns_trial(name, Some(b), f)
+    netns_trial(name, b.unavailable_reason(), f)
 }
 
 /// Run `f` on a lab host of its own: a dedicated thread in a new, private network
@@ -197,20 +171,20 @@ fn expect_word(what: &str, got: &Outcome, word: &str) -> TestResult {
     }
 }
 
-/// Packet count of the first rule in `family`'s saved ruleset (with `-c`) whose
-/// text contains `needle`.
-fn rule_packets(b: Backend, family: Family, needle: &str) -> Result<u64, String> {
+/// `family`'s counters now, in the calling host's namespace (`*-save -c`).
+fn snapshot(b: Backend, family: Family) -> Result<Counters, String> {
     let saved = backend::save(b, family, true).map_err(|e| e.to_string())?;
-    for line in saved.lines() {
-        if line.starts_with('[') && line.contains(needle) {
-            let counts = line[1..].split(']').next().unwrap_or_default();
-            let packets = counts.split(':').next().unwrap_or_default();
-            return packets
-                .parse()
-                .map_err(|e| format!("bad counter in {line:?}: {e}"));
-        }
-    }
-    Err(format!("no rule containing {needle:?} in:\n{saved}"))
+    Counters::parse(family, &saved).map_err(|e| e.to_string())
+}
+
+/// Packets of the first rule in `c` whose text contains `needle` (use on a
+/// [`Counters::since`] value).
+fn rule_packets(c: &Counters, needle: &str) -> Result<u64, String> {
+    c.entries
+        .iter()
+        .find(|e| matches!(&e.kind, CounterKind::Rule { text, .. } if text.contains(needle)))
+        .map(|e| e.packets)
+        .ok_or_else(|| format!("no rule containing {needle:?} in {:?}", c.entries))
 }
 
 fn lab_zone() -> Zone {
@@ -359,14 +333,12 @@ async fn tcp_dropped(b: Backend) -> TestResult {
             "",
         )?;
         backend::restore(b, family, &ruleset(&[DROP_8082]), false).map_err(|e| e.to_string())?;
-        let before = rule_packets(b, family, "--dport 8082 -j DROP")?;
+        let before = snapshot(b, family)?;
         let got = probe::tcp::connect(a, NEGATIVE_WINDOW).await;
         expect_word(&format!("connect {a} behind a DROP"), &got, "no-answer")?;
-        let after = rule_packets(b, family, "--dport 8082 -j DROP")?;
-        if after <= before {
-            return Err(format!(
-                "the DROP rule did not count the SYN ({before} -> {after})"
-            ));
+        let counted = rule_packets(&snapshot(b, family)?.since(&before), "--dport 8082 -j DROP")?;
+        if counted == 0 {
+            return Err("the DROP rule did not count the SYN".into());
         }
     }
     Ok(())
@@ -417,7 +389,7 @@ async fn negative_timing(b: Backend) -> TestResult {
             )?;
         }
         let needle = rule.trim_start_matches("-A INPUT ");
-        let counted = rule_packets(b, Family::V4, needle)?;
+        let counted = rule_packets(&snapshot(b, Family::V4)?, needle)?;
         if counted < N as u64 {
             return Err(format!("`{rule}` counted {counted} of {N} probes"));
         }
@@ -477,17 +449,17 @@ async fn icmp_dropped(b: Backend) -> TestResult {
             .split(" -m ")
             .next()
             .unwrap_or_default();
-        let before = rule_packets(b, family, "-j DROP")?;
+        let before = snapshot(b, family)?;
         let got = probe::icmp::echo(ip, NEGATIVE_WINDOW).await;
         expect_word(
             &format!("echo {ip} behind a DROP ({needle})"),
             &got,
             "no-answer",
         )?;
-        let after = rule_packets(b, family, "-j DROP")?;
-        if after != before + 1 {
+        let counted = rule_packets(&snapshot(b, family)?.since(&before), "-j DROP")?;
+        if counted != 1 {
             return Err(format!(
-                "the DROP rule counted {before} -> {after}, expected one echo request"
+                "the DROP rule counted {counted}, expected one echo request"
             ));
         }
     }
@@ -547,7 +519,7 @@ async fn rejected(b: Backend) -> TestResult {
             // At least one: over loopback the ICMPv6 error can reach the socket
             // while connect(2) still holds it, so TCP keeps it as a soft error and
             // the SYN is sent again before the refusal sticks.
-            let counted = rule_packets(b, family, &format!("--comment {comment} "))?;
+            let counted = rule_packets(&snapshot(b, family)?, &format!("--comment {comment} "))?;
             if counted == 0 {
                 return Err(format!("{family}: rule {comment} counted nothing"));
             }
@@ -573,13 +545,13 @@ async fn malicious_flags(b: Backend) -> TestResult {
             (Flags::SYN_FIN, "FIN,SYN FIN,SYN"),
             (Flags::SYN_RST, "SYN,RST SYN,RST"),
         ] {
-            let before = rule_packets(b, family, rule)?;
+            let before = snapshot(b, family)?;
             let got = send_tcp(src, dst, flags, 1000, 0).await;
             expect_ok(&format!("send {flags} {src} -> {dst}"), &got, "sent")?;
-            let after = rule_packets(b, family, rule)?;
-            if after != before + 1 {
+            let counted = rule_packets(&snapshot(b, family)?.since(&before), rule)?;
+            if counted != 1 {
                 return Err(format!(
-                    "{family} {flags}: the `{rule}` rule counted {before} -> {after}, expected exactly one"
+                    "{family} {flags}: the `{rule}` rule counted {counted}, expected exactly one"
                 ));
             }
         }
@@ -601,13 +573,13 @@ async fn invalid_rst(b: Backend) -> TestResult {
             &probe::tcp::connect(dst, PATIENT).await,
             "connected",
         )?;
-        let before = rule_packets(b, family, "INVALID")?;
+        let before = snapshot(b, family)?;
         let got = probe::craft::out_of_window_rst(dst, PATIENT).await;
         expect_ok(&format!("out-of-window rst to {dst}"), &got, "sent RST")?;
-        let after = rule_packets(b, family, "INVALID")?;
-        if after != before + 1 {
+        let counted = rule_packets(&snapshot(b, family)?.since(&before), "INVALID")?;
+        if counted != 1 {
             return Err(format!(
-                "{family}: the INVALID rule counted {before} -> {after}, expected exactly the RST ({got:?})"
+                "{family}: the INVALID rule counted {counted}, expected exactly the RST ({got:?})"
             ));
         }
     }
@@ -707,28 +679,18 @@ where
     lab_gated(name, None, f)
 }
 
-fn lab_backend_trial<F>(name: &str, b: Backend, f: F) -> Trial
-where
-    F: FnOnce(&Lab) -> TestResult + Send + 'static,
-{
-    lab_gated(name, Some(b), f)
-}
-
 /// A trial that runs `f` on a fresh standard lab, torn down afterwards (a teardown
-/// failure fails the trial), ignored with the reason when it cannot run here.
-fn lab_gated<F>(name: &str, backend: Option<Backend>, f: F) -> Trial
+/// failure fails the trial), ignored with the reason when not root or when
+/// `extra` names another reason it cannot run.
+fn lab_gated<F>(name: &str, extra: Option<String>, f: F) -> Trial
 where
     F: FnOnce(&Lab) -> TestResult + Send + 'static,
 {
-    Trial::ignorable_test(name, move || {
-        if let Some(reason) = skip_reason(backend) {
-            return Ok(Completion::ignored_with(reason));
-        }
-        let lab = Lab::standard().map_err(|e| Failed::from(format!("standard lab: {e}")))?;
+    trial::privileged(name, extra, move || {
+        let lab = Lab::standard().map_err(|e| format!("standard lab: {e}"))?;
         let result = f(&lab);
-        lab.shutdown()
-            .map_err(|e| Failed::from(format!("lab teardown: {e:?}")))?;
-        result.map(|()| Completion::Completed).map_err(Failed::from)
+        lab.shutdown().map_err(|e| format!("lab teardown: {e:?}"))?;
+        Ok(result?)
     })
 }
 
@@ -870,7 +832,7 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
                 })
                 .map_err(|e| e.to_string())?;
             expect_ok(&format!("{family} craft {flags}"), &ev.outcome, "sent")?;
-            if ev.rule_packets(comment) != 1 {
+            if ev.counters.count(&Selector::comment(comment)) != Some(1) {
                 return Err(format!(
                     "{family} {flags}: expected rule {comment} to count 1: {}",
                     ev.summary()
@@ -887,7 +849,7 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
             &ev.outcome,
             "sent RST",
         )?;
-        if ev.rule_packets("invalid") != 1 {
+        if ev.counters.count(&Selector::comment("invalid")) != Some(1) {
             return Err(format!(
                 "{family} out-of-window rst: expected rule invalid to count 1: {}",
                 ev.summary()
@@ -906,7 +868,7 @@ fn lab_counted(lab: &Lab, b: Backend) -> TestResult {
                 .map_err(|e| e.to_string())?;
             times.push(t.elapsed());
             expect_word(&format!("{family} tcp 2222"), &ev.outcome, "no-answer")?;
-            if ev.rule_packets("drop-2222") < 1 {
+            if ev.counters.packets(&Selector::comment("drop-2222")) < 1 {
                 return Err(format!(
                     "{family} tcp 2222 not counted by drop-2222: {}",
                     ev.summary()
@@ -1009,7 +971,7 @@ fn lab_sessions_before_ruleset(lab: &Lab, b: Backend) -> TestResult {
         })
         .map_err(|e| e.to_string())?;
     expect_word("ticker after the ruleset loaded", &ev.outcome, "no-answer")?;
-    if ev.policy_packets("OUTPUT") == 0 {
+    if ev.counters.packets(&Selector::policy("OUTPUT")) == 0 {
         return Err(format!(
             "the ticker stalled but the OUTPUT policy counted nothing: {}",
             ev.summary()

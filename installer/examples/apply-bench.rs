@@ -105,8 +105,8 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("ENTRIES"))
         .unwrap_or(5000);
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("apply-bench: needs root (it unshares a network namespace)");
+    if let Some(why) = portcullis_harness::trial::root_missing() {
+        eprintln!("apply-bench: {why}");
         std::process::exit(2);
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");

@@ -23,8 +23,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("rollback-bench: needs root (network namespaces, iptables)");
+    if let Some(why) = portcullis_harness::trial::root_missing() {
+        eprintln!("rollback-bench: {why}");
         std::process::exit(2);
     }
     let exe = std::env::current_exe().expect("current exe");

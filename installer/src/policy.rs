@@ -13,7 +13,8 @@
 //! spellings), comments the kernel would cut (over 255 bytes) or that would end
 //! the rule line (control characters), and IPv6 addresses in a policy whose
 //! `ipv6.mode = "deny"` drops them. Absent keys take their defaults: outbound and
-//! inbound switches off, hardening on, `ipv6.mode = "mirror"`, `ssh.port = 22`.
+//! inbound switches off, hardening on, `ipv6.mode = "mirror"`, `ssh.port = 22`,
+//! no `ssh.rate_limit`, `logging.dropped = "off"`.
 
 use std::path::Path;
 
@@ -31,6 +32,7 @@ pub struct Policy {
     pub inbound: Inbound,
     pub hardening: Hardening,
     pub ipv6: Ipv6,
+    pub logging: Logging,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,66 @@ pub struct Ssh {
     /// Who may open SSH sessions; both families. Empty: nobody (render allows it,
     /// `apply` and `install` refuse it).
     pub allow_from: Vec<IpNet>,
+    /// `ssh.rate_limit = "6/60s"`: at most 6 new connections per 60 s from one
+    /// source address; the next one in the window is dropped (ufw's `limit`).
+    /// `None`: no limit (the key is absent).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// At most `connections` new SSH connections from one source address within
+/// `seconds`; the next one is dropped, and so is every further attempt while the
+/// window still holds `connections` of them (attempts count, as with ufw).
+///
+/// Rendered with the `recent` match (ufw's choice, one list per source address,
+/// named [`RateLimit::LIST`]): a rule before the SSH allow notes every new
+/// connection (`--set`) and drops it when the list holds more than `connections`
+/// within `seconds` (`--update --hitcount connections+1`). `recent` keeps the
+/// last 20 timestamps per address (the kernel's `ip_pkt_list_tot`), so
+/// `connections` is at most 19.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub connections: u32,
+    pub seconds: u32,
+}
+
+impl RateLimit {
+    /// The name of the kernel's `recent` list (`/proc/net/xt_recent/NAME`).
+    pub const LIST: &'static str = "portcullis-ssh";
+    /// The most `connections` the kernel's `recent` match can count (its
+    /// `ip_pkt_list_tot` is 20 by default, and the hit count includes the
+    /// connection being judged).
+    pub const MAX_CONNECTIONS: u32 = 19;
+    /// The longest window accepted: a day.
+    pub const MAX_SECONDS: u32 = 86_400;
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}s", self.connections, self.seconds)
+    }
+}
+
+/// `[logging]`: what the kernel log hears about.
+///
+/// `dropped = "limited"` (ufw's `logging on`, firewalld's `LogDenied`) puts a `LOG`
+/// rule at the end of INPUT, OUTPUT and FORWARD of each rendered family, so every
+/// packet the chain's DROP policy is about to drop is logged first, rate limited
+/// to 3 a minute with a burst of 10 (ufw's numbers) so a flood cannot fill the
+/// log. The log prefixes are `portcullis-drop-in: `, `portcullis-drop-out: ` and
+/// `portcullis-drop-fwd: `. Packets dropped by an explicit rule (malicious flags,
+/// INVALID, the SSH rate limit) are not logged: they never reach the end of the
+/// chain. `"off"` (the default) renders nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Logging {
+    pub dropped: LogDropped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogDropped {
+    #[default]
+    Off,
+    /// A rate-limited `LOG` rule before each DROP policy.
+    Limited,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +298,7 @@ mod raw {
         inbound: Option<RawInbound>,
         hardening: Option<RawHardening>,
         ipv6: Option<RawIpv6>,
+        logging: Option<RawLogging>,
     }
 
     #[derive(Deserialize)]
@@ -243,6 +306,7 @@ mod raw {
     struct RawSsh {
         port: Option<S<i64>>,
         allow_from: Option<S<Vec<S<String>>>>,
+        rate_limit: Option<S<String>>,
     }
 
     #[derive(Deserialize)]
@@ -292,6 +356,12 @@ mod raw {
     #[serde(deny_unknown_fields)]
     struct RawIpv6 {
         mode: Option<S<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawLogging {
+        dropped: Option<S<String>>,
     }
 
     struct Ctx<'a> {
@@ -453,6 +523,7 @@ mod raw {
                 .replace("struct RawInbound", "a table")
                 .replace("struct RawHardening", "a table")
                 .replace("struct RawIpv6", "a table")
+                .replace("struct RawLogging", "a table")
                 .replace("struct RawOutAllow", "a table")
                 .replace("struct RawInAllow", "a table")
                 .replace("struct File", "a table")
@@ -498,6 +569,7 @@ mod raw {
         let ssh = f.ssh.unwrap_or(RawSsh {
             port: None,
             allow_from: None,
+            rate_limit: None,
         });
         let port = match ssh.port {
             None => 22,
@@ -515,6 +587,28 @@ mod raw {
         let allow_from = match ssh.allow_from {
             None => Vec::new(),
             Some(list) => nets(cx, "ssh.allow_from", list, mode, true)?,
+        };
+        let rate_limit = match ssh.rate_limit {
+            None => None,
+            Some(r) => Some(rate(r.get_ref()).map_err(|m| cx.err(r.span(), "ssh.rate_limit", m))?),
+        };
+        let logging = match f.logging.and_then(|l| l.dropped) {
+            None => Logging::default(),
+            Some(d) => match d.get_ref().as_str() {
+                "off" => Logging {
+                    dropped: LogDropped::Off,
+                },
+                "limited" => Logging {
+                    dropped: LogDropped::Limited,
+                },
+                other => {
+                    return Err(cx.err(
+                        d.span(),
+                        "logging.dropped",
+                        format!("expected \"off\" or \"limited\", found {other:?}"),
+                    ));
+                }
+            },
         };
 
         let out = f.outbound.unwrap_or(RawOutbound {
@@ -557,7 +651,11 @@ mod raw {
         });
 
         Ok(Policy {
-            ssh: Ssh { port, allow_from },
+            ssh: Ssh {
+                port,
+                allow_from,
+                rate_limit,
+            },
             outbound: Outbound {
                 dns: out.dns.unwrap_or(false),
                 http: out.http.unwrap_or(false),
@@ -575,6 +673,41 @@ mod raw {
                 drop_malicious_flags: h.drop_malicious_flags.unwrap_or(true),
             },
             ipv6: Ipv6 { mode },
+            logging,
+        })
+    }
+
+    /// `"6/60s"`: at most 6 new connections per 60 seconds (`"6/1m"` and
+    /// `"6/1h"` say the window in minutes or hours).
+    fn rate(s: &str) -> Result<RateLimit, String> {
+        let expected = format!(
+            "expected a rate such as \"6/60s\": 1-{} new connections per 1-{}s window (or m, h)",
+            RateLimit::MAX_CONNECTIONS,
+            RateLimit::MAX_SECONDS
+        );
+        let bad = || format!("{expected}, found {s:?}");
+        let (n, window) = s.split_once('/').ok_or_else(bad)?;
+        let digits = |t: &str| -> Option<u32> {
+            (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse().ok())
+                .flatten()
+        };
+        let connections = digits(n)
+            .filter(|c| (1..=RateLimit::MAX_CONNECTIONS).contains(c))
+            .ok_or_else(bad)?;
+        let unit = match window.as_bytes().last() {
+            Some(b's') => 1,
+            Some(b'm') => 60,
+            Some(b'h') => 3600,
+            _ => return Err(bad()),
+        };
+        let seconds = digits(&window[..window.len() - 1])
+            .and_then(|w| w.checked_mul(unit))
+            .filter(|w| (1..=RateLimit::MAX_SECONDS).contains(w))
+            .ok_or_else(bad)?;
+        Ok(RateLimit {
+            connections,
+            seconds,
         })
     }
 
@@ -705,4 +838,79 @@ pub fn check_comment(c: &str) -> Result<&str, String> {
         ));
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(s: &str) -> Result<Option<RateLimit>, String> {
+        Policy::parse(
+            &format!("[ssh]\nallow_from = [\"192.0.2.0/24\"]\nrate_limit = {s:?}\n"),
+            "t",
+        )
+        .map(|p| p.ssh.rate_limit)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rate_limits_parse_in_seconds_minutes_or_hours() {
+        let r = |connections, seconds| {
+            Ok(Some(RateLimit {
+                connections,
+                seconds,
+            }))
+        };
+        assert_eq!(rate("6/60s"), r(6, 60));
+        assert_eq!(rate("6/1m"), r(6, 60));
+        assert_eq!(rate("19/24h"), r(19, 86_400));
+        assert_eq!(rate("1/1s"), r(1, 1));
+        assert_eq!(rate("6/60s").unwrap().unwrap().to_string(), "6/60s");
+        for bad in [
+            "0/60s",
+            "20/60s",
+            "6/0s",
+            "6/86401s",
+            "6/25h",
+            "6/60",
+            "6",
+            "/60s",
+            "6/s",
+            "+6/60s",
+            "6/-1s",
+            "6/60S",
+            " 6/60s",
+            "6/4294967296s",
+        ] {
+            let e = rate(bad).unwrap_err();
+            assert!(
+                e.starts_with("t:3: ssh.rate_limit: expected a rate such as \"6/60s\""),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            Policy::parse("", "t").unwrap().ssh.rate_limit,
+            None,
+            "absent: no limit"
+        );
+    }
+
+    #[test]
+    fn logging_is_off_unless_limited() {
+        let p = |t: &str| Policy::parse(t, "t").map(|p| p.logging.dropped);
+        assert_eq!(p("").unwrap(), LogDropped::Off);
+        assert_eq!(p("[logging]\n").unwrap(), LogDropped::Off);
+        assert_eq!(
+            p("[logging]\ndropped = \"off\"\n").unwrap(),
+            LogDropped::Off
+        );
+        assert_eq!(
+            p("[logging]\ndropped = \"limited\"\n").unwrap(),
+            LogDropped::Limited
+        );
+        assert_eq!(
+            p("[logging]\nlevel = 4\n").unwrap_err().to_string(),
+            "t:2: logging.level: unknown key, expected dropped"
+        );
+    }
 }

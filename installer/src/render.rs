@@ -3,7 +3,10 @@
 //!
 //! Order, in every ruleset: replies of accepted connections, malicious TCP flag
 //! drops, conntrack INVALID drops, loopback, then the allows (SSH, ICMP, inbound,
-//! outbound). Chain policies are DROP on INPUT, FORWARD and OUTPUT. It refuses to
+//! outbound), and with `logging.dropped = "limited"` a rate-limited LOG rule last
+//! in each chain, so it logs what the chain's policy is about to drop. With
+//! `ssh.rate_limit`, a `recent` rule just before each SSH allow drops the new
+//! connection over the limit. Chain policies are DROP on INPUT, FORWARD and OUTPUT. It refuses to
 //! emit the same rule twice: a later duplicate (say, two allow entries that differ
 //! only in their comment) is left out, the first one keeps its place.
 
@@ -11,8 +14,23 @@ use std::collections::HashSet;
 
 use ipnet::IpNet;
 
-use crate::policy::{Allow, Ipv6Mode, Policy, Ports, Proto};
-use crate::rule::{Chain, L4, Match, Rule, Ruleset, Target};
+use crate::policy::{Allow, Ipv6Mode, LogDropped, Policy, Ports, Proto, RateLimit};
+use crate::rule::{Chain, L4, Match, Recent, Rule, Ruleset, Target};
+
+/// The kernel log prefix of the LOG rule before each chain's DROP policy.
+pub fn log_prefix(chain: Chain) -> &'static str {
+    match chain {
+        Chain::Input => "portcullis-drop-in: ",
+        Chain::Output => "portcullis-drop-out: ",
+        Chain::Forward => "portcullis-drop-fwd: ",
+    }
+}
+
+/// The comment of those LOG rules (a `counted_by` names them by it).
+pub const LOG_COMMENT: &str = "log what the policy drops next (rate limited: 3/min, burst 10)";
+
+/// The comment of the SSH rate-limit rule begins with this.
+pub const RATE_LIMIT_COMMENT: &str = "ssh rate limit";
 
 pub use portcullis_netfilter::Family;
 
@@ -217,6 +235,9 @@ fn ruleset(policy: &Policy, family: Family) -> Ruleset {
         .iter()
         .filter(|n| in_family(n, family))
     {
+        if let Some(limit) = policy.ssh.rate_limit {
+            rules.push(ssh_rate_limit(*net, ssh, limit));
+        }
         rules.push(
             Rule::new(Input, Accept, "ssh from the admin subnet")
                 .with(Match::Source(*net))
@@ -291,7 +312,54 @@ fn ruleset(policy: &Policy, family: Family) -> Ruleset {
         allow(&mut rules, Output, a, family);
     }
 
+    log_dropped(&mut rules, policy);
     rules.into_ruleset(family)
+}
+
+/// `ssh.rate_limit`: the new connection (a SYN conntrack has not seen) from `net`
+/// is noted in the `recent` list, and dropped when the list holds more than
+/// `limit.connections` from its source address within `limit.seconds`, this one
+/// included. Only SYNs count: a session older than the ruleset, picked up
+/// mid-stream as NEW, neither counts nor is dropped here.
+fn ssh_rate_limit(net: IpNet, port: u16, limit: RateLimit) -> Rule {
+    Rule::new(
+        Chain::Input,
+        Target::Drop,
+        format!(
+            "{RATE_LIMIT_COMMENT}: over {} new connections from one address in {}s",
+            limit.connections, limit.seconds
+        ),
+    )
+    .with(Match::Source(net))
+    .with(Match::Proto(L4::Tcp))
+    .with(Match::DestPort(port, port))
+    .with(Match::Syn)
+    .with(Match::CtState("NEW"))
+    .with(Match::Recent(Recent::Set, RateLimit::LIST))
+    .with(Match::Recent(
+        Recent::Update {
+            seconds: limit.seconds,
+            hitcount: limit.connections + 1,
+        },
+        RateLimit::LIST,
+    ))
+}
+
+/// `logging.dropped = "limited"`: the last rule of each chain logs what the DROP
+/// policy is about to drop, at most 3 a minute after a burst of 10 (ufw's
+/// numbers), one token bucket per rule.
+fn log_dropped(rules: &mut Rules, policy: &Policy) {
+    if policy.logging.dropped == LogDropped::Off {
+        return;
+    }
+    for chain in Chain::ALL {
+        rules.push(
+            Rule::new(chain, Target::Log(log_prefix(chain)), LOG_COMMENT).with(Match::Limit {
+                per_minute: 3,
+                burst: 10,
+            }),
+        );
+    }
 }
 
 /// `[[inbound.allow]]` / `[[outbound.allow]]`: one rule per peer of this family,
@@ -402,6 +470,7 @@ fn deny_v6(policy: &Policy) -> Ruleset {
             .with(Match::OutInterface("lo")),
         );
     }
+    log_dropped(&mut rules, policy);
     rules.into_ruleset(Family::V6)
 }
 
@@ -602,6 +671,77 @@ mod tests {
             for (_, rs) in r.families() {
                 assert!(rs.policies.iter().all(|(_, t)| *t == Target::Drop));
             }
+        }
+    }
+
+    #[test]
+    fn ssh_rate_limit_comes_just_before_each_ssh_allow() {
+        let p = format!(
+            "{NO_HARDENING}[ssh]\nallow_from = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\nrate_limit = \"6/60s\"\n"
+        );
+        check(
+            &p,
+            Family::V4,
+            r#"
+            -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+            -A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+            -A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 --syn -m conntrack --ctstate NEW -m recent --set --name portcullis-ssh --rsource -m recent --update --seconds 60 --hitcount 7 --name portcullis-ssh --rsource -j DROP
+            -A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT
+            -A OUTPUT -d 192.0.2.0/24 -p tcp -m tcp --sport 22 ! --syn -j ACCEPT
+            -A INPUT -s 198.51.100.0/24 -p tcp -m tcp --dport 22 --syn -m conntrack --ctstate NEW -m recent --set --name portcullis-ssh --rsource -m recent --update --seconds 60 --hitcount 7 --name portcullis-ssh --rsource -j DROP
+            -A INPUT -s 198.51.100.0/24 -p tcp -m tcp --dport 22 -j ACCEPT
+            -A OUTPUT -d 198.51.100.0/24 -p tcp -m tcp --sport 22 ! --syn -j ACCEPT
+            "#,
+        );
+        // No IPv6 admin subnet: nothing to limit there.
+        check(
+            &p,
+            Family::V6,
+            &render(&Policy::parse(&p.replace("rate_limit = \"6/60s\"\n", ""), "t").unwrap())
+                .v6
+                .unwrap()
+                .rules
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.comment.clear();
+                    r.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+
+    #[test]
+    fn limited_logging_is_the_last_rule_of_every_chain_in_both_families() {
+        for mode in ["mirror", "deny"] {
+            let p = format!(
+                "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[logging]\ndropped = \"limited\"\n[ipv6]\nmode = \"{mode}\"\n"
+            );
+            let r = render(&Policy::parse(&p, "t").unwrap());
+            for (family, rs) in r.families() {
+                for chain in Chain::ALL {
+                    let last = rs.rules.iter().rfind(|r| r.chain == chain).unwrap();
+                    assert_eq!(
+                        last.target,
+                        Target::Log(log_prefix(chain)),
+                        "{family} {mode}"
+                    );
+                    assert_eq!(
+                        last.to_string(),
+                        format!(
+                            "-A {} -m limit --limit 3/min --limit-burst 10 -m comment --comment \"{LOG_COMMENT}\" -j LOG --log-prefix \"{}\"",
+                            chain.name(),
+                            log_prefix(chain)
+                        )
+                    );
+                }
+            }
+        }
+        // Off (the default) renders no LOG rule at all.
+        let off = render(&Policy::embedded_default());
+        for (_, rs) in off.families() {
+            assert!(rs.rules.iter().all(|r| !matches!(r.target, Target::Log(_))));
         }
     }
 

@@ -27,6 +27,9 @@ impl Chain {
 pub enum Target {
     Accept,
     Drop,
+    /// `-j LOG --log-prefix PREFIX`: log the packet to the kernel log and go on
+    /// to the next rule (not a verdict, so never a chain policy).
+    Log(&'static str),
 }
 
 impl Target {
@@ -34,8 +37,19 @@ impl Target {
         match self {
             Target::Accept => "ACCEPT",
             Target::Drop => "DROP",
+            Target::Log(_) => "LOG",
         }
     }
+}
+
+/// What a `recent` match does with the packet's source address in its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recent {
+    /// `--set`: note the packet (always matches).
+    Set,
+    /// `--update --seconds S --hitcount N`: matches when the list holds at least
+    /// `N` notes of this source younger than `S` seconds (and then notes this one).
+    Update { seconds: u32, hitcount: u32 },
 }
 
 /// The transport a match is about.
@@ -75,12 +89,23 @@ pub enum Match {
     TcpFlags(&'static str, &'static str),
     /// `! --syn`: any TCP segment that does not open a connection.
     NotSyn,
+    /// `--syn`: a TCP segment that opens a connection (SYN without ACK, RST, FIN).
+    Syn,
     IcmpType(u8),
     Icmpv6Type(u8),
     /// `-m hl --hl-eq N` (IPv6 hop limit).
     HopLimit(u8),
     /// `-m conntrack --ctstate STATES`.
     CtState(&'static str),
+    /// `-m limit --limit N/min --limit-burst B`: a token bucket shared by every
+    /// packet the rule sees.
+    Limit {
+        per_minute: u32,
+        burst: u32,
+    },
+    /// `-m recent ... --name LIST --rsource`: one list of source addresses (with
+    /// timestamps) per name, kept by the kernel per network namespace.
+    Recent(Recent, &'static str),
 }
 
 /// A rule: the chain it is appended to, what it matches, what it does, and why.
@@ -160,10 +185,22 @@ impl fmt::Display for Rule {
                 Match::SourcePort(lo, hi) => write!(line, " --sport {}", ports(*lo, *hi))?,
                 Match::TcpFlags(mask, comp) => write!(line, " --tcp-flags {mask} {comp}")?,
                 Match::NotSyn => line.push_str(" ! --syn"),
+                Match::Syn => line.push_str(" --syn"),
                 Match::IcmpType(t) => write!(line, " -m icmp --icmp-type {t}")?,
                 Match::Icmpv6Type(t) => write!(line, " -m icmp6 --icmpv6-type {t}")?,
                 Match::HopLimit(n) => write!(line, " -m hl --hl-eq {n}")?,
                 Match::CtState(s) => write!(line, " -m conntrack --ctstate {s}")?,
+                Match::Limit { per_minute, burst } => write!(
+                    line,
+                    " -m limit --limit {per_minute}/min --limit-burst {burst}"
+                )?,
+                Match::Recent(Recent::Set, list) => {
+                    write!(line, " -m recent --set --name {list} --rsource")?
+                }
+                Match::Recent(Recent::Update { seconds, hitcount }, list) => write!(
+                    line,
+                    " -m recent --update --seconds {seconds} --hitcount {hitcount} --name {list} --rsource"
+                )?,
             }
         }
         if !self.comment.is_empty() {
@@ -174,6 +211,9 @@ impl fmt::Display for Rule {
             )?;
         }
         write!(line, " -j {}", self.target.name())?;
+        if let Target::Log(prefix) = self.target {
+            write!(line, " --log-prefix {}", quote_comment(prefix))?;
+        }
         f.write_str(&line)
     }
 }

@@ -15,10 +15,10 @@ pub mod model;
 
 use portcullis_harness::{Backend, Family};
 
-pub use counters::{Observation, answers, check, counted, counted_anywhere};
+pub use counters::{answers, check, counted, counted_anywhere, selector};
 pub use expect::{Derived, Mapping, Topology, apply_mappings, expectations, map_policy, map_text};
 pub use matrix::Row;
-pub use model::{CountedBy, Expect, Expectation, Host, ProbeKind, ProbeSpec};
+pub use model::{CountedBy, Expect, Expectation, HOSTS, HostId, ProbeKind, ProbeSpec, parse_host};
 
 use crate::Policy;
 

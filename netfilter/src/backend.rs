@@ -2,12 +2,17 @@
 //! a single `*-restore -w` call per family.
 //!
 //! Everything here acts on the network namespace of the calling thread. The harness
-//! calls it from a lab host's own thread; the installer calls it on the live host.
-//! Commands run as argument vectors (no shell), and every error carries the command line
-//! and its stderr.
+//! runs its commands inside a lab host's namespace instead (its own `Host::load`
+//! and `Host::counters`, through [`run_prepared`]); the installer calls these on
+//! the live host. Commands run through the one runner ([`crate::runner`]) as
+//! argument vectors (no shell), and every error carries the command line and its
+//! stderr.
 
 use std::fmt;
 use std::str::FromStr;
+
+// The runner lives in its own module; these paths are the ones callers know.
+pub use crate::runner::{find_in_path, run, run_prepared};
 
 /// An address family: one ruleset file, one set of binaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -185,120 +190,9 @@ pub fn save(backend: Backend, family: Family, counters: bool) -> Result<String, 
     run(&argv, None)
 }
 
-/// Run `argv` (no shell) with optional stdin; stdout on success, a `BackendError`
-/// naming the command and its stderr otherwise.
-///
-/// A child may exit before it has read all of its input: `iptables-restore` stops
-/// at the first bad line. Its stdin is written from a thread and a broken pipe
-/// there is not the error: the exit status and stderr always are, so the message
-/// names the bad line instead of "Broken pipe".
-pub fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, BackendError> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let command = argv.join(" ");
-    let spawn_err = |source: std::io::Error| BackendError::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let (program, args) = argv.split_first().expect("argv is never empty");
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    // From a thread, so a child that fills its stdout or stderr pipe before it
-    // reads its input cannot deadlock against us.
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(input), Some(mut pipe)) => {
-            let input = input.to_owned();
-            Some(std::thread::spawn(move || {
-                pipe.write_all(input.as_bytes())
-                // Dropping `pipe` closes it: the child sees end of input.
-            }))
-        }
-        _ => None,
-    };
-    let out = child.wait_with_output().map_err(spawn_err)?;
-    let written = writer.map_or(Ok(()), |w| {
-        w.join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the stdin writer panicked")))
-    });
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let stderr = if stderr.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            stderr
-        };
-        return Err(BackendError::Failed { command, stderr });
-    }
-    match written {
-        // The child succeeded without reading everything: its exit status decides.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(spawn_err(e)),
-        _ => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-    }
-}
-
-/// The first executable named `name` on PATH (plus the sbin directories, which a
-/// non-root PATH often lacks).
-pub fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"];
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(std::path::PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fake `*-restore` that rejects its input without reading it, the way
-    /// iptables-restore stops at the first bad line.
-    #[test]
-    fn a_child_that_stops_reading_stdin_still_reports_its_stderr() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("fake-restore");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'iptables-restore: line 2 failed' >&2\nexit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // Far more than a pipe buffer, so the write must hit the closed pipe.
-        let input = "-A INPUT -j DROP\n".repeat(64 * 1024);
-        let fake = fake.display().to_string();
-        match run(&[&fake, "-w"], Some(&input)) {
-            Err(BackendError::Failed { command, stderr }) => {
-                assert_eq!(command, format!("{fake} -w"));
-                assert_eq!(stderr, "iptables-restore: line 2 failed");
-            }
-            other => panic!("expected the child's stderr, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn stdout_comes_back_and_stdin_is_read() {
-        assert_eq!(run(&["cat"], Some("a\nb\n")).unwrap(), "a\nb\n");
-        assert_eq!(run(&["true"], None).unwrap(), "");
-        assert!(matches!(
-            run(&["/nonexistent/portcullis-test"], None),
-            Err(BackendError::Spawn { .. })
-        ));
-    }
 
     #[test]
     fn version_line_names_the_backend() {

@@ -1,4 +1,6 @@
-//! Rule and chain-policy counters, parsed from `*-save -c`, and their deltas.
+//! Rule and chain-policy counters, parsed from `*-save -c`, their growth between
+//! two snapshots ([`Counters::since`]) and the one way to ask which rule counted
+//! a packet ([`Selector`], [`Counters::count`]).
 //!
 //! Parsing is pure (no I/O): `Counters::parse(family, text)`. A rule is known by
 //! its table, chain, 1-based index within the chain and its text; the comment of
@@ -37,9 +39,6 @@ pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
 }
-
-/// How much one counter grew between two snapshots.
-pub type Delta = Counter;
 
 impl Counter {
     /// The comment of a rule (`None` for a policy or a rule without one).
@@ -104,6 +103,86 @@ impl fmt::Display for Counter {
     }
 }
 
+/// Names counters of a ruleset: the one vocabulary for "which rule (or policy)
+/// counted this", asked of a [`Counters`] snapshot or a [`Counters::since`]
+/// value with [`Counters::count`]. Chains are matched in any table and family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    /// The policy of this built-in chain (`INPUT`, `FORWARD`, `OUTPUT`).
+    Policy(String),
+    /// The rule at this 1-based position in this chain, as `iptables
+    /// --line-numbers` numbers it.
+    Rule { chain: String, index: usize },
+    /// Every rule whose `--comment` begins with `prefix`, in `chain` or in any
+    /// chain (a whole comment is its own prefix).
+    Comment {
+        chain: Option<String>,
+        prefix: String,
+    },
+    /// Anything that drops: `-j DROP` rules and `DROP` policies.
+    AnyDrop,
+}
+
+impl Selector {
+    /// The policy of `chain`.
+    pub fn policy(chain: &str) -> Selector {
+        Selector::Policy(chain.to_owned())
+    }
+
+    /// The rules, in any chain, whose comment begins with `prefix`.
+    pub fn comment(prefix: &str) -> Selector {
+        Selector::Comment {
+            chain: None,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The rule at 1-based `index` of `chain`.
+    pub fn rule(chain: &str, index: usize) -> Selector {
+        Selector::Rule {
+            chain: chain.to_owned(),
+            index,
+        }
+    }
+
+    /// Whether `counter` is one this selector names.
+    pub fn matches(&self, counter: &Counter) -> bool {
+        match (self, &counter.kind) {
+            (Selector::Policy(chain), CounterKind::Policy { .. }) => &counter.chain == chain,
+            (Selector::Rule { chain, index }, CounterKind::Rule { index: i, .. }) => {
+                &counter.chain == chain && i == index
+            }
+            (Selector::Comment { chain, prefix }, CounterKind::Rule { .. }) => {
+                chain.as_ref().is_none_or(|ch| &counter.chain == ch)
+                    && counter
+                        .comment()
+                        .is_some_and(|c| c.starts_with(prefix.as_str()))
+            }
+            (Selector::AnyDrop, _) => counter.is_drop(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Policy(chain) => write!(f, "{chain} policy"),
+            Selector::Rule { chain, index } => write!(f, "{chain}#{index}"),
+            Selector::Comment {
+                chain: Some(chain),
+                prefix,
+            } => write!(f, "{chain}: {prefix}"),
+            Selector::Comment {
+                chain: None,
+                prefix,
+            } => f.write_str(prefix),
+            Selector::AnyDrop => f.write_str("any DROP"),
+        }
+    }
+}
+
 /// Every counter of one family, in the order `*-save` printed them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
@@ -126,8 +205,7 @@ impl Counters {
 
     /// Parse a ruleset as `iptables-restore` reads it, where `[packets:bytes]` is
     /// optional (absent counts are zero): which rules and policies a file would
-    /// load, to check that a name given to `comment_prefix_packets` or `rule_at`
-    /// matches one before anything runs.
+    /// load, to check that a [`Selector`] names one before anything runs.
     pub fn parse_ruleset(family: Family, text: &str) -> Result<Counters, ParseError> {
         Counters::parse_with(family, text, false)
     }
@@ -216,14 +294,6 @@ impl Counters {
         Ok(Counters { entries })
     }
 
-    /// The counters that grew since `before`, with the growth as their values. A
-    /// rule that is new since `before` counts from zero.
-    pub fn delta(&self, before: &Counters) -> Vec<Delta> {
-        self.growth(before, |now, then| now.saturating_sub(then))
-            .filter(|c| c.packets > 0)
-            .collect()
-    }
-
     /// Every counter, with its growth since `before` as its value, zeros kept: a
     /// rule that counted nothing is still there, so "no such rule" and "counted 0"
     /// stay apart. A counter that went down (zeroed between the reads) counts its
@@ -270,46 +340,56 @@ impl Counters {
         }
     }
 
-    /// The policy counter of `chain` in `table`.
-    pub fn policy(&self, table: &str, chain: &str) -> Option<&Counter> {
-        self.entries
-            .iter()
-            .find(|c| c.table == table && c.is_policy_of(chain))
+    /// The packets counted by what `selector` names, summed over every counter
+    /// it matches (narrow with [`Counters::table`] first when other tables are
+    /// loaded); `None` when nothing here answers to it, so "no such rule" and
+    /// "counted 0" stay apart. [`Selector::AnyDrop`] always answers.
+    pub fn count(&self, selector: &Selector) -> Option<u64> {
+        let mut hits = self.matching(selector).peekable();
+        if hits.peek().is_none() && *selector != Selector::AnyDrop {
+            return None;
+        }
+        Some(hits.map(|c| c.packets).sum())
     }
 
-    /// The rule at 1-based `index` of `chain` in `table` (`--line-numbers`).
-    pub fn rule_at(&self, table: &str, chain: &str, index: usize) -> Option<&Counter> {
-        self.entries.iter().find(|c| {
-            c.table == table
-                && c.chain == chain
-                && matches!(c.kind, CounterKind::Rule { index: i, .. } if i == index)
-        })
+    /// The counters `selector` names, in save order.
+    pub fn matching<'a>(
+        &'a self,
+        selector: &Selector,
+    ) -> impl Iterator<Item = &'a Counter> + use<'a> {
+        let selector = selector.clone();
+        self.entries.iter().filter(move |c| selector.matches(c))
     }
 
-    /// The packets of the rules (in `chain`, or any) whose comment starts with
-    /// `prefix`, summed; `None` when no rule has such a comment.
-    pub fn comment_prefix_packets(&self, chain: Option<&str>, prefix: &str) -> Option<u64> {
-        let hits: Vec<u64> = self
-            .entries
+    /// [`Counters::count`], with nothing answering read as 0.
+    pub fn packets(&self, selector: &Selector) -> u64 {
+        self.count(selector).unwrap_or(0)
+    }
+
+    /// The counters that counted packets, largest first: "which rule counted
+    /// this" (use on a [`Counters::since`] value).
+    pub fn moved(&self) -> Vec<&Counter> {
+        let mut v: Vec<&Counter> = self.entries.iter().filter(|c| c.packets > 0).collect();
+        v.sort_by_key(|c| std::cmp::Reverse(c.packets));
+        v
+    }
+
+    /// One line for reports: `counted by ipv4 filter INPUT policy DROP (1), ...`
+    /// or `no counter moved`.
+    pub fn summary(&self) -> String {
+        let by: Vec<String> = self
+            .moved()
             .iter()
-            .filter(|c| chain.is_none_or(|ch| c.chain == ch))
-            .filter(|c| c.comment().is_some_and(|t| t.starts_with(prefix)))
-            .map(|c| c.packets)
+            .map(|c| format!("{} ({})", c.label(), c.packets))
             .collect();
-        (!hits.is_empty()).then(|| hits.iter().sum())
+        if by.is_empty() {
+            "no counter moved".to_owned()
+        } else {
+            format!("counted by {}", by.join(", "))
+        }
     }
 
-    /// The packets counted by anything that drops: `-j DROP` rules and `DROP`
-    /// policies.
-    pub fn drop_packets(&self) -> u64 {
-        self.entries
-            .iter()
-            .filter(|c| c.is_drop())
-            .map(|c| c.packets)
-            .sum()
-    }
-
-    /// What counted packets in `chain` (use on `since` or `delta` values): each rule
+    /// What counted packets in `chain` (use on a `since` value): each rule
     /// with a non-zero count by `short_label`, then the policy. Conntrack's
     /// RELATED,ESTABLISHED rule is left out: it counts every reply.
     pub fn counted_in(&self, chain: &str) -> Vec<String> {
@@ -329,24 +409,6 @@ impl Counters {
     /// The tables present, for zeroing them.
     pub fn tables(&self) -> BTreeSet<String> {
         self.entries.iter().map(|c| c.table.clone()).collect()
-    }
-
-    /// The packets of the rule whose comment is `comment` (summed if several).
-    pub fn rule_packets(&self, comment: &str) -> u64 {
-        self.entries
-            .iter()
-            .filter(|c| c.comment() == Some(comment))
-            .map(|c| c.packets)
-            .sum()
-    }
-
-    /// The packets counted by the policy of `chain` (in any table).
-    pub fn policy_packets(&self, chain: &str) -> u64 {
-        self.entries
-            .iter()
-            .filter(|c| c.is_policy_of(chain))
-            .map(|c| c.packets)
-            .sum()
     }
 
     /// Append another family's counters (a snapshot of both families).
@@ -390,6 +452,26 @@ fn comment_of(text: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn in_chain(chain: &str, prefix: &str) -> Selector {
+        Selector::Comment {
+            chain: Some(chain.to_owned()),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    #[test]
+    fn selectors_print_as_verify_names_them() {
+        for (sel, text) in [
+            (Selector::policy("INPUT"), "INPUT policy"),
+            (Selector::rule("INPUT", 3), "INPUT#3"),
+            (in_chain("OUTPUT", "loopback"), "OUTPUT: loopback"),
+            (Selector::comment("loopback"), "loopback"),
+            (Selector::AnyDrop, "any DROP"),
+        ] {
+            assert_eq!(sel.to_string(), text);
+        }
+    }
+
     const SAVED: &str = r#"# Generated by iptables-nft-save v1.8.9 (nf_tables) on Sun Nov 29 00:00:00 2026
 *filter
 :INPUT DROP [7:420]
@@ -408,9 +490,12 @@ COMMIT
     fn parses_policies_rules_indexes_and_comments() {
         let c = Counters::parse(Family::V4, SAVED).unwrap();
         assert_eq!(c.entries.len(), 7, "3 policies (no user chain) + 4 rules");
-        assert_eq!(c.policy_packets("INPUT"), 7);
-        assert_eq!(c.rule_packets("ssh from \"admin\" subnet"), 1);
-        assert_eq!(c.rule_packets("web"), 2);
+        assert_eq!(c.packets(&Selector::policy("INPUT")), 7);
+        assert_eq!(
+            c.packets(&Selector::comment("ssh from \"admin\" subnet")),
+            1
+        );
+        assert_eq!(c.packets(&Selector::comment("web")), 2);
         let out = c
             .entries
             .iter()
@@ -425,15 +510,25 @@ COMMIT
     }
 
     #[test]
-    fn delta_keeps_only_what_grew() {
+    fn since_keeps_every_counter_and_moved_lists_what_grew() {
         let before = Counters::parse(Family::V4, SAVED).unwrap();
-        let after_text = SAVED.replace(":INPUT DROP [7:420]", ":INPUT DROP [8:480]");
+        let after_text = SAVED
+            .replace(":INPUT DROP [7:420]", ":INPUT DROP [8:480]")
+            .replace("[2:120] -A INPUT -p tcp", "[5:300] -A INPUT -p tcp");
         let after = Counters::parse(Family::V4, &after_text).unwrap();
-        let d = after.delta(&before);
-        assert_eq!(d.len(), 1);
-        assert!(d[0].is_policy_of("INPUT"));
-        assert_eq!((d[0].packets, d[0].bytes), (1, 60));
-        assert_eq!(d[0].label(), "ipv4 filter INPUT policy DROP");
+        let d = after.since(&before);
+        assert_eq!(d.entries.len(), before.entries.len(), "zeros are kept");
+        let moved = d.moved();
+        assert_eq!(moved.len(), 2);
+        assert_eq!(moved[0].comment(), Some("web"), "largest first");
+        assert!(moved[1].is_policy_of("INPUT"));
+        assert_eq!((moved[1].packets, moved[1].bytes), (1, 60));
+        assert_eq!(moved[1].label(), "ipv4 filter INPUT policy DROP");
+        assert_eq!(
+            d.summary(),
+            "counted by ipv4 filter INPUT #3 \"web\" (3), ipv4 filter INPUT policy DROP (1)"
+        );
+        assert_eq!(before.since(&before).summary(), "no counter moved");
     }
 
     /// What `portcullis verify` needs: every counter with its growth, "counted 0"
@@ -455,15 +550,25 @@ COMMIT
             .since(&before)
             .table("filter");
         assert_eq!(d.entries.len(), 7, "zeros are kept, mangle is not");
-        assert_eq!(d.policy("filter", "INPUT").map(|c| c.packets), Some(2));
-        assert_eq!(d.policy("filter", "OUTPUT").map(|c| c.packets), Some(0));
-        assert_eq!(d.rule_at("filter", "INPUT", 3).map(|c| c.packets), Some(3));
-        assert!(d.rule_at("filter", "INPUT", 4).is_none());
-        assert_eq!(d.comment_prefix_packets(Some("INPUT"), "we"), Some(3));
-        assert_eq!(d.comment_prefix_packets(Some("OUTPUT"), "web"), None);
-        assert_eq!(d.comment_prefix_packets(None, "ssh from"), Some(0));
-        assert_eq!(d.comment_prefix_packets(None, "no such rule"), None);
-        assert_eq!(d.drop_packets(), 2, "the INPUT policy; OUTPUT accepts");
+        assert_eq!(d.count(&Selector::policy("INPUT")), Some(2));
+        assert_eq!(d.count(&Selector::policy("OUTPUT")), Some(0));
+        assert_eq!(d.count(&Selector::rule("INPUT", 3)), Some(3));
+        assert_eq!(d.count(&Selector::rule("INPUT", 4)), None);
+        assert_eq!(d.count(&in_chain("INPUT", "we")), Some(3));
+        assert_eq!(d.count(&in_chain("OUTPUT", "web")), None);
+        assert_eq!(d.count(&Selector::comment("ssh from")), Some(0));
+        assert_eq!(d.count(&Selector::comment("no such rule")), None);
+        assert_eq!(d.packets(&Selector::comment("no such rule")), 0);
+        assert_eq!(
+            d.count(&Selector::AnyDrop),
+            Some(2),
+            "the INPUT policy; OUTPUT accepts"
+        );
+        assert_eq!(
+            Counters::default().count(&Selector::AnyDrop),
+            Some(0),
+            "any drop always answers"
+        );
         assert_eq!(d.counted_in("INPUT"), ["INPUT: web", "INPUT policy"]);
         assert!(d.counted_in("OUTPUT").is_empty());
         let out = after_text.replace(":OUTPUT ACCEPT [3:180]", ":OUTPUT ACCEPT [4:240]");
@@ -471,8 +576,11 @@ COMMIT
         assert_eq!(d2.counted_in("OUTPUT"), ["OUTPUT policy (ACCEPT)"]);
         // Zeroed between the reads: the new value is what counted.
         let zeroed = before.since(&Counters::parse(Family::V4, &after_text).unwrap());
-        assert_eq!(zeroed.policy("filter", "INPUT").map(|c| c.packets), Some(7));
-        let rule = d.rule_at("filter", "INPUT", 1).unwrap();
+        assert_eq!(
+            zeroed.table("filter").count(&Selector::policy("INPUT")),
+            Some(7)
+        );
+        let rule = d.matching(&Selector::rule("INPUT", 1)).next().unwrap();
         assert_eq!(rule.short_label(), "INPUT#1");
         assert!(!rule.is_drop());
     }
@@ -499,14 +607,12 @@ COMMIT
                     -A OUTPUT -o lo -m comment --comment loopback -j ACCEPT\nCOMMIT\n";
         let c = Counters::parse_ruleset(Family::V4, text).unwrap();
         assert_eq!(c.entries.len(), 5);
-        assert!(c.policy("filter", "OUTPUT").is_some_and(Counter::is_drop));
-        assert_eq!(c.comment_prefix_packets(None, "loop"), Some(0));
-        assert_eq!(c.comment_prefix_packets(Some("FORWARD"), "loop"), None);
-        assert!(
-            c.rule_at("filter", "INPUT", 2)
-                .is_some_and(Counter::is_drop)
-        );
-        assert!(c.rule_at("filter", "OUTPUT", 2).is_none());
+        let one = |sel: Selector| c.matching(&sel).cloned().collect::<Vec<_>>();
+        assert!(matches!(&one(Selector::policy("OUTPUT"))[..], [p] if p.is_drop()));
+        assert_eq!(c.count(&Selector::comment("loop")), Some(0));
+        assert_eq!(c.count(&in_chain("FORWARD", "loop")), None);
+        assert!(matches!(&one(Selector::rule("INPUT", 2))[..], [r] if r.is_drop()));
+        assert_eq!(c.count(&Selector::rule("OUTPUT", 2)), None);
         let e = Counters::parse_ruleset(Family::V4, "*filter\n-I INPUT -j DROP\n").unwrap_err();
         assert_eq!(e.line, 2);
     }
@@ -527,9 +633,13 @@ COMMIT
             .replace("[0:0] -A OUTPUT -o lo", "[4:240] -A OUTPUT -o lo");
         let before = Counters::parse(Family::V4, before).unwrap();
         let d = Counters::parse(Family::V4, &after).unwrap().since(&before);
-        assert_eq!(d.drop_packets(), 3, "the telnet rule and the INPUT policy");
-        assert_eq!(d.comment_prefix_packets(None, "loopback"), Some(7));
-        assert_eq!(d.comment_prefix_packets(Some("INPUT"), "loopback"), Some(3));
+        assert_eq!(
+            d.count(&Selector::AnyDrop),
+            Some(3),
+            "the telnet rule and the INPUT policy"
+        );
+        assert_eq!(d.count(&Selector::comment("loopback")), Some(7));
+        assert_eq!(d.count(&in_chain("INPUT", "loopback")), Some(3));
         assert_eq!(
             d.counted_in("INPUT"),
             ["INPUT: no telnet", "INPUT: loopback", "INPUT policy"]

@@ -6,7 +6,9 @@ use portcullis::Policy;
 use portcullis::verify::{self, Options};
 use portcullis_harness::Backend;
 
-use crate::{cannot_run, privileged_trial};
+use portcullis_harness::trial::privileged;
+
+use crate::cannot_run;
 
 /// `portcullis verify`'s core on the embedded default: every promise the default
 /// policy makes holds in the lab.
@@ -17,7 +19,7 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
         rules_v4: None,
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     if report.passed() {
         Ok(())
     } else {
@@ -43,14 +45,14 @@ fn example_policies() -> Vec<std::path::PathBuf> {
 
 /// An example policy keeps every promise it makes.
 fn verify_example(path: &std::path::Path, backend: Backend) -> Result<(), Failed> {
-    let policy = Policy::load(path).map_err(|e| e.to_string())?;
+    let policy = Policy::load(path)?;
     let opts = Options {
         policy,
         backends: vec![backend],
         rules_v4: None,
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     if report.passed() {
         Ok(())
     } else {
@@ -72,7 +74,7 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
         policy,
         backends: vec![backend],
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let report = verify::verify(&opts, &mut |_| {})?;
     if report.passed() && report.hand_written && !report.mappings.is_empty() {
         Ok(())
     } else {
@@ -86,10 +88,10 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
 /// the embedded default policy, must FAIL exactly where the seed falls short
 /// (no INPUT loopback, no tcp/53, no IPv6 rules at all) and pass elsewhere.
 fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
-    use portcullis::verify::{Host, ProbeKind};
+    use portcullis::verify::{HostId, ProbeKind};
     use portcullis_harness::Family;
     let path = crate::scenarios_dir().join("seed/seed_own_ruleset.toml");
-    let scn = crate::Scenario::load(&path).map_err(|e| e.to_string())?;
+    let scn = crate::Scenario::load(&path)?;
     let Some(crate::format::RulesetSource::Rules { v4: Some(seed), .. }) =
         scn.rulesets.get("seed").cloned()
     else {
@@ -101,8 +103,8 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
         rules_v4: Some(seed),
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {}).map_err(|e| e.to_string())?;
-    let row = |kind: ProbeKind, from: Host, family: Family, port: Option<u16>| {
+    let report = verify::verify(&opts, &mut |_| {})?;
+    let row = |kind: ProbeKind, from: HostId, family: Family, port: Option<u16>| {
         report
             .rows
             .iter()
@@ -117,15 +119,15 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     };
     let mut problems = Vec::new();
     for (kind, from, family, port) in [
-        (ProbeKind::LoopbackTcp, Host::Target, Family::V4, None),
-        (ProbeKind::DnsTcp, Host::Target, Family::V4, None),
+        (ProbeKind::LoopbackTcp, HostId::Target, Family::V4, None),
+        (ProbeKind::DnsTcp, HostId::Target, Family::V4, None),
         (
             ProbeKind::Tcp,
-            Host::Admin,
+            HostId::Admin,
             Family::V6,
             Some(portcullis::verify::exec::CLOSED_INBOUND_PORT),
         ),
-        (ProbeKind::Forward, Host::Admin, Family::V6, None),
+        (ProbeKind::Forward, HostId::Admin, Family::V6, None),
     ] {
         if row(kind, from, family, port)?.pass() {
             problems.push(format!(
@@ -134,10 +136,10 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
         }
     }
     for (kind, from, family) in [
-        (ProbeKind::Http, Host::Target, Family::V4),
-        (ProbeKind::DnsUdp, Host::Target, Family::V4),
-        (ProbeKind::SynFin, Host::Outsider, Family::V4),
-        (ProbeKind::Forward, Host::Admin, Family::V4),
+        (ProbeKind::Http, HostId::Target, Family::V4),
+        (ProbeKind::DnsUdp, HostId::Target, Family::V4),
+        (ProbeKind::SynFin, HostId::Outsider, Family::V4),
+        (ProbeKind::Forward, HostId::Admin, Family::V4),
     ] {
         let r = row(kind, from, family, None)?;
         if !r.pass() {
@@ -162,7 +164,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
 pub fn trials() -> Vec<Trial> {
     let mut out = Vec::new();
     for backend in Backend::ALL {
-        out.push(privileged_trial(
+        out.push(privileged(
             format!("flows::verify_default::{backend}"),
             cannot_run(backend, true),
             move || verify_default(backend),
@@ -172,18 +174,18 @@ pub fn trials() -> Vec<Trial> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().replace('-', "_"))
                 .unwrap_or_default();
-            out.push(privileged_trial(
+            out.push(privileged(
                 format!("flows::verify_example::{name}::{backend}"),
                 cannot_run(backend, true),
                 move || verify_example(&path, backend),
             ));
         }
-        out.push(privileged_trial(
+        out.push(privileged(
             format!("flows::verify_rendered_as_hand_written::{backend}"),
             cannot_run(backend, true),
             move || verify_rendered_as_hand_written(backend),
         ));
-        out.push(privileged_trial(
+        out.push(privileged(
             format!("flows::verify_catches_seed_gaps::{backend}"),
             cannot_run(backend, true),
             move || verify_catches_seed_gaps(backend),

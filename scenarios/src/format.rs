@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use portcullis::Policy;
-use portcullis::verify::{CountedBy, Expect, Host, ProbeKind};
+use portcullis::verify::{CountedBy, Expect, HostId, ProbeKind, parse_host};
 use portcullis_harness::Family;
 use serde::Deserialize;
 
@@ -20,7 +20,7 @@ pub struct Scenario {
     /// Named rulesets; `main` is loaded before the first step unless a step loads it.
     pub rulesets: BTreeMap<String, RulesetSource>,
     /// Policy CIDRs the lab cannot use, and the lab host whose subnet stands in.
-    pub map: Vec<(IpNet, Host)>,
+    pub map: Vec<(IpNet, HostId)>,
     pub steps: Vec<Step>,
 }
 
@@ -46,11 +46,11 @@ pub enum Step {
     ResetCounters,
     /// Forget the neighbour cache of `on` for `family` (IPv6: neighbour discovery
     /// must run again under the loaded rules).
-    FlushNeighbours { on: Host, families: Vec<Family> },
+    FlushNeighbours { on: HostId, families: Vec<Family> },
     /// Open a long-lived interactive SSH session whose server prints periodically.
     OpenSshSession {
         name: String,
-        from: Host,
+        from: HostId,
         family: Family,
     },
     /// Check that a session's server output keeps arriving with no keystroke.
@@ -67,9 +67,11 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct ProbeStep {
     pub kind: ProbeKind,
-    pub from: Host,
-    pub to: Host,
+    pub from: HostId,
+    pub to: HostId,
     pub port: Option<u16>,
+    /// `ssh-limit` only: the new connections the window allows.
+    pub count: Option<u32>,
     pub families: Vec<Family>,
     pub expect: Expect,
     pub counted_by: Option<CountedBy>,
@@ -120,6 +122,7 @@ struct RawStep {
     to: Option<String>,
     on: Option<String>,
     port: Option<u16>,
+    count: Option<u32>,
     family: Option<String>,
     expect: Option<String>,
     counted_by: Option<String>,
@@ -134,8 +137,8 @@ fn families(s: Option<&str>) -> Result<Vec<Family>, String> {
     }
 }
 
-fn host(s: Option<&str>, key: &str) -> Result<Host, String> {
-    s.ok_or_else(|| format!("`{key}` is required"))?.parse()
+fn host(s: Option<&str>, key: &str) -> Result<HostId, String> {
+    parse_host(s.ok_or_else(|| format!("`{key}` is required"))?)
 }
 
 impl Scenario {
@@ -187,7 +190,7 @@ impl Scenario {
             let net: IpNet = cidr
                 .parse()
                 .map_err(|e| err(format!("map: `{cidr}` is not a CIDR: {e}")))?;
-            let h: Host = h.parse().map_err(|e| err(format!("map.\"{cidr}\": {e}")))?;
+            let h = parse_host(&h).map_err(|e| err(format!("map.\"{cidr}\": {e}")))?;
             map.push((net, h));
         }
         let mut steps = Vec::new();
@@ -312,6 +315,7 @@ fn step(s: RawStep) -> Result<Step, String> {
         ("to", s.to.is_some()),
         ("on", s.on.is_some()),
         ("port", s.port.is_some()),
+        ("count", s.count.is_some()),
         ("family", s.family.is_some()),
         ("expect", s.expect.is_some()),
         ("counted_by", s.counted_by.is_some()),
@@ -332,7 +336,25 @@ fn step(s: RawStep) -> Result<Step, String> {
     }
     if let Some(kind) = s.probe {
         let kind: ProbeKind = kind.parse()?;
-        uses_only(&["from", "to", "port", "family", "expect", "counted_by"])?;
+        if kind == ProbeKind::SshLimit {
+            uses_only(&[
+                "from",
+                "to",
+                "port",
+                "count",
+                "family",
+                "expect",
+                "counted_by",
+            ])?;
+            if s.count.is_none_or(|n| n == 0) {
+                return Err(
+                    "`count` (the new connections the window allows, 1 or more) is required for an ssh-limit probe"
+                        .into(),
+                );
+            }
+        } else {
+            uses_only(&["from", "to", "port", "family", "expect", "counted_by"])?;
+        }
         let from = host(s.from.as_deref(), "from")?;
         let to = match s.to.as_deref() {
             Some(t) => t.parse()?,
@@ -354,6 +376,7 @@ fn step(s: RawStep) -> Result<Step, String> {
             from,
             to,
             port,
+            count: s.count,
             families: families(s.family.as_deref())?,
             expect: expect(&s.expect)?,
             counted_by: counted(&s.counted_by)?,
@@ -438,7 +461,7 @@ counted_by = "OUTPUT policy"
         };
         assert_eq!(
             (p.kind, p.to, p.port),
-            (ProbeKind::Ssh, Host::Target, Some(22))
+            (ProbeKind::Ssh, HostId::Target, Some(22))
         );
         assert_eq!(p.families, [Family::V4]);
         let Step::Probe(p) = &s.steps[2] else {
@@ -470,6 +493,10 @@ counted_by = "OUTPUT policy"
                 "unknown host `gateway`",
             ),
             (
+                OK.replace("\"admin\"\n[[step]]", "\"router\"\n[[step]]"),
+                "unknown host `router`: expected target, admin, outsider, resolver, web or inner",
+            ),
+            (
                 OK.replace(
                     "policy = \"@default\"",
                     "policy = \"@default\"\nrules_v4 = \"*filter\\nCOMMIT\\n\"",
@@ -496,11 +523,30 @@ counted_by = "OUTPUT policy"
     }
 
     #[test]
+    fn an_ssh_limit_probe_needs_its_count() {
+        let step = "[[step]]\nprobe = \"ssh-limit\"\nfrom = \"admin\"\nexpect = \"no-answer\"\n";
+        let e = parse(&format!("{OK}{step}")).unwrap_err();
+        assert!(e.contains("`count`"), "{e}");
+        let s = parse(&format!("{OK}{step}count = 6\n")).unwrap();
+        let Some(Step::Probe(p)) = s.steps.last() else {
+            panic!("no probe step")
+        };
+        assert_eq!(
+            (p.kind, p.count, p.port),
+            (ProbeKind::SshLimit, Some(6), Some(22))
+        );
+    }
+
+    #[test]
     fn a_key_a_step_does_not_use_is_refused() {
         let session =
             "[[step]]\naction = \"open-ssh-session\"\nfrom = \"admin\"\nfamily = \"ipv4\"\n";
         for (step, key) in [
             ("[[step]]\nload = \"main\"\nport = 22\n", "port"),
+            (
+                "[[step]]\nprobe = \"ssh\"\nfrom = \"admin\"\ncount = 6\nexpect = \"ok\"\n",
+                "count",
+            ),
             (
                 "[[step]]\nprobe = \"tcp\"\nfrom = \"admin\"\nport = 22\non = \"target\"\n",
                 "on",

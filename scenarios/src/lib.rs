@@ -13,8 +13,9 @@ pub mod run;
 
 use std::path::{Path, PathBuf};
 
-use libtest_mimic::{Completion, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 use portcullis_harness::Backend;
+use portcullis_harness::trial::privileged;
 
 pub use format::{FormatError, Scenario, Step};
 
@@ -63,13 +64,9 @@ pub fn trial_name(root: &Path, path: &Path) -> String {
         .join("::")
 }
 
-/// Why a privileged trial cannot run here, or `None` when it can.
+/// Why a privileged trial cannot run here even as root (its backend, conntrack or
+/// OpenSSH missing), or `None`; root itself is [`privileged`]'s to check.
 pub fn cannot_run(backend: Backend, needs_ssh: bool) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some(
-            "needs root (network namespaces, iptables): run ci/test, which uses sudo".into(),
-        );
-    }
     if let Some(r) = backend.unavailable_reason() {
         return Some(r);
     }
@@ -88,28 +85,6 @@ pub fn cannot_run(backend: Backend, needs_ssh: bool) -> Option<String> {
         }
     }
     None
-}
-
-/// A trial that needs root; ignored with the reason when it cannot run. The static
-/// flag makes `cargo test` and nextest list it ignored; the kind (shown in
-/// brackets) carries the reason; under `--ignored` it still refuses at run time,
-/// with the reason, instead of failing.
-pub fn privileged_trial(
-    name: String,
-    reason: Option<String>,
-    f: impl FnOnce() -> Result<(), Failed> + Send + 'static,
-) -> Trial {
-    let ignored = reason.is_some();
-    let kind = reason.clone();
-    let t = Trial::ignorable_test(name, move || match reason {
-        Some(r) => Ok(Completion::ignored_with(r)),
-        None => f().map(|()| Completion::Completed),
-    })
-    .with_ignored_flag(ignored);
-    match kind {
-        Some(k) => t.with_kind(k),
-        None => t,
-    }
 }
 
 /// The trials of every scenario file under `root`: `NAME::parse` (anywhere) and
@@ -134,7 +109,7 @@ pub fn trials(root: &Path) -> Vec<Trial> {
             let needs_ssh = parsed.as_ref().is_ok_and(run::uses_ssh);
             let reason = cannot_run(backend, needs_ssh);
             let scn = parsed.clone();
-            out.push(privileged_trial(
+            out.push(privileged(
                 format!("{name}::{backend}"),
                 reason,
                 move || run_trial(scn?, backend),

@@ -4,7 +4,7 @@
 
 use portcullis::verify::exec::{LabSession, SshSessionId};
 use portcullis::verify::{
-    Expectation, Host, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
+    Expectation, HostId, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
     map_text,
 };
 use portcullis_harness::{Backend, Family};
@@ -57,9 +57,14 @@ pub fn lab_rules(src: &RulesetSource, maps: &[Mapping]) -> LabRules {
 /// Run `scn` under `backend`: every judged row, or the error that stopped the lab.
 pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
     let mut lab = LabSession::start(backend).map_err(|e| format!("building the lab: {e}"))?;
+    // Before any ruleset, so its link settles with the others.
+    if uses_inner(scn) {
+        lab.add_inner()
+            .map_err(|e| format!("building the lab: {e}"))?;
+    }
     let maps = mappings(scn, lab.topology())?;
     let mut rows = Vec::new();
-    let mut sessions: Vec<(String, Host, Family, SshSessionId)> = Vec::new();
+    let mut sessions: Vec<(String, HostId, Family, SshSessionId)> = Vec::new();
     for (i, step) in scn.steps.iter().enumerate() {
         let at = |e: String| format!("step {}: {e}", i + 1);
         match step {
@@ -95,9 +100,10 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                     probe: ProbeSpec {
                         kind: ProbeKind::Ssh,
                         from: *from,
-                        to: Host::Target,
+                        to: HostId::Target,
                         family: *family,
                         port: Some(22),
+                        count: None,
                     },
                     expect: *expect,
                     counted_by: counted_by.clone(),
@@ -121,6 +127,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                             to: p.to,
                             family,
                             port: p.port,
+                            count: p.count,
                         },
                         expect: p.expect,
                         counted_by: p.counted_by.clone(),
@@ -188,10 +195,24 @@ pub fn check_counters_exist(scn: &Scenario) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a step of the scenario uses `inner`, the host behind the target.
+pub fn uses_inner(scn: &Scenario) -> bool {
+    scn.map.iter().any(|(_, h)| *h == HostId::Inner)
+        || scn.steps.iter().any(|s| match s {
+            Step::Probe(p) => p.from == HostId::Inner || p.to == HostId::Inner,
+            Step::FlushNeighbours { on, .. } => *on == HostId::Inner,
+            Step::OpenSshSession { from, .. } => *from == HostId::Inner,
+            _ => false,
+        })
+}
+
 /// Whether the scenario needs OpenSSH.
 pub fn uses_ssh(scn: &Scenario) -> bool {
     scn.steps.iter().any(|s| match s {
-        Step::Probe(p) => p.kind == ProbeKind::Ssh || p.kind == ProbeKind::InvalidRst,
+        Step::Probe(p) => matches!(
+            p.kind,
+            ProbeKind::Ssh | ProbeKind::InvalidRst | ProbeKind::SshLimit
+        ),
         Step::OpenSshSession { .. } | Step::CheckSshSession { .. } => true,
         _ => false,
     })
@@ -205,8 +226,8 @@ mod tests {
     fn map_replaces_the_seed_subnet_in_literal_rules_and_policies() {
         let root = crate::scenarios_dir();
         let topo = portcullis::verify::exec::topology();
-        let admin_v4 = topo.subnet(Host::Admin, Family::V4).unwrap().to_string();
-        let admin_v6 = topo.subnet(Host::Admin, Family::V6).unwrap().to_string();
+        let admin_v4 = topo.subnet(HostId::Admin, Family::V4).unwrap().to_string();
+        let admin_v6 = topo.subnet(HostId::Admin, Family::V6).unwrap().to_string();
 
         let seed = Scenario::load(&root.join("seed/seed_own_ruleset.toml")).unwrap();
         let maps = mappings(&seed, &topo).unwrap();
@@ -216,10 +237,23 @@ mod tests {
         assert!(!v4.contains("10.137."), "{v4}");
         assert!(rules.v6.is_none(), "the seed has no IPv6 ruleset");
 
+        assert!(
+            !uses_inner(&seed)
+                || seed
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Probe(p) if p.kind == ProbeKind::Forward))
+        );
+        let fwd = Scenario::load(&root.join("seed/forward_drop.toml")).unwrap();
+        assert!(uses_inner(&fwd), "forward_drop probes inner");
         let dual = Scenario::load(&root.join("seed/ssh_friendly_subnet.toml")).unwrap();
         let maps = mappings(&dual, &topo).unwrap();
         let rules = lab_rules(&dual.rulesets["main"], &maps);
         assert!(rules.v4.unwrap().contains(&format!("-s {admin_v4} ")));
         assert!(rules.v6.unwrap().contains(&format!("-s {admin_v6} ")));
+        assert!(
+            !uses_inner(&dual),
+            "ssh_friendly_subnet never touches inner"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Probes: the client side of every check. Each probe is an async function that
 //! runs on the current lab host's thread (inside its namespace) and returns an
-//! [`Outcome`]. The lab wraps probes with the target's counter deltas.
+//! [`Outcome`]. [`Lab::probe`](crate::Lab::probe) wraps a probe with the
+//! target's counters over it ([`Evidence`](crate::Evidence)).
 
 //!
 //! The probes (every one takes a `window`, the whole time it may take; silence

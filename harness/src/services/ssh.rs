@@ -165,24 +165,33 @@ fn command_error(command: &str, detail: impl Into<String>) -> ServiceError {
     }
 }
 
-/// `ssh-keygen -q -N '' -t ed25519 -f PATH`: a fresh key pair with no passphrase.
+/// `ssh-keygen -q -N '' -t ed25519 -f PATH`: a fresh key pair with no passphrase,
+/// run to completion in the calling host through the one runner.
 async fn keygen(path: &Path, comment: &str) -> Result<(), ServiceError> {
     let bin = find_in_path("ssh-keygen")
         .ok_or_else(|| command_error("ssh-keygen", "not found on PATH (install openssh-client)"))?;
-    let out = Command::new(&bin)
-        .args(["-q", "-N", "", "-t", "ed25519", "-C", comment, "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| command_error("ssh-keygen", e.to_string()))?;
-    if !out.status.success() {
-        return Err(command_error(
-            &format!("ssh-keygen -f {}", path.display()),
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
+    let bin = bin.to_str().ok_or_else(|| {
+        command_error(
+            "ssh-keygen",
+            format!("path is not UTF-8: {}", bin.display()),
+        )
+    })?;
+    let path = path.to_str().ok_or_else(|| {
+        command_error(
+            "ssh-keygen",
+            format!("path is not UTF-8: {}", path.display()),
+        )
+    })?;
+    let argv = [
+        bin, "-q", "-N", "", "-t", "ed25519", "-C", comment, "-f", path,
+    ];
+    match crate::host::run_command(&argv, None).await {
+        Ok(_) => Ok(()),
+        Err(crate::BackendError::Failed { command, stderr }) => {
+            Err(command_error(&command, stderr))
+        }
+        Err(e) => Err(command_error("ssh-keygen", e.to_string())),
     }
-    Ok(())
 }
 
 /// A running OpenSSH server. Dropping it kills sshd and every session it forked.

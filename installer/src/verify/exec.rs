@@ -4,21 +4,18 @@
 //! namespace the process started in.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use portcullis_harness::probe::{self, Outcome};
 use portcullis_harness::services::ssh;
 use portcullis_harness::services::{self, Service};
-use portcullis_harness::{Backend, Family, HostId, Lab, Task, link};
+use portcullis_harness::{Backend, Counters, Evidence, Family, HostId, Lab, Task, link};
 use rustls_pki_types::CertificateDer;
 
-use portcullis_harness::Counters;
-
-use super::counters::{Observation, TABLE};
+use super::counters::TABLE;
 use super::expect::{HostAddr, Topology};
-use super::model::{Expect, Host, ProbeKind, ProbeSpec};
+use super::model::{Expect, HOSTS, ProbeKind, ProbeSpec};
 use super::{Expectation, LabRules, Row, VerifyError};
 
 /// The name the lab's DNS answers and its web server's certificate carries.
@@ -65,28 +62,11 @@ struct SessionHandle {
     _task: Task,
 }
 
-fn host_id(h: Host) -> Option<HostId> {
-    Some(match h {
-        Host::Target => HostId::Target,
-        Host::Admin => HostId::Admin,
-        Host::Outsider => HostId::Outsider,
-        Host::Resolver => HostId::Resolver,
-        Host::Web => HostId::Web,
-        Host::Inner => return None,
-    })
-}
-
-/// The lab's address plan as `verify` sees it.
+/// The lab's address plan ([`HostId::plan`]) as `verify` sees it.
 pub fn topology() -> Topology {
     let mut hosts = Vec::new();
-    for h in [
-        Host::Target,
-        Host::Admin,
-        Host::Outsider,
-        Host::Resolver,
-        Host::Web,
-    ] {
-        let plan = host_id(h).and_then(HostId::plan).expect("a leaf host");
+    for h in HOSTS {
+        let plan = h.plan().expect("every probe host is planned");
         for family in Family::ALL {
             hosts.push(HostAddr {
                 host: h,
@@ -103,34 +83,6 @@ pub fn topology() -> Topology {
     }
 }
 
-/// The inner host behind the target: a /28 and a /64 no other link uses.
-const INNER_V4: [u8; 4] = [192, 0, 2, 48];
-const INNER_V6: u16 = 0x60;
-
-fn inner_addrs() -> [(IpAddr, IpAddr, u8); 2] {
-    let b = u32::from(Ipv4Addr::from(INNER_V4));
-    [
-        // (target side, inner side, prefix)
-        (
-            Ipv4Addr::from(b + 1).into(),
-            Ipv4Addr::from(b + 2).into(),
-            28,
-        ),
-        (
-            Ipv6Addr::new(0x2001, 0xdb8, INNER_V6, 0, 0, 0, 0, 1).into(),
-            Ipv6Addr::new(0x2001, 0xdb8, INNER_V6, 0, 0, 0, 0, 2).into(),
-            64,
-        ),
-    ]
-}
-
-fn fam_index(f: Family) -> usize {
-    match f {
-        Family::V4 => 0,
-        Family::V6 => 1,
-    }
-}
-
 /// The standard lab under one backend, its servers, and the target's rules.
 pub struct LabSession {
     backend: Backend,
@@ -139,16 +91,14 @@ pub struct LabSession {
     /// Servers, dropped before the lab (their tasks are aborted).
     services: Vec<Service>,
     /// (host, port, on loopback) of every TCP listener.
-    listeners: Vec<(Host, u16, bool)>,
+    listeners: Vec<(HostId, u16, bool)>,
     /// (host, port) of every UDP echo server.
-    udp_servers: Vec<(Host, u16)>,
+    udp_servers: Vec<(HostId, u16)>,
     /// Open ssh sessions (their tasks run on the client host's thread); dropped
     /// before sshd.
     sessions: Vec<SessionHandle>,
     /// sshd on the target: its port, a client for it, and the task holding it.
     sshd: Option<(u16, ssh::Client, Task)>,
-    /// The host behind the target and its server, once a forward probe made it.
-    inner: Option<portcullis_harness::Host>,
     loaded: bool,
     lab: Lab,
 }
@@ -159,7 +109,7 @@ impl LabSession {
     pub fn start(backend: Backend) -> Result<LabSession, ExecError> {
         let lab = Lab::standard().map_err(err("building the standard lab"))?;
         let topology = topology();
-        let both = |h: Host, port: u16| -> Vec<SocketAddr> {
+        let both = |h: HostId, port: u16| -> Vec<SocketAddr> {
             Family::ALL
                 .iter()
                 .map(|&f| SocketAddr::new(topology.addr(h, f).expect("planned"), port))
@@ -168,16 +118,16 @@ impl LabSession {
         let zone = Family::ALL
             .iter()
             .fold(services::dns::Zone::new(), |z, &f| {
-                z.with(WEB_NAME, topology.addr(Host::Web, f).expect("planned"))
+                z.with(WEB_NAME, topology.addr(HostId::Web, f).expect("planned"))
             });
-        let dns_addrs = both(Host::Resolver, 53);
+        let dns_addrs = both(HostId::Resolver, 53);
         let dns = lab
             .host(HostId::Resolver)
             .run_async(move || async move { services::dns::start(&dns_addrs, zone).await });
         let (web80, web443, web_closed) = (
-            both(Host::Web, 80),
-            both(Host::Web, 443),
-            both(Host::Web, CLOSED_PORT),
+            both(HostId::Web, 80),
+            both(HostId::Web, 443),
+            both(HostId::Web, CLOSED_PORT),
         );
         let web_ips: Vec<IpAddr> = web80.iter().map(|a| a.ip()).collect();
         let web = lab.host(HostId::Web).run_async(move || async move {
@@ -202,14 +152,13 @@ impl LabSession {
             ca,
             services: svcs,
             listeners: vec![
-                (Host::Web, CLOSED_PORT, false),
-                (Host::Web, 80, false),
-                (Host::Web, 443, false),
+                (HostId::Web, CLOSED_PORT, false),
+                (HostId::Web, 80, false),
+                (HostId::Web, 443, false),
             ],
             udp_servers: Vec::new(),
             sessions: Vec::new(),
             sshd: None,
-            inner: None,
             loaded: false,
             lab,
         })
@@ -264,28 +213,23 @@ impl LabSession {
         Ok(c.table(TABLE))
     }
 
-    fn addr(&self, h: Host, f: Family) -> Result<IpAddr, ExecError> {
-        if h == Host::Inner {
-            return Ok(inner_addrs()[fam_index(f)].1);
-        }
+    fn addr(&self, h: HostId, f: Family) -> Result<IpAddr, ExecError> {
         self.topology
             .addr(h, f)
             .ok_or_else(|| ExecError(format!("the lab has no {f} address on {h}")))
     }
 
-    fn host(&self, h: Host) -> Result<&portcullis_harness::Host, ExecError> {
-        match host_id(h) {
-            Some(id) => Ok(self.lab.host(id)),
-            None => self
-                .inner
-                .as_ref()
-                .ok_or_else(|| ExecError("the inner host is not built".into())),
+    /// Lab host `h`, built first if it is `inner`.
+    fn host(&mut self, h: HostId) -> Result<&portcullis_harness::Host, ExecError> {
+        if h == HostId::Inner {
+            self.add_inner()?;
         }
+        Ok(self.lab.host(h))
     }
 
     /// A TCP echo listener on `h`:`port`, both families; with `lo`, on the
     /// target's 127.0.0.1 and ::1 instead.
-    fn ensure_listener(&mut self, h: Host, port: u16, lo: bool) -> Result<(), ExecError> {
+    fn ensure_listener(&mut self, h: HostId, port: u16, lo: bool) -> Result<(), ExecError> {
         let key = (h, port, lo);
         if self.listeners.contains(&key) {
             return Ok(());
@@ -312,7 +256,7 @@ impl LabSession {
     }
 
     /// A UDP echo server on `h`:`port`, both families.
-    fn ensure_udp_server(&mut self, h: Host, port: u16) -> Result<(), ExecError> {
+    fn ensure_udp_server(&mut self, h: HostId, port: u16) -> Result<(), ExecError> {
         if self.udp_servers.contains(&(h, port)) {
             return Ok(());
         }
@@ -342,7 +286,7 @@ impl LabSession {
         }
         let listen: Vec<IpAddr> = Family::ALL
             .iter()
-            .map(|&f| self.addr(Host::Target, f))
+            .map(|&f| self.addr(HostId::Target, f))
             .collect::<Result<_, _>>()?;
         let (client, task) = self
             .lab
@@ -358,99 +302,37 @@ impl LabSession {
                 }))
             })
             .map_err(|e| ExecError(format!("sshd on the target: {e}")))?;
-        self.listeners.push((Host::Target, port, false));
+        self.listeners.push((HostId::Target, port, false));
         self.sshd = Some((port, client.clone(), task));
         Ok(client)
     }
 
-    /// Make `inner`: a namespace on a second link of the target, with the target
-    /// forwarding and the router routing inner's subnets through the target.
-    fn ensure_inner(&mut self) -> Result<(), ExecError> {
-        if self.inner.is_some() {
-            return Ok(());
-        }
-        let inner = portcullis_harness::Host::new("inner").map_err(err("the inner host"))?;
-        let fd = inner.netns_fd().as_raw_fd();
-        let addrs = inner_addrs();
-        self.lab
-            .host(HostId::Target)
-            .try_run(move || async move {
-                let index = link::add_veth("to-inner", "eth0", fd).await?;
-                link::set_up(index).await?;
-                for (mine, _, prefix) in addrs {
-                    link::add_address(index, mine, prefix).await?;
-                }
-                link::enable_forwarding()
-            })
-            .map_err(err("the target's second link"))?
-            .map_err(|e| ExecError(format!("the target's second link: {e}")))?;
-        inner
-            .try_run(move || async move {
-                let index = link::link_index("eth0").await?;
-                link::set_up(index).await?;
-                for (gw, mine, prefix) in addrs {
-                    link::add_address(index, mine, prefix).await?;
-                    link::add_default_route(gw).await?;
-                }
-                Ok::<_, portcullis_harness::LabError>(())
-            })
-            .map_err(err("the inner host's link"))?
-            .map_err(|e| ExecError(format!("the inner host's link: {e}")))?;
-        // The router reaches inner's subnets through the target.
-        let routes: Vec<(ipnet::IpNet, IpAddr)> = Family::ALL
-            .into_iter()
-            .zip(addrs)
-            .map(|(f, (_, inner_addr, prefix))| {
-                let net = ipnet::IpNet::new(inner_addr, prefix)
-                    .expect("planned prefix")
-                    .trunc();
-                self.addr(Host::Target, f).map(|via| (net, via))
-            })
-            .collect::<Result<_, _>>()?;
-        self.lab
-            .host(HostId::Router)
-            .try_run(move || async move {
-                for (net, via) in routes {
-                    link::add_route(net, via).await?;
-                }
-                Ok::<_, portcullis_harness::LabError>(())
-            })
-            .map_err(err("routing to the inner host"))?
-            .map_err(|e| ExecError(format!("routing to the inner host: {e}")))?;
-        // The target's new link joins its solicited-node groups and reports each
-        // join (MLD) through OUTPUT: wait until those reports are out, so they do
-        // not land in the first probes' counters.
-        let deadline = std::time::Instant::now() + portcullis_harness::lab::SETTLE_LIMIT;
-        self.lab
-            .host(HostId::Target)
-            .try_run(move || portcullis_harness::host::settle_mld(deadline))
-            .map_err(err("settling the target's new link"))?;
-        self.inner = Some(inner);
-        Ok(())
+    /// Add `inner`, the host behind the target ([`Lab::add_inner`]; idempotent).
+    /// Called before [`LabSession::load`], its link settles with the others.
+    pub fn add_inner(&mut self) -> Result<(), ExecError> {
+        self.lab.add_inner().map_err(err("the inner host"))
     }
 
     /// Forget `host`'s neighbour cache of `family`, and its peers' entries for it
-    /// (see [`Lab::flush_neighbours`]); on `inner`, its own cache only.
-    pub fn flush_neighbours(&mut self, host: Host, family: Family) -> Result<(), ExecError> {
-        match host_id(host) {
-            Some(id) => self
-                .lab
-                .flush_neighbours(id, family)
-                .map_err(err("flushing neighbours"))
-                .map(drop),
-            None => self
-                .host(host)?
-                .try_run(move || link::flush_neighbours(family, None))
-                .map_err(err("flushing neighbours"))?
-                .map_err(|e| ExecError(format!("flushing neighbours on {host}: {e}")))
-                .map(drop),
+    /// (see [`Lab::flush_neighbours`]).
+    pub fn flush_neighbours(&mut self, host: HostId, family: Family) -> Result<(), ExecError> {
+        if host == HostId::Inner {
+            self.add_inner()?;
         }
+        self.lab
+            .flush_neighbours(host, family)
+            .map_err(err("flushing neighbours"))
+            .map(drop)
     }
 
-    /// Send one probe; its outcome and the counter deltas of its family. `expect`
-    /// picks the window: a probe expected to get no answer waits the short
-    /// negative window, any other up to [`PATIENT`] (it returns at once on success).
-    pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Observation, ExecError> {
+    /// Send one probe through [`Lab::probe`]: its outcome and its family's
+    /// `filter` counters over it. `expect` picks the window: a probe expected to
+    /// get no answer waits the short negative window, any other up to
+    /// [`PATIENT`] (it returns at once on success).
+    pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Evidence, ExecError> {
+        if spec.kind == ProbeKind::SshLimit {
+            return self.ssh_limit(spec, expect);
+        }
         let f = spec.family;
         let window = if expect == Expect::NoAnswer {
             probe::NEGATIVE_WINDOW
@@ -458,22 +340,23 @@ impl LabSession {
             PATIENT
         };
         let port = spec.port.or(spec.kind.default_port()).unwrap_or(0);
+        if spec.involves(HostId::Inner) {
+            self.add_inner()?;
+        }
         // Servers the probe needs, started before the snapshot.
         match spec.kind {
             // The out-of-window RST rides a real ssh connection (sshd on the
             // policy's ssh port, the one port sure to be open from the admin).
-            ProbeKind::InvalidRst if spec.to == Host::Target => {
+            ProbeKind::InvalidRst if spec.to == HostId::Target => {
                 self.ensure_sshd(port)?;
             }
             ProbeKind::Tcp
-                if spec.to == Host::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {}
-            ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
-            ProbeKind::LoopbackTcp => self.ensure_listener(Host::Target, port, true)?,
-            ProbeKind::Udp => self.ensure_udp_server(spec.to, port)?,
-            ProbeKind::Forward => {
-                self.ensure_inner()?;
-                self.ensure_listener(Host::Inner, port, false)?;
+                if spec.to == HostId::Target && self.sshd.as_ref().is_some_and(|s| s.0 == port) => {
             }
+            ProbeKind::Tcp | ProbeKind::InvalidRst => self.ensure_listener(spec.to, port, false)?,
+            ProbeKind::LoopbackTcp => self.ensure_listener(HostId::Target, port, true)?,
+            ProbeKind::Udp => self.ensure_udp_server(spec.to, port)?,
+            ProbeKind::Forward => self.ensure_listener(HostId::Inner, port, false)?,
             _ => {}
         }
         let client = match spec.kind {
@@ -503,17 +386,16 @@ impl LabSession {
         // probe: a cached (or FAILED) neighbour entry would hide whether the
         // target's rules let neighbour discovery through. Under `ipv6.mode =
         // deny` the router's solicitation is what the INPUT policy counts.
-        if f == Family::V6 && spec.to == Host::Target && spec.kind != ProbeKind::LoopbackTcp {
+        if f == Family::V6 && spec.to == HostId::Target && spec.kind != ProbeKind::LoopbackTcp {
             self.lab
                 .host(HostId::Router)
                 .try_run(move || link::flush_neighbours(Family::V6, Some(to)))
                 .map_err(err("flushing the router's neighbour entry"))?
                 .map_err(|e| ExecError(format!("flushing the router's neighbour entry: {e}")))?;
         }
-        let before = self.counters(f)?;
-        let outcome = self
-            .host(spec.from)?
-            .try_run(move || async move {
+        let ev = self
+            .lab
+            .probe(spec.from, Some(f), move || async move {
                 use probe::craft::{Flags, send_tcp};
                 use probe::dns::{Rtype, Transport};
                 let rtype = if f == Family::V4 {
@@ -543,14 +425,146 @@ impl LabSession {
                         Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
                         None => Outcome::Failed("no ssh client".into()),
                     },
+                    ProbeKind::SshLimit => Outcome::Failed("ssh-limit runs on its own".into()),
                 }
             })
             .map_err(err(&format!("probing from {}", spec.from)))?;
+        Ok(Evidence {
+            counters: ev.counters.table(TABLE),
+            ..ev
+        })
+    }
+
+    /// Empty the target's `recent` list of the SSH rate limit (writing `/` to
+    /// `/proc/net/xt_recent/LIST` flushes it), in the target's namespace; a
+    /// ruleset without the list has nothing to empty.
+    fn clear_rate_limit_list(&self) -> Result<(), ExecError> {
+        let path = format!(
+            "/proc/thread-self/net/xt_recent/{}",
+            crate::policy::RateLimit::LIST
+        );
+        self.lab
+            .host(HostId::Target)
+            .try_run(move || async move {
+                match std::fs::write(&path, "/\n") {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r.map_err(|e| format!("{path}: {e}")),
+                }
+            })
+            .map_err(err("emptying the ssh rate limit list"))?
+            .map_err(|e| ExecError(format!("emptying the ssh rate limit list: {e}")))
+    }
+
+    /// [`ProbeKind::SshLimit`]: hold one connection to the ssh port open (its
+    /// banner read), open `count - 1` more that must be accepted, then one more
+    /// whose outcome is the probe's; then the held connection must still carry
+    /// data both ways, counted by the RELATED,ESTABLISHED rule. The rate limit's
+    /// list is emptied before (earlier probes' connections must not count) and
+    /// after (later probes must not be dropped by this one's). The deltas span
+    /// the burst and the exchange.
+    fn ssh_limit(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Evidence, ExecError> {
+        use std::io::{Read as _, Write as _};
+        let f = spec.family;
+        let port = spec.port.or(spec.kind.default_port()).unwrap_or(22);
+        let allowed = spec.count.filter(|&n| n > 0).ok_or_else(|| {
+            ExecError("an ssh-limit probe needs a count: the connections the window allows".into())
+        })?;
+        self.ensure_sshd(port)?;
+        let dst = SocketAddr::new(self.addr(spec.to, f)?, port);
+        self.clear_rate_limit_list()?;
+        let failed = |why: String, counters: Counters| Evidence {
+            outcome: Outcome::Failed(why),
+            counters,
+        };
+        // The held connection, made in the client's namespace; a std socket keeps
+        // its namespace wherever it is used afterwards.
+        let held = self
+            .host(spec.from)?
+            .try_run(move || async move {
+                let s = std::net::TcpStream::connect_timeout(&dst, PATIENT)?;
+                s.set_read_timeout(Some(PATIENT))?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .map_err(err(&format!("connecting from {}", spec.from)))?;
+        let mut held = match held {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(failed(
+                    format!("the connection to hold ({dst}) was not accepted: {e}"),
+                    Counters::default(),
+                ));
+            }
+        };
+        let mut banner = [0u8; 256];
+        match held.read(&mut banner) {
+            Ok(n) if banner[..n].starts_with(b"SSH-") => {}
+            other => {
+                return Ok(failed(
+                    format!("the held connection got no ssh banner: {other:?}"),
+                    Counters::default(),
+                ));
+            }
+        }
+        let last_window = if expect == Expect::NoAnswer {
+            probe::NEGATIVE_WINDOW
+        } else {
+            PATIENT
+        };
+        let before = self.counters(f)?;
+        let burst = self
+            .host(spec.from)?
+            .try_run(move || async move {
+                let mut v = Vec::new();
+                for i in 1..=allowed {
+                    let w = if i == allowed { last_window } else { PATIENT };
+                    v.push(probe::tcp::connect(dst, w).await);
+                }
+                v
+            })
+            .map_err(err(&format!("probing from {}", spec.from)))?;
+        let mid = self.counters(f)?;
+        let exchange = held
+            .write_all(b"SSH-2.0-portcullis-verify\r\n")
+            .and_then(|()| held.read(&mut banner));
         let after = self.counters(f)?;
-        Ok(Observation {
-            outcome,
-            deltas: after.since(&before),
-            family: Some(f),
+        drop(held);
+        self.clear_rate_limit_list()?;
+        let deltas = after.since(&before);
+        // Connection 1 is the held one; the burst's i-th is connection i + 1.
+        if let Some((i, o)) = burst[..burst.len() - 1]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| !o.is_ok())
+        {
+            return Ok(failed(
+                format!(
+                    "new connection {} of the {allowed} the window allows was not accepted: {o:?}",
+                    i + 2
+                ),
+                deltas,
+            ));
+        }
+        match exchange {
+            Ok(n) if n > 0 => {}
+            other => {
+                return Ok(failed(
+                    format!("the held connection carried no data after the burst: {other:?}"),
+                    deltas,
+                ));
+            }
+        }
+        let established: super::CountedBy = "INPUT: replies and related"
+            .parse()
+            .expect("a comment form");
+        if super::counted(&after.since(&mid), &established) == Some(0) {
+            return Ok(failed(
+                "the RELATED,ESTABLISHED rule did not count the held connection's data".into(),
+                deltas,
+            ));
+        }
+        Ok(Evidence {
+            outcome: burst.last().cloned().unwrap_or(Outcome::NoAnswer),
+            counters: deltas,
         })
     }
 
@@ -558,11 +572,11 @@ impl LabSession {
     /// prints every 100 ms without any client input; returns once it runs.
     pub fn open_ssh_session(
         &mut self,
-        from: Host,
+        from: HostId,
         family: Family,
     ) -> Result<SshSessionId, ExecError> {
         let client = self.ensure_sshd(22)?;
-        let addr = SocketAddr::new(self.addr(Host::Target, family)?, 22);
+        let addr = SocketAddr::new(self.addr(HostId::Target, family)?, 22);
         // The client ACKs the server's output at once (the lab's default routes
         // carry `quickack`, see `link::add_default_route`), so after a load only
         // the server can be the first to speak.
@@ -603,7 +617,7 @@ impl LabSession {
         &mut self,
         id: SshSessionId,
         expect: Expect,
-    ) -> Result<Observation, ExecError> {
+    ) -> Result<Evidence, ExecError> {
         let h = self
             .sessions
             .get(id.0)
@@ -624,10 +638,9 @@ impl LabSession {
             .blocking_recv()
             .map_err(|_| ExecError("the ssh session task ended".into()))?;
         let family = h.family;
-        Ok(Observation {
+        Ok(Evidence {
             outcome,
-            deltas: self.counters(family)?,
-            family: Some(family),
+            counters: self.counters(family)?,
         })
     }
 }
@@ -645,6 +658,10 @@ pub fn run_backend(
     };
     progress(&format!("{backend}: building the lab"));
     let mut lab = LabSession::start(backend).map_err(lab_err)?;
+    // Before the rules, so its link settles with the others.
+    if expectations.iter().any(|e| e.probe.involves(HostId::Inner)) {
+        lab.add_inner().map_err(lab_err)?;
+    }
     progress(&format!("{backend}: loading the rules"));
     lab.load(rules).map_err(lab_err)?;
     let total = expectations.len();

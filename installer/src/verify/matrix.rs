@@ -4,10 +4,10 @@
 
 use std::io::{self, Write};
 
-use portcullis_harness::Backend;
 use portcullis_harness::probe::Outcome;
+use portcullis_harness::{Backend, Evidence};
 
-use super::counters::{Observation, check, counted, counted_anywhere};
+use super::counters::{check, counted, counted_anywhere};
 use super::model::{CountedBy, Expectation};
 
 /// One probed promise.
@@ -30,22 +30,23 @@ fn ser_backend<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Erro
 }
 
 impl Row {
-    /// Judge `obs` against `exp`.
-    pub fn judge(backend: Backend, expectation: Expectation, obs: &Observation) -> Row {
-        let problems = check(&expectation, obs).err().unwrap_or_default();
+    /// Judge `ev` (the probe's outcome and its family's `filter` counters) against
+    /// `expectation`.
+    pub fn judge(backend: Backend, expectation: Expectation, ev: &Evidence) -> Row {
+        let problems = check(&expectation, ev).err().unwrap_or_default();
         let by_count = expectation
             .counted_by
             .as_ref()
             .filter(|by| **by != CountedBy::AnyDrop)
-            .and_then(|by| Some((by, counted(&obs.deltas, by)?)));
+            .and_then(|by| Some((by, counted(&ev.counters, by)?)));
         let counted = match by_count {
             Some((by, n)) if n > 0 => vec![format!("{by} (+{n})")],
-            _ => counted_anywhere(&obs.deltas),
+            _ => counted_anywhere(&ev.counters),
         };
         Row {
             backend,
             expectation,
-            observed: obs.outcome.clone(),
+            observed: ev.outcome.clone(),
             counted,
             problems,
         }
@@ -157,6 +158,7 @@ mod tests {
                 to,
                 family: Family::V4,
                 port: Some(22),
+                count: None,
             },
             expect: expect.parse().unwrap(),
             counted_by: Some(by.parse().unwrap()),
@@ -167,18 +169,17 @@ mod tests {
         let counted = Counters::parse(Family::V4, &save(1))
             .unwrap()
             .since(&before);
-        let obs = Observation {
+        let obs = Evidence {
             outcome: Outcome::NoAnswer,
-            deltas: counted,
-            family: None,
+            counters: counted,
         };
         let rows = vec![
             Row::judge(
                 Backend::Nft,
                 exp(
                     ProbeKind::Ssh,
-                    Host::Outsider,
-                    Host::Target,
+                    HostId::Outsider,
+                    HostId::Target,
                     "no-answer",
                     "INPUT policy",
                 ),
@@ -188,8 +189,8 @@ mod tests {
                 Backend::Legacy,
                 exp(
                     ProbeKind::Ssh,
-                    Host::Admin,
-                    Host::Target,
+                    HostId::Admin,
+                    HostId::Target,
                     "ok",
                     "INPUT policy",
                 ),

@@ -6,69 +6,33 @@ use std::fmt;
 use std::str::FromStr;
 
 use portcullis_harness::Family;
+pub use portcullis_harness::HostId;
 use portcullis_harness::probe::Outcome;
 
 use crate::rule::Chain;
 
-/// A host of the standard lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Host {
-    /// The firewall under test.
-    Target,
-    /// Inside the allowed SSH subnet.
-    Admin,
-    /// Outside it.
-    Outsider,
-    /// DNS on 53.
-    Resolver,
-    /// HTTP 80, HTTPS 443, and a listener on a port no policy opens.
-    Web,
-    /// A host on a second link of the target, reachable only THROUGH it (for
-    /// the FORWARD chain); made on demand by the first `forward` probe.
-    Inner,
-}
+/// The lab hosts a probe may come from or go to, with the names the scenario
+/// format uses: every [`HostId`] but the router. `inner` sits on a second link
+/// of the target, reachable only THROUGH it (for the FORWARD chain); the lab
+/// makes it before the rules load when a probe needs it.
+pub const HOSTS: [HostId; 6] = [
+    HostId::Target,
+    HostId::Admin,
+    HostId::Outsider,
+    HostId::Resolver,
+    HostId::Web,
+    HostId::Inner,
+];
 
-impl Host {
-    pub const ALL: [Host; 6] = [
-        Host::Target,
-        Host::Admin,
-        Host::Outsider,
-        Host::Resolver,
-        Host::Web,
-        Host::Inner,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Host::Target => "target",
-            Host::Admin => "admin",
-            Host::Outsider => "outsider",
-            Host::Resolver => "resolver",
-            Host::Web => "web",
-            Host::Inner => "inner",
-        }
-    }
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Host {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Host::ALL
-            .into_iter()
-            .find(|h| h.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown host `{s}`: expected target, admin, outsider, resolver, web or inner"
-                )
-            })
-    }
+/// A host of [`HOSTS`] by its name (`target`, `admin`, `outsider`, `resolver`,
+/// `web`, `inner`); the router is not one.
+pub fn parse_host(s: &str) -> Result<HostId, String> {
+    s.parse::<HostId>()
+        .ok()
+        .filter(|h| HOSTS.contains(h))
+        .ok_or_else(|| {
+            format!("unknown host `{s}`: expected target, admin, outsider, resolver, web or inner")
+        })
 }
 
 /// What a probe does. The direction is implied: inbound kinds go from a client host
@@ -103,10 +67,17 @@ pub enum ProbeKind {
     /// One UDP datagram to an echo server started on the port; the echo is the
     /// proof (an ICMP port unreachable is `refused`).
     Udp,
+    /// The SSH rate limit: hold one connection to the ssh port open, open
+    /// `count - 1` more from the same source (`count` in all, what the window
+    /// allows), then one more: its outcome is the probe's (the limit must drop
+    /// it). `failed` when a connection within the limit is not accepted, or when
+    /// the held one no longer carries data after the burst (its data counted by
+    /// the RELATED,ESTABLISHED rule, when the ruleset has that portcullis comment).
+    SshLimit,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 13] = [
+    pub const ALL: [ProbeKind; 14] = [
         ProbeKind::Tcp,
         ProbeKind::Ssh,
         ProbeKind::DnsUdp,
@@ -120,6 +91,7 @@ impl ProbeKind {
         ProbeKind::LoopbackTcp,
         ProbeKind::Forward,
         ProbeKind::Udp,
+        ProbeKind::SshLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +109,7 @@ impl ProbeKind {
             ProbeKind::LoopbackTcp => "loopback-tcp",
             ProbeKind::Forward => "forward",
             ProbeKind::Udp => "udp",
+            ProbeKind::SshLimit => "ssh-limit",
         }
     }
 
@@ -151,9 +124,11 @@ impl ProbeKind {
     /// The well-known port of the kind, when it has one.
     pub fn default_port(self) -> Option<u16> {
         match self {
-            ProbeKind::Ssh | ProbeKind::SynFin | ProbeKind::SynRst | ProbeKind::InvalidRst => {
-                Some(22)
-            }
+            ProbeKind::Ssh
+            | ProbeKind::SynFin
+            | ProbeKind::SynRst
+            | ProbeKind::InvalidRst
+            | ProbeKind::SshLimit => Some(22),
             ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(53),
             ProbeKind::Http => Some(80),
             ProbeKind::Https => Some(443),
@@ -162,13 +137,13 @@ impl ProbeKind {
     }
 
     /// The peer a probe of this kind goes to when the file does not say.
-    pub fn default_to(self, from: Host) -> Option<Host> {
+    pub fn default_to(self, from: HostId) -> Option<HostId> {
         match self {
-            ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(Host::Resolver),
-            ProbeKind::Http | ProbeKind::Https => Some(Host::Web),
-            ProbeKind::LoopbackTcp => Some(Host::Target),
-            ProbeKind::Forward => Some(Host::Inner),
-            _ if from != Host::Target => Some(Host::Target),
+            ProbeKind::DnsUdp | ProbeKind::DnsTcp => Some(HostId::Resolver),
+            ProbeKind::Http | ProbeKind::Https => Some(HostId::Web),
+            ProbeKind::LoopbackTcp => Some(HostId::Target),
+            ProbeKind::Forward => Some(HostId::Inner),
+            _ if from != HostId::Target => Some(HostId::Target),
             _ => None,
         }
     }
@@ -200,12 +175,16 @@ impl FromStr for ProbeKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ProbeSpec {
     pub kind: ProbeKind,
-    pub from: Host,
-    pub to: Host,
+    pub from: HostId,
+    pub to: HostId,
     #[serde(serialize_with = "ser_family")]
     pub family: Family,
     /// The destination port (TCP kinds), or the well-known port of the kind.
     pub port: Option<u16>,
+    /// `ssh-limit` only: the new connections the policy allows in the window
+    /// (`ssh.rate_limit`); the probe opens one more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 fn ser_family<S: serde::Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
@@ -213,10 +192,16 @@ fn ser_family<S: serde::Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error>
 }
 
 impl ProbeSpec {
+    /// Whether the probe comes from or goes to `host`.
+    pub fn involves(&self, host: HostId) -> bool {
+        self.from == host || self.to == host
+    }
+
     /// A short label for tables: `ssh`, `tcp/8443`, `dns-udp`.
     pub fn service(&self) -> String {
-        match (self.kind.needs_port(), self.port) {
-            (true, Some(p)) => format!("{}/{p}", self.kind),
+        match (self.kind.needs_port(), self.port, self.count) {
+            (true, Some(p), _) => format!("{}/{p}", self.kind),
+            (false, _, Some(n)) => format!("{}#{}", self.kind, n + 1),
             _ => self.kind.to_string(),
         }
     }
@@ -319,15 +304,11 @@ impl FromStr for CountedBy {
     }
 }
 
+/// The text of the harness [`Selector`](portcullis_harness::Selector) it maps
+/// to (`INPUT policy`, `INPUT#3`, `INPUT: loopback`, `loopback`, `any DROP`).
 impl fmt::Display for CountedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CountedBy::Policy(c) => write!(f, "{} policy", c.name()),
-            CountedBy::Position(c, n) => write!(f, "{}#{n}", c.name()),
-            CountedBy::Comment(Some(c), s) => write!(f, "{}: {s}", c.name()),
-            CountedBy::Comment(None, s) => f.write_str(s),
-            CountedBy::AnyDrop => f.write_str("any DROP"),
-        }
+        fmt::Display::fmt(&super::counters::selector(self), f)
     }
 }
 
@@ -380,9 +361,10 @@ mod tests {
         for k in ProbeKind::ALL {
             assert_eq!(k.name().parse::<ProbeKind>(), Ok(k));
         }
-        for h in Host::ALL {
-            assert_eq!(h.name().parse::<Host>(), Ok(h));
+        for h in HOSTS {
+            assert_eq!(parse_host(h.name()), Ok(h));
         }
+        assert!(parse_host("router").unwrap_err().contains("inner"));
         assert!("smtp".parse::<ProbeKind>().unwrap_err().contains("dns-udp"));
     }
 }

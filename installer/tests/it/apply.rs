@@ -1,11 +1,11 @@
 //! `portcullis apply`, `confirm`, `rollback` and `status`, run as the real binary
 //! inside a throwaway network namespace (never the host's), with the state
-//! directory in a private root-only directory under the target dir.
+//! directory in a private root-only directory under /run.
 //!
-//! The namespace is held by an `unshare -n cat` whose stdin is a pipe from this
-//! process: when the test process dies, even by SIGKILL, the pipe closes and the
-//! holder exits. Commands enter it with `nsenter -n` (which execs, so the child's
-//! pid is portcullis's own). Guards a test started are killed when it ends.
+//! The namespace is a harness `Host` (the `support::Fixture`): an anonymous
+//! namespace held by a thread of this process, so it dies with it, even by
+//! SIGKILL; portcullis runs in it as a direct child. Guards a test started are
+//! rolled back when it ends.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 use portcullis::apply::{Record, Status};
+use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family};
 
-use crate::support::root_trial;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+use crate::support::{BIN, Fixture, ensure, lateness_ms, sleep_past_deadline};
 
 /// The policy the trials apply: ssh from 192.0.2.0/24 and 2001:db8:1::/64.
 pub const POLICY: &str = r#"
@@ -42,245 +41,16 @@ fn before_rules(family: Family) -> String {
     )
 }
 
-/// A `*-save` line with its chain counters (`:INPUT ACCEPT [12:345]`, printed
-/// even without `-c`) zeroed, so traffic does not read as a change of rules.
-pub fn without_chain_counters(line: &str) -> String {
-    match (line.starts_with(':'), line.rfind(" [")) {
-        (true, Some(i)) => format!("{} [0:0]\n", &line[..i]),
-        _ => format!("{line}\n"),
-    }
+/// The trial's namespace with the policy written and the "before" rules loaded.
+fn fixture(backend: Backend) -> Result<Fixture, Failed> {
+    let fx = Fixture::new("apply-it", backend)?;
+    fx.write("policy.toml", POLICY)?;
+    fx.load_before(before_rules)?;
+    Ok(fx)
 }
 
-/// A private 0700 directory for a trial's state dir, policy and keys, under
-/// /run. Not under the target dir: `apply` refuses a state dir with an ancestor
-/// owned by anyone but root, and CI builds as a user (tests run through sudo),
-/// so the target dir is the user's. /run is root's and not world-writable; only
-/// this trial's files go there, removed when it ends. The name carries our pid,
-/// so a run killed before it could clean up (SIGKILL skips `Drop`) leaves a dir
-/// the next run recognises as dead and removes.
-pub fn private_dir(prefix: &str) -> Result<tempfile::TempDir, Failed> {
-    sweep_dead_private_dirs(prefix);
-    tempfile::Builder::new()
-        .prefix(&format!("portcullis-{prefix}-{}-", std::process::id()))
-        .tempdir_in("/run")
-        .map_err(|e| format!("cannot make a private dir under /run: {e}").into())
-}
-
-/// Remove `/run/portcullis-PREFIX-PID-*` left by runs whose PID is gone.
-fn sweep_dead_private_dirs(prefix: &str) {
-    let Ok(entries) = std::fs::read_dir("/run") else {
-        return;
-    };
-    let start = format!("portcullis-{prefix}-");
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&start))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// A network namespace held by a child process.
-pub struct Netns {
-    holder: Child,
-    pub dir: tempfile::TempDir,
-    pub state_dir: PathBuf,
-    /// Extra directory put first on PATH (fake binaries).
-    pub path_prefix: Option<PathBuf>,
-    /// Where fake binaries live: the target dir (/run may be noexec).
-    pub scratch: Option<tempfile::TempDir>,
-}
-
-impl Netns {
-    pub fn new() -> Result<Netns, Failed> {
-        let holder = Command::new("unshare")
-            .args(["-n", "cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run unshare -n: {e}"))?;
-        let me = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
-        let theirs = format!("/proc/{}/ns/net", holder.id());
-        let until = Instant::now() + Duration::from_secs(5);
-        // Ready once the holder's namespace differs from ours.
-        while std::fs::read_link(&theirs).map(|l| l == me).unwrap_or(true) {
-            if Instant::now() > until {
-                return Err("unshare -n did not enter a new namespace".into());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let dir = private_dir("apply-it")?;
-        let state_dir = dir.path().join("state");
-        std::fs::write(dir.path().join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
-        Ok(Netns {
-            holder,
-            dir,
-            state_dir,
-            path_prefix: None,
-            scratch: None,
-        })
-    }
-
-    pub fn policy(&self) -> PathBuf {
-        self.dir.path().join("policy.toml")
-    }
-
-    /// A command run inside the namespace with a clean environment.
-    pub fn cmd(&self, program: &str, ssh: Option<&str>) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg("-t")
-            .arg(self.holder.id().to_string())
-            .arg("-n")
-            .arg("--")
-            .arg(program);
-        c.env_clear();
-        let mut path = String::new();
-        if let Some(p) = &self.path_prefix {
-            path.push_str(&p.display().to_string());
-            path.push(':');
-        }
-        path.push_str("/usr/sbin:/usr/bin:/sbin:/bin");
-        c.env("PATH", path);
-        if let Some(s) = ssh {
-            c.env("SSH_CONNECTION", s);
-        }
-        c
-    }
-
-    /// `portcullis ARGS` with the trial's state dir.
-    pub fn portcullis(&self, verb: &str, args: &[&str], ssh: Option<&str>) -> Command {
-        let mut c = self.cmd(BIN, ssh);
-        c.arg(verb)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(args);
-        c
-    }
-
-    pub fn run(&self, mut c: Command) -> Result<(ExitStatus, String, String), Failed> {
-        let out = c.output().map_err(|e| format!("cannot run {c:?}: {e}"))?;
-        Ok((
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
-
-    /// Load the "before" rules of both families.
-    pub fn load_before(&self, backend: Backend) -> Result<(), Failed> {
-        for f in Family::ALL {
-            let mut c = self.cmd(&backend.restore_binary(f), None);
-            c.arg("-w");
-            let mut child = c
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(before_rules(f).as_bytes())
-                .map_err(|e| e.to_string())?;
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cannot load the before rules: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-                .into());
-            }
-        }
-        Ok(())
-    }
-
-    /// `*-save` of `family`, comments dropped (they carry a timestamp).
-    pub fn save(&self, backend: Backend, family: Family) -> Result<String, Failed> {
-        let (st, out, err) = self.run(self.cmd(&backend.save_binary(family), None))?;
-        if !st.success() {
-            return Err(format!("{} failed: {err}", backend.save_binary(family)).into());
-        }
-        Ok(out
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(without_chain_counters)
-            .collect())
-    }
-
-    pub fn save_both(&self, backend: Backend) -> Result<(String, String), Failed> {
-        Ok((
-            self.save(backend, Family::V4)?,
-            self.save(backend, Family::V6)?,
-        ))
-    }
-
-    fn read_record(&self, name: &str) -> Option<Record> {
-        let text = std::fs::read_to_string(self.state_dir.join(name)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// The pending record, once the guard has armed it and apply has applied.
-    pub fn wait_pending(&self, apply: &mut ApplyRun) -> Result<Record, Failed> {
-        apply.wait_applied()?;
-        match self.read_record("pending.json") {
-            Some(r) if r.status == Status::Pending => Ok(r),
-            other => Err(format!("applied, but the record is {other:?}").into()),
-        }
-    }
-
-    /// The finished record of `id`, waiting up to `limit` for the guard.
-    pub fn wait_finished(&self, id: &str, limit: Duration) -> Result<Record, Failed> {
-        let until = Instant::now() + limit;
-        loop {
-            for name in ["last.json", "pending.json"] {
-                if let Some(r) = self.read_record(name) {
-                    if r.id == id && r.status.is_final() {
-                        return Ok(r);
-                    }
-                }
-            }
-            if Instant::now() > until {
-                return Err(format!("apply {id} did not end within {limit:?}").into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn guard_log(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join("guard.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // A guard this trial started must not outlive it: ask it to roll back
-        // and exit through its FIFO, then wait until it has let go of the lock
-        // (its last act is moving the record to last.json: removing the
-        // directory before that would race it).
-        if self.state_dir.exists() {
-            if let Ok(state) = portcullis::apply::StateDir::open(&self.state_dir) {
-                if let Some(r) = self
-                    .read_record("pending.json")
-                    .filter(|r| !r.status.is_final())
-                {
-                    let line = format!("rollback {} the trial ended", r.id);
-                    let _ = portcullis::apply::guard::send(&state, &line);
-                }
-                let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
-            }
-        }
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
+fn policy(fx: &Fixture) -> PathBuf {
+    fx.dir.path().join("policy.toml")
 }
 
 /// A running `portcullis apply`: the child, and its stderr read by a thread.
@@ -338,9 +108,15 @@ impl ApplyRun {
         }
     }
 
+    /// The pending record, once the guard has armed it and apply has applied.
+    pub fn wait_pending(&mut self, fx: &Fixture) -> Result<Record, Failed> {
+        self.wait_applied()?;
+        fx.pending()
+    }
+
     /// Wait for the exit; the status and everything it wrote to stderr.
     pub fn finish(mut self) -> Result<(ExitStatus, String), Failed> {
-        let st = self.child.wait().map_err(|e| e.to_string())?;
+        let st = self.child.wait()?;
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
@@ -357,12 +133,12 @@ impl Drop for ApplyRun {
 
 /// Spawn `portcullis apply` in the namespace with the trial policy.
 pub fn spawn_apply(
-    ns: &Netns,
+    ns: &Fixture,
     backend: Backend,
     timeout: u64,
     ssh: Option<&str>,
 ) -> Result<ApplyRun, Failed> {
-    let policy = ns.policy();
+    let policy = policy(ns);
     let c = ns.portcullis(
         "apply",
         &[
@@ -383,10 +159,6 @@ fn output_of(run: ApplyRun) -> Result<(ExitStatus, String), Failed> {
     run.finish()
 }
 
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
-
 /// The rules after an apply carry the policy: INPUT drops, ssh from the admin
 /// subnet is accepted, and the "before" marker is gone.
 fn assert_applied(v4: &str) -> Result<(), Failed> {
@@ -398,20 +170,14 @@ fn assert_applied(v4: &str) -> Result<(), Failed> {
     )
 }
 
-/// How late the rollback was, from the guard's record.
-fn lateness_ms(r: &Record) -> i64 {
-    r.ended_unix_ms.unwrap_or(0) as i64 - r.deadline_unix_ms as i64
-}
-
 fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
+    let ns = fixture(backend)?;
     let mut apply = spawn_apply(&ns, backend, 5, None)?;
-    let rec = ns.wait_pending(&mut apply)?;
+    let rec = apply.wait_pending(&ns)?;
     // While pending: status names it, the guard watches, the rules are live.
     let (st, out, err) = ns.run(ns.portcullis("status", &["--json"], None))?;
     ensure(st.success(), || format!("status failed: {err}"))?;
-    let s: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    let s: serde_json::Value = serde_json::from_str(&out)?;
     ensure(
         s["pending"]["id"] == rec.id.as_str() && s["guard_alive"] == true,
         || format!("status does not show the pending apply: {out}"),
@@ -419,7 +185,7 @@ fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
     ensure(s["backend"] == backend.name(), || {
         format!("status backend: {out}")
     })?;
-    assert_applied(&ns.save(backend, Family::V4)?)?;
+    assert_applied(&ns.save(Family::V4)?)?;
 
     let (st, _, err) = ns.run(ns.portcullis("confirm", &["--no-persist"], None))?;
     ensure(st.success(), || format!("confirm failed: {err}"))?;
@@ -430,16 +196,12 @@ fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
     ensure(err.contains("confirmed"), || format!("apply said: {err}"))?;
     let done = ns.wait_finished(&rec.id, Duration::from_secs(1))?;
     ensure(done.status == Status::Confirmed, || format!("{done:?}"))?;
-    // Past the deadline (a wall-clock condition, not a readiness wait), the rules stay.
-    let left = rec.remaining_ms();
-    if left > -500 {
-        std::thread::sleep(Duration::from_millis((left + 500) as u64));
-    }
-    assert_applied(&ns.save(backend, Family::V4)?)?;
-    ensure(
-        ns.save(backend, Family::V6)?.contains(":INPUT DROP"),
-        || "v6 not applied".into(),
-    )?;
+    // Past the deadline, the rules stay.
+    sleep_past_deadline(&rec);
+    assert_applied(&ns.save(Family::V4)?)?;
+    ensure(ns.save(Family::V6)?.contains(":INPUT DROP"), || {
+        "v6 not applied".into()
+    })?;
     ensure(!ns.state_dir.join("pending.json").exists(), || {
         "pending.json left behind".into()
     })?;
@@ -447,12 +209,11 @@ fn confirm_keeps_rules(backend: Backend) -> Result<(), Failed> {
 }
 
 fn no_confirm_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     let mut apply = spawn_apply(&ns, backend, 2, None)?;
-    let rec = ns.wait_pending(&mut apply)?;
-    assert_applied(&ns.save(backend, Family::V4)?)?;
+    let rec = apply.wait_pending(&ns)?;
+    assert_applied(&ns.save(Family::V4)?)?;
     let (st, err) = output_of(apply)?;
     ensure(st.code() == Some(1), || format!("apply exited {st}: {err}"))?;
     ensure(
@@ -465,7 +226,7 @@ fn no_confirm_rolls_back(backend: Backend) -> Result<(), Failed> {
         .filter(|l| l.contains("waiting for confirm"))
         .count();
     ensure(ticks >= 2, || format!("{ticks} countdown lines: {err}"))?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "the rules were not restored".into()
     })?;
     let done = ns.wait_finished(&rec.id, Duration::from_secs(1))?;
@@ -481,23 +242,22 @@ fn killed_foreground_still_rolls_back(
     backend: Backend,
     sig: nix::sys::signal::Signal,
 ) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     let mut apply = spawn_apply(&ns, backend, 3, None)?;
-    let rec = ns.wait_pending(&mut apply)?;
-    assert_applied(&ns.save(backend, Family::V4)?)?;
+    let rec = apply.wait_pending(&ns)?;
+    assert_applied(&ns.save(Family::V4)?)?;
     let pid = nix::unistd::Pid::from_raw(apply.child.id() as i32);
-    nix::sys::signal::kill(pid, sig).map_err(|e| e.to_string())?;
-    let st = apply.child.wait().map_err(|e| e.to_string())?;
+    nix::sys::signal::kill(pid, sig)?;
+    let st = apply.child.wait()?;
     ensure(!st.success(), || format!("apply survived {sig}: {st}"))?;
     // The guard is hung up too, as a session loss would: it must ignore that.
     let guard = nix::unistd::Pid::from_raw(rec.guard_pid.ok_or("no guard pid")?);
-    nix::sys::signal::kill(guard, nix::sys::signal::Signal::SIGHUP).map_err(|e| e.to_string())?;
-    assert_applied(&ns.save(backend, Family::V4)?)?;
+    nix::sys::signal::kill(guard, nix::sys::signal::Signal::SIGHUP)?;
+    assert_applied(&ns.save(Family::V4)?)?;
     let done = ns.wait_finished(&rec.id, Duration::from_secs(15))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "the rules were not restored".into()
     })?;
     let log = ns.guard_log();
@@ -512,11 +272,10 @@ fn killed_foreground_still_rolls_back(
 }
 
 fn second_apply_refused(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     let mut first = spawn_apply(&ns, backend, 60, None)?;
-    let rec = ns.wait_pending(&mut first)?;
+    let rec = first.wait_pending(&ns)?;
     let second = spawn_apply(&ns, backend, 60, None)?;
     let (st, err) = output_of(second)?;
     ensure(st.code() == Some(1), || {
@@ -533,7 +292,7 @@ fn second_apply_refused(backend: Backend) -> Result<(), Failed> {
     ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
         format!("first apply exited {st}: {err}")
     })?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "rollback did not restore".into()
     })?;
     // With nothing pending, rollback says so and fails.
@@ -545,17 +304,15 @@ fn second_apply_refused(backend: Backend) -> Result<(), Failed> {
 }
 
 fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
-    let mut ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let mut ns = fixture(backend)?;
+    let before = ns.save_both()?;
     // An ip6tables-restore that passes --test and fails the real load: the kind
     // of failure (a module missing, a race) that --test cannot catch.
     let scratch = tempfile::Builder::new()
         .prefix("apply-fakebin")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .map_err(|e| e.to_string())?;
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let fake = scratch.path().join("fakebin");
-    std::fs::create_dir(&fake).map_err(|e| e.to_string())?;
+    std::fs::create_dir(&fake)?;
     let bin = backend.restore_binary(Family::V6);
     let real = portcullis_harness::backend::find_in_path(&bin).ok_or("no ip6tables restore")?;
     // It fails only the rendered ruleset (portcullis's header line), so the rollback
@@ -565,10 +322,9 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
         real.display()
     );
     let path = fake.join(&bin);
-    std::fs::write(&path, script).map_err(|e| e.to_string())?;
+    std::fs::write(&path, script)?;
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     ns.path_prefix = Some(fake);
     ns.scratch = Some(scratch);
     let apply = spawn_apply(&ns, backend, 30, None)?;
@@ -578,19 +334,18 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
         err.contains("ROLLED BACK") && err.contains("ipv6") && err.contains("injected failure"),
         || format!("apply did not report the ipv6 failure and rollback: {err}"),
     )?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         format!(
             "ipv4 was not rolled back:\n{}",
-            ns.save(backend, Family::V4).unwrap_or_default()
+            ns.save(Family::V4).unwrap_or_default()
         )
     })?;
     Ok(())
 }
 
 fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     for ssh in [
         "198.51.100.7 40022 192.0.2.1 22",
         "2001:db8:9::7 40022 2001:db8:1::1 22",
@@ -610,7 +365,7 @@ fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
     ensure(st.code() == Some(2) && err.contains("`ssh.port`"), || {
         format!("{st}: {err}")
     })?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "preflight changed the rules".into()
     })?;
     ensure(!ns.state_dir.exists(), || {
@@ -624,10 +379,9 @@ fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
 /// SSH_CONNECTION runs apply with the variable removed and SUDO_USER set, as
 /// sudo would: still refused, naming the ancestor.
 fn sudo_session_found_in_ancestor(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
-    let policy = ns.policy();
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
+    let policy = policy(&ns);
     let apply = format!(
         "env -u SSH_CONNECTION SUDO_USER=admin {BIN} apply --state-dir {} --config {} --backend {} --no-persist --timeout 5; echo \"rc=$?\"",
         ns.state_dir.display(),
@@ -644,18 +398,15 @@ fn sudo_session_found_in_ancestor(backend: Backend) -> Result<(), Failed> {
         err.contains("198.51.100.7") && err.contains("ancestor pid"),
         || format!("the refusal does not name the ancestor's client: {err}"),
     )?;
-    ensure(ns.save_both(backend)? == before, || {
-        "the rules changed".into()
-    })?;
+    ensure(ns.save_both()? == before, || "the rules changed".into())?;
     Ok(())
 }
 
 fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
+    let ns = fixture(backend)?;
     let session = "192.0.2.10 40022 192.0.2.1 22";
     let mut apply = spawn_apply(&ns, backend, 30, Some(session))?;
-    let rec = ns.wait_pending(&mut apply)?;
+    let rec = apply.wait_pending(&ns)?;
     ensure(rec.ssh_connection.as_deref() == Some(session), || {
         format!("{rec:?}")
     })?;
@@ -666,7 +417,7 @@ fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
     )?;
     // Still pending, then confirmed from a new connection (another client port).
     ensure(
-        ns.read_record("pending.json").map(|r| r.status) == Some(Status::Pending),
+        ns.record("pending.json").map(|r| r.status) == Some(Status::Pending),
         || "a refused confirm changed the record".into(),
     )?;
     let (st, _, err) = ns.run(ns.portcullis(
@@ -685,13 +436,12 @@ fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
 /// leaves the root as it was; a root whose loader cannot be found is refused
 /// up front, with nothing changed.
 fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
+    let ns = fixture(backend)?;
     let root = crate::persist::copy_fixture("debian", ns.dir.path())?;
     let rules_v4 = root.join("etc/iptables/rules.v4");
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let boot_before = read(&rules_v4);
-    let policy = ns.policy();
+    let policy = policy(&ns);
     let apply_with_root = |root: &Path, timeout: &str| {
         ns.portcullis(
             "apply",
@@ -711,7 +461,7 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
 
     // Not confirmed: rolled back, and the boot files never changed.
     let mut run = ApplyRun::spawn(apply_with_root(&root, "2"))?;
-    ns.wait_pending(&mut run)?;
+    run.wait_pending(&ns)?;
     ensure(read(&rules_v4) == boot_before, || {
         "persisted before confirmation".into()
     })?;
@@ -723,7 +473,7 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
 
     // Confirmed: the applied text is what the boot loader will read.
     let mut run = ApplyRun::spawn(apply_with_root(&root, "30"))?;
-    let rec = ns.wait_pending(&mut run)?;
+    let rec = run.wait_pending(&ns)?;
     ensure(rec.persist && read(&rules_v4) == boot_before, || {
         "persisted before confirmation".into()
     })?;
@@ -732,8 +482,7 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     ensure(err.contains("persisted: netfilter-persistent"), || {
         format!("confirm said: {err}")
     })?;
-    let applied =
-        std::fs::read_to_string(ns.state_dir.join("applied.v4")).map_err(|e| e.to_string())?;
+    let applied = std::fs::read_to_string(ns.state_dir.join("applied.v4"))?;
     ensure(read(&rules_v4) == applied, || {
         "rules.v4 is not the applied text".into()
     })?;
@@ -741,32 +490,30 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     ensure(st.code() == Some(0), || format!("apply: {st}: {err}"))?;
 
     // A root with no loader to find: refused before anything changes.
-    let before = ns.save_both(backend)?;
+    let before = ns.save_both()?;
     let nowhere = ns.dir.path().join("no-such-root");
     let (st, _, err) = ns.run(apply_with_root(&nowhere, "5"))?;
     ensure(st.code() == Some(2) && err.contains("--no-persist"), || {
         format!("{st}: {err}")
     })?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "a refused apply changed the rules".into()
     })?;
     Ok(())
 }
 
 fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     let target = ns.dir.path().join("real");
-    std::fs::create_dir(&target).map_err(|e| e.to_string())?;
+    std::fs::create_dir(&target)?;
     let link = ns.dir.path().join("link");
-    std::os::unix::fs::symlink(&target, &link).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&target, &link)?;
     let wide = ns.dir.path().join("wide");
-    std::fs::create_dir(&wide).map_err(|e| e.to_string())?;
+    std::fs::create_dir(&wide)?;
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o777))
-        .map_err(|e| e.to_string())?;
-    let policy = ns.policy();
+    std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o777))?;
+    let policy = policy(&ns);
     for (dir, why) in [
         (&link, "symlink"),
         (&wide, "world-writable"),
@@ -796,7 +543,7 @@ fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
     ensure(!Path::new("/tmp/portcullis-state").exists(), || {
         "created a state dir under /tmp".into()
     })?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "an unsafe state dir changed the rules".into()
     })?;
     Ok(())
@@ -806,14 +553,13 @@ fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
 /// deadline; SIGHUP before it changes nothing.
 fn guard_sigterm_rolls_back_at_once(backend: Backend) -> Result<(), Failed> {
     use nix::sys::signal::{Signal, kill};
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     let mut run = spawn_apply(&ns, backend, 60, None)?;
-    let rec = ns.wait_pending(&mut run)?;
+    let rec = run.wait_pending(&ns)?;
     let guard = nix::unistd::Pid::from_raw(rec.guard_pid.ok_or("no guard pid")?);
-    kill(guard, Signal::SIGHUP).map_err(|e| e.to_string())?;
-    kill(guard, Signal::SIGTERM).map_err(|e| e.to_string())?;
+    kill(guard, Signal::SIGHUP)?;
+    kill(guard, Signal::SIGTERM)?;
     let done = ns.wait_finished(&rec.id, Duration::from_secs(10))?;
     ensure(
         done.status == Status::RolledBack
@@ -823,9 +569,7 @@ fn guard_sigterm_rolls_back_at_once(backend: Backend) -> Result<(), Failed> {
     ensure(done.remaining_ms() > 30_000, || {
         "the rollback waited for the deadline".into()
     })?;
-    ensure(ns.save_both(backend)? == before, || {
-        "not rolled back".into()
-    })?;
+    ensure(ns.save_both()? == before, || "not rolled back".into())?;
     let (st, err) = run.finish()?;
     ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
         format!("apply: {st}: {err}")
@@ -837,23 +581,22 @@ fn guard_sigterm_rolls_back_at_once(backend: Backend) -> Result<(), Failed> {
 /// and no guard: a new apply and a confirm are refused (its rules were never
 /// applied, so there is nothing to confirm), and `rollback` clears it.
 fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> {
-    let ns = Netns::new()?;
-    ns.load_before(backend)?;
-    let before = ns.save_both(backend)?;
+    let ns = fixture(backend)?;
+    let before = ns.save_both()?;
     // A real apply, rolled back, leaves a snapshot and last.json to start from.
     let mut run = spawn_apply(&ns, backend, 30, None)?;
-    ns.wait_pending(&mut run)?;
+    run.wait_pending(&ns)?;
     let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("rollback: {err}"))?;
     run.finish()?;
-    let mut orphan = ns.read_record("last.json").ok_or("no last.json")?;
+    let mut orphan = ns.record("last.json").ok_or("no last.json")?;
     orphan.id = "orphan".into();
     orphan.status = Status::Starting;
     orphan.guard_pid = None;
     orphan.ended_unix_ms = None;
     orphan.reason = None;
-    let state = portcullis::apply::StateDir::open(&ns.state_dir).map_err(|e| e.to_string())?;
-    state.write_record(&orphan).map_err(|e| e.to_string())?;
+    let state = portcullis::apply::StateDir::open(&ns.state_dir)?;
+    state.write_record(&orphan)?;
 
     let (st, err) = spawn_apply(&ns, backend, 30, None)?.finish()?;
     ensure(
@@ -868,7 +611,7 @@ fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> 
     ensure(st.success(), || {
         format!("rollback of the orphan: {st}: {err}")
     })?;
-    ensure(ns.save_both(backend)? == before, || {
+    ensure(ns.save_both()? == before, || {
         "the rules are not the snapshot".into()
     })?;
     ensure(!ns.state_dir.join("pending.json").exists(), || {
@@ -876,7 +619,7 @@ fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> 
     })?;
     // And the next apply goes ahead.
     let mut run = spawn_apply(&ns, backend, 30, None)?;
-    ns.wait_pending(&mut run)?;
+    run.wait_pending(&ns)?;
     let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("rollback: {err}"))?;
     let (st, err) = run.finish()?;
@@ -890,7 +633,7 @@ pub fn trials() -> Vec<Trial> {
     for backend in Backend::ALL {
         let why = backend.unavailable_reason();
         let mut add = |name: &str, f: fn(Backend) -> Result<(), Failed>| {
-            trials.push(root_trial(
+            trials.push(privileged(
                 format!("apply::{name}::{backend}"),
                 why.clone(),
                 move || f(backend),

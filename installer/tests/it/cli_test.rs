@@ -11,8 +11,9 @@ use snapbox::str;
 
 use crate::golden::golden_path;
 use crate::policy_test::installer_dir;
-use crate::support::{root_trial, trial};
+use crate::support::trial;
 use portcullis_harness::Family;
+use portcullis_harness::trial::privileged;
 
 fn portcullis() -> Command {
     Command::new(snapbox::cmd::cargo_bin!("portcullis"))
@@ -127,7 +128,7 @@ portcullis: error: tests/bad/range-reversed.toml:7: outbound.allow[1].port: expe
         .code(2)
         .stdout_eq(str![""])
         .stderr_eq(str![[r#"
-portcullis: error: tests/bad/unknown-key-nested.toml:3: ssh.alow_from: unknown key, expected port or allow_from
+portcullis: error: tests/bad/unknown-key-nested.toml:3: ssh.alow_from: unknown key, expected one of port, allow_from, rate_limit
 
 "#]]);
     portcullis()
@@ -352,8 +353,7 @@ portcullis: error: portcullis.toml already exists: pass --force to replace it, o
 portcullis: wrote portcullis.toml; ssh.allow_from holds your SSH client 2001:db8::9 (port 2222); review it, then run `portcullis check --config portcullis.toml`
 
 "#]]);
-    let p =
-        portcullis::Policy::load(&tmp.path().join("portcullis.toml")).map_err(|e| e.to_string())?;
+    let p = portcullis::Policy::load(&tmp.path().join("portcullis.toml"))?;
     if p.ssh.allow_from != vec!["2001:db8::9/128".parse::<ipnet::IpNet>().unwrap()]
         || p.ssh.port != 2222
     {
@@ -423,7 +423,7 @@ portcullis: error: [..]tcsh[..]; or `man`
 }
 
 pub fn trials() -> Vec<Trial> {
-    let root = nix::unistd::geteuid().is_root();
+    let root = portcullis_harness::trial::root_missing().is_none();
     let mut v = vec![
         trial(
             "cli::render_prints_ipv4_by_default",
@@ -446,12 +446,12 @@ pub fn trials() -> Vec<Trial> {
             "cli::apply_and_install_need_a_config",
             apply_and_install_need_a_config,
         ),
-        root_trial(
+        privileged(
             "cli::check_reports_what_it_tested",
             None,
             check_reports_what_it_tested,
         ),
-        root_trial(
+        privileged(
             "cli::check_with_the_real_binaries",
             ["iptables-restore", "ip6tables-restore"]
                 .into_iter()

@@ -12,7 +12,8 @@ use portcullis_harness::{Backend, Family};
 
 use crate::policy_test::{files, installer_dir, overwrite};
 use crate::restore_test::restore_test_in_netns;
-use crate::support::{root_trial, trial};
+use crate::support::trial;
+use portcullis_harness::trial::privileged;
 
 /// (name, policy text): `default` and each example by file stem.
 pub fn policies() -> Vec<(String, String)> {
@@ -35,7 +36,7 @@ pub fn golden_path(name: &str, family: Family) -> PathBuf {
 }
 
 fn compare(name: &str, text: &str) -> Result<(), Failed> {
-    let policy = Policy::parse(text, name).map_err(|e| e.to_string())?;
+    let policy = Policy::parse(text, name)?;
     let rendered = portcullis::render(&policy);
     let mut errors = Vec::new();
     for family in Family::ALL {
@@ -95,8 +96,7 @@ fn load_and_list(
             chain,
         ],
         Some(text),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(out)
 }
 
@@ -104,8 +104,7 @@ fn load_and_list(
 /// the escaping in `rule::quote_comment` is read back by iptables-restore as the
 /// user wrote it (checked per backend with the mail-relay example's comments).
 fn comments_read_back_literally(backend: Backend) -> Result<(), Failed> {
-    let p = Policy::load(&installer_dir().join("../examples/mail-relay.toml"))
-        .map_err(|e| e.to_string())?;
+    let p = Policy::load(&installer_dir().join("../examples/mail-relay.toml"))?;
     let rendered = portcullis::render(&p);
     let mut tricky = 0;
     for family in Family::ALL {
@@ -132,7 +131,7 @@ fn comments_read_back_literally(backend: Backend) -> Result<(), Failed> {
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for backend in Backend::ALL {
-        trials.push(root_trial(
+        trials.push(privileged(
             format!("golden::comments_read_back_literally::{backend}"),
             backend.unavailable_reason(),
             move || comments_read_back_literally(backend),
@@ -146,7 +145,7 @@ pub fn trials() -> Vec<Trial> {
         for family in Family::ALL {
             for backend in Backend::ALL {
                 let n = name.clone();
-                trials.push(root_trial(
+                trials.push(privileged(
                     format!("golden::{name}::{family}::{backend}"),
                     backend.unavailable_reason(),
                     move || {
@@ -158,8 +157,7 @@ pub fn trials() -> Vec<Trial> {
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                                 let p = Policy::load(
                                     &installer_dir().join(format!("../examples/{n}.toml")),
-                                )
-                                .map_err(|e| e.to_string())?;
+                                )?;
                                 if portcullis::render(&p).get(family).is_some() {
                                     return Err(format!("{} is missing", path.display()).into());
                                 }

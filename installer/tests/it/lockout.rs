@@ -6,19 +6,19 @@
 //! Also the side-by-side with Debian's stock iptables-apply under the same session
 //! drop (docs/safety.md quotes its outcome).
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
-use portcullis::apply::{Record, Status};
-use portcullis_harness::{Backend, Family, HostId, Lab};
+use portcullis::apply::Status;
+use portcullis_harness::services::ssh::Client;
+use portcullis_harness::trial::privileged;
+use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
-use crate::support::root_trial;
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+use crate::support::{BIN, Fixture, ensure, lateness_ms, sleep_past_deadline};
 
 /// The comment of the renderer's OUTPUT rule for sessions older than the ruleset
 /// (`--sport 22 ! --syn`), read from the rendered text.
@@ -26,14 +26,6 @@ fn ssh_replies_comment(rendered_v4: &str) -> Option<String> {
     let line = rendered_v4.lines().find(|l| l.contains("! --syn"))?;
     let rest = &line[line.find("--comment \"")? + 11..];
     Some(rest[..rest.find('"')?].to_owned())
-}
-
-fn e(x: impl std::fmt::Display) -> Failed {
-    x.to_string().into()
-}
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
 }
 
 /// A policy letting `allow` in over ssh.
@@ -50,129 +42,33 @@ fn policy(allow: &[&str]) -> String {
 const TRACKED_BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
 
-/// The lab, sshd in `target`, keys and the state dir in a private directory.
+/// The shared fixture on the standard lab, with sshd in `target`, and a client
+/// holding sshd's key. Sessions get sshd's private dir as HOME (no real
+/// ~/.bashrc), so the remote side prints right after login; the admin ACKs at
+/// once (the lab's routes carry quickack), so after a load only the server can be
+/// the first to speak on an untracked session.
 struct SshLab {
-    lab: Lab,
-    dir: tempfile::TempDir,
-    sshd: Option<portcullis_harness::Child>,
-    backend: Backend,
+    fx: Fixture<Lab>,
+    client: Client,
 }
 
 impl SshLab {
     fn new(backend: Backend) -> Result<SshLab, Failed> {
-        let dir = crate::apply::private_dir("lockout")?;
-        let d = dir.path();
-        for key in ["host_key", "client_key"] {
-            let st = std::process::Command::new("ssh-keygen")
-                .args([
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "portcullis-lab",
-                    "-f",
-                ])
-                .arg(d.join(key))
-                .stdin(Stdio::null())
-                .status()
-                .map_err(|x| format!("cannot run ssh-keygen: {x}"))?;
-            ensure(st.success(), || format!("ssh-keygen failed: {st}"))?;
-        }
-        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).map_err(e)?;
-        let cfg = format!(
-            "Port 22\nListenAddress 0.0.0.0\nListenAddress ::\nHostKey {d}/host_key\n\
-             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-             StrictModes no\nPidFile none\nPrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\n\
-             KexAlgorithms {kex}\nSetEnv HOME={d}\n",
-            d = d.display(),
-            kex = portcullis_harness::services::ssh::KEX,
-        );
-        std::fs::write(d.join("sshd_config"), cfg).map_err(e)?;
-        let lab = Lab::standard().map_err(e)?;
-        // Sessions get the lab dir as HOME (no real ~/.bashrc), so the remote
-        // side prints right after login; the admin ACKs at once (the lab's routes
-        // carry quickack), so after a load only the server can be the first to
-        // speak on an untracked session.
-        let target = lab.host(HostId::Target);
-        // sshd runs as PID 1 of its own PID namespace: when the test dies, even by
-        // SIGKILL, `unshare` dies by its parent-death signal, its child by
-        // `--kill-child`, and with it every session process, which a locked-out
-        // client (no FIN reaches them) would otherwise leave running forever.
-        let mut cmd = target.command("unshare");
-        cmd.args([
-            "--pid",
-            "--fork",
-            "--kill-child=SIGKILL",
-            "--",
-            "/usr/sbin/sshd",
-        ])
-        .args(["-D", "-e", "-f"])
-        .arg(d.join("sshd_config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut sshd = target.spawn_child(cmd).map_err(e)?;
-        // Ready once sshd says it listens; the rest of its log goes to a file.
-        let stderr = sshd.inner().stderr.take().ok_or("no sshd stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log_path = d.join("sshd.log");
-        std::thread::spawn(move || {
-            use std::io::Write as _;
-            let mut log = std::fs::File::create(log_path).ok();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Server listening on") {
-                    let _ = tx.send(());
-                }
-                if let Some(l) = log.as_mut() {
-                    let _ = writeln!(l, "{line}");
-                }
-            }
-        });
-        for _ in 0..2 {
-            rx.recv_timeout(Duration::from_secs(10))
-                .map_err(|_| "sshd did not start listening within 10 s")?;
-        }
-        Ok(SshLab {
-            lab,
-            dir,
-            sshd: Some(sshd),
-            backend,
-        })
+        let mut fx = Fixture::in_lab("lockout", backend)?;
+        let client = fx.start_sshd()?;
+        Ok(SshLab { fx, client })
     }
 
-    fn sshd_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    /// Load `text` into both families of the target.
-    fn load_before(&self, text: impl Fn(Family) -> String) -> Result<(), Failed> {
-        for f in Family::ALL {
-            self.lab
-                .host(HostId::Target)
-                .load(self.backend, f, &text(f))
-                .map_err(e)?;
-        }
-        Ok(())
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+    fn lab(&self) -> &Lab {
+        &self.fx.ns
     }
 
     fn target(&self, family: Family) -> String {
-        self.lab.addr(HostId::Target, family).to_string()
+        self.lab().addr(HostId::Target, family).to_string()
     }
 
-    fn write(&self, name: &str, text: &str) -> Result<PathBuf, Failed> {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).map_err(e)?;
-        Ok(p)
-    }
-
-    /// The ssh client in `from`, to the target over `family`, running `remote`.
+    /// The ssh client in `from`, to the target over `family`, running `remote`,
+    /// with the lab client's private config (BatchMode, the lab's key exchange).
     fn ssh(
         &self,
         from: HostId,
@@ -180,38 +76,14 @@ impl SshLab {
         tty: bool,
         remote: &[&str],
     ) -> std::process::Command {
-        let host = self.lab.host(from);
-        let mut c = host.command("ssh");
+        let mut c = self.lab().host(from).command("ssh");
         c.arg("-F")
-            .arg("/dev/null")
-            .arg("-i")
-            .arg(self.dir.path().join("client_key"))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ControlMaster=no",
-                "-o",
-                "ControlPath=none",
-                "-o",
-                "ConnectTimeout=2",
-                "-o",
-                "LogLevel=ERROR",
-            ])
-            // The lab's one fast key exchange (see the harness's ssh::KEX).
-            .arg("-o")
-            .arg(format!(
-                "KexAlgorithms={}",
-                portcullis_harness::services::ssh::KEX
-            ));
+            .arg(self.client.config())
+            // A locked-out client gives up soon (the config's 10 s is for logins
+            // on a loaded machine; the lab's SYNs are answered at once or never).
+            .args(["-o", "ConnectTimeout=2"]);
         c.arg(if tty { "-tt" } else { "-T" });
-        c.arg(format!("root@{}", self.target(family)));
+        c.arg(format!("{}@{}", self.client.user(), self.target(family)));
         c.arg("--");
         c.args(remote);
         c.env_remove("SSH_CONNECTION").env_remove("SSH_AUTH_SOCK");
@@ -227,7 +99,7 @@ impl SshLab {
     ) -> Result<(ExitStatus, String), Failed> {
         let mut c = self.ssh(from, family, false, remote);
         c.stdin(Stdio::null());
-        let out = c.output().map_err(e)?;
+        let out = c.output()?;
         Ok((
             out.status,
             format!(
@@ -241,7 +113,6 @@ impl SshLab {
     /// `portcullis apply` over ssh from the admin, its output read line by line.
     fn remote_apply(&self, config: &Path, timeout: u64, tty: bool) -> Result<Remote, Failed> {
         let timeout = timeout.to_string();
-        let state = self.state_dir();
         let argv = [
             BIN,
             "apply",
@@ -250,68 +121,27 @@ impl SshLab {
             "--timeout",
             &timeout,
             "--state-dir",
-            state.to_str().unwrap(),
+            self.fx.state_dir.to_str().unwrap(),
             "--backend",
-            self.backend.name(),
+            self.fx.backend.name(),
             "--no-persist",
         ];
         Remote::spawn(self, self.ssh(HostId::Admin, Family::V4, tty, &argv))
     }
 
-    fn save(&self, family: Family) -> Result<String, Failed> {
-        let out = self
-            .lab
-            .host(HostId::Target)
-            .exec(&[&self.backend.save_binary(family)], None)
-            .map_err(e)?;
-        Ok(out
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(crate::apply::without_chain_counters)
-            .collect())
-    }
-
-    fn counters(&self, family: Family) -> Result<portcullis_harness::Counters, Failed> {
-        self.lab
-            .host(HostId::Target)
-            .counters(self.backend, family)
-            .map_err(e)
-    }
-
-    fn record(&self, name: &str) -> Option<Record> {
-        let text = std::fs::read_to_string(self.state_dir().join(name)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    fn wait_finished(&self, id: &str, limit: Duration) -> Result<Record, Failed> {
-        let until = Instant::now() + limit;
-        loop {
-            for name in ["last.json", "pending.json"] {
-                if let Some(r) = self.record(name) {
-                    if r.id == id && r.status.is_final() {
-                        return Ok(r);
-                    }
-                }
-            }
-            if Instant::now() > until {
-                return Err(format!("apply {id} did not end within {limit:?}").into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// An ssh from `from` that must be refused: it fails, and the target's INPUT
     /// policy counted the dropped SYNs.
     fn assert_locked_out(&self, from: HostId) -> Result<(), Failed> {
-        let before = self.counters(Family::V4)?.policy_packets("INPUT");
+        let before = self.fx.counters(Family::V4)?;
         let (st, out) = self.ssh_output(from, Family::V4, &["true"])?;
         ensure(!st.success(), || {
             format!("{from} could open a session: {out}")
         })?;
-        let after = self.counters(Family::V4)?.policy_packets("INPUT");
-        ensure(after > before, || {
+        let counted = self.fx.counters(Family::V4)?.since(&before);
+        ensure(counted.packets(&Selector::policy("INPUT")) > 0, || {
             format!(
-                "{from}'s ssh failed but the INPUT policy counted nothing ({before} -> {after}): {out}"
+                "{from}'s ssh failed but the INPUT policy counted nothing ({}): {out}",
+                counted.summary()
             )
         })
     }
@@ -327,25 +157,6 @@ impl SshLab {
     }
 }
 
-impl Drop for SshLab {
-    fn drop(&mut self) {
-        // A guard a trial started must not outlive it: ask it to roll back and
-        // exit through its FIFO (never by pid: the guard is not our child), then
-        // wait until it has let go of the lock, its last act.
-        let dir = self.state_dir();
-        if dir.exists() {
-            if let Ok(state) = portcullis::apply::StateDir::open(&dir) {
-                if let Some(r) = self.record("pending.json").filter(|r| !r.status.is_final()) {
-                    let line = format!("rollback {} the trial ended", r.id);
-                    let _ = portcullis::apply::guard::send(&state, &line);
-                }
-                let _ = portcullis::apply::guard::wait_for_exit(&state, Duration::from_secs(5));
-            }
-        }
-        drop(self.sshd.take());
-    }
-}
-
 /// A running ssh client whose output lines are collected with their arrival time.
 struct Remote {
     child: Option<portcullis_harness::Child>,
@@ -358,7 +169,7 @@ impl Remote {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = lab.lab.host(HostId::Admin).spawn_child(cmd).map_err(e)?;
+        let mut child = lab.lab().host(HostId::Admin).spawn_child(cmd)?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         let out = child.inner().stdout.take().ok_or("no stdout")?;
@@ -409,7 +220,7 @@ impl Remote {
         use std::io::Write as _;
         let c = self.child.as_mut().ok_or("no ssh")?;
         let stdin = c.inner().stdin.as_mut().ok_or("no stdin")?;
-        stdin.write_all(format!("{line}\n").as_bytes()).map_err(e)
+        Ok(stdin.write_all(format!("{line}\n").as_bytes())?)
     }
 
     fn text(&self) -> String {
@@ -461,7 +272,7 @@ impl Remote {
         let until = Instant::now() + limit;
         let mut child = self.child.take().unwrap();
         let st = loop {
-            if let Some(st) = child.inner().try_wait().map_err(e)? {
+            if let Some(st) = child.inner().try_wait()? {
                 break st;
             }
             if Instant::now() > until {
@@ -478,16 +289,9 @@ impl Remote {
     /// SIGKILL the ssh client, as a dropped connection or a closed laptop would.
     fn kill(&mut self) -> Result<(), Failed> {
         if let Some(c) = self.child.take() {
-            c.kill().map_err(e)?;
+            c.kill()?;
         }
         Ok(())
-    }
-}
-
-fn pending_id(lab: &SshLab) -> Result<String, Failed> {
-    match lab.record("pending.json") {
-        Some(r) if r.status == Status::Pending => Ok(r.id),
-        other => Err(format!("no pending apply after `applied`: {other:?}").into()),
     }
 }
 
@@ -499,24 +303,29 @@ fn pending_id(lab: &SshLab) -> Result<String, Failed> {
 fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     let lab = SshLab::new(backend)?;
     let admin = [
-        lab.lab.subnet(HostId::Admin, Family::V4).to_string(),
-        lab.lab.subnet(HostId::Admin, Family::V6).to_string(),
+        lab.lab().subnet(HostId::Admin, Family::V4).to_string(),
+        lab.lab().subnet(HostId::Admin, Family::V6).to_string(),
     ];
-    let cfg = lab.write("policy.toml", &policy(&[&admin[0], &admin[1]]))?;
+    let cfg = lab
+        .fx
+        .write("policy.toml", &policy(&[&admin[0], &admin[1]]))?;
     let mut apply = lab.remote_apply(&cfg, 6, false)?;
     apply.wait_line("portcullis: applied ", Duration::from_secs(20))?;
-    let id = pending_id(&lab)?;
+    let id = lab.fx.pending()?.id;
     // Two countdown lines after the load reached the admin over the old session.
     apply.wait_line("waiting for confirm: 4 s left", Duration::from_secs(10))?;
-    let text = std::fs::read_to_string(&cfg).map_err(e)?;
-    let rendered = portcullis::render(&portcullis::Policy::parse(&text, "t").map_err(e)?);
+    let text = std::fs::read_to_string(&cfg)?;
+    let rendered = portcullis::render(&portcullis::Policy::parse(&text, "t")?);
     let comment = ssh_replies_comment(&rendered.text(Family::V4).unwrap_or_default())
         .ok_or("the rendered rules have no `! --syn` OUTPUT rule for older sessions")?;
-    let replies = lab.counters(Family::V4)?.rule_packets(&comment);
+    let replies = lab
+        .fx
+        .counters(Family::V4)?
+        .packets(&Selector::comment(&comment));
     ensure(replies > 0, || {
         format!("the countdown reached the admin but the `{comment}` rule counted nothing")
     })?;
-    let state = lab.state_dir();
+    let state = &lab.fx.state_dir;
     let (st, out) = lab.ssh_output(
         HostId::Admin,
         Family::V4,
@@ -535,14 +344,11 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     ensure(st.success() && out.contains("confirmed"), || {
         format!("apply over ssh: {st}:\n{out}")
     })?;
-    let rec = lab.wait_finished(&id, Duration::from_secs(1))?;
+    let rec = lab.fx.wait_finished(&id, Duration::from_secs(1))?;
     ensure(rec.status == Status::Confirmed, || format!("{rec:?}"))?;
-    // After the deadline (a wall-clock condition), the rules stay.
-    let left = rec.remaining_ms();
-    if left > -500 {
-        std::thread::sleep(Duration::from_millis((left + 500) as u64));
-    }
-    ensure(lab.save(Family::V4)?.contains(":INPUT DROP"), || {
+    // After the deadline, the rules stay.
+    sleep_past_deadline(&rec);
+    ensure(lab.fx.save(Family::V4)?.contains(":INPUT DROP"), || {
         "the rules did not stay".into()
     })?;
     lab.assert_admin_gets_in()?;
@@ -557,9 +363,8 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
 /// it resumes (the session was alive, only stalled).
 fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(), Failed> {
     let lab = SshLab::new(backend)?;
-    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
-    let rendered =
-        portcullis::render(&portcullis::Policy::parse(&policy(&[&admin]), "t").map_err(e)?);
+    let admin = lab.lab().subnet(HostId::Admin, Family::V4).to_string();
+    let rendered = portcullis::render(&portcullis::Policy::parse(&policy(&[&admin]), "t")?);
     let full = rendered.text(Family::V4).unwrap_or_default();
     ensure(full.contains("! --syn"), || {
         "the renderer has no `! --syn` rule".into()
@@ -579,19 +384,22 @@ fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(),
             format!(
                 "{}\nsshd log:\n{}",
                 x.message().unwrap_or(""),
-                lab.sshd_log()
+                lab.fx.sshd_log()
             )
         })?;
-    lab.lab
+    lab.lab()
         .host(HostId::Target)
-        .load(backend, Family::V4, &without)
-        .map_err(e)?;
+        .load(backend, Family::V4, &without)?;
     let ticks_at_load = run.text().matches("tick").count();
-    let dropped_before = lab.counters(Family::V4)?.policy_packets("OUTPUT");
+    let dropped_before = lab.fx.counters(Family::V4)?;
     // A negative window: five ticks are due in it.
     std::thread::sleep(Duration::from_millis(1000));
     let ticks = run.text().matches("tick").count() - ticks_at_load;
-    let dropped = lab.counters(Family::V4)?.policy_packets("OUTPUT") - dropped_before;
+    let dropped = lab
+        .fx
+        .counters(Family::V4)?
+        .since(&dropped_before)
+        .packets(&Selector::policy("OUTPUT"));
     // At most the one tick that was being written when the rules loaded.
     ensure(ticks <= 1, || {
         format!("{ticks} ticks reached the admin without the rule")
@@ -601,10 +409,9 @@ fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(),
     })?;
     let empty =
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
-    lab.lab
+    lab.lab()
         .host(HostId::Target)
-        .load(backend, Family::V4, empty)
-        .map_err(e)?;
+        .load(backend, Family::V4, empty)?;
     let stalled = run.text().matches("tick").count();
     let until = Instant::now() + Duration::from_secs(10);
     while run.text().matches("tick").count() <= stalled {
@@ -623,27 +430,24 @@ fn untracked_session_stalls_without_the_syn_rule(backend: Backend) -> Result<(),
 /// Nobody confirms: the guard rolls back at the deadline; how late is measured.
 fn nobody_confirms(backend: Backend) -> Result<(), Failed> {
     let lab = SshLab::new(backend)?;
-    lab.load_before(|_| TRACKED_BEFORE.to_owned())?;
-    let before = (lab.save(Family::V4)?, lab.save(Family::V6)?);
-    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
-    let cfg = lab.write("policy.toml", &policy(&[&admin]))?;
+    lab.fx.load_before(|_| TRACKED_BEFORE.to_owned())?;
+    let before = lab.fx.save_both()?;
+    let admin = lab.lab().subnet(HostId::Admin, Family::V4).to_string();
+    let cfg = lab.fx.write("policy.toml", &policy(&[&admin]))?;
     let mut apply = lab.remote_apply(&cfg, 3, false)?;
     apply.wait_line("portcullis: applied ", Duration::from_secs(20))?;
-    let id = pending_id(&lab)?;
+    let id = lab.fx.pending()?.id;
     let (st, out) = apply.finish(Duration::from_secs(15))?;
     ensure(st.code() == Some(1) && out.contains("ROLLED BACK"), || {
         format!("apply over ssh: {st}:\n{out}")
     })?;
-    let rec = lab.wait_finished(&id, Duration::from_secs(1))?;
+    let rec = lab.fx.wait_finished(&id, Duration::from_secs(1))?;
     ensure(rec.status == Status::RolledBack, || format!("{rec:?}"))?;
-    ensure(
-        (lab.save(Family::V4)?, lab.save(Family::V6)?) == before,
-        || "not rolled back".into(),
-    )?;
+    ensure(lab.fx.save_both()? == before, || "not rolled back".into())?;
     lab.assert_admin_gets_in()?;
     eprintln!(
         "measured: lockout::nobody_confirms::{backend}: rollback done {} ms after the deadline",
-        rec.ended_unix_ms.unwrap_or(0) as i64 - rec.deadline_unix_ms as i64
+        lateness_ms(&rec)
     );
     Ok(())
 }
@@ -654,28 +458,25 @@ fn ssh_client_killed(backend: Backend, tty: bool) -> Result<(), Failed> {
     // With a terminal, the same 2,000-entry ruleset under which iptables-apply's
     // revert loses the race with the hang-up (see iptables_apply_session_drop).
     if tty {
-        lab.load_before(big_before)?;
+        lab.fx.load_before(big_before)?;
     } else {
-        lab.load_before(|_| TRACKED_BEFORE.to_owned())?;
+        lab.fx.load_before(|_| TRACKED_BEFORE.to_owned())?;
     }
-    let before = (lab.save(Family::V4)?, lab.save(Family::V6)?);
-    let admin = lab.lab.subnet(HostId::Admin, Family::V4).to_string();
-    let cfg = lab.write("policy.toml", &policy(&[&admin]))?;
+    let before = lab.fx.save_both()?;
+    let admin = lab.lab().subnet(HostId::Admin, Family::V4).to_string();
+    let cfg = lab.fx.write("policy.toml", &policy(&[&admin]))?;
     let mut apply = lab.remote_apply(&cfg, 4, tty)?;
     apply.wait_line("waiting for confirm", Duration::from_secs(20))?;
-    let id = pending_id(&lab)?;
+    let id = lab.fx.pending()?.id;
     apply.kill()?;
-    let rec = lab.wait_finished(&id, Duration::from_secs(15))?;
+    let rec = lab.fx.wait_finished(&id, Duration::from_secs(15))?;
     ensure(rec.status == Status::RolledBack, || format!("{rec:?}"))?;
-    ensure(
-        (lab.save(Family::V4)?, lab.save(Family::V6)?) == before,
-        || "not rolled back".into(),
-    )?;
+    ensure(lab.fx.save_both()? == before, || "not rolled back".into())?;
     lab.assert_admin_gets_in()?;
     eprintln!(
         "measured: lockout::ssh_client_killed::{}::{backend}: rollback done {} ms after the deadline",
         if tty { "tty" } else { "notty" },
-        rec.ended_unix_ms.unwrap_or(0) as i64 - rec.deadline_unix_ms as i64
+        lateness_ms(&rec)
     );
     Ok(())
 }
@@ -683,13 +484,13 @@ fn ssh_client_killed(backend: Backend, tty: bool) -> Result<(), Failed> {
 /// A policy that excludes the admin's subnet is refused over real ssh, nothing changed.
 fn policy_excluding_admin_refused(backend: Backend) -> Result<(), Failed> {
     let lab = SshLab::new(backend)?;
-    lab.load_before(|_| TRACKED_BEFORE.to_owned())?;
-    let before = (lab.save(Family::V4)?, lab.save(Family::V6)?);
-    let outsider = lab.lab.subnet(HostId::Outsider, Family::V4).to_string();
-    let cfg = lab.write("policy.toml", &policy(&[&outsider]))?;
+    lab.fx.load_before(|_| TRACKED_BEFORE.to_owned())?;
+    let before = lab.fx.save_both()?;
+    let outsider = lab.lab().subnet(HostId::Outsider, Family::V4).to_string();
+    let cfg = lab.fx.write("policy.toml", &policy(&[&outsider]))?;
     let apply = lab.remote_apply(&cfg, 5, false)?;
     let (st, out) = apply.finish(Duration::from_secs(20))?;
-    let admin_ip = lab.lab.addr(HostId::Admin, Family::V4).to_string();
+    let admin_ip = lab.lab().addr(HostId::Admin, Family::V4).to_string();
     ensure(st.code() == Some(2), || {
         format!("apply over ssh exited {st}:\n{out}")
     })?;
@@ -699,11 +500,8 @@ fn policy_excluding_admin_refused(backend: Backend) -> Result<(), Failed> {
             && out.contains("nothing changed"),
         || format!("the refusal does not name {admin_ip} and ssh.allow_from:\n{out}"),
     )?;
-    ensure(
-        (lab.save(Family::V4)?, lab.save(Family::V6)?) == before,
-        || "the rules changed".into(),
-    )?;
-    ensure(!lab.state_dir().exists(), || {
+    ensure(lab.fx.save_both()? == before, || "the rules changed".into())?;
+    ensure(!lab.fx.state_dir.exists(), || {
         "a refused apply made a state dir".into()
     })?;
     lab.assert_admin_gets_in()?;
@@ -722,18 +520,18 @@ fn policy_excluding_admin_refused(backend: Backend) -> Result<(), Failed> {
 fn iptables_apply_session_drop(backend: Backend) -> Result<(), Failed> {
     const RUNS: usize = 5;
     let lab = SshLab::new(backend)?;
-    let outsider = lab.lab.subnet(HostId::Outsider, Family::V4).to_string();
-    let rendered =
-        portcullis::render(&portcullis::Policy::parse(&policy(&[&outsider]), "t").map_err(e)?);
-    let rules = lab.write("bad.rules.v4", &rendered.text(Family::V4).unwrap())?;
+    let outsider = lab.lab().subnet(HostId::Outsider, Family::V4).to_string();
+    let rendered = portcullis::render(&portcullis::Policy::parse(&policy(&[&outsider]), "t")?);
+    let rules = lab
+        .fx
+        .write("bad.rules.v4", &rendered.text(Family::V4).unwrap())?;
     let rules_s = rules.to_str().unwrap().to_owned();
     let mut stayed = 0;
     let mut outcomes = Vec::new();
     for _ in 0..RUNS {
-        lab.lab
+        lab.lab()
             .host(HostId::Target)
-            .load(backend, Family::V4, &big_before(Family::V4))
-            .map_err(e)?;
+            .load(backend, Family::V4, &big_before(Family::V4))?;
         // An interactive login shell, as an admin would use: iptables-apply runs
         // as a foreground job of the shell that the hang-up reaches first.
         let mut run = Remote::spawn(&lab, lab.ssh(HostId::Admin, Family::V4, true, &[]))?;
@@ -750,7 +548,7 @@ fn iptables_apply_session_drop(backend: Backend) -> Result<(), Failed> {
             std::thread::sleep(Duration::from_millis(20));
         }
         let gone_ms = killed.elapsed().as_millis();
-        let now = lab.save(Family::V4)?;
+        let now = lab.fx.save(Family::V4)?;
         eprintln!("iptables-apply gone {gone_ms} ms after the client was killed");
         if now.contains(":INPUT DROP") && now.contains(&outsider) {
             stayed += 1;
@@ -816,7 +614,7 @@ pub fn trials() -> Vec<Trial> {
     for backend in Backend::ALL {
         let why = missing(backend);
         let mut add = |name: &str, f: Box<dyn FnOnce() -> Result<(), Failed> + Send>| {
-            trials.push(root_trial(
+            trials.push(privileged(
                 format!("lockout::{name}::{backend}"),
                 why.clone(),
                 f,
@@ -851,7 +649,7 @@ pub fn trials() -> Vec<Trial> {
     let why = (!Path::new("/usr/sbin/iptables-apply").exists())
         .then(|| "/usr/sbin/iptables-apply not installed (apt-get install iptables)".to_owned());
     let backend = Backend::detect().unwrap_or(Backend::Nft);
-    trials.push(root_trial(
+    trials.push(privileged(
         format!("lockout::iptables_apply_session_drop_keeps_rules::{backend}"),
         why.or_else(|| missing(backend)),
         move || iptables_apply_session_drop(backend),

@@ -16,11 +16,12 @@ mod render_prop;
 mod restore_test;
 mod support;
 mod verify_cli;
+mod verify_expect;
+mod verify_logging;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
-    trials.extend(support::trials());
     trials.extend(restore_test::trials());
     trials.extend(policy_test::trials());
     trials.extend(golden::trials());
@@ -32,5 +33,7 @@ fn main() {
     trials.extend(lockout::trials());
     trials.extend(reliability::trials());
     trials.extend(verify_cli::trials());
+    trials.extend(verify_expect::trials());
+    trials.extend(verify_logging::trials());
     libtest_mimic::run(&args, trials).exit();
 }

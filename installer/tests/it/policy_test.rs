@@ -151,12 +151,12 @@ pub fn trials() -> Vec<Trial> {
     ));
     trials.push(trial("policy::every_example_is_valid", || {
         for (_, path) in files(&installer_dir().join("../examples"), "toml") {
-            Policy::load(&path).map_err(|e| e.to_string())?;
+            Policy::load(&path)?;
         }
         Ok(())
     }));
     trials.push(trial("policy::defaults_when_absent", || {
-        let p = Policy::parse("", "empty.toml").map_err(|e| e.to_string())?;
+        let p = Policy::parse("", "empty.toml")?;
         let h = &p.hardening;
         let ok = p.ssh.port == 22
             && p.ssh.allow_from.is_empty()
@@ -175,7 +175,7 @@ pub fn trials() -> Vec<Trial> {
         "policy::comments_keep_quotes_and_backslashes",
         || {
             let text = "[[inbound.allow]]\nproto = \"tcp\"\nport = 1\ncomment = 'a \"b\" \\c'\n";
-            let p = Policy::parse(text, "t").map_err(|e| e.to_string())?;
+            let p = Policy::parse(text, "t")?;
             match p.inbound.allow[0].comment.as_deref() {
                 Some("a \"b\" \\c") => Ok(()),
                 other => Err(format!("comment became {other:?}").into()),

@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use portcullis::apply::{Record, Status};
 use portcullis_harness::{Backend, Family, Host};
 
-use crate::support::root_trial;
+use portcullis_harness::trial::privileged;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -736,7 +736,7 @@ pub fn trials() -> Vec<Trial> {
     for backend in Backend::ALL {
         let why = backend.unavailable_reason();
         let mut add = |name: &str, f: fn(Backend) -> Result<(), Failed>| {
-            trials.push(root_trial(
+            trials.push(privileged(
                 format!("reliability::{name}::{backend}"),
                 why.clone(),
                 move || f(backend),

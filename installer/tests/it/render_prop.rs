@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::restore_test::restore_test_in_netns;
-use crate::support::root_trial;
+use portcullis_harness::trial::privileged;
 
 fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
@@ -157,7 +157,7 @@ fn accepted_policies_restore() -> Result<(), Failed> {
 
 pub fn trials() -> Vec<Trial> {
     let missing = Backend::ALL.iter().find_map(|b| b.unavailable_reason());
-    vec![root_trial(
+    vec![privileged(
         "render_prop::accepted_policies_pass_restore_test_on_both_backends",
         missing,
         accepted_policies_restore,

@@ -4,32 +4,15 @@
 use libtest_mimic::Trial;
 use portcullis_harness::{Backend, Family};
 
-use crate::support::root_trial;
+use portcullis_harness::trial::privileged;
 
-/// Run `BACKEND-restore -w --test` on `text` in a throwaway namespace.
+/// Run `BACKEND-restore -w --test` on `text` in a throwaway namespace, through the
+/// one runner (a restore that refuses a line stops reading; its stderr says why).
 pub fn restore_test_in_netns(backend: Backend, family: Family, text: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
     let bin = backend.restore_binary(family);
-    let mut child = Command::new("unshare")
-        .args(["-n", &bin, "-w", "--test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run unshare -n {bin}: {e}"))?;
-    // A restore that refuses a line stops reading: ignore the broken pipe and let
-    // its exit status and stderr say why.
-    let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{bin} --test refused the ruleset: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    portcullis_harness::backend::run(&["unshare", "-n", &bin, "-w", "--test"], Some(text))
+        .map(drop)
+        .map_err(|e| format!("{bin} --test refused the ruleset: {e}"))
 }
 
 pub fn trials() -> Vec<Trial> {
@@ -37,7 +20,7 @@ pub fn trials() -> Vec<Trial> {
     for backend in Backend::ALL {
         for family in Family::ALL {
             let name = format!("restore_test::embedded_default::{family}::{backend}");
-            trials.push(root_trial(name, backend.unavailable_reason(), move || {
+            trials.push(privileged(name, backend.unavailable_reason(), move || {
                 let rendered = portcullis::render(&portcullis::Policy::embedded_default());
                 let text = rendered.text(family).ok_or("family not rendered")?;
                 Ok(restore_test_in_netns(backend, family, &text)?)

@@ -6,7 +6,8 @@ use libtest_mimic::{Failed, Trial};
 use snapbox::cmd::Command;
 
 use crate::policy_test::installer_dir;
-use crate::support::{root_trial, trial};
+use crate::support::trial;
+use portcullis_harness::trial::privileged;
 
 fn portcullis() -> Command {
     Command::new(snapbox::cmd::cargo_bin!("portcullis"))
@@ -109,17 +110,17 @@ pub fn trials() -> Vec<Trial> {
         .iter()
         .find_map(|b| b.unavailable_reason());
     vec![
-        root_trial(
+        privileged(
             "verify_cli::default_proves_every_promise",
             missing.clone(),
             default_proves_every_promise,
         ),
-        root_trial(
+        privileged(
             "verify_cli::seed_rules_fail_against_the_default",
             missing.clone(),
             seed_rules_fail_against_the_default,
         ),
-        root_trial(
+        privileged(
             "verify_cli::json_report_says_passed",
             missing,
             json_report_says_passed,

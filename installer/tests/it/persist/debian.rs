@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use libtest_mimic::{Completion, Failed, Trial};
 
 use super::*;
-use crate::support::root_missing;
+use portcullis_harness::trial::privileged;
 
 /// The cached root, built once per process (ci/debian-root locks across processes).
 pub(super) fn debian_root() -> Result<PathBuf, String> {
@@ -40,28 +40,16 @@ pub(super) fn debian_root() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// A trial that needs root and the Debian root; ignored with the reason otherwise.
+/// A trial that needs root and the Debian root; ignored with the reason otherwise
+/// (the root is built, or found cached, when the trial runs).
 pub(super) fn debian_trial(
     name: &str,
     f: impl FnOnce(&Path) -> Result<(), Failed> + Send + 'static,
 ) -> Trial {
-    let reason = root_missing();
-    let ignored = reason.is_some();
-    let t = Trial::ignorable_test(name, move || {
-        if let Some(r) = reason {
-            return Ok(Completion::ignored_with(r));
-        }
-        match debian_root() {
-            Err(r) => Ok(Completion::ignored_with(r)),
-            Ok(root) => f(&root).map(|()| Completion::Completed),
-        }
+    privileged(name, None, move || match debian_root() {
+        Err(r) => Ok(Completion::ignored_with(r)),
+        Ok(root) => f(&root).map(|()| Completion::Completed),
     })
-    .with_ignored_flag(ignored);
-    if ignored {
-        t.with_kind("needs root")
-    } else {
-        t
-    }
 }
 
 /// Mount an overlay of `lower` (`a:b`, leftmost on top) with a private upper layer
@@ -381,95 +369,8 @@ fn rc_local_fixture(deb: &Path, fixture: &str, script: &str) -> Result<(), Faile
     Ok(())
 }
 
-/// Packets, after the root's own loader brought the rules up: two peer namespaces
-/// on veth links, `admin` inside ssh.allow_from and `outsider` outside it, both
-/// families. The admin's SYN to port 22 passes (the target answers with a RST:
-/// nothing listens), the outsider's gets no answer, and the counters say which
-/// rule or chain policy decided each.
-fn packets_after_boot_load(deb: &Path) -> Result<(), Failed> {
-    let dir = scratch();
-    let policy = policy_file(dir.path(), POLICY);
-    let body = format!(
-        r#"
-        "$BIN" install --config "$1" --root "$M" >/dev/null 2>&1
-        chroot "$M" /usr/sbin/netfilter-persistent start >/dev/null 2>&1
-        ip link set lo up
-        # Two peers, each a network namespace held by a sleeping child that dies
-        # with this script.
-        setpriv --pdeathsig KILL unshare -n sleep 60 & A=$!
-        setpriv --pdeathsig KILL unshare -n sleep 60 & O=$!
-        self=$(readlink /proc/self/ns/net)
-        for p in $A $O; do
-            # Ready once the child has its own namespace.
-            until [ -e /proc/$p/ns/net ] && [ "$(readlink /proc/$p/ns/net)" != "$self" ]; do :; done
-        done
-        peer() {{ # pid link v4 v6 target-link target-v4 target-v6
-            ip link add "$5" type veth peer name "$2" netns "$1"
-            ip addr add "$6" dev "$5"
-            ip addr add "$7" dev "$5" nodad
-            ip link set "$5" up
-            nsenter -t "$1" -n ip link set lo up
-            nsenter -t "$1" -n ip addr add "$3" dev "$2"
-            nsenter -t "$1" -n ip addr add "$4" dev "$2" nodad
-            nsenter -t "$1" -n ip link set "$2" up
-        }}
-        peer $A a0 192.0.2.10/24 2001:db8:1::10/64 t-a 192.0.2.1/24 2001:db8:1::1/64
-        peer $O o0 198.51.100.10/24 2001:db8:2::10/64 t-o 198.51.100.1/24 2001:db8:2::1/64
-        probe() {{ # name pid address
-            if nsenter -t "$2" -n timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/22"' "$3" 2>/dev/null; then
-                echo "$1 connected"
-            elif [ $? = 124 ]; then echo "$1 no-answer"; else echo "$1 refused"; fi
-        }}
-        echo '#== probes'
-        probe admin-v4 $A 192.0.2.1
-        probe outsider-v4 $O 198.51.100.1
-        probe admin-v6 $A 2001:db8:1::1
-        probe outsider-v6 $O 2001:db8:2::1
-        kill $A $O
-        {SAVE_BOTH}
-        "#
-    );
-    let s = overlay_run(
-        dir.path(),
-        &deb.to_string_lossy(),
-        &body,
-        &[policy.as_os_str()],
-    )?;
-    let probes = section(&s, "probes")?;
-    for expect in [
-        "admin-v4 refused",
-        "outsider-v4 no-answer",
-        "admin-v6 refused",
-        "outsider-v6 no-answer",
-    ] {
-        if !probes.lines().any(|l| l == expect) {
-            return Err(format!("expected `{expect}`:\n{probes}").into());
-        }
-    }
-    for (fam, ssh) in [("v4", SSH_V4), ("v6", SSH_V6)] {
-        let save = section(&s, fam)?;
-        // The admin's SYN was accepted by the ssh rule, the outsider's dropped by
-        // the INPUT policy: both counters moved.
-        if counter(save, ssh).is_none_or(|n| n == 0) {
-            return Err(format!("{fam}: the ssh rule counted nothing:\n{save}").into());
-        }
-        let policy_drops = save
-            .lines()
-            .find_map(|l| l.strip_prefix(":INPUT DROP ["))
-            .and_then(|r| r.split(':').next()?.parse::<u64>().ok());
-        if policy_drops.is_none_or(|n| n == 0) {
-            return Err(format!("{fam}: the INPUT policy dropped nothing:\n{save}").into());
-        }
-    }
-    Ok(())
-}
-
 pub fn trials() -> Vec<Trial> {
     vec![
-        debian_trial(
-            "persist::debian::packets_after_boot_load",
-            packets_after_boot_load,
-        ),
         debian_trial(
             "persist::debian::netfilter_persistent_start_loads_both_families",
             netfilter_persistent_start,

@@ -7,7 +7,8 @@ use libtest_mimic::{Failed, Trial};
 use portcullis_harness::{Backend, Family};
 
 use super::*;
-use crate::support::{root_trial, trial};
+use crate::support::trial;
+use portcullis_harness::trial::privileged;
 
 /// How a loader hands the file to `*-restore`.
 #[derive(Clone, Copy)]
@@ -280,7 +281,7 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }));
         for backend in Backend::ALL {
-            t.push(root_trial(
+            t.push(privileged(
                 format!("persist::install::{}::{backend}", fx.name),
                 backend_missing(backend),
                 move || install_fixture(fx, backend),
@@ -383,7 +384,7 @@ pub fn trials() -> Vec<Trial> {
         Ok(())
     }));
 
-    t.push(root_trial(
+    t.push(privileged(
         "persist::bad::rules_path_is_a_symlink",
         None,
         || {
@@ -419,7 +420,7 @@ pub fn trials() -> Vec<Trial> {
         },
     ));
 
-    t.push(root_trial("persist::bad::read_only_root", None, || {
+    t.push(privileged("persist::bad::read_only_root", None, || {
         let (dir, root) = scratch_copy("gentoo")?;
         let policy = policy_file(dir.path(), POLICY);
         // A read-only bind mount of the root, in a private mount namespace that dies
@@ -438,7 +439,7 @@ pub fn trials() -> Vec<Trial> {
         Ok(())
     }));
 
-    t.push(root_trial("persist::install::check_diff_and_backup", None, || {
+    t.push(privileged("persist::install::check_diff_and_backup", None, || {
         let (dir, root) = scratch_copy("rocky")?;
         let a = policy_file(dir.path(), POLICY);
         install_ok(&a, &root, &[])?;
@@ -467,7 +468,7 @@ pub fn trials() -> Vec<Trial> {
         Ok(())
     }));
 
-    t.push(root_trial(
+    t.push(privileged(
         "persist::install::ipv6_untouched_writes_v4_only",
         None,
         || {
@@ -486,7 +487,7 @@ pub fn trials() -> Vec<Trial> {
         },
     ));
 
-    t.push(root_trial(
+    t.push(privileged(
         "persist::install::refused_by_restore_test_writes_nothing",
         None,
         || {
