@@ -347,7 +347,7 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     let rec = lab.fx.wait_finished(&id, Duration::from_secs(1))?;
     ensure(rec.status == Status::Confirmed, || format!("{rec:?}"))?;
     // After the deadline, the rules stay.
-    sleep_past_deadline(&rec);
+    sleep_past_deadline(&rec, 500);
     ensure(lab.fx.save(Family::V4)?.contains(":INPUT DROP"), || {
         "the rules did not stay".into()
     })?;

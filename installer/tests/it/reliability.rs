@@ -1,405 +1,48 @@
 //! Faults of the apply machinery itself (docs/reliability.md, "Apply, guard and
 //! rollback"): the guard killed or stopped, the guard and the session killed
 //! together, a late confirm, a snapshot truncated on disk, a restore that
-//! restores nothing. Each trial runs the real binary in a harness `Host` (its own
-//! network namespace; the guard and the watchdog inherit it), with the state
-//! directory in a private root-only directory under /run, under both backends.
+//! restores nothing. Each trial runs the real binary on the shared
+//! `support::Fixture` (a harness `Host`, its own network namespace; the guard
+//! and the watchdog inherit it), with the state directory in a private
+//! root-only directory under /run, under both backends. The guard and the
+//! watchdog are signalled as `support::ApplyProc`s, by pid checked by command
+//! line; stopped ones are continued, and killed if they do not answer, when the
+//! fixture drops.
 //!
 //! Every outcome is read from the kernel (`*-save`) and the state directory,
 //! never from what a process printed alone.
 
-use std::io::Read as _;
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use portcullis::apply::{Record, Status};
-use portcullis_harness::{Backend, Family, Host};
-
+use nix::sys::signal::Signal;
+use portcullis::apply::Status;
 use portcullis_harness::trial::privileged;
+use portcullis_harness::{Backend, Family};
 
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+use crate::support::{ApplyProc, Fixture, SESSION, ensure, lateness_ms, sleep_past_deadline};
 
-/// ssh from 192.0.2.0/24 and 2001:db8:1::/64.
-const POLICY: &str = "[ssh]\nport = 22\nallow_from = [\"192.0.2.0/24\", \"2001:db8:1::/64\"]\n\n[ipv6]\nmode = \"mirror\"\n";
-
-/// The session apply runs from, inside the policy's admin subnet.
-const SESSION: &str = "192.0.2.10 40022 192.0.2.1 22";
-
-fn e(x: impl std::fmt::Display) -> Failed {
-    x.to_string().into()
+/// The trial's namespace, with the policy written and the "before" rules loaded.
+fn fixture(backend: Backend) -> Result<Fixture, Failed> {
+    Fixture::with_policy("reliability", backend)
 }
 
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
-
-/// Rules loaded before each apply, so "rolled back" means "these are back".
-fn before_rules(family: Family) -> String {
-    let src = match family {
-        Family::V4 => "203.0.113.99/32",
-        Family::V6 => "2001:db8:ffff::99/128",
-    };
-    format!(
-        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-         -A INPUT -s {src} -m comment --comment \"portcullis-test before\" -j DROP\nCOMMIT\n"
-    )
-}
-
-fn signal(pid: i32, sig: Signal) -> Result<(), Failed> {
-    kill(Pid::from_raw(pid), sig).map_err(|err| e(format!("kill -{sig} {pid}: {err}")))
-}
-
-/// Whether `pid` runs portcullis with `arg` (`__guard`, `__watchdog`) for `id`.
-fn runs(pid: i32, arg: &str, id: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    args.contains(&arg.as_bytes()) && args.contains(&id.as_bytes())
-}
-
-/// Wait until `pid` no longer runs `arg` for `id` (dead, or a zombie).
-fn wait_gone(pid: i32, arg: &str, id: &str) -> Result<(), Failed> {
-    let until = Instant::now() + Duration::from_secs(5);
-    while runs(pid, arg, id) {
-        if Instant::now() > until {
-            return Err(format!("{arg} {pid} is still running").into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
-/// SIGSTOP `pid` and wait until the kernel shows it stopped (the signal is
-/// delivered when the process is next scheduled, not by `kill` itself).
-fn stop(pid: i32) -> Result<(), Failed> {
-    signal(pid, Signal::SIGSTOP)?;
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("T") {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(format!("{pid} did not stop: {stat}").into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// One namespace, its state dir, and the apply processes a trial started (killed
-/// when it ends, stopped ones included).
-struct Fixture {
-    backend: Backend,
-    dir: tempfile::TempDir,
-    state_dir: PathBuf,
-    path_prefix: Option<PathBuf>,
-    _scratch: Option<tempfile::TempDir>,
-    ids: Mutex<Vec<String>>,
-    host: Host,
-}
-
-impl Fixture {
-    fn new(backend: Backend) -> Result<Fixture, Failed> {
-        let host = Host::new("reliability").map_err(e)?;
-        // Root-only and not world-writable: the state dir's ancestors must be
-        // root's (CI builds as a user, so not the target dir).
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("portcullis-reliability-{}-", std::process::id()))
-            .tempdir_in("/run")
-            .map_err(e)?;
-        std::fs::write(dir.path().join("policy.toml"), POLICY).map_err(e)?;
-        let state_dir = dir.path().join("state");
-        let f = Fixture {
-            backend,
-            dir,
-            state_dir,
-            path_prefix: None,
-            _scratch: None,
-            ids: Mutex::new(Vec::new()),
-            host,
-        };
-        for family in Family::ALL {
-            f.host
-                .load(backend, family, &before_rules(family))
-                .map_err(e)?;
-        }
-        Ok(f)
-    }
-
-    /// `portcullis VERB --state-dir D ARGS` in the namespace, clean environment.
-    fn portcullis(&self, verb: &str, args: &[&str], ssh: Option<&str>) -> Command {
-        let mut c = self.host.command(BIN);
-        c.env_clear();
-        let mut path = String::new();
-        if let Some(p) = &self.path_prefix {
-            path.push_str(&p.display().to_string());
-            path.push(':');
-        }
-        path.push_str("/usr/sbin:/usr/bin:/sbin:/bin");
-        c.env("PATH", path);
-        if let Some(s) = ssh {
-            c.env("SSH_CONNECTION", s);
-        }
-        c.arg(verb)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(args);
-        c
-    }
-
-    fn run(&self, mut c: Command) -> Result<(ExitStatus, String, String), Failed> {
-        let out = c.output().map_err(|err| e(format!("{c:?}: {err}")))?;
-        Ok((
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
-
-    /// Both families' rules, comments and chain counters left out.
-    fn rules(&self) -> Result<(String, String), Failed> {
-        let save = |family: Family| -> Result<String, Failed> {
-            let text = self
-                .host
-                .exec(&[&self.backend.save_binary(family)], None)
-                .map_err(e)?;
-            Ok(text
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
-                    (true, Some(i)) => format!("{} [0:0]\n", &l[..i]),
-                    _ => format!("{l}\n"),
-                })
-                .collect())
-        };
-        Ok((save(Family::V4)?, save(Family::V6)?))
-    }
-
-    fn json(&self, name: &str) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(self.state_dir.join(name)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    fn record(&self, name: &str) -> Option<Record> {
-        serde_json::from_value(self.json(name)?).ok()
-    }
-
-    /// Start `portcullis apply` and wait until its rules are live and the guard
-    /// armed; the record then.
-    fn apply(&self, timeout: u64) -> Result<(Apply, Record), Failed> {
-        let policy = self.dir.path().join("policy.toml");
-        let mut c = self.portcullis(
-            "apply",
-            &[
-                "--config",
-                policy.to_str().unwrap(),
-                "--backend",
-                self.backend.name(),
-                "--timeout",
-                &timeout.to_string(),
-                "--no-persist",
-            ],
-            Some(SESSION),
-        );
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = self.host.spawn_child(c).map_err(e)?;
-        let mut pipe = child.inner().stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let buf = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            let mut chunk = [0u8; 1024];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        let mut run = Apply {
-            child,
-            stderr,
-            reader: Some(reader),
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while !run.stderr().contains("portcullis: applied ") {
-            if let Ok(Some(st)) = run.child.inner().try_wait() {
-                return Err(
-                    format!("apply exited ({st}) before applying: {}", run.stderr()).into(),
-                );
-            }
-            if Instant::now() > until {
-                return Err(format!("apply did not apply within 20 s: {}", run.stderr()).into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let rec = self
-            .record("pending.json")
-            .filter(|r| r.status == Status::Pending)
-            .ok_or("applied, but no pending record")?;
-        self.ids.lock().unwrap().push(rec.id.clone());
-        let (v4, _) = self.rules()?;
-        ensure(
-            v4.contains(":INPUT DROP") && !v4.contains("portcullis-test before"),
-            || format!("the applied rules are not live:\n{v4}"),
-        )?;
-        Ok((run, rec))
-    }
-
-    /// The watchdog's pid, when this portcullis runs one.
-    fn watchdog_pid(&self) -> Option<i32> {
-        self.json("pending.json")?["watchdog_pid"]
-            .as_i64()
-            .map(|p| p as i32)
-    }
-
-    /// The final record of `id`, waiting up to `limit` for whoever ends it.
-    fn finished(&self, id: &str, limit: Duration) -> Result<Record, Failed> {
-        let until = Instant::now() + limit;
-        loop {
-            for name in ["last.json", "pending.json"] {
-                if let Some(r) = self.record(name) {
-                    if r.id == id && r.status.is_final() {
-                        return Ok(r);
-                    }
-                }
-            }
-            if Instant::now() > until {
-                return Err(format!(
-                    "apply {id} did not end within {limit:?}; guard.log:\n{}",
-                    self.log()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join("guard.log")).unwrap_or_default()
-    }
-
-    /// `status --json`.
-    fn status(&self) -> Result<serde_json::Value, Failed> {
-        let (st, out, err) = self.run(self.portcullis("status", &["--json"], None))?;
-        ensure(st.success(), || format!("status: {st}: {err}"))?;
-        serde_json::from_str(&out).map_err(e)
-    }
-
-    /// Sleep until `rec`'s deadline is `past_ms` behind (a condition on the clock
-    /// itself, not a stand-in for a readiness check).
-    fn until_past_deadline(&self, rec: &Record, past_ms: i64) {
-        let left = rec.remaining_ms() + past_ms;
-        if left > 0 {
-            std::thread::sleep(Duration::from_millis(left as u64));
-        }
-    }
-
-    /// A fake `*-restore` for `family`, first on PATH: it passes everything to the
-    /// real one except a real (not `--test`) load of the "before" rules, which it
-    /// swallows and reports as success: a restore that restores nothing.
-    fn fake_restore_swallowing_the_snapshot(&mut self, family: Family) -> Result<(), Failed> {
-        self.fake_restore(family, "exit 0")
-    }
-
-    /// A fake `*-restore` for `family` that runs `on_snapshot` (shell) when it is
-    /// asked to really load the "before" rules, and passes everything else on.
-    fn fake_restore(&mut self, family: Family, on_snapshot: &str) -> Result<(), Failed> {
-        let scratch = tempfile::Builder::new()
-            .prefix("reliability-fakebin")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .map_err(e)?;
-        let bin = self.backend.restore_binary(family);
-        let real = portcullis_harness::backend::find_in_path(&bin).ok_or("no restore binary")?;
-        let script = format!(
-            "#!/bin/sh\ninput=$(cat)\ncase \" $* \" in *\" --test \"*) ;; *) case \"$input\" in *'portcullis-test before'*) {on_snapshot};; esac;; esac\nprintf '%s\\n' \"$input\" | exec {} \"$@\"\n",
-            real.display()
-        );
-        let path = scratch.path().join(&bin);
-        std::fs::write(&path, script).map_err(e)?;
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(e)?;
-        self.path_prefix = Some(scratch.path().to_owned());
-        self._scratch = Some(scratch);
-        Ok(())
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        // Guards and watchdogs this trial started hold the namespace and may be
-        // stopped: kill them (SIGKILL needs no SIGCONT), checked by cmdline so a
-        // recycled pid is left alone.
-        let recs: Vec<serde_json::Value> = ["pending.json", "last.json"]
-            .iter()
-            .filter_map(|n| self.json(n))
-            .collect();
-        for id in self.ids.lock().unwrap().iter() {
-            for r in recs.iter().filter(|r| r["id"] == id.as_str()) {
-                for (key, arg) in [("watchdog_pid", "__watchdog"), ("guard_pid", "__guard")] {
-                    if let Some(pid) = r[key].as_i64().map(|p| p as i32) {
-                        if runs(pid, arg, id) {
-                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                            let _ = wait_gone(pid, arg, id);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A running `portcullis apply` (killed with the trial) and its stderr.
-struct Apply {
-    child: portcullis_harness::Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Apply {
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Wait for the exit; the status and all of stderr.
-    fn finish(mut self) -> Result<(ExitStatus, String), Failed> {
-        let st = self.child.inner().wait().map_err(e)?;
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        Ok((st, self.stderr()))
-    }
-}
-
-fn late_ms(r: &Record) -> i64 {
-    r.ended_unix_ms.unwrap_or(0) as i64 - r.deadline_unix_ms as i64
-}
+/// What `*-restore` is asked to load when a rollback restores the snapshot.
+const SNAPSHOT: &str = "portcullis-test before";
 
 /// SIGKILL of the guard while the apply is pending: the foreground apply (or
 /// the watchdog) restores the snapshot at once, and apply says so.
 fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(30)?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(30, Some(SESSION))?;
     let killed = portcullis::apply::state::now_unix_ms();
-    signal(rec.guard_pid.ok_or("no guard pid")?, Signal::SIGKILL)?;
-    let done = f.finished(&rec.id, Duration::from_secs(10))?;
+    ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
     ensure(done.remaining_ms() > 10_000, || {
         "the rollback waited for the deadline".into()
     })?;
@@ -417,20 +60,22 @@ fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
 /// SIGKILL of the guard and of the session's apply together (what an OOM kill
 /// or a careless `pkill portcullis` does): the watchdog restores the snapshot.
 fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(30)?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(30, Some(SESSION))?;
     let killed = portcullis::apply::state::now_unix_ms();
-    signal(run.pid(), Signal::SIGKILL)?;
-    signal(rec.guard_pid.ok_or("no guard pid")?, Signal::SIGKILL)?;
-    let done = f.finished(&rec.id, Duration::from_secs(10))?;
+    run.signal(Signal::SIGKILL)?;
+    ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
     eprintln!(
         "measured: reliability::guard_and_session_sigkill::{backend}: rolled back {} ms after the kill",
         done.ended_unix_ms.unwrap_or(0) as i64 - killed as i64
     );
-    let log = f.log();
+    let log = f.guard_log();
     ensure(
         log.contains("watchdog") && log.contains("restoring"),
         || format!("the watchdog did not restore: {log}"),
@@ -441,12 +86,12 @@ fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> 
 /// SIGKILL of the watchdog alone: the guard notices, logs it, and still rolls
 /// back at the deadline.
 fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(2)?;
-    let w = f.watchdog_pid().ok_or("no watchdog pid in the record")?;
-    signal(w, Signal::SIGKILL)?;
-    let done = f.finished(&rec.id, Duration::from_secs(10))?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    let w = ApplyProc::watchdog(&rec).ok_or("no watchdog pid in the record")?;
+    w.signal(Signal::SIGKILL)?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
     ensure(
         done.status == Status::RolledBack
             && done
@@ -456,8 +101,10 @@ fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Faile
                 .contains("deadline reached"),
         || format!("{done:?}"),
     )?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
-    let log = f.log();
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
+    let log = f.guard_log();
     ensure(log.contains("the watchdog exited"), || {
         format!("the guard did not notice: {log}")
     })?;
@@ -471,23 +118,25 @@ fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Faile
 /// SIGSTOP of the guard: `status` says it is stopped, and the snapshot is
 /// restored by the deadline (plus the grace) all the same.
 fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(3)?;
-    let guard = rec.guard_pid.ok_or("no guard pid")?;
-    stop(guard)?;
-    let s = f.status()?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(3, Some(SESSION))?;
+    let guard = ApplyProc::guard(&rec)?;
+    guard.stop()?;
+    let s = f.status_json()?;
     ensure(s["guard"] == "stopped" && s["guard_alive"] == false, || {
         format!("status does not show a stopped guard: {s}")
     })?;
     let (_, out, _) = f.run(f.portcullis("status", &[], None))?;
     ensure(out.contains("STOPPED"), || format!("status: {out}"))?;
-    let done = f.finished(&rec.id, Duration::from_secs(15))?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(15))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
     eprintln!(
         "measured: reliability::guard_sigstop::{backend}: rollback done {} ms after the deadline",
-        late_ms(&done)
+        lateness_ms(&done)
     );
     let (st, err) = run.finish()?;
     ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
@@ -500,55 +149,59 @@ fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> 
 /// waiting in the guard's FIFO when it is continued past the deadline is refused,
 /// and the snapshot restored.
 fn resumed_guard_refuses_a_late_confirm(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(2)?;
-    let guard = rec.guard_pid.ok_or("no guard pid")?;
-    let watchdog = f.watchdog_pid();
-    if let Some(w) = watchdog {
-        stop(w)?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    let guard = ApplyProc::guard(&rec)?;
+    let watchdog = ApplyProc::watchdog(&rec);
+    if let Some(w) = &watchdog {
+        w.stop()?;
     }
-    stop(guard)?;
-    signal(run.pid(), Signal::SIGKILL)?;
+    guard.stop()?;
+    run.signal(Signal::SIGKILL)?;
     run.finish()?;
-    f.until_past_deadline(&rec, 1000);
+    sleep_past_deadline(&rec, 1000);
     // What `confirm` writes to a guard it believes is watching.
-    let state = portcullis::apply::StateDir::open(&f.state_dir).map_err(e)?;
-    let sent = portcullis::apply::guard::send(&state, &format!("confirm {}", rec.id)).map_err(e)?;
+    let state = portcullis::apply::StateDir::open(&f.state_dir)?;
+    let sent = portcullis::apply::guard::send(&state, &format!("confirm {}", rec.id))?;
     ensure(sent, || "the stopped guard's FIFO is gone".into())?;
-    signal(guard, Signal::SIGCONT)?;
-    let done = f.finished(&rec.id, Duration::from_secs(10))?;
-    if let Some(w) = watchdog {
-        signal(w, Signal::SIGCONT)?;
+    guard.signal(Signal::SIGCONT)?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
+    if let Some(w) = &watchdog {
+        w.signal(Signal::SIGCONT)?;
     }
     ensure(done.status == Status::RolledBack, || {
         format!("a late confirm was accepted: {done:?}")
     })?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
     Ok(())
 }
 
 /// Everything killed (watchdog, session, guard), then `confirm` after the
 /// deadline: refused with exit 1, and it restores the snapshot itself.
 fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(2)?;
-    if let Some(w) = f.watchdog_pid() {
-        signal(w, Signal::SIGKILL)?;
-        wait_gone(w, "__watchdog", &rec.id)?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    if let Some(w) = ApplyProc::watchdog(&rec) {
+        w.signal(Signal::SIGKILL)?;
+        w.wait_gone()?;
     }
-    signal(run.pid(), Signal::SIGKILL)?;
+    run.signal(Signal::SIGKILL)?;
     run.finish()?;
-    signal(rec.guard_pid.ok_or("no guard pid")?, Signal::SIGKILL)?;
-    f.until_past_deadline(&rec, 500);
+    ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
+    sleep_past_deadline(&rec, 500);
     let (st, _, err) = f.run(f.portcullis("confirm", &["--no-persist"], None))?;
     ensure(st.code() == Some(1), || {
         format!("a late confirm exited {st}: {err}")
     })?;
     ensure(err.contains("too late"), || format!("confirm said: {err}"))?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
-    let done = f.finished(&rec.id, Duration::from_secs(1))?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(1))?;
     ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
     Ok(())
 }
@@ -556,11 +209,11 @@ fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
 /// `rollback` with a stopped guard: it kills that guard and restores at once
 /// (and `confirm`, before it, is refused).
 fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(60)?;
-    let guard = rec.guard_pid.ok_or("no guard pid")?;
-    stop(guard)?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(60, Some(SESSION))?;
+    let guard = ApplyProc::guard(&rec)?;
+    guard.stop()?;
     // A confirm cannot reach a stopped guard: refused, and it says what to do.
     let (st, _, err) = f.run(f.portcullis("confirm", &["--no-persist"], None))?;
     ensure(st.code() == Some(1) && err.contains("is stopped"), || {
@@ -570,10 +223,10 @@ fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     let took = started.elapsed();
     ensure(st.success(), || format!("rollback: {st}: {err}"))?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
-    ensure(!runs(guard, "__guard", &rec.id), || {
-        "the stopped guard still runs".into()
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
     })?;
+    ensure(!guard.runs(), || "the stopped guard still runs".into())?;
     eprintln!(
         "measured: reliability::rollback_stopped_guard::{backend}: rollback took {} ms",
         took.as_millis()
@@ -590,22 +243,21 @@ fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
 /// pending and refuses a new apply; with the file put back, `rollback` again
 /// restores the snapshot.
 fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    let (run, rec) = f.apply(60)?;
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(60, Some(SESSION))?;
     let snap = f.state_dir.join("snapshot.v4");
-    let good = std::fs::read(&snap).map_err(e)?;
+    let good = std::fs::read(&snap)?;
     std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
-        .open(&snap)
-        .map_err(e)?;
+        .open(&snap)?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.code() == Some(1), || format!("rollback: {st}: {err}"))?;
     ensure(err.contains("FAILED") && err.contains("unusable"), || {
         format!("rollback was not loud: {err}")
     })?;
-    let (v4, v6) = f.rules()?;
+    let (v4, v6) = f.save_both()?;
     ensure(
         v4.contains("-s 192.0.2.10/32") && v4.contains("--dport 22") && v4.contains(":INPUT DROP"),
         || format!("the fallback is not live:\n{v4}"),
@@ -626,27 +278,18 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
         || format!("apply: {st}: {err}"),
     )?;
     // A new apply is refused while the failure stands.
-    let policy = f.dir.path().join("policy.toml");
-    let (st, _, err) = f.run(f.portcullis(
-        "apply",
-        &[
-            "--config",
-            policy.to_str().unwrap(),
-            "--backend",
-            backend.name(),
-            "--no-persist",
-        ],
-        Some(SESSION),
-    ))?;
+    let (st, _, err) = f.run(f.apply_cmd(60, Some(SESSION)))?;
     ensure(
         st.code() == Some(1) && err.contains(&rec.id) && err.contains("the rollback of apply"),
         || format!("a new apply over a failed rollback: {st}: {err}"),
     )?;
     // The file put back: the retry restores it.
-    std::fs::write(&snap, &good).map_err(e)?;
+    std::fs::write(&snap, &good)?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("retried rollback: {st}: {err}"))?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
     ensure(!f.state_dir.join("pending.json").exists(), || {
         "the record is still pending".into()
     })?;
@@ -656,9 +299,10 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
 /// A `*-restore` that reports success having loaded nothing: the rollback reads
 /// the rules back, sees they are not the snapshot, and fails loudly.
 fn restore_that_restores_nothing_is_caught(backend: Backend) -> Result<(), Failed> {
-    let mut f = Fixture::new(backend)?;
-    f.fake_restore_swallowing_the_snapshot(Family::V4)?;
-    let (run, rec) = f.apply(60)?;
+    let mut f = fixture(backend)?;
+    // A real load of the snapshot swallowed and reported as a success.
+    f.fake_restore(Family::V4, SNAPSHOT, "exit 0")?;
+    let (run, rec) = f.start_apply(60, Some(SESSION))?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.code() == Some(1), || format!("rollback: {st}: {err}"))?;
     ensure(err.contains("did not bring back the snapshot"), || {
@@ -679,20 +323,22 @@ fn restore_that_restores_nothing_is_caught(backend: Backend) -> Result<(), Faile
 /// runs, so neither the watchdog nor `apply` kill it; the guard's own rollback
 /// stands.
 fn slow_restore_is_left_to_the_guard(backend: Backend) -> Result<(), Failed> {
-    let mut f = Fixture::new(backend)?;
-    let before = f.rules()?;
-    f.fake_restore(Family::V4, "sleep 2")?;
-    let (run, rec) = f.apply(2)?;
-    let done = f.finished(&rec.id, Duration::from_secs(20))?;
+    let mut f = fixture(backend)?;
+    let before = f.save_both()?;
+    f.fake_restore(Family::V4, SNAPSHOT, "sleep 2")?;
+    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    let done = f.wait_finished(&rec.id, Duration::from_secs(20))?;
     ensure(
         done.status == Status::RolledBack
             && done.reason.as_deref() == Some("deadline reached without confirmation"),
-        || format!("not the guard's rollback: {done:?}\n{}", f.log()),
+        || format!("not the guard's rollback: {done:?}\n{}", f.guard_log()),
     )?;
-    ensure(late_ms(&done) >= 2000, || {
+    ensure(lateness_ms(&done) >= 2000, || {
         format!("the restore was not slow: {done:?}")
     })?;
-    ensure(f.rules()? == before, || "the snapshot is not back".into())?;
+    ensure(f.save_both()? == before, || {
+        "the snapshot is not back".into()
+    })?;
     let (st, err) = run.finish()?;
     ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
         format!("apply: {st}: {err}")
@@ -703,30 +349,30 @@ fn slow_restore_is_left_to_the_guard(backend: Backend) -> Result<(), Failed> {
 /// The deadline lives on CLOCK_BOOTTIME in the record, the guard waits on it, and
 /// `status` counts the time left from it.
 fn deadline_is_on_the_boot_clock(backend: Backend) -> Result<(), Failed> {
-    let f = Fixture::new(backend)?;
-    let (run, rec) = f.apply(30)?;
-    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_err(e)?;
+    let f = fixture(backend)?;
+    let (run, _) = f.start_apply(30, Some(SESSION))?;
+    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
     let boot_ms = boot.tv_sec() as i64 * 1000 + boot.tv_nsec() as i64 / 1_000_000;
-    let json = f.json("pending.json").ok_or("no record")?;
-    let deadline = json["deadline_boot_ms"]
-        .as_i64()
-        .ok_or_else(|| format!("no deadline_boot_ms in the record: {json}"))?;
+    let pending = f.record("pending.json").ok_or("no record")?;
+    let deadline = pending
+        .deadline_boot_ms
+        .ok_or_else(|| format!("no deadline_boot_ms in the record: {pending:?}"))?
+        as i64;
     let left = deadline - boot_ms;
     ensure((25_000..=30_000).contains(&left), || {
         format!("the boot-clock deadline is {left} ms away")
     })?;
-    let s = f.status()?;
+    let s = f.status_json()?;
     let secs = s["remaining_secs"].as_i64().unwrap_or(-1);
     ensure((secs - left / 1000).abs() <= 2, || {
         format!("status says {secs} s left, the boot clock {left} ms")
     })?;
-    let log = f.log();
+    let log = f.guard_log();
     ensure(log.contains("CLOCK_BOOTTIME"), || {
         format!("guard log: {log}")
     })?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("rollback: {err}"))?;
-    let _ = rec;
     run.finish()?;
     Ok(())
 }
