@@ -13,11 +13,11 @@ use std::time::Duration;
 use libtest_mimic::{Failed, Trial};
 use nix::sys::signal::Signal;
 use portcullis::apply::Status;
-use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family};
 
 use crate::support::{
-    ApplyProc, BIN, Fixture, SESSION, assert_applied, ensure, lateness_ms, sleep_past_deadline,
+    ApplyProc, BIN, Fixture, SESSION, assert_applied, ensure, lateness_ms, per_backend,
+    sleep_past_deadline,
 };
 
 /// The trial's namespace with the policy written and the "before" rules loaded.
@@ -76,11 +76,8 @@ fn no_confirm_rolls_back(backend: Backend) -> Result<(), Failed> {
         .filter(|l| l.contains("waiting for confirm"))
         .count();
     ensure(ticks >= 2, || format!("{ticks} countdown lines: {err}"))?;
-    ensure(ns.save_both()? == before, || {
-        "the rules were not restored".into()
-    })?;
-    let done = ns.wait_finished(&rec.id, Duration::from_secs(1))?;
-    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
+    ns.ensure_rules(&before, "the rules were not restored")?;
+    let done = ns.wait_rolled_back(&rec.id, Duration::from_secs(1))?;
     eprintln!(
         "measured: apply::no_confirm_rolls_back::{backend}: rollback done {} ms after the deadline",
         lateness_ms(&done)
@@ -98,11 +95,8 @@ fn killed_foreground_still_rolls_back(backend: Backend, sig: Signal) -> Result<(
     // The guard is hung up too, as a session loss would: it must ignore that.
     ApplyProc::guard(&rec)?.signal(Signal::SIGHUP)?;
     assert_applied(&ns.save(Family::V4)?)?;
-    let done = ns.wait_finished(&rec.id, Duration::from_secs(15))?;
-    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(ns.save_both()? == before, || {
-        "the rules were not restored".into()
-    })?;
+    let done = ns.wait_rolled_back(&rec.id, Duration::from_secs(15))?;
+    ns.ensure_rules(&before, "the rules were not restored")?;
     let log = ns.guard_log();
     ensure(log.contains("SIGHUP ignored"), || {
         format!("guard log: {log}")
@@ -130,13 +124,8 @@ fn second_apply_refused(backend: Backend) -> Result<(), Failed> {
     // `rollback` ends the first at once, well before its 60 s deadline.
     let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("rollback failed: {err}"))?;
-    let (st, err) = first.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("first apply exited {st}: {err}")
-    })?;
-    ensure(ns.save_both()? == before, || {
-        "rollback did not restore".into()
-    })?;
+    first.finish_with(1, "ROLLED BACK")?;
+    ns.ensure_rules(&before, "rollback did not restore")?;
     // With nothing pending, rollback says so and fails.
     let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
     ensure(!st.success() && err.contains("no apply is pending"), || {
@@ -164,12 +153,7 @@ fn ipv6_failure_rolls_back_ipv4(backend: Backend) -> Result<(), Failed> {
         err.contains("ROLLED BACK") && err.contains("ipv6") && err.contains("injected failure"),
         || format!("apply did not report the ipv6 failure and rollback: {err}"),
     )?;
-    ensure(ns.save_both()? == before, || {
-        format!(
-            "ipv4 was not rolled back:\n{}",
-            ns.save(Family::V4).unwrap_or_default()
-        )
-    })?;
+    ns.ensure_rules(&before, "ipv4 was not rolled back")?;
     Ok(())
 }
 
@@ -195,9 +179,7 @@ fn preflight_refuses_outside_client(backend: Backend) -> Result<(), Failed> {
     ensure(st.code() == Some(2) && err.contains("`ssh.port`"), || {
         format!("{st}: {err}")
     })?;
-    ensure(ns.save_both()? == before, || {
-        "preflight changed the rules".into()
-    })?;
+    ns.ensure_rules(&before, "preflight changed the rules")?;
     ensure(!ns.state_dir.exists(), || {
         "preflight created the state dir".into()
     })?;
@@ -228,7 +210,7 @@ fn sudo_session_found_in_ancestor(backend: Backend) -> Result<(), Failed> {
         err.contains("198.51.100.7") && err.contains("ancestor pid"),
         || format!("the refusal does not name the ancestor's client: {err}"),
     )?;
-    ensure(ns.save_both()? == before, || "the rules changed".into())?;
+    ns.ensure_rules(&before, "the rules changed")?;
     Ok(())
 }
 
@@ -254,8 +236,7 @@ fn same_session_confirm_refused(backend: Backend) -> Result<(), Failed> {
         Some("192.0.2.10 40023 192.0.2.1 22"),
     ))?;
     ensure(st.success(), || format!("new-session confirm: {st}: {err}"))?;
-    let (st, err) = apply.finish()?;
-    ensure(st.code() == Some(0), || format!("apply: {st}: {err}"))?;
+    apply.finish_with(0, "")?;
     Ok(())
 }
 
@@ -293,8 +274,7 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     ensure(read(&rules_v4) == boot_before, || {
         "persisted before confirmation".into()
     })?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    run.finish_with(1, "")?;
     ensure(read(&rules_v4) == boot_before, || {
         "a rolled-back apply persisted".into()
     })?;
@@ -314,8 +294,7 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     ensure(read(&rules_v4) == applied, || {
         "rules.v4 is not the applied text".into()
     })?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(0), || format!("apply: {st}: {err}"))?;
+    run.finish_with(0, "")?;
 
     // A root with no loader to find: refused before anything changes.
     let before = ns.save_both()?;
@@ -324,9 +303,7 @@ fn confirm_persists_into_root(backend: Backend) -> Result<(), Failed> {
     ensure(st.code() == Some(2) && err.contains("--no-persist"), || {
         format!("{st}: {err}")
     })?;
-    ensure(ns.save_both()? == before, || {
-        "a refused apply changed the rules".into()
-    })?;
+    ns.ensure_rules(&before, "a refused apply changed the rules")?;
     Ok(())
 }
 
@@ -371,9 +348,7 @@ fn unsafe_state_dir_refused(backend: Backend) -> Result<(), Failed> {
     ensure(!Path::new("/tmp/portcullis-state").exists(), || {
         "created a state dir under /tmp".into()
     })?;
-    ensure(ns.save_both()? == before, || {
-        "an unsafe state dir changed the rules".into()
-    })?;
+    ns.ensure_rules(&before, "an unsafe state dir changed the rules")?;
     Ok(())
 }
 
@@ -395,11 +370,8 @@ fn guard_sigterm_rolls_back_at_once(backend: Backend) -> Result<(), Failed> {
     ensure(done.remaining_ms() > 30_000, || {
         "the rollback waited for the deadline".into()
     })?;
-    ensure(ns.save_both()? == before, || "not rolled back".into())?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("apply: {st}: {err}")
-    })?;
+    ns.ensure_rules(&before, "not rolled back")?;
+    run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }
 
@@ -423,11 +395,7 @@ fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> 
     let state = portcullis::apply::StateDir::open(&ns.state_dir)?;
     state.write_record(&orphan)?;
 
-    let (st, err) = ns.spawn_apply(30, None)?.finish()?;
-    ensure(
-        st.code() == Some(1) && err.contains("guard is gone"),
-        || format!("apply: {st}: {err}"),
-    )?;
+    ns.spawn_apply(30, None)?.finish_with(1, "guard is gone")?;
     let (st, _, err) = ns.run(ns.portcullis("confirm", &["--no-persist"], None))?;
     ensure(st.code() == Some(1) && err.contains("orphan"), || {
         format!("confirm: {st}: {err}")
@@ -436,9 +404,7 @@ fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> 
     ensure(st.success(), || {
         format!("rollback of the orphan: {st}: {err}")
     })?;
-    ensure(ns.save_both()? == before, || {
-        "the rules are not the snapshot".into()
-    })?;
+    ns.ensure_rules(&before, "the rules are not the snapshot")?;
     ensure(!ns.state_dir.join("pending.json").exists(), || {
         "the orphan is still pending".into()
     })?;
@@ -446,51 +412,44 @@ fn orphaned_record_refused_then_cleared(backend: Backend) -> Result<(), Failed> 
     let (run, _) = ns.start_apply(30, None)?;
     let (st, _, err) = ns.run(ns.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("rollback: {err}"))?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    run.finish_with(1, "")?;
     Ok(())
 }
 
 pub fn trials() -> Vec<Trial> {
-    let mut trials = Vec::new();
-    for backend in Backend::ALL {
-        let why = backend.unavailable_reason();
-        let mut add = |name: &str, f: fn(Backend) -> Result<(), Failed>| {
-            trials.push(privileged(
-                format!("apply::{name}::{backend}"),
-                why.clone(),
-                move || f(backend),
-            ));
-        };
-        add("confirm_keeps_rules", confirm_keeps_rules);
-        add("no_confirm_rolls_back", no_confirm_rolls_back);
-        add("sigkill_foreground_still_rolls_back", |b| {
-            killed_foreground_still_rolls_back(b, Signal::SIGKILL)
-        });
-        add("sighup_foreground_still_rolls_back", |b| {
-            killed_foreground_still_rolls_back(b, Signal::SIGHUP)
-        });
-        add("second_apply_refused", second_apply_refused);
-        add("ipv6_failure_rolls_back_ipv4", ipv6_failure_rolls_back_ipv4);
-        add(
-            "preflight_refuses_outside_client",
-            preflight_refuses_outside_client,
-        );
-        add("same_session_confirm_refused", same_session_confirm_refused);
-        add("confirm_persists_into_root", confirm_persists_into_root);
-        add(
-            "sudo_session_found_in_ancestor",
-            sudo_session_found_in_ancestor,
-        );
-        add(
-            "guard_sigterm_rolls_back_at_once",
-            guard_sigterm_rolls_back_at_once,
-        );
-        add(
-            "orphaned_record_refused_then_cleared",
-            orphaned_record_refused_then_cleared,
-        );
-        add("unsafe_state_dir_refused", unsafe_state_dir_refused);
-    }
-    trials
+    per_backend(
+        "apply",
+        |b| b.unavailable_reason(),
+        &[
+            ("confirm_keeps_rules", confirm_keeps_rules),
+            ("no_confirm_rolls_back", no_confirm_rolls_back),
+            ("sigkill_foreground_still_rolls_back", |b| {
+                killed_foreground_still_rolls_back(b, Signal::SIGKILL)
+            }),
+            ("sighup_foreground_still_rolls_back", |b| {
+                killed_foreground_still_rolls_back(b, Signal::SIGHUP)
+            }),
+            ("second_apply_refused", second_apply_refused),
+            ("ipv6_failure_rolls_back_ipv4", ipv6_failure_rolls_back_ipv4),
+            (
+                "preflight_refuses_outside_client",
+                preflight_refuses_outside_client,
+            ),
+            ("same_session_confirm_refused", same_session_confirm_refused),
+            ("confirm_persists_into_root", confirm_persists_into_root),
+            (
+                "sudo_session_found_in_ancestor",
+                sudo_session_found_in_ancestor,
+            ),
+            (
+                "guard_sigterm_rolls_back_at_once",
+                guard_sigterm_rolls_back_at_once,
+            ),
+            (
+                "orphaned_record_refused_then_cleared",
+                orphaned_record_refused_then_cleared,
+            ),
+            ("unsafe_state_dir_refused", unsafe_state_dir_refused),
+        ],
+    )
 }

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Failed, Trial};
 use nix::sys::signal::Signal;
 use portcullis::apply::Status;
-use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family};
 
-use crate::support::{ApplyProc, Fixture, SESSION, ensure, lateness_ms, sleep_past_deadline};
+use crate::support::{
+    ApplyProc, Fixture, SESSION, ensure, lateness_ms, per_backend, sleep_past_deadline,
+};
 
 /// The trial's namespace, with the policy written and the "before" rules loaded.
 fn fixture(backend: Backend) -> Result<Fixture, Failed> {
@@ -38,11 +39,8 @@ fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
     let (run, rec) = f.start_apply(30, Some(SESSION))?;
     let killed = portcullis::apply::state::now_unix_ms();
     ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
-    let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
-    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    let done = f.wait_rolled_back(&rec.id, Duration::from_secs(10))?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     ensure(done.remaining_ms() > 10_000, || {
         "the rollback waited for the deadline".into()
     })?;
@@ -50,10 +48,7 @@ fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
         "measured: reliability::guard_sigkill::{backend}: rolled back {} ms after the kill",
         done.ended_unix_ms.unwrap_or(0) as i64 - killed as i64
     );
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("apply: {st}: {err}")
-    })?;
+    run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }
 
@@ -66,11 +61,8 @@ fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> 
     let killed = portcullis::apply::state::now_unix_ms();
     run.signal(Signal::SIGKILL)?;
     ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
-    let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
-    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    let done = f.wait_rolled_back(&rec.id, Duration::from_secs(10))?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     eprintln!(
         "measured: reliability::guard_and_session_sigkill::{backend}: rolled back {} ms after the kill",
         done.ended_unix_ms.unwrap_or(0) as i64 - killed as i64
@@ -101,17 +93,12 @@ fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Faile
                 .contains("deadline reached"),
         || format!("{done:?}"),
     )?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     let log = f.guard_log();
     ensure(log.contains("the watchdog exited"), || {
         format!("the guard did not notice: {log}")
     })?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("apply: {st}: {err}")
-    })?;
+    run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }
 
@@ -129,19 +116,13 @@ fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> 
     })?;
     let (_, out, _) = f.run(f.portcullis("status", &[], None))?;
     ensure(out.contains("STOPPED"), || format!("status: {out}"))?;
-    let done = f.wait_finished(&rec.id, Duration::from_secs(15))?;
-    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    let done = f.wait_rolled_back(&rec.id, Duration::from_secs(15))?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     eprintln!(
         "measured: reliability::guard_sigstop::{backend}: rollback done {} ms after the deadline",
         lateness_ms(&done)
     );
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("apply: {st}: {err}")
-    })?;
+    run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }
 
@@ -173,9 +154,7 @@ fn resumed_guard_refuses_a_late_confirm(backend: Backend) -> Result<(), Failed> 
     ensure(done.status == Status::RolledBack, || {
         format!("a late confirm was accepted: {done:?}")
     })?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     Ok(())
 }
 
@@ -198,11 +177,8 @@ fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
         format!("a late confirm exited {st}: {err}")
     })?;
     ensure(err.contains("too late"), || format!("confirm said: {err}"))?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
-    let done = f.wait_finished(&rec.id, Duration::from_secs(1))?;
-    ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
+    f.wait_rolled_back(&rec.id, Duration::from_secs(1))?;
     Ok(())
 }
 
@@ -223,18 +199,13 @@ fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     let took = started.elapsed();
     ensure(st.success(), || format!("rollback: {st}: {err}"))?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     ensure(!guard.runs(), || "the stopped guard still runs".into())?;
     eprintln!(
         "measured: reliability::rollback_stopped_guard::{backend}: rollback took {} ms",
         took.as_millis()
     );
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("apply: {st}: {err}")
-    })?;
+    run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }
 
@@ -272,11 +243,7 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
     })?;
     let (_, out, _) = f.run(f.portcullis("status", &[], None))?;
     ensure(out.contains("ROLLBACK FAILED"), || format!("status: {out}"))?;
-    let (st, err) = run.finish()?;
-    ensure(
-        st.code() == Some(1) && err.contains("ROLLBACK FAILED"),
-        || format!("apply: {st}: {err}"),
-    )?;
+    run.finish_with(1, "ROLLBACK FAILED")?;
     // A new apply is refused while the failure stands.
     let (st, _, err) = f.run(f.apply_cmd(60, Some(SESSION)))?;
     ensure(
@@ -287,9 +254,7 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
     std::fs::write(&snap, &good)?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("retried rollback: {st}: {err}"))?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
     ensure(!f.state_dir.join("pending.json").exists(), || {
         "the record is still pending".into()
     })?;
@@ -313,8 +278,7 @@ fn restore_that_restores_nothing_is_caught(backend: Backend) -> Result<(), Faile
         pending.id == rec.id && pending.status == Status::RollbackFailed,
         || format!("{pending:?}"),
     )?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1), || format!("apply: {st}: {err}"))?;
+    run.finish_with(1, "")?;
     Ok(())
 }
 
@@ -336,13 +300,8 @@ fn slow_restore_is_left_to_the_guard(backend: Backend) -> Result<(), Failed> {
     ensure(lateness_ms(&done) >= 2000, || {
         format!("the restore was not slow: {done:?}")
     })?;
-    ensure(f.save_both()? == before, || {
-        "the snapshot is not back".into()
-    })?;
-    let (st, err) = run.finish()?;
-    ensure(st.code() == Some(1) && err.contains("ROLLED BACK"), || {
-        format!("apply: {st}: {err}")
-    })?;
+    f.ensure_rules(&before, "the snapshot is not back")?;
+    run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }
 
@@ -378,57 +337,51 @@ fn deadline_is_on_the_boot_clock(backend: Backend) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    let mut trials = Vec::new();
-    for backend in Backend::ALL {
-        let why = backend.unavailable_reason();
-        let mut add = |name: &str, f: fn(Backend) -> Result<(), Failed>| {
-            trials.push(privileged(
-                format!("reliability::{name}::{backend}"),
-                why.clone(),
-                move || f(backend),
-            ));
-        };
-        add("guard_sigkill_rolls_back", guard_sigkill_rolls_back);
-        add(
-            "guard_and_session_sigkill_rolls_back",
-            guard_and_session_sigkill_rolls_back,
-        );
-        add(
-            "watchdog_sigkill_guard_still_rolls_back",
-            watchdog_sigkill_guard_still_rolls_back,
-        );
-        add(
-            "guard_sigstop_rolls_back_by_deadline",
-            guard_sigstop_rolls_back_by_deadline,
-        );
-        add(
-            "resumed_guard_refuses_a_late_confirm",
-            resumed_guard_refuses_a_late_confirm,
-        );
-        add(
-            "late_confirm_with_no_guard_refused",
-            late_confirm_with_no_guard_refused,
-        );
-        add(
-            "rollback_kills_a_stopped_guard",
-            rollback_kills_a_stopped_guard,
-        );
-        add(
-            "truncated_snapshot_fails_loudly_and_retries",
-            truncated_snapshot_fails_loudly_and_retries,
-        );
-        add(
-            "restore_that_restores_nothing_is_caught",
-            restore_that_restores_nothing_is_caught,
-        );
-        add(
-            "slow_restore_is_left_to_the_guard",
-            slow_restore_is_left_to_the_guard,
-        );
-        add(
-            "deadline_is_on_the_boot_clock",
-            deadline_is_on_the_boot_clock,
-        );
-    }
-    trials
+    per_backend(
+        "reliability",
+        |b| b.unavailable_reason(),
+        &[
+            ("guard_sigkill_rolls_back", guard_sigkill_rolls_back),
+            (
+                "guard_and_session_sigkill_rolls_back",
+                guard_and_session_sigkill_rolls_back,
+            ),
+            (
+                "watchdog_sigkill_guard_still_rolls_back",
+                watchdog_sigkill_guard_still_rolls_back,
+            ),
+            (
+                "guard_sigstop_rolls_back_by_deadline",
+                guard_sigstop_rolls_back_by_deadline,
+            ),
+            (
+                "resumed_guard_refuses_a_late_confirm",
+                resumed_guard_refuses_a_late_confirm,
+            ),
+            (
+                "late_confirm_with_no_guard_refused",
+                late_confirm_with_no_guard_refused,
+            ),
+            (
+                "rollback_kills_a_stopped_guard",
+                rollback_kills_a_stopped_guard,
+            ),
+            (
+                "truncated_snapshot_fails_loudly_and_retries",
+                truncated_snapshot_fails_loudly_and_retries,
+            ),
+            (
+                "restore_that_restores_nothing_is_caught",
+                restore_that_restores_nothing_is_caught,
+            ),
+            (
+                "slow_restore_is_left_to_the_guard",
+                slow_restore_is_left_to_the_guard,
+            ),
+            (
+                "deadline_is_on_the_boot_clock",
+                deadline_is_on_the_boot_clock,
+            ),
+        ],
+    )
 }

@@ -24,6 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use portcullis::apply::{Record, Status};
 use portcullis_harness::services::ssh::{Client, LabDir, Sshd};
+use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Counters, Family, Host, HostId, Lab};
 
 /// The portcullis binary under test.
@@ -35,6 +36,30 @@ pub fn trial(
     f: impl FnOnce() -> Result<(), Failed> + Send + 'static,
 ) -> Trial {
     Trial::test(name, f)
+}
+
+/// A trial run once per backend.
+pub type BackendTrial = fn(Backend) -> Result<(), Failed>;
+
+/// `MODULE::NAME::BACKEND` for each backend and each `(NAME, trial)`, backend by
+/// backend, privileged: ignored with `why(backend)` where that says something.
+pub fn per_backend(
+    module: &str,
+    why: impl Fn(Backend) -> Option<String>,
+    trials: &[(&str, BackendTrial)],
+) -> Vec<Trial> {
+    let mut out = Vec::new();
+    for backend in Backend::ALL {
+        let why = why(backend);
+        for &(name, f) in trials {
+            out.push(privileged(
+                format!("{module}::{name}::{backend}"),
+                why.clone(),
+                move || f(backend),
+            ));
+        }
+    }
+    out
 }
 
 pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
@@ -446,6 +471,20 @@ impl<N: Target> Fixture<N> {
         }
     }
 
+    /// The finished record of `id`, which must be a rollback.
+    pub fn wait_rolled_back(&self, id: &str, limit: Duration) -> Result<Record, Failed> {
+        let done = self.wait_finished(id, limit)?;
+        ensure(done.status == Status::RolledBack, || format!("{done:?}"))?;
+        Ok(done)
+    }
+
+    /// Both families' rules are `expected` (a [`Fixture::save_both`]); else
+    /// `what`, with the rules now.
+    pub fn ensure_rules(&self, expected: &(String, String), what: &str) -> Result<(), Failed> {
+        let now = self.save_both()?;
+        ensure(&now == expected, || format!("{what}:\n{}{}", now.0, now.1))
+    }
+
     pub fn guard_log(&self) -> String {
         std::fs::read_to_string(self.state_dir.join("guard.log")).unwrap_or_default()
     }
@@ -510,6 +549,15 @@ impl ApplyRun {
     pub fn wait_pending<N: Target>(&mut self, fx: &Fixture<N>) -> Result<Record, Failed> {
         self.wait_applied()?;
         fx.pending()
+    }
+
+    /// Wait for the exit, which must be `code` with `says` on stderr; the stderr.
+    pub fn finish_with(self, code: i32, says: &str) -> Result<String, Failed> {
+        let (st, err) = self.finish()?;
+        ensure(st.code() == Some(code) && err.contains(says), || {
+            format!("apply: {st}: {err}")
+        })?;
+        Ok(err)
     }
 
     /// Wait for the exit; the status and everything it wrote to stderr.
