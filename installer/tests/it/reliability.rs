@@ -20,16 +20,14 @@ use portcullis::apply::Status;
 use portcullis_harness::{Backend, Family};
 
 use crate::support::{
-    ApplyProc, Fixture, SESSION, ensure, lateness_ms, per_backend, sleep_past_deadline,
+    ApplyProc, BEFORE_MARKER, Fixture, SESSION, ensure, lateness_ms, per_backend,
+    sleep_past_deadline,
 };
 
 /// The trial's namespace, with the policy written and the "before" rules loaded.
 fn fixture(backend: Backend) -> Result<Fixture, Failed> {
     Fixture::with_policy("reliability", backend)
 }
-
-/// What `*-restore` is asked to load when a rollback restores the snapshot.
-const SNAPSHOT: &str = "portcullis-test before";
 
 /// SIGKILL of the guard while the apply is pending: the foreground apply (or
 /// the watchdog) restores the snapshot at once, and apply says so.
@@ -266,7 +264,7 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
 fn restore_that_restores_nothing_is_caught(backend: Backend) -> Result<(), Failed> {
     let mut f = fixture(backend)?;
     // A real load of the snapshot swallowed and reported as a success.
-    f.fake_restore(Family::V4, SNAPSHOT, "exit 0")?;
+    f.fake_restore(Family::V4, BEFORE_MARKER, "exit 0")?;
     let (run, rec) = f.start_apply(60, Some(SESSION))?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.code() == Some(1), || format!("rollback: {st}: {err}"))?;
@@ -289,7 +287,7 @@ fn restore_that_restores_nothing_is_caught(backend: Backend) -> Result<(), Faile
 fn slow_restore_is_left_to_the_guard(backend: Backend) -> Result<(), Failed> {
     let mut f = fixture(backend)?;
     let before = f.save_both()?;
-    f.fake_restore(Family::V4, SNAPSHOT, "sleep 2")?;
+    f.fake_restore(Family::V4, BEFORE_MARKER, "sleep 2")?;
     let (run, rec) = f.start_apply(2, Some(SESSION))?;
     let done = f.wait_finished(&rec.id, Duration::from_secs(20))?;
     ensure(

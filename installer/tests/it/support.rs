@@ -11,7 +11,8 @@
 //! line). When the fixture drops, a guard the trial started is asked to roll
 //! back and waited for; a stopped one is continued first, and one that does not
 //! answer is killed.
-//! Privileged trials are built by `portcullis_harness::trial::privileged`.
+//! Privileged trials are built by `portcullis_harness::trial::privileged`, a
+//! module's per-backend ones by [`per_backend`].
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,9 @@ mode = "mirror"
 /// A session inside [`POLICY`]'s admin subnet.
 pub const SESSION: &str = "192.0.2.10 40022 192.0.2.1 22";
 
+/// The comment on [`before_rules`]: where it is, the rules before are.
+pub const BEFORE_MARKER: &str = "portcullis-test before";
+
 /// Rules loaded before each apply, so "rolled back" means "these are back".
 pub fn before_rules(family: Family) -> String {
     let src = match family {
@@ -111,7 +115,7 @@ pub fn before_rules(family: Family) -> String {
     };
     format!(
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-         -A INPUT -s {src} -m comment --comment \"portcullis-test before\" -j DROP\nCOMMIT\n"
+         -A INPUT -s {src} -m comment --comment \"{BEFORE_MARKER}\" -j DROP\nCOMMIT\n"
     )
 }
 
@@ -119,9 +123,7 @@ pub fn before_rules(family: Family) -> String {
 /// admin subnet is accepted, and the "before" marker is gone.
 pub fn assert_applied(v4: &str) -> Result<(), Failed> {
     ensure(
-        v4.contains(":INPUT DROP")
-            && v4.contains("-s 192.0.2.0/24")
-            && !v4.contains("portcullis-test before"),
+        v4.contains(":INPUT DROP") && v4.contains("-s 192.0.2.0/24") && !v4.contains(BEFORE_MARKER),
         || format!("the applied rules are not live:\n{v4}"),
     )
 }
