@@ -117,7 +117,11 @@ fn one(bin: &Path, work: &Path, backend: Backend, i: usize) -> Result<i64, Strin
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let text = std::fs::read_to_string(state.join("last.json")).map_err(|e| e.to_string())?;
+    // `apply` exits once the record is final, which may be a moment before the
+    // guard moves it from pending.json to last.json.
+    let text = std::fs::read_to_string(state.join("last.json"))
+        .or_else(|_| std::fs::read_to_string(state.join("pending.json")))
+        .map_err(|e| e.to_string())?;
     let r: Record = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     Ok(r.ended_unix_ms.unwrap_or(0) as i64 - r.deadline_unix_ms as i64)
 }

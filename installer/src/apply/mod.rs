@@ -15,8 +15,15 @@
 //! guard through the state directory.
 //!
 //! It refuses to change a rule before the guard is armed, to persist anything
-//! before a confirmation, and to accept a confirmation from the session that ran
-//! the apply (an old session proves nothing about new connections).
+//! before a confirmation, to accept a confirmation from the session that ran
+//! the apply (an old session proves nothing about new connections), and to
+//! accept one after the deadline.
+//!
+//! Three processes can end an apply, and whichever survives does: the guard at
+//! the deadline; its watchdog (see [`watchdog`]) when the guard dies, or has not
+//! ended the apply in time after the deadline ([`watchdog::overdue`]: stopped,
+//! or stuck); and the foreground `apply` under the same two conditions. They meet in
+//! [`take_over`], under the state lock, so the snapshot is restored once.
 
 pub mod guard;
 pub mod persistence;
@@ -24,6 +31,7 @@ pub mod preflight;
 pub mod session;
 pub mod snapshot;
 pub mod state;
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +63,10 @@ pub enum ApplyError {
         "refused, nothing changed: apply {id} was left {status} and its guard is gone; inspect `portcullis status`, then `portcullis rollback` (restores its snapshot) or `portcullis confirm`"
     )]
     Orphaned { id: String, status: Status },
+    #[error(
+        "refused, nothing changed: the rollback of apply {id} failed ({reason}); fix the cause, then run `portcullis rollback` again"
+    )]
+    RollbackPending { id: String, reason: String },
     #[error(
         "the rendered {family} rules do not pass {backend} restore --test, nothing changed: {source}"
     )]
@@ -91,6 +103,10 @@ pub enum ApplyError {
         "the guard of apply {0} did not answer; check `portcullis status` and the guard.log in the state dir"
     )]
     NoAnswer(String),
+    #[error(
+        "the guard (pid {pid}) of apply {id} is stopped, so nothing can be confirmed: continue it with `kill -CONT {pid}` and confirm again, or run `portcullis rollback`"
+    )]
+    GuardStopped { id: String, pid: i32 },
     #[error(
         "confirmed, but NOT persisted: {0}; the rules are live until the next reboot; write them with `portcullis install`"
     )]
@@ -176,7 +192,12 @@ fn refuse_if_pending(state: &StateDir) -> Result<state::Lock, ApplyError> {
         });
     };
     if let Some(r) = state.record()? {
-        if r.status.is_final() {
+        if r.status == Status::RollbackFailed {
+            return Err(ApplyError::RollbackPending {
+                id: r.id,
+                reason: r.reason.unwrap_or_default(),
+            });
+        } else if r.status.is_final() {
             state.retire_record()?;
         } else {
             return Err(ApplyError::Orphaned {
@@ -279,6 +300,8 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         reason: None,
         persisted: None,
         binaries,
+        deadline_boot_ms: Some(state::boottime_ms() + opts.timeout.as_millis() as u64),
+        watchdog_pid: None,
     };
     state.write_record(&record)?;
 
@@ -401,20 +424,33 @@ pub fn finished(state: &StateDir, id: &str) -> Result<Option<Record>, StateError
 
 impl Started {
     /// Wait for the guard to end the apply; `tick` gets the milliseconds left,
-    /// about once a second (and once at the start).
+    /// about once a second (and once at the start). When the guard dies first,
+    /// or has not ended the apply in time ([`watchdog::overdue`]), end it here:
+    /// see [`take_over`].
     pub fn wait(&mut self, mut tick: impl FnMut(i64)) -> Result<Record, ApplyError> {
         let mut next_tick = Instant::now();
+        let pid = self.record.guard_pid.unwrap_or(0);
         loop {
             let _ = self.guard.try_wait();
             if let Some(r) = finished(&self.state, &self.record.id)? {
                 return Ok(r);
             }
             if !self.state.lock_held()? {
-                // The guard is gone without a final record (killed itself).
-                if let Some(r) = finished(&self.state, &self.record.id)? {
-                    return Ok(r);
+                let reason = format!(
+                    "the guard {pid} died before it ended the apply; rolled back by `portcullis apply`"
+                );
+                return take_over(&self.state, &self.record.id, &reason, false, false);
+            }
+            let late = -self.record.remaining_ms();
+            if late >= watchdog::GRACE_MS as i64 {
+                let what = guard::guard_state(&self.state, &self.record);
+                if watchdog::overdue(what, late) {
+                    let reason = format!(
+                        "the guard {pid} ({}) had not ended the apply {late} ms after the deadline; rolled back by `portcullis apply`",
+                        what.name()
+                    );
+                    return take_over(&self.state, &self.record.id, &reason, true, false);
                 }
-                return Err(ApplyError::NoAnswer(self.record.id.clone()));
             }
             if Instant::now() >= next_tick {
                 tick(self.record.remaining_ms());
@@ -455,7 +491,16 @@ pub fn check_session(record: &Record, ssh: Option<&SshConnection>) -> Result<(),
 /// Confirm the pending apply: stop the guard, then persist. Returns the final record.
 pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
     let state = StateDir::open(&opts.state_dir)?;
-    let record = pending(&state)?;
+    let record = match state.record()? {
+        Some(r) if r.status == Status::RollbackFailed => {
+            return Err(ApplyError::TooLate {
+                id: r.id,
+                status: r.status,
+                reason: r.reason.unwrap_or_default(),
+            });
+        }
+        _ => pending(&state)?,
+    };
     if record.status == Status::Starting {
         // Its guard never armed, so its rules were never applied: nothing to keep.
         return Err(ApplyError::Orphaned {
@@ -464,6 +509,9 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
         });
     }
     check_session(&record, opts.ssh.as_ref()).map_err(ApplyError::Session)?;
+    if record.remaining_ms() <= 0 {
+        return Err(too_late(&state, &record)?);
+    }
     let persist = opts.persist.unwrap_or(record.persist);
     let root = opts
         .root
@@ -486,12 +534,23 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
         None => None,
         Some(m) => Some(persist_plan(&state, &record, m)?),
     };
-    let mut done = end(
-        &state,
-        &record,
-        &format!("confirm {}", record.id),
-        Status::Confirmed,
-    )?;
+    let mut done = match guard::guard_state(&state, &record) {
+        guard::GuardState::Stopped => {
+            return Err(ApplyError::GuardStopped {
+                id: record.id,
+                pid: record.guard_pid.unwrap_or(0),
+            });
+        }
+        guard::GuardState::Watching
+            if guard::send(&state, &format!("confirm {}", record.id)).unwrap_or(false) =>
+        {
+            if !guard::wait_for_exit(&state, Duration::from_secs(15))? {
+                return Err(ApplyError::NoAnswer(record.id.clone()));
+            }
+            finished(&state, &record.id)?.ok_or_else(|| ApplyError::NoAnswer(record.id.clone()))?
+        }
+        _ => confirm_without_guard(&state, &record)?,
+    };
     if done.status != Status::Confirmed {
         return Err(ApplyError::TooLate {
             id: done.id,
@@ -551,12 +610,36 @@ fn persist_plan(
     Ok((m, rendered, v4, v6))
 }
 
-/// Restore the snapshot of the pending apply now.
-pub fn rollback(state_dir: &Path) -> Result<Record, ApplyError> {
+/// Restore the snapshot of the pending apply now (or retry a rollback that
+/// failed). A stopped guard of this apply is killed first; a dead one is not
+/// needed. With `only_id`, do nothing (`Ok(None)`) unless that apply is the
+/// pending one: what a timer set at apply time runs.
+pub fn rollback(state_dir: &Path, only_id: Option<&str>) -> Result<Option<Record>, ApplyError> {
     let state = StateDir::open(state_dir)?;
-    let record = pending(&state)?;
-    let line = format!("rollback {} requested by `portcullis rollback`", record.id);
-    end(&state, &record, &line, Status::RolledBack)
+    let record = match state.record()? {
+        Some(r) if !r.status.is_final() || r.status == Status::RollbackFailed => r,
+        _ if only_id.is_some() => return Ok(None),
+        _ => return Err(ApplyError::NothingPending(state.path().to_owned())),
+    };
+    if only_id.is_some_and(|id| id != record.id) {
+        return Ok(None);
+    }
+    let what = guard::guard_state(&state, &record);
+    if what == guard::GuardState::Watching {
+        let line = format!("rollback {} requested by `portcullis rollback`", record.id);
+        if guard::send(&state, &line).unwrap_or(false)
+            && guard::wait_for_exit(&state, Duration::from_secs(5))?
+        {
+            if let Some(r) = finished(&state, &record.id)? {
+                return Ok(Some(r));
+            }
+        }
+    }
+    let reason = format!(
+        "rolled back by `portcullis rollback` (the guard was {})",
+        what.name()
+    );
+    take_over(&state, &record.id, &reason, true, true).map(Some)
 }
 
 fn pending(state: &StateDir) -> Result<Record, ApplyError> {
@@ -566,17 +649,25 @@ fn pending(state: &StateDir) -> Result<Record, ApplyError> {
     }
 }
 
-/// Ask the guard to end `record` with `line`, and wait for its final record. With
-/// no guard alive, do it here under the lock.
-fn end(state: &StateDir, record: &Record, line: &str, want: Status) -> Result<Record, ApplyError> {
-    let sent = guard::send(state, line).unwrap_or(false);
-    if sent && guard::wait_for_exit(state, Duration::from_secs(15))? {
-        return finished(state, &record.id)?.ok_or_else(|| ApplyError::NoAnswer(record.id.clone()));
-    }
-    if sent {
-        return Err(ApplyError::NoAnswer(record.id.clone()));
-    }
-    // No guard listens: it died (or was killed). Act under the lock ourselves.
+/// A confirm that came at or after the deadline: make sure the apply ends rolled
+/// back (by its guard if it watches, here otherwise), and say so.
+fn too_late(state: &StateDir, record: &Record) -> Result<ApplyError, ApplyError> {
+    let watching = guard::guard_state(state, record) == guard::GuardState::Watching;
+    let reason = "a confirm came after the deadline; rolled back by `portcullis confirm`";
+    let r = take_over(state, &record.id, reason, !watching, false)?;
+    Ok(ApplyError::TooLate {
+        id: r.id,
+        status: r.status,
+        reason: format!(
+            "the deadline passed before the confirm; {}",
+            r.reason.unwrap_or_default()
+        ),
+    })
+}
+
+/// Confirm under the lock when no guard (nor watchdog) is left, before the
+/// deadline: the rules are live and the promise still holds.
+fn confirm_without_guard(state: &StateDir, record: &Record) -> Result<Record, ApplyError> {
     let Some(_lock) = state.try_lock()? else {
         return Err(ApplyError::NoAnswer(record.id.clone()));
     };
@@ -584,33 +675,102 @@ fn end(state: &StateDir, record: &Record, line: &str, want: Status) -> Result<Re
         return Ok(r);
     }
     let mut r = state.record()?.unwrap_or_else(|| record.clone());
-    let (status, reason) = if want == Status::Confirmed {
-        (
-            Status::Confirmed,
-            "confirmed (the guard was gone)".to_owned(),
-        )
-    } else {
-        let backend: Backend = r.backend.parse().map_err(ApplyError::Session)?;
-        let families: Vec<Family> = r.families.iter().filter_map(|f| f.parse().ok()).collect();
-        r.pin_binaries()
-            .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
-        let errors = snapshot::restore(state, backend, &families);
-        if errors.is_empty() {
-            (
-                Status::RolledBack,
-                "rolled back by `portcullis rollback` (the guard was gone)".to_owned(),
-            )
-        } else {
-            let all: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
-            (Status::RollbackFailed, all.join("; "))
-        }
-    };
-    r.status = status;
+    if r.remaining_ms() <= 0 {
+        drop(_lock);
+        return Err(too_late(state, record)?);
+    }
+    r.status = Status::Confirmed;
     r.ended_unix_ms = Some(state::now_unix_ms());
-    r.reason = Some(reason);
+    r.reason = Some("confirmed (the guard was gone)".to_owned());
     state.write_record(&r)?;
     state.retire_record()?;
     Ok(r)
+}
+
+/// Restore the snapshot of `record` and record the outcome; the caller holds the
+/// lock. Every family verified back: `RolledBack`, moved to `last.json`.
+/// Otherwise `RollbackFailed` with every error, left in `pending.json` so
+/// `portcullis rollback` can retry and no new apply starts over it.
+pub(crate) fn roll_back_locked(
+    state: &StateDir,
+    record: &mut Record,
+    reason: &str,
+) -> Result<Status, StateError> {
+    let errors: Vec<String> = match record.backend.parse::<Backend>() {
+        Err(e) => vec![e],
+        // The binaries apply recorded, and no others, restore the snapshot.
+        Ok(_) if record.pin_binaries().is_err() => {
+            vec![record.pin_binaries().unwrap_err().to_string()]
+        }
+        Ok(backend) => {
+            let families: Vec<Family> = record
+                .families
+                .iter()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let fallback = || snapshot::Fallback::for_record(record);
+            snapshot::restore(state, backend, &families, fallback)
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect()
+        }
+    };
+    record.ended_unix_ms = Some(state::now_unix_ms());
+    if errors.is_empty() {
+        record.status = Status::RolledBack;
+        record.reason = Some(reason.to_owned());
+        state.write_record(record)?;
+        state.retire_record()?;
+    } else {
+        record.status = Status::RollbackFailed;
+        record.reason = Some(format!(
+            "{reason}; the rollback FAILED: {}",
+            errors.join("; ")
+        ));
+        state.write_record(record)?;
+    }
+    Ok(record.status)
+}
+
+/// End apply `id` rolled back because its guard cannot: wait for the state lock
+/// (killing the guard of this id when it is stopped, or when `kill_guard` says
+/// so), then restore under it with [`roll_back_locked`]. Whoever comes second
+/// finds the apply over and returns its record; with `retry`, a
+/// `RollbackFailed` record is tried again.
+pub fn take_over(
+    state: &StateDir,
+    id: &str,
+    reason: &str,
+    kill_guard: bool,
+    retry: bool,
+) -> Result<Record, ApplyError> {
+    let over = |r: &Record| !(retry && r.status == Status::RollbackFailed);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = finished(state, id)?.filter(over) {
+            return Ok(r);
+        }
+        if let Some(_lock) = state.try_lock()? {
+            if let Some(r) = finished(state, id)?.filter(over) {
+                return Ok(r);
+            }
+            let Some(mut r) = state.record()?.filter(|r| r.id == id) else {
+                return Err(ApplyError::NothingPending(state.path().to_owned()));
+            };
+            roll_back_locked(state, &mut r, reason)?;
+            return Ok(r);
+        }
+        // The lock is held: by the guard, or by another process taking over.
+        if let Some(r) = state.record()?.filter(|r| r.id == id) {
+            if kill_guard || guard::guard_state(state, &r) == guard::GuardState::Stopped {
+                guard::kill_guard(&r);
+            }
+        }
+        if Instant::now() >= until {
+            return Err(ApplyError::NoAnswer(id.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// What `portcullis status` shows.
@@ -619,7 +779,12 @@ pub struct StatusReport {
     pub state_dir: String,
     pub pending: Option<Record>,
     pub remaining_secs: Option<i64>,
+    /// Whether the guard watches (holds the lock and is not stopped).
     pub guard_alive: Option<bool>,
+    /// `watching`, `stopped` or `gone`.
+    pub guard: Option<String>,
+    /// Whether the watchdog process of the pending apply runs.
+    pub watchdog_alive: Option<bool>,
     pub last: Option<Record>,
     pub backend: Option<String>,
     /// The mechanism and why, or `None` with `persistence_error` saying why not.
@@ -634,7 +799,15 @@ pub fn status(state_dir: &Path, root: &Path) -> Result<StatusReport, ApplyError>
     let (pending, last, alive, dir) = if state_dir.exists() {
         let state = StateDir::open(state_dir)?;
         let pending = state.record()?;
-        let alive = pending.as_ref().map(|r| guard::alive(&state, r));
+        let alive = pending.as_ref().map(|r| {
+            let watchdog = r.watchdog_pid.is_some_and(|pid| {
+                matches!(
+                    guard::process_of(pid, "__watchdog", &r.id),
+                    Some(guard::GuardState::Watching | guard::GuardState::Stopped)
+                )
+            });
+            (guard::guard_state(&state, r), watchdog)
+        });
         (
             pending,
             state.last_record()?,
@@ -659,7 +832,9 @@ pub fn status(state_dir: &Path, root: &Path) -> Result<StatusReport, ApplyError>
             .as_ref()
             .filter(|r| !r.status.is_final())
             .map(|r| r.remaining_ms().max(0) / 1000),
-        guard_alive: alive,
+        guard_alive: alive.map(|(g, _)| g == guard::GuardState::Watching),
+        guard: alive.map(|(g, _)| g.name().to_owned()),
+        watchdog_alive: alive.map(|(_, w)| w),
         pending,
         last,
         backend: backend.map(|b| b.name().to_owned()),

@@ -9,11 +9,12 @@
 //! D/last.json       the record of the previous apply, once it has ended
 //! D/snapshot.v4     iptables-save of the live rules before the apply
 //! D/snapshot.v6     ip6tables-save of the same
+//! D/snapshot.v4.sha256, D/snapshot.v6.sha256   their SHA-256 (`sha256sum` format)
 //! D/applied.v4      the rendered rules that were applied (what confirm persists)
 //! D/applied.v6      (absent when ipv6 is `untouched`)
 //! D/policy.toml     the policy applied, re-rendered and persisted by confirm
 //! D/guard.fifo      how confirm and rollback wake the guard at once
-//! D/guard.log       the guard's stdout and stderr
+//! D/guard.log       the guard's and the watchdog's stdout and stderr
 //! ```
 //!
 //! It refuses a state directory that is a symlink, not owned by the caller (root),
@@ -82,7 +83,9 @@ pub enum Status {
     Confirmed,
     /// The snapshot was restored (deadline, `portcullis rollback`, a failed apply).
     RolledBack,
-    /// The rollback itself failed: the host is in an unknown state.
+    /// The rollback itself failed (or restored something other than the
+    /// snapshot): loud, and retryable, since the record stays in `pending.json`
+    /// until a `portcullis rollback` succeeds.
     RollbackFailed,
 }
 
@@ -141,6 +144,14 @@ pub struct Record {
     pub reason: Option<String>,
     /// What confirm persisted (mechanism and files), once it has.
     pub persisted: Option<String>,
+    /// The deadline on CLOCK_BOOTTIME (milliseconds since boot, suspend
+    /// included): what the guard, the watchdog, `confirm` and `status` measure
+    /// the window with. Absent in records written before it existed.
+    #[serde(default)]
+    pub deadline_boot_ms: Option<u64>,
+    /// The pid of the guard's watchdog (the second line of defence), once it runs.
+    #[serde(default)]
+    pub watchdog_pid: Option<i32>,
     /// The iptables binaries apply resolved (name -> path); the guard runs these
     /// and no others (`portcullis_netfilter::bins::pin`).
     #[serde(default)]
@@ -158,10 +169,24 @@ impl Record {
 }
 
 impl Record {
-    /// Milliseconds until the deadline (negative once it has passed).
+    /// Milliseconds until the deadline (negative once it has passed), on
+    /// CLOCK_BOOTTIME when the record has that deadline, so every reader agrees
+    /// with the guard whatever the wall clock does.
     pub fn remaining_ms(&self) -> i64 {
-        self.deadline_unix_ms as i64 - now_unix_ms() as i64
+        match self.deadline_boot_ms {
+            Some(d) => d as i64 - boottime_ms() as i64,
+            None => self.deadline_unix_ms as i64 - now_unix_ms() as i64,
+        }
     }
+}
+
+/// Milliseconds since boot, suspend included (CLOCK_BOOTTIME). Unlike
+/// CLOCK_MONOTONIC it keeps counting while a VM or laptop is suspended, and
+/// unlike CLOCK_REALTIME no one can step it.
+pub fn boottime_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the epoch, from CLOCK_REALTIME.
@@ -485,6 +510,8 @@ mod tests {
             reason: None,
             persisted: None,
             binaries: Default::default(),
+            deadline_boot_ms: Some(3),
+            watchdog_pid: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);

@@ -154,6 +154,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         say(format_args!("\n"));
     }
     let done = result?;
+    if let Some(why) = done
+        .reason
+        .as_deref()
+        .filter(|r| r.contains("died before it ended") || r.contains("had not ended"))
+    {
+        say(format_args!("portcullis: the guard failed: {why}\n"));
+    }
     match done.status {
         Status::Confirmed => {
             say(format_args!("portcullis: confirmed: the new rules stay\n"));
@@ -162,6 +169,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Status::RolledBack => {
             say(format_args!(
                 "portcullis: ROLLED BACK: {}; the previous rules are live again\n",
+                done.reason.unwrap_or_default()
+            ));
+            Ok(ExitCode::FAILURE)
+        }
+        Status::RollbackFailed => {
+            say(format_args!(
+                "portcullis: ROLLBACK FAILED, the previous rules are NOT back: {}\n\
+                 portcullis: fix the cause, then run `portcullis rollback` again\n",
                 done.reason.unwrap_or_default()
             ));
             Ok(ExitCode::FAILURE)
@@ -183,6 +198,23 @@ pub struct GuardArgs {
     pub state_dir: PathBuf,
     #[arg(long)]
     pub id: String,
+}
+
+/// The hidden watchdog subcommand the guard starts; never run it by hand.
+#[derive(Debug, clap::Args)]
+pub struct WatchdogArgs {
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub id: String,
+    /// The guard's pid (the watchdog's parent)
+    #[arg(long)]
+    pub guard: i32,
+}
+
+pub fn run_watchdog(args: WatchdogArgs) -> anyhow::Result<ExitCode> {
+    apply::watchdog::run(&args.state_dir, &args.id, args.guard)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_guard(args: GuardArgs) -> anyhow::Result<ExitCode> {

@@ -57,16 +57,21 @@ pub enum Command {
     Completions(completions::Args),
 }
 
-// `portcullis __guard`, the detached rollback guard `apply` starts. It is not a
-// subcommand of `Cli`, so completions and the man page never offer it.
+// The processes `apply` starts for itself (`portcullis __guard`, `__watchdog`).
+// They are not subcommands of `Cli`, so completions and the man page never offer
+// them; `main` sends an argv whose verb starts with `__` here.
 #[derive(Debug, Parser)]
 #[command(
-    name = "portcullis __guard",
-    about = "The detached rollback guard that `portcullis apply` starts (internal: never run it by hand)"
+    name = "portcullis",
+    about = "Internal processes of `portcullis apply` (never run them by hand)"
 )]
-struct GuardCli {
-    #[command(flatten)]
-    args: apply::GuardArgs,
+enum Internal {
+    /// The detached rollback guard that `apply` starts
+    #[command(name = "__guard")]
+    Guard(apply::GuardArgs),
+    /// The guard's watchdog, the second line of defence
+    #[command(name = "__watchdog")]
+    Watchdog(apply::WatchdogArgs),
 }
 
 /// What the exit status means, for every verb (the man page and README say it).
@@ -210,14 +215,14 @@ pub fn load_policy_or_default(path: Option<&std::path::Path>) -> anyhow::Result<
 
 pub fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == "__guard") {
-        use clap::{CommandFactory as _, FromArgMatches as _};
-        let parsed = GuardCli::command()
-            .no_binary_name(true)
-            .try_get_matches_from(&argv[2..])
-            .and_then(|m| GuardCli::from_arg_matches(&m));
-        return match parsed {
-            Ok(g) => finish(apply::run_guard(g.args)),
+    if argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with("__"))
+    {
+        return match Internal::try_parse_from(argv) {
+            Ok(Internal::Guard(a)) => finish(apply::run_guard(a)),
+            Ok(Internal::Watchdog(a)) => finish(apply::run_watchdog(a)),
             Err(e) => usage_exit(&e),
         };
     }

@@ -38,15 +38,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!(
                 "guard:       pid {} {}",
                 r.guard_pid.unwrap_or(0),
-                if s.guard_alive == Some(true) {
+                match s.guard.as_deref() {
+                    Some("watching") => "watching",
+                    Some("stopped") => {
+                        "STOPPED (SIGSTOP?): it cannot roll back; `kill -CONT` it, or run `portcullis rollback` (kills it and restores)"
+                    }
+                    _ => "GONE: run `portcullis rollback` or `portcullis confirm`",
+                }
+            );
+            println!(
+                "watchdog:    pid {} {}",
+                r.watchdog_pid.unwrap_or(0),
+                if s.watchdog_alive == Some(true) {
                     "watching"
                 } else {
-                    "GONE: run `portcullis rollback` or `portcullis confirm`"
+                    "gone"
                 }
             );
             if let Some(c) = &r.ssh_connection {
                 println!("applied from: ssh {c}");
             }
+        }
+        (Some(r), None) if r.status == apply::Status::RollbackFailed => {
+            println!(
+                "pending:     apply {} ROLLBACK FAILED: {}",
+                r.id,
+                r.reason.clone().unwrap_or_default()
+            );
+            println!("             fix the cause, then run `portcullis rollback` again");
         }
         _ => println!("pending:     none"),
     }

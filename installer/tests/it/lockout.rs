@@ -18,7 +18,7 @@ use portcullis_harness::services::ssh::Client;
 use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
-use crate::support::{BIN, Fixture, ensure, lateness_ms, sleep_past_deadline};
+use crate::support::{BIN, Fixture, ensure, lateness_ms, per_backend, sleep_past_deadline};
 
 /// The comment of the renderer's OUTPUT rule for sessions older than the ruleset
 /// (`--sport 22 ! --syn`), read from the rendered text.
@@ -347,7 +347,7 @@ fn admin_confirms_from_new_session(backend: Backend) -> Result<(), Failed> {
     let rec = lab.fx.wait_finished(&id, Duration::from_secs(1))?;
     ensure(rec.status == Status::Confirmed, || format!("{rec:?}"))?;
     // After the deadline, the rules stay.
-    sleep_past_deadline(&rec);
+    sleep_past_deadline(&rec, 500);
     ensure(lab.fx.save(Family::V4)?.contains(":INPUT DROP"), || {
         "the rules did not stay".into()
     })?;
@@ -441,9 +441,8 @@ fn nobody_confirms(backend: Backend) -> Result<(), Failed> {
     ensure(st.code() == Some(1) && out.contains("ROLLED BACK"), || {
         format!("apply over ssh: {st}:\n{out}")
     })?;
-    let rec = lab.fx.wait_finished(&id, Duration::from_secs(1))?;
-    ensure(rec.status == Status::RolledBack, || format!("{rec:?}"))?;
-    ensure(lab.fx.save_both()? == before, || "not rolled back".into())?;
+    let rec = lab.fx.wait_rolled_back(&id, Duration::from_secs(1))?;
+    lab.fx.ensure_rules(&before, "not rolled back")?;
     lab.assert_admin_gets_in()?;
     eprintln!(
         "measured: lockout::nobody_confirms::{backend}: rollback done {} ms after the deadline",
@@ -469,9 +468,8 @@ fn ssh_client_killed(backend: Backend, tty: bool) -> Result<(), Failed> {
     apply.wait_line("waiting for confirm", Duration::from_secs(20))?;
     let id = lab.fx.pending()?.id;
     apply.kill()?;
-    let rec = lab.fx.wait_finished(&id, Duration::from_secs(15))?;
-    ensure(rec.status == Status::RolledBack, || format!("{rec:?}"))?;
-    ensure(lab.fx.save_both()? == before, || "not rolled back".into())?;
+    let rec = lab.fx.wait_rolled_back(&id, Duration::from_secs(15))?;
+    lab.fx.ensure_rules(&before, "not rolled back")?;
     lab.assert_admin_gets_in()?;
     eprintln!(
         "measured: lockout::ssh_client_killed::{}::{backend}: rollback done {} ms after the deadline",
@@ -500,7 +498,7 @@ fn policy_excluding_admin_refused(backend: Backend) -> Result<(), Failed> {
             && out.contains("nothing changed"),
         || format!("the refusal does not name {admin_ip} and ssh.allow_from:\n{out}"),
     )?;
-    ensure(lab.fx.save_both()? == before, || "the rules changed".into())?;
+    lab.fx.ensure_rules(&before, "the rules changed")?;
     ensure(!lab.fx.state_dir.exists(), || {
         "a refused apply made a state dir".into()
     })?;
@@ -610,41 +608,31 @@ fn missing(backend: Backend) -> Option<String> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    let mut trials = Vec::new();
-    for backend in Backend::ALL {
-        let why = missing(backend);
-        let mut add = |name: &str, f: Box<dyn FnOnce() -> Result<(), Failed> + Send>| {
-            trials.push(privileged(
-                format!("lockout::{name}::{backend}"),
-                why.clone(),
-                f,
-            ));
-        };
-        add(
-            "admin_confirms_from_new_session",
-            Box::new(move || admin_confirms_from_new_session(backend)),
-        );
-        add(
-            "untracked_session_stalls_without_the_syn_rule",
-            Box::new(move || untracked_session_stalls_without_the_syn_rule(backend)),
-        );
-        add(
-            "nobody_confirms_rolled_back",
-            Box::new(move || nobody_confirms(backend)),
-        );
-        add(
-            "ssh_client_killed_tty_rolled_back",
-            Box::new(move || ssh_client_killed(backend, true)),
-        );
-        add(
-            "ssh_client_killed_notty_rolled_back",
-            Box::new(move || ssh_client_killed(backend, false)),
-        );
-        add(
-            "policy_excluding_admin_refused",
-            Box::new(move || policy_excluding_admin_refused(backend)),
-        );
-    }
+    let mut trials = per_backend(
+        "lockout",
+        missing,
+        &[
+            (
+                "admin_confirms_from_new_session",
+                admin_confirms_from_new_session,
+            ),
+            (
+                "untracked_session_stalls_without_the_syn_rule",
+                untracked_session_stalls_without_the_syn_rule,
+            ),
+            ("nobody_confirms_rolled_back", nobody_confirms),
+            ("ssh_client_killed_tty_rolled_back", |b| {
+                ssh_client_killed(b, true)
+            }),
+            ("ssh_client_killed_notty_rolled_back", |b| {
+                ssh_client_killed(b, false)
+            }),
+            (
+                "policy_excluding_admin_refused",
+                policy_excluding_admin_refused,
+            ),
+        ],
+    );
     // iptables-apply drives the plain `iptables-restore`, whichever backend that is.
     let why = (!Path::new("/usr/sbin/iptables-apply").exists())
         .then(|| "/usr/sbin/iptables-apply not installed (apt-get install iptables)".to_owned());

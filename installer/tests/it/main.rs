@@ -11,6 +11,7 @@ mod layering;
 mod lockout;
 mod persist;
 mod policy_test;
+mod reliability;
 mod reliability_install;
 mod render_prop;
 mod restore_test;
@@ -31,6 +32,7 @@ fn main() {
     trials.extend(persist::trials());
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
+    trials.extend(reliability::trials());
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
     trials.extend(verify_logging::trials());
