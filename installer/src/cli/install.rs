@@ -39,20 +39,129 @@ pub struct Args {
     /// Install without testing the files with *-restore --test (not recommended)
     #[arg(long)]
     pub no_test: bool,
+    /// Enable the root's loader offline when it is not (systemctl --root, else the
+    /// link systemctl makes; OpenRC: the default runlevel link)
+    #[arg(long)]
+    pub enable: bool,
+    /// Install even though another firewall manager (firewalld, ufw, nftables.service)
+    /// is enabled in the root
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
 
+/// The JSON of `install --json`: the report, what conflicts, and what to know.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a persist::InstallReport,
+    conflicts: &'a [persist::Conflict],
+    notes: &'a [String],
+    enabled: &'a [String],
+}
+
+/// Managers that replace or flush iptables rules at boot: `install` refuses them
+/// unless `--force`. Docker only adds chains: a note.
+const REFUSED_MANAGERS: [&str; 3] = ["firewalld", "ufw", "nftables"];
+
+/// Why the root would boot without the rules, and the fix; empty when it would not.
+fn refusals(
+    root: &std::path::Path,
+    mechanism: Mechanism,
+    v6: bool,
+    conflicts: &[persist::Conflict],
+    args: &Args,
+    notes: &mut Vec<String>,
+    to_enable: &mut Vec<persist::loader::Loader>,
+) -> anyhow::Result<Vec<String>> {
+    use persist::loader::{self, Loader};
+    let mut out = Vec::new();
+    for c in conflicts {
+        if !REFUSED_MANAGERS.contains(&c.manager.as_str()) {
+            notes.push(format!("{}: {}", c.manager, c.evidence));
+            continue;
+        }
+        if args.force {
+            notes.push(format!(
+                "--force: installing despite {}: {}",
+                c.manager, c.evidence
+            ));
+            continue;
+        }
+        let fix = match c.manager.as_str() {
+            "firewalld" => format!(
+                "disable it in the image (systemctl --root {} disable firewalld.service, or remove the link), or pass --force",
+                root.display()
+            ),
+            "ufw" => {
+                "set ENABLED=no in /etc/ufw/ufw.conf of the image (or purge ufw), or pass --force"
+                    .into()
+            }
+            _ => format!(
+                "disable it in the image (systemctl --root {} disable nftables.service), or pass --force",
+                root.display()
+            ),
+        };
+        out.push(format!(
+            "{}: the image would boot with {} managing the firewall instead; fix: {fix}",
+            c.evidence, c.manager
+        ));
+    }
+    for l in loader::loaders(root, mechanism, v6)? {
+        // install itself makes rc.local executable.
+        if matches!(l, Loader::RcLocal { .. }) {
+            continue;
+        }
+        match loader::enabled(root, &l)? {
+            Ok(_) => {}
+            Err(why) if args.enable => {
+                // Refuse what cannot be enabled now, before anything is written.
+                loader::enable_links(root, &l)?;
+                notes.push(format!("{why}: enabling it (--enable)"));
+                to_enable.push(l);
+            }
+            Err(why) => out.push(format!(
+                "{why}: the image would boot without loading the rules; fix: pass --enable (enables {l} offline), or enable it in the image"
+            )),
+        }
+    }
+    if mechanism == Mechanism::RcLocal {
+        let os = persist::detect::os_release(root)?.unwrap_or_default();
+        if os.debian_like() {
+            notes.push(
+                "falling back to rc.local, which runs after the network is up: install iptables-persistent in the image (apt-get install iptables-persistent) so netfilter-persistent loads the rules before it, then install again".into(),
+            );
+        }
+        let runners = [
+            "/usr/lib/systemd/system-generators/systemd-rc-local-generator",
+            "/lib/systemd/system-generators/systemd-rc-local-generator",
+            "/etc/init.d/rc.local",
+        ];
+        if !runners
+            .iter()
+            .any(|p| persist::detect::resolve(root, std::path::Path::new(p)).is_some())
+        {
+            notes.push(
+                "nothing in the root is known to run rc.local at boot (no systemd rc-local generator, no /etc/init.d/rc.local): check that this image's init runs it".into(),
+            );
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(root) = args.root else {
+    let Some(root) = args.root.clone() else {
         return Err(UsageError(
             "install writes into a root filesystem: pass --root DIR (on this host, `portcullis apply` persists once you confirm from a new session; `--root /` persists without applying)".into(),
         )
         .into());
     };
     let config = crate::cli::require_config("install", args.config.as_deref())?;
-    let policy = crate::Policy::load(config)?;
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| UsageError(format!("cannot read the policy {}: {e}", config.display())))?;
+    let policy = crate::Policy::parse(&text, &config.display().to_string())?;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
     let rendered = crate::render(&policy);
 
@@ -76,14 +185,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             TestMode::Namespace
         },
     };
-    let report = persist::install(&root, mechanism, &rendered, args.backend, opts)
-        .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
+    let conflicts = persist::conflicts(&root);
+    let mut notes = Vec::new();
+    let mut to_enable = Vec::new();
+    let v6 = rendered.text(portcullis_netfilter::Family::V6).is_some();
+    let refused = refusals(
+        &root,
+        mechanism,
+        v6,
+        &conflicts,
+        &args,
+        &mut notes,
+        &mut to_enable,
+    )
+    .with_context(|| format!("cannot check the boot loader of {}", root.display()))?;
+    if !refused.is_empty() {
+        return Err(UsageError(format!(
+            "refusing to install {mechanism} rules into {}: {}",
+            root.display(),
+            refused.join("; ")
+        ))
+        .into());
+    }
+    let report = persist::install_with(
+        &root,
+        mechanism,
+        &rendered,
+        args.backend,
+        opts,
+        vec![persist::policy_copy(&text)],
+    )
+    .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
+    let mut enabled = Vec::new();
+    for l in &to_enable {
+        if args.check {
+            enabled.push(format!("would enable {l}"));
+            continue;
+        }
+        let done = persist::loader::enable(&root, l)
+            .with_context(|| format!("the rules are written, but enabling {l} failed"))?;
+        enabled.extend(done.into_iter().map(|d| format!("enabled {l}: {d}")));
+    }
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let j = JsonReport {
+            report: &report,
+            conflicts: &conflicts,
+            notes: &notes,
+            enabled: &enabled,
+        };
+        println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("portcullis: {mechanism} into {} ({why})", root.display());
+    for n in &notes {
+        eprintln!("portcullis: note: {n}");
+    }
+    for e in &enabled {
+        println!("{e}");
+    }
     for f in &report.files {
         let path = f.path.display();
         match &f.status {

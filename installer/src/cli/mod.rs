@@ -54,6 +54,9 @@ pub enum Command {
     /// The detached rollback guard that `apply` starts (internal)
     #[command(name = "__guard", hide = true)]
     Guard(apply::GuardArgs),
+    /// The chrooted boot of `verify --root`, in a private mount namespace (internal)
+    #[command(name = "__boot", hide = true)]
+    Boot,
 }
 
 /// An error that is the user's input, not the host: exit 2.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Install(a) => install::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Guard(a) => apply::run_guard(a),
+        Command::Boot => verify::run_boot(),
     };
     match result {
         Ok(code) => code,

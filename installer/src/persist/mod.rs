@@ -19,6 +19,7 @@ mod conflicts;
 mod debian;
 pub mod detect;
 mod gentoo;
+pub mod loader;
 mod openrc;
 mod rc_local;
 mod rhel;
@@ -289,7 +290,35 @@ pub fn install(
     backend: Option<Backend>,
     opts: InstallOptions,
 ) -> Result<InstallReport, PersistError> {
-    let plan = driver(mechanism).plan(root, rendered)?;
+    install_with(root, mechanism, rendered, backend, opts, Vec::new())
+}
+
+/// Where `install --root` leaves a copy of the policy it installed (0600), for
+/// `verify --root` and for people reading the image.
+pub const POLICY_COPY: &str = "/etc/portcullis/policy.toml";
+
+/// The policy copy as a file to install alongside the rules.
+pub fn policy_copy(text: &str) -> PlannedFile {
+    PlannedFile {
+        path: PathBuf::from(POLICY_COPY),
+        contents: text.to_owned(),
+        mode: 0o600,
+        ruleset: None,
+    }
+}
+
+/// [`install`] with `extra` files (the policy copy) staged and committed with the
+/// driver's own.
+pub fn install_with(
+    root: &Path,
+    mechanism: Mechanism,
+    rendered: &Rendered,
+    backend: Option<Backend>,
+    opts: InstallOptions,
+    extra: Vec<PlannedFile>,
+) -> Result<InstallReport, PersistError> {
+    let mut plan = driver(mechanism).plan(root, rendered)?;
+    plan.extend(extra);
     // Refuse an unreadable or missing root before testing anything.
     let dir = atomic::Root::open(root)?;
     let backend = backend.unwrap_or_else(|| detect::root_backend(root));
