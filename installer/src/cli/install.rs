@@ -116,12 +116,14 @@ fn refusals(
         }
         match loader::enabled(root, &l)? {
             Ok(_) => {}
-            Err(why) if args.enable => {
+            Err(why) if args.enable => match loader::enable_links(root, &l) {
                 // Refuse what cannot be enabled now, before anything is written.
-                loader::enable_links(root, &l)?;
-                notes.push(format!("{why}: enabling it (--enable)"));
-                to_enable.push(l);
-            }
+                Err(e) => out.push(format!("{why}, and --enable cannot fix that: {e}")),
+                Ok(_) => {
+                    notes.push(format!("{why}: enabling it (--enable)"));
+                    to_enable.push(l);
+                }
+            },
             Err(why) => out.push(format!(
                 "{why}: the image would boot without loading the rules; fix: pass --enable (enables {l} offline), or enable it in the image"
             )),

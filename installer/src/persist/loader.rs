@@ -410,7 +410,9 @@ pub fn commands(root: &Path, loader: &Loader) -> Result<Vec<Exec>, String> {
                     let (p, t) = match detect::unit(root, &target).map_err(|e| e.to_string())? {
                         Unit::Real { path, text } => (path, text),
                         _ => {
-                            return Err(format!("{path} is an alias of {target}, which is missing"));
+                            return Err(format!(
+                                "{path} is an alias of {target}, which is missing"
+                            ));
                         }
                     };
                     (p, t)

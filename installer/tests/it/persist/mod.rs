@@ -102,8 +102,18 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `portcullis install --config P --root R [extra]`, whatever it exits with.
+/// `portcullis install --config P --root R --enable --force [extra]`, whatever it
+/// exits with. The fixture roots are minimal: their loaders are not enabled and
+/// some have a conflicting manager, so the file trials pass `--enable --force`;
+/// the refusals have trials of their own (`install_strict`).
 pub fn install(policy: &Path, root: &Path, extra: &[&str]) -> Output {
+    let mut all = vec!["--enable", "--force"];
+    all.extend(extra);
+    install_strict(policy, root, &all)
+}
+
+/// `portcullis install --config P --root R [extra]`, whatever it exits with.
+pub fn install_strict(policy: &Path, root: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "install".as_ref(),
         "--config".as_ref(),
