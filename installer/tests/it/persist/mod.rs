@@ -9,6 +9,7 @@
 
 mod debian;
 mod fixtures;
+mod image;
 mod lab;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
     let mut t = fixtures::trials();
     t.extend(debian::trials());
     t.extend(lab::trials());
+    t.extend(image::trials());
     t
 }
 
