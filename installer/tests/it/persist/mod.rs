@@ -11,6 +11,7 @@ mod debian;
 mod fixtures;
 mod image;
 mod lab;
+mod refuse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -23,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
     t.extend(debian::trials());
     t.extend(lab::trials());
     t.extend(image::trials());
+    t.extend(refuse::trials());
     t
 }
 
