@@ -11,6 +11,7 @@ mod debian;
 mod fixtures;
 mod image;
 mod lab;
+mod package;
 mod refuse;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
     t.extend(lab::trials());
     t.extend(image::trials());
     t.extend(refuse::trials());
+    t.extend(package::trials());
     t
 }
 
