@@ -131,10 +131,13 @@ fn refusals(
     }
     if mechanism == Mechanism::RcLocal {
         let os = persist::detect::os_release(root)?.unwrap_or_default();
-        if os.debian_like() {
-            notes.push(
-                "falling back to rc.local, which runs after the network is up: install iptables-persistent in the image (apt-get install iptables-persistent) so netfilter-persistent loads the rules before it, then install again".into(),
-            );
+        const SUGGEST: &str = "install iptables-persistent in the image (apt-get install iptables-persistent) so netfilter-persistent loads the rules before the network is up";
+        if os.debian_like() && args.persistence.is_none() {
+            out.push(format!(
+                "this Debian-like root has no iptables-persistent, so the rules would go to rc.local, which runs after the network is up and only where systemd's rc-local generator (or /etc/init.d/rc.local) runs it; fix: {SUGGEST}, then install again; or pass --persistence rc-local to accept the fallback"
+            ));
+        } else if os.debian_like() {
+            notes.push(format!("rc.local runs after the network is up: {SUGGEST}"));
         }
         let runners = [
             "/usr/lib/systemd/system-generators/systemd-rc-local-generator",

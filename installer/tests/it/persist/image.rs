@@ -19,6 +19,7 @@ use super::*;
 fn install_then_verify(
     deb: &Path,
     before: &str,
+    install_args: &str,
     mutate: &str,
     verify_args: &str,
 ) -> Result<(String, String), Failed> {
@@ -30,7 +31,7 @@ fn install_then_verify(
         r#"
         {before}
         echo '#== install'
-        "$BIN" install --config "$1" --root "$M" 2>&1 >/dev/null
+        "$BIN" install --config "$1" --root "$M" {install_args} 2>&1 >/dev/null
         {mutate}
         echo '#== verify'
         if "$BIN" verify --root "$M" {verify_args} 2>/dev/null; then echo "exit=0"; else echo "exit=$?"; fi
@@ -87,7 +88,7 @@ fn expect_fail(out: &str, needles: &[&str]) -> Result<(), Failed> {
 pub fn trials() -> Vec<Trial> {
     vec![
         debian_trial("persist::image::netfilter_persistent_passes", |deb| {
-            let (_, out) = install_then_verify(deb, "", "", "")?;
+            let (_, out) = install_then_verify(deb, "", "", "", "")?;
             expect_pass(&out, "netfilter-persistent")?;
             // The unit's own commands ran: the drop-in's tests, then the loader.
             for needle in [
@@ -106,6 +107,7 @@ pub fn trials() -> Vec<Trial> {
                 deb,
                 r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1
                 install -m 0644 "$3" "$M/etc/rc.local""#,
+                "--persistence rc-local",
                 "",
                 "",
             )?;
@@ -122,6 +124,7 @@ pub fn trials() -> Vec<Trial> {
             let (_, out) = install_then_verify(
                 deb,
                 "",
+                "",
                 r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4""#,
                 "",
             )?;
@@ -137,6 +140,7 @@ pub fn trials() -> Vec<Trial> {
         debian_trial("persist::image::corrupt_rules_fail_open", |deb| {
             let (_, out) = install_then_verify(
                 deb,
+                "",
                 "",
                 r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4"
                 rm "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#,
@@ -155,7 +159,7 @@ pub fn trials() -> Vec<Trial> {
         }),
         debian_trial("persist::image::loader_removed", |deb| {
             let (_, out) =
-                install_then_verify(deb, "", r#"rm "$M/usr/sbin/netfilter-persistent""#, "")?;
+                install_then_verify(deb, "", "", r#"rm "$M/usr/sbin/netfilter-persistent""#, "")?;
             expect_fail(
                 &out,
                 &[
@@ -167,6 +171,7 @@ pub fn trials() -> Vec<Trial> {
         debian_trial("persist::image::loader_not_enabled", |deb| {
             let (_, out) = install_then_verify(
                 deb,
+                "",
                 "",
                 r#"rm "$M/etc/systemd/system/multi-user.target.wants/netfilter-persistent.service""#,
                 "",
@@ -180,6 +185,7 @@ pub fn trials() -> Vec<Trial> {
             let (_, out) = install_then_verify(
                 deb,
                 "",
+                "",
                 r#"rm "$M/etc/iptables/rules.v4" "$M/etc/iptables/rules.v6" "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#,
                 "",
             )?;
@@ -190,7 +196,7 @@ pub fn trials() -> Vec<Trial> {
         }),
         debian_trial("persist::image::rules_differ_from_the_policy", |deb| {
             // The image holds the port-22 policy; verify it against port 2222.
-            let (_, out) = install_then_verify(deb, "", "", r#"--config "$2""#)?;
+            let (_, out) = install_then_verify(deb, "", "", "", r#"--config "$2""#)?;
             expect_fail(&out, &["the rules behave otherwise than the policy"])?;
             if !out
                 .lines()
