@@ -1,5 +1,5 @@
 //! The Debian package: ci/build-deb packages the binary this test run built
-//! (`--dev`), dpkg installs it into an overlay of the real Debian root, the
+//! (`--dev` for a debug build, `--prebuilt` for a release one), dpkg installs it into an overlay of the real Debian root, the
 //! installed `portcullis detect` and `install` run inside the chroot, and
 //! `verify --root` from outside proves what they wrote. Installing the package
 //! alone must change no firewall file (it has no maintainer script).
@@ -31,10 +31,20 @@ fn deb_in_the_debian_root(deb_root: &Path) -> Result<(), Failed> {
     let dir = scratch();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/build-deb");
     let out_dir = dir.path().join("deb");
+    // Package exactly the binary under test: its profile directory and target dir.
+    let bin = Path::new(env!("CARGO_BIN_EXE_portcullis"));
+    let profile_dir = bin.parent().ok_or("the binary has no directory")?;
+    let mode = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "--dev",
+        Some("release") => "--prebuilt",
+        other => return Err(format!("cannot package a binary built in {other:?}").into()),
+    };
+    let target_dir = profile_dir.parent().ok_or("no target dir")?;
     let out = Command::new(&script)
-        .arg("--dev")
+        .arg(mode)
         .arg("--output")
         .arg(&out_dir)
+        .env("CARGO_TARGET_DIR", target_dir)
         .output()?;
     if !out.status.success() {
         return Err(format!(
