@@ -480,8 +480,13 @@ pub fn commands(root: &Path, loader: &Loader) -> Result<Vec<Exec>, String> {
             pre.extend(start);
             Ok(pre)
         }
+        // `--nodeps`: the chroot has no booted runlevel to start dependencies in.
         Loader::OpenRc { service } => Ok(vec![Exec {
-            argv: vec![format!("/etc/init.d/{service}"), "start".into()],
+            argv: vec![
+                format!("/etc/init.d/{service}"),
+                "--nodeps".into(),
+                "start".into(),
+            ],
             ignore_failure: false,
             origin: format!("OpenRC service {service}"),
         }]),

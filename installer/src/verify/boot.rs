@@ -578,6 +578,16 @@ fn setup(plan: &BootPlan) -> Result<(), String> {
     ] {
         std::os::unix::fs::symlink(target, link).map_err(|e| format!("{link}: {e}"))?;
     }
+    // openrc-run refuses to start a service on a system OpenRC did not boot
+    // unless its softlevel file exists (its own advice for a chroot).
+    if ["/sbin/openrc-run", "/usr/sbin/openrc-run"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        std::fs::create_dir_all("/run/openrc")
+            .and_then(|()| std::fs::write("/run/openrc/softlevel", ""))
+            .map_err(|e| format!("/run/openrc/softlevel: {e}"))?;
+    }
     // The mapped rules, written into the overlay (the root is its lower layer and
     // is never written), through the same no-symlink atomic writer as install.
     let dir = persist::atomic::Root::open(Path::new("/")).map_err(|e| e.to_string())?;
