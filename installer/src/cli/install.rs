@@ -62,100 +62,6 @@ struct JsonReport<'a> {
     enabled: &'a [String],
 }
 
-/// Managers that replace or flush iptables rules at boot: `install` refuses them
-/// unless `--force`. Docker only adds chains: a note.
-const REFUSED_MANAGERS: [&str; 3] = ["firewalld", "ufw", "nftables"];
-
-/// Why the root would boot without the rules, and the fix; empty when it would not.
-fn refusals(
-    root: &std::path::Path,
-    mechanism: Mechanism,
-    v6: bool,
-    conflicts: &[persist::Conflict],
-    args: &Args,
-    notes: &mut Vec<String>,
-    to_enable: &mut Vec<persist::loader::Loader>,
-) -> anyhow::Result<Vec<String>> {
-    use persist::loader::{self, Loader};
-    let mut out = Vec::new();
-    for c in conflicts {
-        if !REFUSED_MANAGERS.contains(&c.manager.as_str()) {
-            notes.push(format!("{}: {}", c.manager, c.evidence));
-            continue;
-        }
-        if args.force {
-            notes.push(format!(
-                "--force: installing despite {}: {}",
-                c.manager, c.evidence
-            ));
-            continue;
-        }
-        let fix = match c.manager.as_str() {
-            "firewalld" => format!(
-                "disable it in the image (systemctl --root {} disable firewalld.service, or remove the link), or pass --force",
-                root.display()
-            ),
-            "ufw" => {
-                "set ENABLED=no in /etc/ufw/ufw.conf of the image (or purge ufw), or pass --force"
-                    .into()
-            }
-            _ => format!(
-                "disable it in the image (systemctl --root {} disable nftables.service), or pass --force",
-                root.display()
-            ),
-        };
-        out.push(format!(
-            "{}: the image would boot with {} managing the firewall instead; fix: {fix}",
-            c.evidence, c.manager
-        ));
-    }
-    for l in loader::loaders(root, mechanism, v6)? {
-        // install itself makes rc.local executable.
-        if matches!(l, Loader::RcLocal { .. }) {
-            continue;
-        }
-        match loader::enabled(root, &l)? {
-            Ok(_) => {}
-            Err(why) if args.enable => match loader::enable_links(root, &l) {
-                // Refuse what cannot be enabled now, before anything is written.
-                Err(e) => out.push(format!("{why}, and --enable cannot fix that: {e}")),
-                Ok(_) => {
-                    notes.push(format!("{why}: enabling it (--enable)"));
-                    to_enable.push(l);
-                }
-            },
-            Err(why) => out.push(format!(
-                "{why}: the image would boot without loading the rules; fix: pass --enable (enables {l} offline), or enable it in the image"
-            )),
-        }
-    }
-    if mechanism == Mechanism::RcLocal {
-        let os = persist::detect::os_release(root)?.unwrap_or_default();
-        const SUGGEST: &str = "install iptables-persistent in the image (apt-get install iptables-persistent) so netfilter-persistent loads the rules before the network is up";
-        if os.debian_like() && args.persistence.is_none() {
-            out.push(format!(
-                "this Debian-like root has no iptables-persistent, so the rules would go to rc.local, which runs after the network is up and only where systemd's rc-local generator (or /etc/init.d/rc.local) runs it; fix: {SUGGEST}, then install again; or pass --persistence rc-local to accept the fallback"
-            ));
-        } else if os.debian_like() {
-            notes.push(format!("rc.local runs after the network is up: {SUGGEST}"));
-        }
-        let runners = [
-            "/usr/lib/systemd/system-generators/systemd-rc-local-generator",
-            "/lib/systemd/system-generators/systemd-rc-local-generator",
-            "/etc/init.d/rc.local",
-        ];
-        if !runners
-            .iter()
-            .any(|p| persist::detect::resolve(root, std::path::Path::new(p)).is_some())
-        {
-            notes.push(
-                "nothing in the root is known to run rc.local at boot (no systemd rc-local generator, no /etc/init.d/rc.local): check that this image's init runs it".into(),
-            );
-        }
-    }
-    Ok(out)
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(root) = args.root.clone() else {
         return Err(UsageError(
@@ -164,8 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into());
     };
     let config = crate::cli::require_config("install", args.config.as_deref())?;
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| UsageError(format!("cannot read the policy {}: {e}", config.display())))?;
+    let text = std::fs::read_to_string(config).map_err(|source| crate::PolicyError::Read {
+        path: config.display().to_string(),
+        source,
+    })?;
     let policy = crate::Policy::parse(&text, &config.display().to_string())?;
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
     let rendered = crate::render(&policy);
@@ -191,19 +99,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let conflicts = persist::conflicts(&root);
-    let mut notes = Vec::new();
-    let mut to_enable = Vec::new();
     let v6 = rendered.text(portcullis_netfilter::Family::V6).is_some();
-    let refused = refusals(
+    let check = persist::loader::check_boot(
         &root,
         mechanism,
         v6,
         &conflicts,
-        &args,
-        &mut notes,
-        &mut to_enable,
+        persist::loader::BootFlags {
+            enable: args.enable,
+            force: args.force,
+            chosen: args.persistence.is_some(),
+        },
     )
     .with_context(|| format!("cannot check the boot loader of {}", root.display()))?;
+    let (refused, notes, to_enable) = (check.refusals, check.notes, check.to_enable);
     if !refused.is_empty() {
         return Err(UsageError(format!(
             "refusing to install {mechanism} rules into {}: {}",

@@ -3,7 +3,9 @@
 //! is enabled (a link in a `*.wants` directory, a runlevel link, an executable
 //! rc.local), enabling it offline, and the commands it runs (a unit's
 //! `ExecStartPre=` and `ExecStart=`, its drop-ins included), which
-//! `verify --root` runs chrooted.
+//! `verify --root` runs chrooted. `check_boot` is what `install` refuses: a
+//! loader that would not run at boot, a manager that replaces the rules, a
+//! Debian root without iptables-persistent.
 //!
 //! Reads follow symlinks the way a chroot would (`detect::resolve`); enabling
 //! writes only symlinks, through `systemctl --root` when the host has it, else
@@ -154,6 +156,128 @@ pub fn enabled(root: &Path, loader: &Loader) -> Result<Result<String, String>, P
                 )),
             }
         }
+    })
+}
+
+/// Managers that replace or flush iptables rules at boot: `install` refuses them
+/// unless `--force`. Docker only adds chains: a note.
+pub const REFUSED_MANAGERS: [&str; 3] = ["firewalld", "ufw", "nftables"];
+
+/// What `install` was told (`--enable`, `--force`, `--persistence`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootFlags {
+    pub enable: bool,
+    pub force: bool,
+    /// The mechanism was chosen with `--persistence`, not detected.
+    pub chosen: bool,
+}
+
+/// Whether a root would load the rules at boot, from its files.
+#[derive(Debug, Clone, Default)]
+pub struct BootCheck {
+    /// Why the root would boot without the rules, each with its fix; `install`
+    /// refuses (exit 2) unless this is empty.
+    pub refusals: Vec<String>,
+    /// Worth knowing, not refused.
+    pub notes: Vec<String>,
+    /// Loaders `--enable` will enable once the files are written.
+    pub to_enable: Vec<Loader>,
+}
+
+/// Check `root` before `install` writes into it: the loaders of `mechanism` (and
+/// of IPv6 when `v6`) must be enabled (or `--enable`d), no manager that replaces
+/// the rules at boot may be enabled (or `--force`), and a Debian-like root must
+/// have iptables-persistent rather than fall back to rc.local (or `--persistence
+/// rc-local` said so).
+pub fn check_boot(
+    root: &Path,
+    mechanism: Mechanism,
+    v6: bool,
+    conflicts: &[super::Conflict],
+    flags: BootFlags,
+) -> Result<BootCheck, PersistError> {
+    let mut notes = Vec::new();
+    let mut to_enable = Vec::new();
+    let mut out = Vec::new();
+    for c in conflicts {
+        if !REFUSED_MANAGERS.contains(&c.manager.as_str()) {
+            notes.push(format!("{}: {}", c.manager, c.evidence));
+            continue;
+        }
+        if flags.force {
+            notes.push(format!(
+                "--force: installing despite {}: {}",
+                c.manager, c.evidence
+            ));
+            continue;
+        }
+        let fix = match c.manager.as_str() {
+            "firewalld" => format!(
+                "disable it in the image (systemctl --root {} disable firewalld.service, or remove the link), or pass --force",
+                root.display()
+            ),
+            "ufw" => {
+                "set ENABLED=no in /etc/ufw/ufw.conf of the image (or purge ufw), or pass --force"
+                    .into()
+            }
+            _ => format!(
+                "disable it in the image (systemctl --root {} disable nftables.service), or pass --force",
+                root.display()
+            ),
+        };
+        out.push(format!(
+            "{}: the image would boot with {} managing the firewall instead; fix: {fix}",
+            c.evidence, c.manager
+        ));
+    }
+    for l in loaders(root, mechanism, v6)? {
+        // install itself makes rc.local executable.
+        if matches!(l, Loader::RcLocal { .. }) {
+            continue;
+        }
+        match enabled(root, &l)? {
+            Ok(_) => {}
+            Err(why) if flags.enable => match enable_links(root, &l) {
+                // Refuse what cannot be enabled now, before anything is written.
+                Err(e) => out.push(format!("{why}, and --enable cannot fix that: {e}")),
+                Ok(_) => {
+                    notes.push(format!("{why}: enabling it (--enable)"));
+                    to_enable.push(l);
+                }
+            },
+            Err(why) => out.push(format!(
+                "{why}: the image would boot without loading the rules; fix: pass --enable (enables {l} offline), or enable it in the image"
+            )),
+        }
+    }
+    if mechanism == Mechanism::RcLocal {
+        let os = detect::os_release(root)?.unwrap_or_default();
+        const SUGGEST: &str = "install iptables-persistent in the image (apt-get install iptables-persistent) so netfilter-persistent loads the rules before the network is up";
+        if os.debian_like() && !flags.chosen {
+            out.push(format!(
+                "this Debian-like root has no iptables-persistent, so the rules would go to rc.local, which runs after the network is up and only where systemd's rc-local generator (or /etc/init.d/rc.local) runs it; fix: {SUGGEST}, then install again; or pass --persistence rc-local to accept the fallback"
+            ));
+        } else if os.debian_like() {
+            notes.push(format!("rc.local runs after the network is up: {SUGGEST}"));
+        }
+        let runners = [
+            "/usr/lib/systemd/system-generators/systemd-rc-local-generator",
+            "/lib/systemd/system-generators/systemd-rc-local-generator",
+            "/etc/init.d/rc.local",
+        ];
+        if !runners
+            .iter()
+            .any(|p| resolve(root, Path::new(p)).is_some())
+        {
+            notes.push(
+                "nothing in the root is known to run rc.local at boot (no systemd rc-local generator, no /etc/init.d/rc.local): check that this image's init runs it".into(),
+            );
+        }
+    }
+    Ok(BootCheck {
+        refusals: out,
+        notes,
+        to_enable,
     })
 }
 
