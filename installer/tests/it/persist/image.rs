@@ -194,6 +194,31 @@ pub fn trials() -> Vec<Trial> {
                 &["loads nothing: netfilter-persistent.service exited 0 and loaded no rules"],
             )
         }),
+        debian_trial("persist::image::json_report", |deb| {
+            let (_, out) = install_then_verify(deb, "", "", "", "--json")?;
+            let json = out
+                .strip_suffix("exit=0\n")
+                .ok_or_else(|| format!("verify --root --json must exit 0:\n{out}"))?;
+            let j: serde_json::Value = serde_json::from_str(json)?;
+            let ok = j["passed"] == true
+                && j["mechanism"] == "netfilter-persistent"
+                && j["backend"] == "nft"
+                && j["failures"].as_array().is_some_and(|f| f.is_empty())
+                && j["loaders"][0]["enabled"] == true
+                && j["loaders"][0]["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 3)
+                && j["loaded"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 2 && l.iter().all(|x| x["loaded"] == true))
+                && j["report"]["rows"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty());
+            if !ok {
+                return Err(format!("unexpected verify --root --json:\n{j:#}").into());
+            }
+            Ok(())
+        }),
         debian_trial("persist::image::rules_differ_from_the_policy", |deb| {
             // The image holds the port-22 policy; verify it against port 2222.
             let (_, out) = install_then_verify(deb, "", "", "", r#"--config "$2""#)?;
