@@ -181,17 +181,21 @@ pub fn verify_root(
     let mut states = Vec::new();
     let mut plans = Vec::new();
     for l in loader::loaders(root, mechanism, v6).map_err(|e| RootError::Input(e.to_string()))? {
+        let commands = loader::commands(root, &l);
         let (enabled, evidence) =
             match loader::enabled(root, &l).map_err(|e| RootError::Input(e.to_string()))? {
                 Ok(e) => (true, e),
                 Err(why) => {
-                    failures.push(format!(
-                        "loader not enabled: {why}: the image boots without it"
-                    ));
+                    // A missing loader is said once, below.
+                    if commands.is_ok() {
+                        failures.push(format!(
+                            "loader not enabled: {why}: the image boots without it"
+                        ));
+                    }
                     (false, why)
                 }
             };
-        match loader::commands(root, &l) {
+        match commands {
             Ok(c) => plans.push(c),
             Err(why) => {
                 failures.push(format!("loader missing: {why}"));

@@ -168,6 +168,21 @@ pub fn trials() -> Vec<Trial> {
                 ],
             )
         }),
+        debian_trial("persist::image::loader_package_purged", |deb| {
+            // Purged, detection falls back to rc.local, which this root lacks.
+            let (_, out) = install_then_verify(
+                deb,
+                "",
+                "",
+                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1"#,
+                "",
+            )?;
+            expect_fail(&out, &["loader missing: /etc/rc.local does not exist"])?;
+            if out.contains("FAIL: loader not enabled") {
+                return Err(format!("a missing loader is said once:\n{out}").into());
+            }
+            Ok(())
+        }),
         debian_trial("persist::image::loader_not_enabled", |deb| {
             let (_, out) = install_then_verify(
                 deb,
