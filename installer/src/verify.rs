@@ -7,6 +7,7 @@
 //! It refuses to run without root and never touches the host's own namespace:
 //! the lab is made of anonymous namespaces that die with the process.
 
+pub mod boot;
 pub mod counters;
 pub mod exec;
 pub mod expect;

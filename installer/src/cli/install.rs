@@ -42,27 +42,43 @@ pub struct Args {
     /// Install without testing the files with *-restore --test (not recommended)
     #[arg(long)]
     pub no_test: bool,
+    /// Enable the root's loader offline when it is not (systemctl --root, else the
+    /// link systemctl makes; OpenRC: the default runlevel link)
+    #[arg(long)]
+    pub enable: bool,
+    /// Install even though another firewall manager (firewalld, ufw, nftables.service)
+    /// is enabled in the root, or the policy file is writable by other users
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
-    /// Install a policy file that other users can write
-    #[arg(long)]
-    pub force: bool,
     /// With `--root /`: you are at the machine's console, not in an ssh session;
     /// do not refuse a terminal in which no ssh session can be found
     #[arg(long)]
     pub i_am_on_the_console: bool,
 }
 
+/// The JSON of `install --json`: the report, what conflicts, and what to know.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a persist::InstallReport,
+    conflicts: &'a [persist::Conflict],
+    notes: &'a [String],
+    enabled: &'a [String],
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(root) = args.root else {
+    let Some(root) = args.root.clone() else {
         return Err(UsageError(
             "install writes into a root filesystem: pass --root DIR (on this host, `portcullis apply` persists once you confirm from a new session; `--root /` persists without applying)".into(),
         )
         .into());
     };
     let config = crate::cli::require_config("install", args.config.as_deref())?;
-    let policy = crate::cli::load_policy(config, Some(args.force))?.policy;
+    let loaded = crate::cli::load_policy(config, Some(args.force))?;
+    let (policy, text) = (loaded.policy, loaded.text);
     persist::require_ssh_access(&policy).map_err(|e| UsageError(e.to_string()))?;
     crate::cli::lint_for_apply("install", &policy)?;
     if persist::is_live_root(&root) {
@@ -93,14 +109,66 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             TestMode::Namespace
         },
     };
-    let report = persist::install(&root, mechanism, &rendered, args.backend, opts)
-        .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
+    let conflicts = persist::conflicts(&root);
+    let v6 = rendered.text(portcullis_netfilter::Family::V6).is_some();
+    let check = persist::loader::check_boot(
+        &root,
+        mechanism,
+        v6,
+        &conflicts,
+        persist::loader::BootFlags {
+            enable: args.enable,
+            force: args.force,
+            chosen: args.persistence.is_some(),
+        },
+    )
+    .with_context(|| format!("cannot check the boot loader of {}", root.display()))?;
+    let (refused, notes, to_enable) = (check.refusals, check.notes, check.to_enable);
+    if !refused.is_empty() {
+        return Err(UsageError(format!(
+            "refusing to install {mechanism} rules into {}: {}",
+            root.display(),
+            refused.join("; ")
+        ))
+        .into());
+    }
+    let report = persist::install_with(
+        &root,
+        mechanism,
+        &rendered,
+        args.backend,
+        opts,
+        vec![persist::policy_copy(&text)],
+    )
+    .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
+    let mut enabled = Vec::new();
+    for l in &to_enable {
+        if args.check {
+            enabled.push(format!("would enable {l}"));
+            continue;
+        }
+        let done = persist::loader::enable(&root, l)
+            .with_context(|| format!("the rules are written, but enabling {l} failed"))?;
+        enabled.extend(done.into_iter().map(|d| format!("enabled {l}: {d}")));
+    }
 
     if args.json {
-        println!("{}", crate::cli::json(&report)?);
+        let j = JsonReport {
+            report: &report,
+            conflicts: &conflicts,
+            notes: &notes,
+            enabled: &enabled,
+        };
+        println!("{}", crate::cli::json(&j)?);
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("portcullis: {mechanism} into {} ({why})", root.display());
+    for n in &notes {
+        eprintln!("portcullis: note: {n}");
+    }
+    for e in &enabled {
+        println!("{e}");
+    }
     for f in &report.files {
         let path = f.path.display();
         match &f.status {

@@ -72,6 +72,9 @@ enum Internal {
     /// The guard's watchdog, the second line of defence
     #[command(name = "__watchdog")]
     Watchdog(apply::WatchdogArgs),
+    /// The chrooted boot of `verify --root`, in a private mount namespace
+    #[command(name = "__boot")]
+    Boot,
 }
 
 /// What the exit status means, for every verb (the man page and README say it).
@@ -223,6 +226,7 @@ pub fn main() -> ExitCode {
         return match Internal::try_parse_from(argv) {
             Ok(Internal::Guard(a)) => finish(apply::run_guard(a)),
             Ok(Internal::Watchdog(a)) => finish(apply::run_watchdog(a)),
+            Ok(Internal::Boot) => finish(verify::run_boot()),
             Err(e) => usage_exit(&e),
         };
     }

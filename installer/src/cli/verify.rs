@@ -45,6 +45,11 @@ pub struct Args {
     /// The same for IPv6
     #[arg(long, value_name = "FILE")]
     pub rules_v6: Option<PathBuf>,
+    /// Prove an image: run this root's own boot loader (chrooted, in the lab's
+    /// target) and probe the rules it loads; the policy is --config or the copy
+    /// install left at ROOT/etc/portcullis/policy.toml
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["rules_v4", "rules_v6", "backend"])]
+    pub root: Option<PathBuf>,
     /// Print the report as JSON on stdout instead of the matrix
     #[arg(long)]
     pub json: bool,
@@ -68,6 +73,9 @@ fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(root) = &args.root {
+        return run_root(root, &args);
+    }
     let policy = crate::cli::load_policy_or_default(args.config.as_deref())?;
     let backends: Vec<Backend> = match args.backend {
         BackendArg::Nft => vec![Backend::Nft],
@@ -159,4 +167,109 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `verify --root DIR`: the image's own boot loader in the lab, then the probes.
+fn run_root(root: &std::path::Path, args: &Args) -> anyhow::Result<ExitCode> {
+    use crate::verify::boot::{self, RootError};
+    let (policy, origin) = match &args.config {
+        Some(p) => (
+            crate::cli::load_policy(p, None)?.policy,
+            format!("policy {}", p.display()),
+        ),
+        None => (
+            boot::policy_in_root(root).map_err(|e| UsageError(e.to_string()))?,
+            format!("policy {}{}", root.display(), boot::POLICY_COPY),
+        ),
+    };
+    let mut progress = |line: &str| eprintln!("verify: {line}");
+    let r = match boot::verify_root(root, &policy, &mut progress) {
+        Ok(r) => r,
+        Err(RootError::Input(m)) => return Err(UsageError(m).into()),
+        Err(RootError::Verify(e @ (VerifyError::NotRoot | VerifyError::BackendMissing { .. }))) => {
+            return Err(UsageError(e.to_string()).into());
+        }
+        Err(RootError::Verify(e)) => return Err(e).context("verify could not finish"),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", crate::cli::json(&r)?).context("cannot write the report")?;
+    } else {
+        writeln!(
+            out,
+            "verify: the image {} booted by its own loader, against {origin}, under {}\n",
+            root.display(),
+            r.backend
+        )?;
+        writeln!(out, "mechanism: {} ({})", r.mechanism, r.reason)?;
+        for l in &r.loaders {
+            let mark = if l.enabled { "enabled" } else { "NOT ENABLED" };
+            writeln!(out, "loader:    {} [{mark}: {}]", l.loader, l.evidence)?;
+            for s in &l.steps {
+                let how = match (&s.error, s.status) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(n)) => format!("exit {n}"),
+                    (None, None) => "killed".into(),
+                };
+                writeln!(
+                    out,
+                    "  ran {} ({}): {how}",
+                    s.exec.argv.join(" "),
+                    s.exec.origin
+                )?;
+                for line in s.output.lines().filter(|l| !l.trim().is_empty()) {
+                    writeln!(out, "    | {line}")?;
+                }
+            }
+        }
+        for l in &r.loaded {
+            writeln!(
+                out,
+                "loaded:    {} from {}: {}",
+                l.family,
+                l.file.display(),
+                if l.loaded { "yes" } else { "NO" }
+            )?;
+        }
+        writeln!(out)?;
+        if !r.report.mappings.is_empty() {
+            writeln!(
+                out,
+                "lab mapping (replaced textually in the overlay's rules files; the root is not written):"
+            )?;
+            for m in &r.report.mappings {
+                writeln!(out, "  {}", boot::describe(m))?;
+            }
+            writeln!(out)?;
+        }
+        for n in &r.report.notes {
+            writeln!(out, "note: {n}")?;
+        }
+        verify::matrix::print(&r.report.rows, &mut out)?;
+        writeln!(out)?;
+        if r.passed {
+            writeln!(
+                out,
+                "verify --root: PASS: the image loads rules that keep every promise"
+            )?;
+        } else {
+            for f in &r.failures {
+                writeln!(out, "verify --root: FAIL: {f}")?;
+            }
+        }
+    }
+    Ok(if r.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The hidden `__boot` child of `verify --root` (see `verify::boot`).
+pub fn run_boot() -> anyhow::Result<ExitCode> {
+    let outcome = crate::verify::boot::child_main();
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &outcome).context("cannot write the boot outcome")?;
+    writeln!(out)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ mod conflicts;
 mod debian;
 pub mod detect;
 mod gentoo;
+pub mod loader;
 mod openrc;
 mod rc_local;
 mod rhel;
@@ -290,6 +291,33 @@ pub fn install(
     backend: Option<Backend>,
     opts: InstallOptions,
 ) -> Result<InstallReport, PersistError> {
+    install_with(root, mechanism, rendered, backend, opts, Vec::new())
+}
+
+/// Where `install --root` leaves a copy of the policy it installed (0600), for
+/// `verify --root` and for people reading the image.
+pub const POLICY_COPY: &str = "/etc/portcullis/policy.toml";
+
+/// The policy copy as a file to install alongside the rules.
+pub fn policy_copy(text: &str) -> PlannedFile {
+    PlannedFile {
+        path: PathBuf::from(POLICY_COPY),
+        contents: text.to_owned(),
+        mode: 0o600,
+        ruleset: None,
+    }
+}
+
+/// [`install`] with `extra` files (the policy copy) staged and committed with the
+/// driver's own.
+pub fn install_with(
+    root: &Path,
+    mechanism: Mechanism,
+    rendered: &Rendered,
+    backend: Option<Backend>,
+    opts: InstallOptions,
+    extra: Vec<PlannedFile>,
+) -> Result<InstallReport, PersistError> {
     // Refuse an unreadable or missing root before testing anything.
     let dir = atomic::Root::open(root)?;
     // A writing install holds the root's lock from before it reads anything to
@@ -301,7 +329,9 @@ pub fn install(
         txn::recover(&dir)?;
         Some(lock)
     };
-    let plan = driver(mechanism).plan(root, rendered)?;
+    // Planned under the lock: a driver may read the file it edits (rc.local).
+    let mut plan = driver(mechanism).plan(root, rendered)?;
+    plan.extend(extra);
     if !opts.check_only {
         for p in &plan {
             dir.sweep_dead_temps(p.path.parent().unwrap_or(Path::new("/")))?;

@@ -168,6 +168,11 @@ impl LabSession {
         self.backend
     }
 
+    /// The lab's target host (`verify --root` runs the image's boot loader there).
+    pub fn target(&self) -> &portcullis_harness::Host {
+        self.lab.host(HostId::Target)
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
@@ -652,6 +657,17 @@ pub fn run_backend(
     expectations: Vec<Expectation>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Row>, VerifyError> {
+    run_backend_with(backend, &mut |lab| lab.load(rules), expectations, progress)
+}
+
+/// [`run_backend`] with the rules put in place by `load` (`verify --root` runs
+/// the image's own boot loader in the target there).
+pub fn run_backend_with(
+    backend: Backend,
+    load: &mut dyn FnMut(&mut LabSession) -> Result<(), ExecError>,
+    expectations: Vec<Expectation>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Row>, VerifyError> {
     let lab_err = |e: ExecError| VerifyError::Lab {
         backend,
         message: e.0,
@@ -663,7 +679,7 @@ pub fn run_backend(
         lab.add_inner().map_err(lab_err)?;
     }
     progress(&format!("{backend}: loading the rules"));
-    lab.load(rules).map_err(lab_err)?;
+    load(&mut lab).map_err(lab_err)?;
     let total = expectations.len();
     let mut rows = Vec::with_capacity(total);
     for (i, exp) in expectations.into_iter().enumerate() {

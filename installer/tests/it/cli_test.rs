@@ -784,6 +784,13 @@ fn json_outputs_are_documented() -> Result<(), Failed> {
         bare.join("etc/os-release"),
         "ID=debian\nPRETTY_NAME=\"Debian\"\n",
     )?;
+    // The loader's unit, so `install --enable` can enable it offline.
+    let units = bare.join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units)?;
+    std::fs::copy(
+        "tests/roots/debian/usr/lib/systemd/system/netfilter-persistent.service",
+        units.join("netfilter-persistent.service"),
+    )?;
     for root in [
         "tests/roots/ubuntu",
         "tests/roots/debian-alias",
@@ -807,6 +814,7 @@ fn json_outputs_are_documented() -> Result<(), Failed> {
             "--no-test",
             "--persistence",
             "netfilter-persistent",
+            "--enable",
         ];
         args.extend(["--config", &policy, "--root", &bare]);
         args.extend(extra);

@@ -133,9 +133,23 @@ fn rendered(policy: &str) -> (String, String) {
     )
 }
 
+/// Debian's netfilter-persistent unit, so `install --enable` can enable the
+/// loader offline in a scratch root.
+fn add_loader_unit(root: &Path) {
+    let units = root.join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/roots/debian/usr/lib/systemd/system/netfilter-persistent.service"),
+        units.join("netfilter-persistent.service"),
+    )
+    .unwrap();
+}
+
 /// A minimal netfilter-persistent root holding the distro's own rules files.
 fn fresh_root(dir: &Path, name: &str) -> PathBuf {
     let root = dir.join(name);
+    add_loader_unit(&root);
     let etc = root.join("etc/iptables");
     std::fs::create_dir_all(&etc).unwrap();
     for (f, t) in [("rules.v4", ORIG_V4), ("rules.v6", ORIG_V6)] {
@@ -152,7 +166,12 @@ fn install_cmd(policy: &Path, root: &Path) -> Command {
         .arg(policy)
         .arg("--root")
         .arg(root)
-        .args(["--persistence", "netfilter-persistent", "--no-test"])
+        .args([
+            "--persistence",
+            "netfilter-persistent",
+            "--no-test",
+            "--enable",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -473,6 +492,7 @@ fn writable_config() -> Result<(), Failed> {
             "--persistence".as_ref(),
             "netfilter-persistent".as_ref(),
             "--no-test".as_ref(),
+            "--enable".as_ref(),
         ];
         if force {
             args.push("--force".as_ref());
@@ -640,7 +660,13 @@ fn lookalikes_never_run() -> Result<(), Failed> {
         .arg(&p)
         .arg("--root")
         .arg(&root)
-        .args(["--persistence", "netfilter-persistent", "--backend", "nft"])
+        .args([
+            "--persistence",
+            "netfilter-persistent",
+            "--backend",
+            "nft",
+            "--enable",
+        ])
         .env_clear()
         .env("PATH", &path)
         .stdin(Stdio::null())
@@ -868,6 +894,7 @@ fn install_live_root() -> Result<(), Failed> {
         std::fs::copy(BIN, croot.join("portcullis"))?;
     }
     std::fs::create_dir_all(croot.join("etc/iptables"))?;
+    add_loader_unit(&croot);
     std::fs::write(croot.join("policy.toml"), POLICY)?;
     let run = |ssh: &str| {
         Command::new(tool("chroot"))
@@ -882,6 +909,7 @@ fn install_live_root() -> Result<(), Failed> {
                 "--persistence",
                 "netfilter-persistent",
                 "--no-test",
+                "--enable",
             ])
             .env_clear()
             .env("SSH_CONNECTION", ssh)

@@ -271,10 +271,12 @@ fn rc_local_without_netfilter_persistent(deb: &Path) -> Result<(), Failed> {
         install -m 0644 "$2" "$M/etc/rc.local"
         echo '#== detect'
         "$BIN" detect --root "$M" --json
+        echo '#== refused'
+        if "$BIN" install --config "$1" --root "$M" 2>&1; then echo "exit=0"; else echo "exit=$?"; fi
         echo '#== install1'
-        "$BIN" install --config "$1" --root "$M"
+        "$BIN" install --config "$1" --root "$M" --persistence rc-local
         echo '#== install2'
-        "$BIN" install --config "$1" --root "$M"
+        "$BIN" install --config "$1" --root "$M" --persistence rc-local
         echo '#== rc.local'
         cat "$M/etc/rc.local"
         echo '#== mode'
@@ -306,6 +308,18 @@ fn rc_local_without_netfilter_persistent(deb: &Path) -> Result<(), Failed> {
     if detect["mechanism"] != "rc-local" {
         return Err(format!(
             "without netfilter-persistent, detect must fall back to rc-local: {detect}"
+        )
+        .into());
+    }
+    // Without --persistence, a Debian root lacking iptables-persistent is refused
+    // with the fix (rc.local runs late, and only where something runs it).
+    let refused = section(&s, "refused")?;
+    if !refused.contains("exit=2")
+        || !refused.contains("apt-get install iptables-persistent")
+        || !refused.contains("--persistence rc-local")
+    {
+        return Err(format!(
+            "install must refuse the rc.local fallback on Debian with the fix:\n{refused}"
         )
         .into());
     }

@@ -425,7 +425,7 @@ pub fn trials() -> Vec<Trial> {
         let policy = policy_file(dir.path(), POLICY);
         // A read-only bind mount of the root, in a private mount namespace that dies
         // with the command.
-        const SCRIPT: &str = r#"mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; exec "$2" install --config "$3" --root "$1""#;
+        const SCRIPT: &str = r#"mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; exec "$2" install --config "$3" --root "$1" --enable"#;
         let out = std::process::Command::new("unshare")
             .args(["-m", "--propagation", "private", "--", "sh", "-ec", SCRIPT, "sh"])
             .arg(&root)

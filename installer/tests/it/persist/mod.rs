@@ -9,7 +9,10 @@
 
 mod debian;
 mod fixtures;
+mod image;
 mod lab;
+mod package;
+mod refuse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,6 +24,9 @@ pub fn trials() -> Vec<Trial> {
     let mut t = fixtures::trials();
     t.extend(debian::trials());
     t.extend(lab::trials());
+    t.extend(image::trials());
+    t.extend(refuse::trials());
+    t.extend(package::trials());
     t
 }
 
@@ -102,8 +108,18 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `portcullis install --config P --root R [extra]`, whatever it exits with.
+/// `portcullis install --config P --root R --enable --force [extra]`, whatever it
+/// exits with. The fixture roots are minimal: their loaders are not enabled and
+/// some have a conflicting manager, so the file trials pass `--enable --force`;
+/// the refusals have trials of their own (`install_strict`).
 pub fn install(policy: &Path, root: &Path, extra: &[&str]) -> Output {
+    let mut all = vec!["--enable", "--force"];
+    all.extend(extra);
+    install_strict(policy, root, &all)
+}
+
+/// `portcullis install --config P --root R [extra]`, whatever it exits with.
+pub fn install_strict(policy: &Path, root: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "install".as_ref(),
         "--config".as_ref(),

@@ -1,0 +1,250 @@
+//! `verify --root` on the real Debian root (an overlay of ci/debian-root): after
+//! `install --root`, the root's own loader (netfilter-persistent, or rc.local once
+//! iptables-persistent is purged) runs chrooted in the lab's target and the probes
+//! hold (exit 0, the matrix); each broken image exits 1 naming its cause: rules
+//! the loader refuses (the drop-in fails the unit), a broken file netfilter-persistent
+//! skips (fails open), the loader removed, the unit not enabled, no rules files,
+//! rules that differ from the policy.
+
+use std::path::Path;
+
+use libtest_mimic::{Failed, Trial};
+
+use super::debian::{debian_trial, overlay_run, section};
+use super::*;
+
+/// Install `POLICY`, run `mutate` (a fixed script line; `$M` is the root), then
+/// `verify --root` (with `verify_args`); the install's stderr and verify's stdout
+/// and exit status.
+fn install_then_verify(
+    deb: &Path,
+    before: &str,
+    install_args: &str,
+    mutate: &str,
+    verify_args: &str,
+) -> Result<(String, String), Failed> {
+    let dir = scratch();
+    let policy = policy_file(dir.path(), POLICY);
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, POLICY.replace("port = 22", "port = 2222"))?;
+    let body = format!(
+        r#"
+        {before}
+        echo '#== install'
+        "$BIN" install --config "$1" --root "$M" {install_args} 2>&1 >/dev/null
+        {mutate}
+        echo '#== verify'
+        if "$BIN" verify --root "$M" {verify_args} 2>/dev/null; then echo "exit=0"; else echo "exit=$?"; fi
+        "#
+    );
+    let s = overlay_run(
+        dir.path(),
+        &deb.to_string_lossy(),
+        &body,
+        &[
+            policy.as_os_str(),
+            other.as_os_str(),
+            roots_dir().join("templates/debian-rc.local").as_os_str(),
+        ],
+    )?;
+    Ok((
+        section(&s, "install")?.to_owned(),
+        section(&s, "verify")?.to_owned(),
+    ))
+}
+
+fn expect_pass(out: &str, mechanism: &str) -> Result<(), Failed> {
+    let ok = out.contains("exit=0")
+        && out.contains(&format!("mechanism: {mechanism} "))
+        && out.contains("verify --root: PASS")
+        && out.contains("loaded:    ipv4 from /etc/iptables/rules.v4: yes")
+        && out.contains("loaded:    ipv6 from /etc/iptables/rules.v6: yes")
+        && out
+            .lines()
+            .any(|l| l.contains(" probes: ") && l.contains("0 mismatched"));
+    if !ok {
+        return Err(
+            format!("verify --root must pass with the matrix ({mechanism}):\n{out}").into(),
+        );
+    }
+    Ok(())
+}
+
+fn expect_fail(out: &str, needles: &[&str]) -> Result<(), Failed> {
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("verify --root: FAIL: "))
+        .collect();
+    let named = needles.iter().all(|n| fails.iter().any(|l| l.contains(n)));
+    if !out.contains("exit=1") || !named || out.contains("verify --root: PASS") {
+        return Err(format!(
+            "verify --root must exit 1 with a FAIL line naming {needles:?}:\n{out}"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        debian_trial("persist::image::netfilter_persistent_passes", |deb| {
+            let (_, out) = install_then_verify(deb, "", "", "", "")?;
+            expect_pass(&out, "netfilter-persistent")?;
+            // The unit's own commands ran: the drop-in's tests, then the loader.
+            for needle in [
+                "ran /usr/sbin/iptables-restore -w 10 --test /etc/iptables/rules.v4",
+                "ran /usr/sbin/netfilter-persistent start (ExecStart= of",
+                "[enabled: netfilter-persistent.service is enabled",
+            ] {
+                if !out.contains(needle) {
+                    return Err(format!("missing `{needle}`:\n{out}").into());
+                }
+            }
+            Ok(())
+        }),
+        debian_trial("persist::image::rc_local_passes", |deb| {
+            let (install, out) = install_then_verify(
+                deb,
+                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1
+                install -m 0644 "$3" "$M/etc/rc.local""#,
+                "--persistence rc-local",
+                "",
+                "",
+            )?;
+            if !install.contains("iptables-persistent") {
+                return Err(format!("install must suggest iptables-persistent on Debian's rc.local fallback:\n{install}").into());
+            }
+            expect_pass(&out, "rc-local")?;
+            if !out.contains("ran /etc/rc.local start (rc-local.service): exit 0") {
+                return Err(format!("rc.local must have run:\n{out}").into());
+            }
+            Ok(())
+        }),
+        debian_trial("persist::image::corrupt_rules_fail_the_unit", |deb| {
+            let (_, out) = install_then_verify(
+                deb,
+                "",
+                "",
+                r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4""#,
+                "",
+            )?;
+            expect_fail(
+                &out,
+                &[
+                    "loader failed: netfilter-persistent.service",
+                    "--test /etc/iptables/rules.v4",
+                    "behave otherwise",
+                ],
+            )
+        }),
+        debian_trial("persist::image::corrupt_rules_fail_open", |deb| {
+            let (_, out) = install_then_verify(
+                deb,
+                "",
+                "",
+                r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4"
+                rm "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#,
+                "",
+            )?;
+            expect_fail(
+                &out,
+                &[
+                    "fails open: netfilter-persistent.service exited 0 but did not load the ipv4 rules of /etc/iptables/rules.v4",
+                ],
+            )?;
+            if !out.contains("loaded:    ipv4 from /etc/iptables/rules.v4: NO") {
+                return Err(format!("the IPv4 rules must show as not loaded:\n{out}").into());
+            }
+            Ok(())
+        }),
+        debian_trial("persist::image::loader_removed", |deb| {
+            let (_, out) =
+                install_then_verify(deb, "", "", r#"rm "$M/usr/sbin/netfilter-persistent""#, "")?;
+            expect_fail(
+                &out,
+                &[
+                    "loader failed: netfilter-persistent.service",
+                    "`/usr/sbin/netfilter-persistent start` cannot run",
+                ],
+            )
+        }),
+        debian_trial("persist::image::loader_package_purged", |deb| {
+            // Purged, detection falls back to rc.local, which this root lacks.
+            let (_, out) = install_then_verify(
+                deb,
+                "",
+                "",
+                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1"#,
+                "",
+            )?;
+            expect_fail(&out, &["loader missing: /etc/rc.local does not exist"])?;
+            if out.contains("FAIL: loader not enabled") {
+                return Err(format!("a missing loader is said once:\n{out}").into());
+            }
+            Ok(())
+        }),
+        debian_trial("persist::image::loader_not_enabled", |deb| {
+            let (_, out) = install_then_verify(
+                deb,
+                "",
+                "",
+                r#"rm "$M/etc/systemd/system/multi-user.target.wants/netfilter-persistent.service""#,
+                "",
+            )?;
+            expect_fail(
+                &out,
+                &["loader not enabled: netfilter-persistent.service is installed but not enabled"],
+            )
+        }),
+        debian_trial("persist::image::loads_nothing", |deb| {
+            let (_, out) = install_then_verify(
+                deb,
+                "",
+                "",
+                r#"rm "$M/etc/iptables/rules.v4" "$M/etc/iptables/rules.v6" "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#,
+                "",
+            )?;
+            expect_fail(
+                &out,
+                &["loads nothing: netfilter-persistent.service exited 0 and loaded no rules"],
+            )
+        }),
+        debian_trial("persist::image::json_report", |deb| {
+            let (_, out) = install_then_verify(deb, "", "", "", "--json")?;
+            let json = out
+                .strip_suffix("exit=0\n")
+                .ok_or_else(|| format!("verify --root --json must exit 0:\n{out}"))?;
+            let j: serde_json::Value = serde_json::from_str(json)?;
+            let ok = j["passed"] == true
+                && j["mechanism"] == "netfilter-persistent"
+                && j["backend"] == "nft"
+                && j["failures"].as_array().is_some_and(|f| f.is_empty())
+                && j["loaders"][0]["enabled"] == true
+                && j["loaders"][0]["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 3)
+                && j["loaded"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 2 && l.iter().all(|x| x["loaded"] == true))
+                && j["report"]["rows"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty());
+            if !ok {
+                return Err(format!("unexpected verify --root --json:\n{j:#}").into());
+            }
+            Ok(())
+        }),
+        debian_trial("persist::image::rules_differ_from_the_policy", |deb| {
+            // The image holds the port-22 policy; verify it against port 2222.
+            let (_, out) = install_then_verify(deb, "", "", "", r#"--config "$2""#)?;
+            expect_fail(&out, &["the rules behave otherwise than the policy"])?;
+            if !out
+                .lines()
+                .any(|l| l.starts_with("MISMATCH ") && l.contains("ssh"))
+            {
+                return Err(format!("the matrix must show the mismatch:\n{out}").into());
+            }
+            Ok(())
+        }),
+    ]
+}
