@@ -13,6 +13,7 @@ pub mod persist;
 pub mod policy;
 pub mod render;
 pub mod rule;
+pub mod scenario;
 pub mod verify;
 
 pub use policy::{Policy, PolicyError};

@@ -22,6 +22,34 @@ pub enum BackendArg {
     All,
 }
 
+impl BackendArg {
+    /// The backends to run under. `all` skips (with a note on stderr, prefixed
+    /// `verb`) a backend whose binaries are missing and is bad input when none is
+    /// installed; a named backend is checked when its lab starts.
+    pub fn resolve(self, verb: &str) -> Result<Vec<Backend>, UsageError> {
+        match self {
+            BackendArg::Nft => Ok(vec![Backend::Nft]),
+            BackendArg::Legacy => Ok(vec![Backend::Legacy]),
+            BackendArg::All => {
+                let present: Vec<Backend> =
+                    Backend::ALL.into_iter().filter(|b| b.available()).collect();
+                for b in Backend::ALL.iter().filter(|b| !present.contains(b)) {
+                    if let Some(reason) = b.unavailable_reason() {
+                        eprintln!("{verb}: skipping backend {b}: {reason}");
+                    }
+                }
+                if present.is_empty() {
+                    return Err(UsageError(
+                        "no iptables backend is installed (neither iptables-nft nor iptables-legacy): install iptables"
+                            .into(),
+                    ));
+                }
+                Ok(present)
+            }
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Builds a lab of network namespaces (target, admin, outsider, resolver, web, a router),
@@ -46,8 +74,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub rules_v6: Option<PathBuf>,
     /// Print the report as JSON on stdout instead of the matrix
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print the matrix as a Markdown table (for $GITHUB_STEP_SUMMARY)
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
@@ -64,27 +95,7 @@ fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = crate::Policy::load_or_default(args.config.as_deref())?;
-    let backends: Vec<Backend> = match args.backend {
-        BackendArg::Nft => vec![Backend::Nft],
-        BackendArg::Legacy => vec![Backend::Legacy],
-        BackendArg::All => {
-            let present: Vec<Backend> =
-                Backend::ALL.into_iter().filter(|b| b.available()).collect();
-            for b in Backend::ALL.iter().filter(|b| !present.contains(b)) {
-                if let Some(reason) = b.unavailable_reason() {
-                    eprintln!("verify: skipping backend {b}: {reason}");
-                }
-            }
-            if present.is_empty() {
-                return Err(UsageError(
-                    "no iptables backend is installed (neither iptables-nft nor iptables-legacy): install iptables"
-                        .into(),
-                )
-                .into());
-            }
-            present
-        }
-    };
+    let backends = args.backend.resolve("verify")?;
     let opts = verify::Options {
         policy,
         backends,
@@ -103,6 +114,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).context("cannot write the report")?;
         writeln!(out)?;
+    } else if args.markdown {
+        let backends: Vec<&str> = report.backends.iter().map(|b| b.name()).collect();
+        let policy = args
+            .config
+            .as_ref()
+            .map_or("the embedded default policy".to_owned(), |p| {
+                format!("`{}`", p.display())
+            });
+        let verdict = if report.passed() {
+            "every promise held"
+        } else {
+            "a promise did not hold"
+        };
+        writeln!(
+            out,
+            "### portcullis verify: {policy}, under {}: {verdict}\n",
+            backends.join(" and ")
+        )?;
+        for m in &report.mappings {
+            writeln!(
+                out,
+                "- lab mapping: {} `{}` -> `{}` ({} host)",
+                m.key, m.from, m.to, m.host
+            )?;
+        }
+        for n in &report.notes {
+            writeln!(out, "- note: {n}")?;
+        }
+        if !report.mappings.is_empty() || !report.notes.is_empty() {
+            writeln!(out)?;
+        }
+        verify::matrix::markdown(&report.rows, &mut out)?;
     } else {
         let policy = args
             .config
