@@ -4,6 +4,7 @@
 //!
 //! Each module exposes `trials() -> Vec<Trial>`; add a module and one line below.
 
+mod action;
 mod apply;
 mod cli_test;
 mod golden;
@@ -13,6 +14,7 @@ mod persist;
 mod policy_test;
 mod render_prop;
 mod restore_test;
+mod scenario_cli;
 mod support;
 mod verify_cli;
 mod verify_expect;
@@ -33,5 +35,7 @@ fn main() {
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
     trials.extend(verify_logging::trials());
+    trials.extend(scenario_cli::trials());
+    trials.extend(action::trials());
     libtest_mimic::run(&args, trials).exit();
 }
