@@ -91,13 +91,20 @@ fn selected(args: &Args, name: &str) -> bool {
 }
 
 fn use_color(arg: ColorArg) -> bool {
+    color_wanted(
+        arg,
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    )
+}
+
+/// `auto` colours a terminal unless `NO_COLOR` is set and non-empty
+/// (no-color.org); `always` and `never` decide alone.
+fn color_wanted(arg: ColorArg, no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     match arg {
         ColorArg::Always => true,
         ColorArg::Never => false,
-        ColorArg::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::io::stdout().is_terminal()
-        }
+        ColorArg::Auto => terminal && no_color.is_none_or(|v| v.is_empty()),
     }
 }
 
@@ -319,4 +326,44 @@ fn write_junit(
     junit::write("portcullis test", elapsed.as_secs_f64(), &cases, &mut xml)?;
     write_file(path, &xml, 0o644, Existing::Replace)
         .with_context(|| format!("cannot write the JUnit report {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn no_color_turns_auto_off_on_a_terminal() {
+        use std::ffi::OsStr;
+        assert!(color_wanted(ColorArg::Auto, None, true));
+        assert!(color_wanted(ColorArg::Auto, Some(OsStr::new("")), true));
+        assert!(!color_wanted(ColorArg::Auto, Some(OsStr::new("1")), true));
+        assert!(!color_wanted(ColorArg::Auto, None, false));
+        assert!(color_wanted(ColorArg::Always, Some(OsStr::new("1")), false));
+        assert!(!color_wanted(ColorArg::Never, None, true));
+    }
+
+    #[test]
+    fn filters_select_by_substring_or_exactly_and_skip_wins() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["portcullis", "test", "dir"];
+            v.extend_from_slice(extra);
+            match crate::cli::Cli::parse_from(v).command {
+                crate::cli::Command::Test(a) => a,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = args(&[]);
+        assert!(selected(&a, "web::open::nft"));
+        let a = args(&["--filter", "open", "--filter", "ssh::legacy"]);
+        assert!(selected(&a, "web::open::nft") && selected(&a, "web::ssh::legacy"));
+        assert!(!selected(&a, "web::ssh::nft"));
+        let a = args(&["--filter", "web::open", "--exact"]);
+        assert!(!selected(&a, "web::open::nft"));
+        let a = args(&["--filter", "web::open::nft", "--exact"]);
+        assert!(selected(&a, "web::open::nft"));
+        let a = args(&["--filter", "open", "--skip", "legacy"]);
+        assert!(selected(&a, "web::open::nft") && !selected(&a, "web::open::legacy"));
+    }
 }
