@@ -15,6 +15,7 @@ pub mod persist;
 pub mod policy;
 pub mod render;
 pub mod rule;
+pub mod scenario;
 pub mod verify;
 
 pub use lint::{Warning, lint};

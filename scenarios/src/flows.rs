@@ -92,7 +92,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     use portcullis_harness::Family;
     let path = crate::scenarios_dir().join("seed/seed_own_ruleset.toml");
     let scn = crate::Scenario::load(&path)?;
-    let Some(crate::format::RulesetSource::Rules { v4: Some(seed), .. }) =
+    let Some(portcullis::scenario::RulesetSource::Rules { v4: Some(seed), .. }) =
         scn.rulesets.get("seed").cloned()
     else {
         return Err("seed_own_ruleset.toml has no [ruleset.seed] rules_v4".into());

@@ -21,6 +21,7 @@ pub mod install;
 pub mod render;
 pub mod rollback;
 pub mod status;
+pub mod test;
 pub mod verify;
 
 /// Default-deny iptables for Linux hosts, applied without locking the admin out.
@@ -41,6 +42,8 @@ pub enum Command {
     Init(init::Args),
     /// Prove a policy with real packets in a namespace lab (needs root)
     Verify(verify::Args),
+    /// Run your own scenario files in a namespace lab, under each backend (needs root)
+    Test(test::Args),
     /// Apply a policy to this host with a rollback guard (needs root)
     Apply(apply::Args),
     /// Confirm a pending apply from a new session, then persist it
@@ -239,6 +242,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Init(a) => init::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Test(a) => test::run(a),
         Command::Apply(a) => apply::run(a),
         Command::Confirm(a) => confirm::run(a),
         Command::Rollback(a) => rollback::run(a),

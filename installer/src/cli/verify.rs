@@ -22,6 +22,34 @@ pub enum BackendArg {
     All,
 }
 
+impl BackendArg {
+    /// The backends to run under. `all` skips (with a note on stderr, prefixed
+    /// `verb`) a backend whose binaries are missing and is bad input when none is
+    /// installed; a named backend is checked when its lab starts.
+    pub fn resolve(self, verb: &str) -> Result<Vec<Backend>, UsageError> {
+        match self {
+            BackendArg::Nft => Ok(vec![Backend::Nft]),
+            BackendArg::Legacy => Ok(vec![Backend::Legacy]),
+            BackendArg::All => {
+                let present: Vec<Backend> =
+                    Backend::ALL.into_iter().filter(|b| b.available()).collect();
+                for b in Backend::ALL.iter().filter(|b| !present.contains(b)) {
+                    if let Some(reason) = b.unavailable_reason() {
+                        eprintln!("{verb}: skipping backend {b}: {reason}");
+                    }
+                }
+                if present.is_empty() {
+                    return Err(UsageError(
+                        "no iptables backend is installed (neither iptables-nft nor iptables-legacy): install iptables"
+                            .into(),
+                    ));
+                }
+                Ok(present)
+            }
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Builds a lab of network namespaces (target, admin, outsider, resolver, web, a router),
@@ -51,11 +79,14 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["rules_v4", "rules_v6", "backend"])]
     pub root: Option<PathBuf>,
     /// Print the report as JSON on stdout instead of the matrix
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
     /// Print only the mismatches and the summary line; no progress, no matrix
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Print the matrix as a Markdown table (for $GITHUB_STEP_SUMMARY)
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 fn read_rules(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
@@ -77,27 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return run_root(root, &args);
     }
     let policy = crate::cli::load_policy_or_default(args.config.as_deref())?;
-    let backends: Vec<Backend> = match args.backend {
-        BackendArg::Nft => vec![Backend::Nft],
-        BackendArg::Legacy => vec![Backend::Legacy],
-        BackendArg::All => {
-            let present: Vec<Backend> =
-                Backend::ALL.into_iter().filter(|b| b.available()).collect();
-            for b in Backend::ALL.iter().filter(|b| !present.contains(b)) {
-                if let Some(reason) = b.unavailable_reason() {
-                    eprintln!("verify: skipping backend {b}: {reason}");
-                }
-            }
-            if present.is_empty() {
-                return Err(UsageError(
-                    "no iptables backend is installed (neither iptables-nft nor iptables-legacy): install iptables"
-                        .into(),
-                )
-                .into());
-            }
-            present
-        }
-    };
+    let backends = args.backend.resolve("verify")?;
     let opts = verify::Options {
         policy,
         backends,
@@ -122,6 +133,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", super::json(&report)?).context("cannot write the report")?;
     } else if args.quiet {
         verify::matrix::print_quiet(&report.rows, &mut out)?;
+    } else if args.markdown {
+        let backends: Vec<&str> = report.backends.iter().map(|b| b.name()).collect();
+        let policy = args
+            .config
+            .as_ref()
+            .map_or("the embedded default policy".to_owned(), |p| {
+                format!("`{}`", p.display())
+            });
+        let verdict = if report.passed() {
+            "every promise held"
+        } else {
+            "a promise did not hold"
+        };
+        writeln!(
+            out,
+            "### portcullis verify: {policy}, under {}: {verdict}\n",
+            backends.join(" and ")
+        )?;
+        for m in &report.mappings {
+            writeln!(
+                out,
+                "- lab mapping: {} `{}` -> `{}` ({} host)",
+                m.key, m.from, m.to, m.host
+            )?;
+        }
+        for n in &report.notes {
+            writeln!(out, "- note: {n}")?;
+        }
+        if !report.mappings.is_empty() || !report.notes.is_empty() {
+            writeln!(out)?;
+        }
+        verify::matrix::markdown(&report.rows, &mut out)?;
     } else {
         let policy = args
             .config

@@ -186,6 +186,72 @@ fn wrap(lead: &str, text: &str) -> Vec<String> {
     lines
 }
 
+/// A table cell in GitHub-flavoured Markdown: `|` escaped, line breaks folded,
+/// and `<`, `>`, `&` escaped so nothing renders as HTML.
+fn md_cell(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+/// Print the matrix as a GitHub-flavoured Markdown table (for
+/// `$GITHUB_STEP_SUMMARY`), then each failed row's reasons and the count line.
+pub fn markdown(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        w,
+        "| | backend | from | to | service | family | expected | observed | counted by |"
+    )?;
+    writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
+    for r in rows {
+        let e = &r.expectation;
+        let cells = [
+            if r.pass() { "ok" } else { "**MISMATCH**" }.to_owned(),
+            r.backend.to_string(),
+            e.probe.from.to_string(),
+            e.probe.to.to_string(),
+            e.probe.service(),
+            e.probe.family.to_string(),
+            e.expect.to_string(),
+            r.observed.word().to_owned(),
+            if r.counted.is_empty() {
+                "-".to_owned()
+            } else {
+                r.counted.join(", ")
+            },
+        ];
+        let cells: Vec<String> = cells.iter().map(|c| md_cell(c)).collect();
+        writeln!(w, "| {} |", cells.join(" | "))?;
+    }
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass()).collect();
+    if !failed.is_empty() {
+        writeln!(w)?;
+    }
+    for r in &failed {
+        let e = &r.expectation;
+        let problems: Vec<String> = r.problems.iter().map(|p| md_cell(p)).collect();
+        writeln!(
+            w,
+            "- **MISMATCH** {} {} -> {} {} {} ({}): {}",
+            r.backend,
+            e.probe.from,
+            e.probe.to,
+            md_cell(&e.probe.service()),
+            e.probe.family,
+            md_cell(&e.why),
+            problems.join("; ")
+        )?;
+    }
+    writeln!(
+        w,
+        "\n{} probes: {} as promised, {} mismatched",
+        rows.len(),
+        rows.len() - failed.len(),
+        failed.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::model::*;
@@ -272,5 +338,29 @@ mod tests {
             out.contains("2 probes: 1 as promised, 1 mismatched"),
             "{out}"
         );
+
+        let mut md = Vec::new();
+        markdown(&rows, &mut md).unwrap();
+        let md = String::from_utf8(md).unwrap();
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "| | backend | from | to | service | family | expected | observed | counted by |",
+                "|---|---|---|---|---|---|---|---|---|",
+                "| ok | nft | outsider | target | ssh | ipv4 | no-answer | no-answer | INPUT policy (+1) |",
+                "| **MISMATCH** | legacy | admin | target | ssh | ipv4 | ok | no-answer | INPUT policy (+1) |",
+            ],
+            "{md}"
+        );
+        assert!(
+            md.contains("- **MISMATCH** legacy admin -> target ssh ipv4"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with("2 probes: 1 as promised, 1 mismatched\n"),
+            "{md}"
+        );
+        assert_eq!(md_cell("a|b\n<c>"), "a\\|b &lt;c&gt;");
     }
 }

@@ -1,7 +1,9 @@
 //! Dependencies point down, kept by a test rather than a hope (rust-analyzer's
 //! `tidy.rs` habit): `portcullis-netfilter` is the leaf, the lab stands on it, and
-//! in the installer only `verify` (the module and its CLI verb) may use the lab.
-//! Rendering, policy, apply and persistence never import `portcullis_harness`.
+//! in the installer only the two verbs that prove rules with packets may use the
+//! lab: `verify` and `test` (the `verify` and `scenario` modules and their CLI
+//! verbs). Rendering, policy, apply and persistence never import
+//! `portcullis_harness`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +11,15 @@ use libtest_mimic::{Failed, Trial};
 
 use crate::support::trial;
 
-/// The installer files allowed to name the lab: they build it and probe it.
-const MAY_USE_THE_LAB: &[&str] = &["src/verify.rs", "src/verify/", "src/cli/verify.rs"];
+/// The installer files allowed to name the lab: they build it and probe it
+/// (`verify`, and `scenario`, which runs the user's scenario files for `test`).
+const MAY_USE_THE_LAB: &[&str] = &[
+    "src/verify.rs",
+    "src/verify/",
+    "src/cli/verify.rs",
+    "src/scenario/",
+    "src/cli/test.rs",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -75,18 +84,21 @@ pub fn trials() -> Vec<Trial> {
     let workspace = installer.parent().unwrap_or(&installer).to_path_buf();
     let ws = workspace.clone();
     vec![
-        trial("layering::only_verify_imports_the_lab", move || {
-            let found = lab_imports(&installer)?;
-            if found.is_empty() {
-                return Ok(());
-            }
-            Err(format!(
-                "only verify/ may import portcullis_harness; use portcullis_netfilter for \
+        trial(
+            "layering::only_verify_and_scenario_import_the_lab",
+            move || {
+                let found = lab_imports(&installer)?;
+                if found.is_empty() {
+                    return Ok(());
+                }
+                Err(format!(
+                "only verify/ and scenario/ may import portcullis_harness; use portcullis_netfilter for \
                  backends, the runner and counters:\n{}",
                 found.join("\n")
             )
             .into())
-        }),
+            },
+        ),
         trial("layering::the_leaf_and_the_lab_point_down", move || {
             let leaf = workspace_deps(&ws.join("netfilter/Cargo.toml"))?;
             if !leaf.is_empty() {

@@ -4,6 +4,7 @@
 //!
 //! Each module exposes `trials() -> Vec<Trial>`; add a module and one line below.
 
+mod action;
 mod apply;
 mod cli_test;
 mod golden;
@@ -15,6 +16,7 @@ mod reliability;
 mod reliability_install;
 mod render_prop;
 mod restore_test;
+mod scenario_cli;
 mod support;
 mod verify_cli;
 mod verify_expect;
@@ -37,5 +39,7 @@ fn main() {
     trials.extend(verify_expect::trials());
     trials.extend(verify_logging::trials());
     trials.extend(reliability_install::trials());
+    trials.extend(scenario_cli::trials());
+    trials.extend(action::trials());
     libtest_mimic::run(&args, trials).exit();
 }

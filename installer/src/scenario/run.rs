@@ -2,14 +2,14 @@
 //! steps in order. Every probe is judged by the outcome AND the counter of the
 //! rule (or chain policy) that must count it; the trial fails with the matrix.
 
-use portcullis::verify::exec::{LabSession, SshSessionId};
-use portcullis::verify::{
+use crate::verify::exec::{LabSession, SshSessionId};
+use crate::verify::{
     Expectation, HostId, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
     map_text,
 };
 use portcullis_harness::{Backend, Family};
 
-use crate::format::{RulesetSource, Scenario, Step};
+use super::format::{RulesetSource, Scenario, Step};
 
 fn family_of(net: &ipnet::IpNet) -> Family {
     match net {
@@ -41,7 +41,7 @@ pub fn mappings(scn: &Scenario, topo: &Topology) -> Result<Vec<Mapping>, String>
 pub fn lab_rules(src: &RulesetSource, maps: &[Mapping]) -> LabRules {
     match src {
         RulesetSource::Policy(p) => {
-            let r = portcullis::render(&apply_mappings(p, maps));
+            let r = crate::render(&apply_mappings(p, maps));
             LabRules {
                 v4: r.text(Family::V4),
                 v6: r.text(Family::V6),
@@ -147,7 +147,7 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
 /// The matrix of `rows` as text, for a failed trial's message.
 pub fn matrix_text(rows: &[Row]) -> String {
     let mut out = Vec::new();
-    let _ = portcullis::verify::matrix::print(rows, &mut out);
+    let _ = crate::verify::matrix::print(rows, &mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -182,7 +182,7 @@ pub fn check_counters_exist(scn: &Scenario) -> Result<(), String> {
         let Some(by) = by else { continue };
         for f in families {
             let text = loaded.as_ref().and_then(|r| r.get(f));
-            let answers = portcullis::verify::answers(f, text, by)
+            let answers = crate::verify::answers(f, text, by)
                 .map_err(|e| format!("step {}: the {f} ruleset: {e}", i + 1))?;
             if !answers {
                 return Err(format!(
@@ -224,8 +224,8 @@ mod tests {
 
     #[test]
     fn map_replaces_the_seed_subnet_in_literal_rules_and_policies() {
-        let root = crate::scenarios_dir();
-        let topo = portcullis::verify::exec::topology();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let topo = crate::verify::exec::topology();
         let admin_v4 = topo.subnet(HostId::Admin, Family::V4).unwrap().to_string();
         let admin_v6 = topo.subnet(HostId::Admin, Family::V6).unwrap().to_string();
 

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::Policy;
+use crate::verify::{CountedBy, Expect, HostId, ProbeKind, parse_host};
 use ipnet::IpNet;
-use portcullis::Policy;
-use portcullis::verify::{CountedBy, Expect, HostId, ProbeKind, parse_host};
 use portcullis_harness::Family;
 use serde::Deserialize;
 
