@@ -14,6 +14,7 @@ use portcullis_netfilter::Backend;
 
 use crate::apply::{self, ApplyError, ApplyOptions, Status, clock};
 use crate::cli::UsageError;
+use crate::cli::outcome::Outcome;
 
 /// Which iptables backend to load the rules with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +61,10 @@ pub struct Args {
     /// (never despite a policy that would cut this ssh session)
     #[arg(long)]
     pub force: bool,
+    /// When the apply ends, print its outcome as one JSON object on stdout
+    /// (docs/json.md); the countdown still goes to stderr
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Write to stderr, ignoring a terminal that has gone away: the guard is in
@@ -100,9 +105,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         guard_exe: std::env::current_exe()
             .context("cannot find the portcullis binary to run as the guard")?,
     };
+    let json = args.json;
     let mut started = match apply::start(&opts) {
         Ok(s) => s,
-        Err(e) if e.is_refusal() => return Err(UsageError(e.to_string()).into()),
+        Err(e) if e.is_refusal() => {
+            if json {
+                refused_json(&e)?;
+            }
+            return Err(UsageError(e.to_string()).into());
+        }
         Err(e @ ApplyError::ApplyFailed { rolled_back, .. }) => {
             let what = if rolled_back {
                 "ROLLED BACK"
@@ -110,9 +121,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "ROLLBACK FAILED, check the rules by hand"
             };
             say(format_args!("portcullis: {what}: {e}\n"));
+            if json {
+                let word = if rolled_back {
+                    "rolled_back"
+                } else {
+                    "rollback_failed"
+                };
+                Outcome::new("apply", word, !rolled_back)
+                    .with_error(&e)
+                    .print()?;
+            }
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if json {
+                Outcome::new("apply", "failed", false)
+                    .with_error(&e)
+                    .print()?;
+            }
+            return Err(e.into());
+        }
     };
     let rec = started.record.clone();
     say(format_args!(
@@ -148,6 +176,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         say(format_args!("\n"));
     }
     let done = result?;
+    if json {
+        // Confirmed: the new rules stay (changed). Rolled back: the snapshot is
+        // live again (unchanged). Anything else leaves the host unknown.
+        let changed = done.status != Status::RolledBack;
+        Outcome::new("apply", &Outcome::word(done.status), changed)
+            .with_record(&done)
+            .print()?;
+    }
     match done.status {
         Status::Confirmed => {
             say(format_args!("portcullis: confirmed: the new rules stay\n"));
@@ -168,6 +204,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A refusal (exit 2, nothing changed) as JSON: one error per reason.
+fn refused_json(e: &ApplyError) -> anyhow::Result<()> {
+    let mut out = Outcome::new("apply", "refused", false);
+    match e {
+        ApplyError::Refused(reasons) => out.errors.extend(reasons.iter().cloned()),
+        other => out = out.with_error(other),
+    }
+    out.print()
 }
 
 /// The hidden guard subcommand; never run it by hand.

@@ -14,6 +14,7 @@ pub mod confirm;
 pub mod detect;
 pub mod init;
 pub mod install;
+pub mod outcome;
 pub mod render;
 pub mod rollback;
 pub mod status;
