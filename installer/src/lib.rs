@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod drift;
 pub mod persist;
 pub mod policy;
 pub mod render;

@@ -55,6 +55,9 @@ pub enum Command {
     /// The detached rollback guard that `apply` starts (internal)
     #[command(name = "__guard", hide = true)]
     Guard(apply::GuardArgs),
+    /// A rendering put through restore and save in a namespace of its own (internal)
+    #[command(name = "__canonical", hide = true)]
+    Canonical(status::CanonicalArgs),
 }
 
 /// An error that is the user's input, not the host: exit 2.
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Install(a) => install::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Guard(a) => apply::run_guard(a),
+        Command::Canonical(a) => status::run_canonical(a),
     };
     match result {
         Ok(code) => code,
