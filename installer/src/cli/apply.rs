@@ -65,6 +65,11 @@ pub struct Args {
     /// (docs/json.md); the countdown still goes to stderr
     #[arg(long)]
     pub json: bool,
+    /// Return once the rules are live and the guard is armed, without waiting for
+    /// confirm: the guard still rolls back at the deadline unless a NEW session
+    /// confirms (for automation such as the Ansible role, docs/fleet.md)
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Write to stderr, ignoring a terminal that has gone away: the guard is in
@@ -157,6 +162,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         clock(rec.deadline_unix_ms),
     ));
+    if args.no_wait {
+        if json {
+            Outcome::new("apply", &Outcome::word(rec.status), true)
+                .with_record(&rec)
+                .print()?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // One line a second: over a non-interactive `ssh host portcullis apply` this
     // output is the only traffic, and it is what keeps the session visibly alive.
     let tty = std::io::stderr().is_terminal();

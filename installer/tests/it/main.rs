@@ -6,6 +6,7 @@
 
 mod apply;
 mod cli_test;
+mod fleet;
 mod golden;
 mod layering;
 mod lockout;
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(persist::trials());
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
+    trials.extend(fleet::trials());
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
     libtest_mimic::run(&args, trials).exit();
