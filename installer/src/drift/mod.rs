@@ -107,7 +107,8 @@ pub enum State {
 pub struct FamilyDrift {
     pub family: String,
     pub state: State,
-    /// One line each: `+ RULE` live only (added by hand, by Docker), `- RULE`
+    /// One line each, as a diff from the live rules to the policy's (what an
+    /// apply would do): `- RULE` live only (added by hand, by Docker), `+ RULE`
     /// in the policy but not live, and chain-level differences in words.
     pub differences: Vec<String>,
     /// Rules in tables portcullis does not load (not drift).
@@ -193,7 +194,7 @@ pub fn compare(family: &str, live: &str, wanted: Option<&str>) -> FamilyDrift {
     out
 }
 
-/// `- LINE` for lines only in `want`, `+ LINE` for lines only in `have`, in order
+/// `+ LINE` for lines only in `want`, `- LINE` for lines only in `have`, in order
 /// (a longest common subsequence; a moved rule shows as one of each).
 fn diff_lines(want: &[&String], have: &[&String]) -> Vec<String> {
     let (n, m) = (want.len(), have.len());
@@ -214,10 +215,10 @@ fn diff_lines(want: &[&String], have: &[&String]) -> Vec<String> {
             i += 1;
             j += 1;
         } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", have[j]));
+            out.push(format!("- {}", have[j]));
             j += 1;
         } else {
-            out.push(format!("- {}", want[i]));
+            out.push(format!("+ {}", want[i]));
             i += 1;
         }
     }
@@ -300,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_added_by_hand_is_a_plus_line() {
+    fn a_rule_added_by_hand_is_a_minus_line() {
         let live = WANT.replace(
             "-A OUTPUT",
             "-A INPUT -s 203.0.113.9/32 -j ACCEPT\n-A OUTPUT",
@@ -309,7 +310,7 @@ mod tests {
         assert_eq!(d.state, State::Differs);
         assert_eq!(
             d.differences,
-            vec!["+ -A INPUT -s 203.0.113.9/32 -j ACCEPT"]
+            vec!["- -A INPUT -s 203.0.113.9/32 -j ACCEPT"]
         );
     }
 
@@ -326,7 +327,7 @@ mod tests {
             d.differences,
             vec![
                 "chain FORWARD has policy ACCEPT live, DROP in the policy",
-                "- -A INPUT -s 198.51.100.0/28 -p tcp -m tcp --dport 22 -j ACCEPT",
+                "+ -A INPUT -s 198.51.100.0/28 -p tcp -m tcp --dport 22 -j ACCEPT",
             ]
         );
     }
@@ -357,7 +358,7 @@ mod tests {
             d.differences,
             vec![
                 "chain DOCKER-USER (Docker's) is live but not in the policy",
-                "+ -A FORWARD -j DOCKER-USER",
+                "- -A FORWARD -j DOCKER-USER",
             ]
         );
         assert_eq!(
