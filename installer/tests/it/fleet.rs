@@ -33,7 +33,7 @@ use portcullis_harness::services::ssh::{Client, LabDir, Sshd};
 use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family, HostId, Lab};
 
-use crate::support::{BIN, ensure, private_dir, without_chain_counters};
+use crate::support::{BIN, Fixture, ensure, private_dir, without_chain_counters};
 
 /// Where `ci/setup` installs ansible-core; `PORTCULLIS_ANSIBLE_VENV` overrides.
 const VENV: &str = "/var/cache/portcullis/ansible-venv";
@@ -60,7 +60,11 @@ fn missing() -> Option<String> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![privileged("fleet::ansible_rollout", missing(), rollout)]
+    let nft = (!Backend::Nft.available()).then(|| "needs the nft iptables backend".to_owned());
+    vec![
+        privileged("fleet::ansible_rollout", missing(), rollout),
+        privileged("fleet::json_outcomes", nft, json_outcomes),
+    ]
 }
 
 /// Rules each host has before the first run: accept all, tracked.
@@ -475,6 +479,130 @@ fn rollout() -> Result<(), Failed> {
     })?;
     ensure(fl.save("t2")? == rolled_out[1], || {
         "t2 changed although the rollout stopped".into()
+    })?;
+    Ok(())
+}
+
+/// The one JSON object a verb printed on stdout.
+fn outcome(stdout: &str) -> Result<serde_json::Value, Failed> {
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("not one JSON object ({e}): {stdout:?}").into())
+}
+
+/// `apply`, `confirm` and `rollback --json` in a namespace of their own: what
+/// the role parses (result, changed, the record, errors), through a refusal, a
+/// same-session confirm, a rollback, and a confirm from a new session.
+fn json_outcomes() -> Result<(), Failed> {
+    let fx = Fixture::new("fleet-json", Backend::Nft)?;
+    fx.load_before(|_| BEFORE.to_owned())?;
+    let before = fx.save_both()?;
+    let ok = fx.write("ok.toml", &policy(&["192.0.2.0/24".into()]))?;
+    let cut = fx.write("cut.toml", &policy(&["203.0.113.0/28".into()]))?;
+    let s1 = "192.0.2.10 40022 192.0.2.1 22";
+    let s2 = "192.0.2.10 40023 192.0.2.1 22";
+    let apply = |cfg: &Path| {
+        fx.portcullis(
+            "apply",
+            &[
+                "--json",
+                "--no-wait",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--backend",
+                "nft",
+                "--timeout",
+                "30",
+                "--no-persist",
+            ],
+            Some(s1),
+        )
+    };
+    let field = |v: &serde_json::Value, k: &str| v[k].clone();
+
+    // A policy that would cut the session: refused, nothing changed.
+    let (st, out, err) = fx.run(apply(&cut))?;
+    let v = outcome(&out)?;
+    ensure(
+        st.code() == Some(2)
+            && field(&v, "schema_version") == 1
+            && field(&v, "verb") == "apply"
+            && field(&v, "result") == "refused"
+            && field(&v, "changed") == false
+            && v["errors"][0]
+                .as_str()
+                .is_some_and(|e| e.contains("does not include")),
+        || format!("refused apply: {st}: {v}\n{err}"),
+    )?;
+    ensure(fx.save_both()? == before, || {
+        "a refused apply changed the rules".into()
+    })?;
+
+    // --no-wait: live and pending, exit 0 at once.
+    let (st, out, err) = fx.run(apply(&ok))?;
+    let v = outcome(&out)?;
+    ensure(
+        st.success()
+            && field(&v, "result") == "pending"
+            && field(&v, "changed") == true
+            && v["record"]["status"] == "pending"
+            && v["record"]["ssh_connection"] == s1,
+        || format!("apply --no-wait: {st}: {v}\n{err}"),
+    )?;
+    ensure(fx.save_both()? != before, || {
+        "apply --no-wait loaded nothing".into()
+    })?;
+
+    // Confirm from the session that ran apply: refused, still pending.
+    let (st, out, _) = fx.run(fx.portcullis("confirm", &["--json"], Some(s1)))?;
+    let v = outcome(&out)?;
+    ensure(
+        st.code() == Some(2)
+            && field(&v, "verb") == "confirm"
+            && field(&v, "result") == "refused"
+            && v["errors"][0]
+                .as_str()
+                .is_some_and(|e| e.contains("new connections")),
+        || format!("same-session confirm: {st}: {v}"),
+    )?;
+
+    // Rollback: the rules of before are back.
+    let (st, out, _) = fx.run(fx.portcullis("rollback", &["--json"], None))?;
+    let v = outcome(&out)?;
+    ensure(
+        st.success()
+            && field(&v, "verb") == "rollback"
+            && field(&v, "result") == "rolled_back"
+            && field(&v, "changed") == true
+            && v["record"]["status"] == "rolled_back",
+        || format!("rollback: {st}: {v}"),
+    )?;
+    ensure(fx.save_both()? == before, || {
+        "rollback --json did not restore".into()
+    })?;
+
+    // Nothing pending: confirm fails, and says so in JSON.
+    let (st, out, _) = fx.run(fx.portcullis("confirm", &["--json"], Some(s2)))?;
+    let v = outcome(&out)?;
+    ensure(
+        st.code() == Some(1) && field(&v, "result") == "failed" && field(&v, "changed") == false,
+        || format!("confirm with nothing pending: {st}: {v}"),
+    )?;
+
+    // Apply again, confirm from a new session: confirmed.
+    let (st, out, _) = fx.run(apply(&ok))?;
+    ensure(st.success(), || format!("second apply: {st}: {out}"))?;
+    let applied = fx.save_both()?;
+    let (st, out, _) = fx.run(fx.portcullis("confirm", &["--json"], Some(s2)))?;
+    let v = outcome(&out)?;
+    ensure(
+        st.success()
+            && field(&v, "result") == "confirmed"
+            && field(&v, "changed") == true
+            && v["record"]["status"] == "confirmed",
+        || format!("new-session confirm: {st}: {v}"),
+    )?;
+    ensure(fx.save_both()? == applied, || {
+        "confirm changed the rules".into()
     })?;
     Ok(())
 }
