@@ -115,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) if e.is_refusal() => {
             if json {
-                refused_json(&e)?;
+                Outcome::refused("apply", &e).print()?;
             }
             return Err(UsageError(e.to_string()).into());
         }
@@ -217,16 +217,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// A refusal (exit 2, nothing changed) as JSON: one error per reason.
-fn refused_json(e: &ApplyError) -> anyhow::Result<()> {
-    let mut out = Outcome::new("apply", "refused", false);
-    match e {
-        ApplyError::Refused(reasons) => out.errors.extend(reasons.iter().cloned()),
-        other => out = out.with_error(other),
-    }
-    out.print()
 }
 
 /// The hidden guard subcommand; never run it by hand.

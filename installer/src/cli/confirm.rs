@@ -60,12 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) if e.is_refusal() => {
             if json {
-                let mut out = Outcome::new("confirm", "refused", false);
-                match &e {
-                    ApplyError::Refused(reasons) => out.errors.extend(reasons.iter().cloned()),
-                    other => out = out.with_error(other),
-                }
-                out.print()?;
+                Outcome::refused("confirm", &e).print()?;
             }
             Err(UsageError(e.to_string()).into())
         }
@@ -80,7 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             if json {
-                Outcome::new("confirm", "failed", false)
+                // Confirmed but not persisted: the guard stopped, the rules stay.
+                let changed = matches!(e, ApplyError::Persist(_));
+                Outcome::new("confirm", "failed", changed)
                     .with_error(&e)
                     .print()?;
             }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::apply::{Record, Status};
+use crate::apply::{ApplyError, Record, Status};
 
 /// The version of every portcullis JSON output; bumped when a field changes
 /// meaning or goes away (new fields do not bump it).
@@ -48,6 +48,16 @@ impl Outcome {
     pub fn with_error(mut self, e: impl std::fmt::Display) -> Outcome {
         self.errors.push(format!("{e:#}"));
         self
+    }
+
+    /// A refusal (exit 2, nothing changed): one error per reason.
+    pub fn refused(verb: &'static str, e: &ApplyError) -> Outcome {
+        let mut out = Outcome::new(verb, "refused", false);
+        match e {
+            ApplyError::Refused(reasons) => out.errors.extend(reasons.iter().cloned()),
+            other => out = out.with_error(other),
+        }
+        out
     }
 
     /// The record's status as the `result` word (`rolled_back`, ...).
