@@ -29,9 +29,35 @@ pub struct Input {
 }
 
 /// Read the regular file at `path`, at most `cap` bytes, as UTF-8. Errors are
-/// `io::Error`s whose message says what to do.
+/// `io::Error`s whose message says what to do. The path `-` is standard input:
+/// asked for by name, so a pipe there is meant (the Ansible role feeds the
+/// controller's policy that way), and still capped.
 pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Input> {
+    if path == Path::new(STDIN) {
+        return read_stream(std::io::stdin().lock(), cap);
+    }
     read_opened(path, cap, 0)
+}
+
+/// The path that means standard input.
+pub const STDIN: &str = "-";
+
+/// At most `cap` bytes of `r`, as UTF-8; more is an error, not a hang on memory.
+fn read_stream(r: impl std::io::Read, cap: u64) -> std::io::Result<Input> {
+    let mut bytes = Vec::new();
+    r.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB: this is not the file you meant",
+            cap >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(Input {
+        text,
+        writable_by_others: None,
+    })
 }
 
 /// As `read_capped`, never following a symlink at `path` itself.

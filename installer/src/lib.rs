@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod drift;
 pub mod input;
 pub mod lint;
 pub mod persist;

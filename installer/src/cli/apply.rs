@@ -14,6 +14,7 @@ use portcullis_netfilter::Backend;
 
 use crate::apply::{self, ApplyError, ApplyOptions, Status, clock};
 use crate::cli::UsageError;
+use crate::cli::outcome::Outcome;
 
 /// Which iptables backend to load the rules with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +66,15 @@ pub struct Args {
     /// terminal in which no ssh session can be found
     #[arg(long)]
     pub i_am_on_the_console: bool,
+    /// When the apply ends, print its outcome as one JSON object on stdout
+    /// (docs/json.md); the countdown still goes to stderr
+    #[arg(long)]
+    pub json: bool,
+    /// Return once the rules are live and the guard is armed, without waiting for
+    /// confirm: the guard still rolls back at the deadline unless a NEW session
+    /// confirms (for automation such as the Ansible role, docs/fleet.md)
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Write to stderr, ignoring a terminal that has gone away: the guard is in
@@ -106,9 +116,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("cannot find the portcullis binary to run as the guard")?,
         on_console: args.i_am_on_the_console,
     };
+    let json = args.json;
     let mut started = match apply::start(&opts) {
         Ok(s) => s,
-        Err(e) if e.is_refusal() => return Err(UsageError(e.to_string()).into()),
+        Err(e) if e.is_refusal() => {
+            if json {
+                Outcome::refused("apply", &e).print()?;
+            }
+            return Err(UsageError(e.to_string()).into());
+        }
         Err(e @ ApplyError::ApplyFailed { rolled_back, .. }) => {
             let what = if rolled_back {
                 "ROLLED BACK"
@@ -116,9 +132,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "ROLLBACK FAILED, check the rules by hand"
             };
             say(format_args!("portcullis: {what}: {e}\n"));
+            if json {
+                let word = if rolled_back {
+                    "rolled_back"
+                } else {
+                    "rollback_failed"
+                };
+                Outcome::new("apply", word, !rolled_back)
+                    .with_error(&e)
+                    .print()?;
+            }
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if json {
+                Outcome::new("apply", "failed", false)
+                    .with_error(&e)
+                    .print()?;
+            }
+            return Err(e.into());
+        }
     };
     let rec = started.record.clone();
     say(format_args!(
@@ -135,6 +168,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         clock(rec.deadline_unix_ms),
     ));
+    if args.no_wait {
+        if json {
+            Outcome::new("apply", &Outcome::word(rec.status), true)
+                .with_record(&rec)
+                .print()?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // One line a second: over a non-interactive `ssh host portcullis apply` this
     // output is the only traffic, and it is what keeps the session visibly alive.
     let tty = std::io::stderr().is_terminal();
@@ -160,6 +201,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|r| r.contains("died before it ended") || r.contains("had not ended"))
     {
         say(format_args!("portcullis: the guard failed: {why}\n"));
+    }
+    if json {
+        // Confirmed: the new rules stay (changed). Rolled back: the snapshot is
+        // live again (unchanged). Anything else leaves the host unknown.
+        let changed = done.status != Status::RolledBack;
+        Outcome::new("apply", &Outcome::word(done.status), changed)
+            .with_record(&done)
+            .print()?;
     }
     match done.status {
         Status::Confirmed => {

@@ -18,6 +18,7 @@ pub mod confirm;
 pub mod detect;
 pub mod init;
 pub mod install;
+pub mod outcome;
 pub mod render;
 pub mod rollback;
 pub mod status;
@@ -78,6 +79,9 @@ enum Internal {
     /// The chrooted boot of `verify --root`, in a private mount namespace
     #[command(name = "__boot")]
     Boot,
+    /// A rendering put through restore and save in a namespace of its own
+    #[command(name = "__canonical")]
+    Canonical(status::CanonicalArgs),
 }
 
 /// What the exit status means, for every verb (the man page and README say it).
@@ -230,6 +234,7 @@ pub fn main() -> ExitCode {
             Ok(Internal::Guard(a)) => finish(apply::run_guard(a)),
             Ok(Internal::Watchdog(a)) => finish(apply::run_watchdog(a)),
             Ok(Internal::Boot) => finish(verify::run_boot()),
+            Ok(Internal::Canonical(a)) => finish(status::run_canonical(a)),
             Err(e) => usage_exit(&e),
         };
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::apply::{self, Status};
+use crate::cli::outcome::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,12 +16,37 @@ pub struct Args {
     /// set when the apply started
     #[arg(long, value_name = "ID")]
     pub if_pending: Option<String>,
+    /// Print the outcome as one JSON object on stdout (docs/json.md)
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(r) = apply::rollback(&args.state_dir, args.if_pending.as_deref())? else {
-        return Ok(ExitCode::SUCCESS);
+    let r = match apply::rollback(&args.state_dir, args.if_pending.as_deref()) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            // `--if-pending ID` and apply ID is not the pending one: nothing to do.
+            if args.json {
+                Outcome::new("rollback", "not_pending", false).print()?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            if args.json {
+                Outcome::new("rollback", "failed", false)
+                    .with_error(&e)
+                    .print()?;
+            }
+            return Err(e.into());
+        }
     };
+    if args.json {
+        // Rolled back: the snapshot replaced the applied rules.
+        let changed = r.status == Status::RolledBack;
+        Outcome::new("rollback", &Outcome::word(r.status), changed)
+            .with_record(&r)
+            .print()?;
+    }
     match r.status {
         Status::RolledBack => {
             eprintln!(

@@ -1,10 +1,19 @@
 //! `portcullis status`: a pending apply, its deadline, the backend, the persistence
-//! mechanism and conflicts.
+//! mechanism and conflicts; with `--config`, drift: the live rules of both
+//! families and the persisted files compared with the policy (`--check` exits 1
+//! when they differ).
+//!
+//! Also the hidden `portcullis __canonical`, which drift runs to have the policy's
+//! rendering spelled by `*-save` (in a network namespace of its own).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+
 use crate::apply::{self, clock};
+use crate::cli::apply::BackendChoice;
+use crate::drift::{self, Drift, PersistedState, State};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,13 +26,60 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Compare the live rules and the persisted files with this policy (drift)
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With --config: exit 1 when anything differs from the policy
+    #[arg(long, requires = "config")]
+    pub check: bool,
+    /// With --config: the iptables backend whose rules to read
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+}
+
+/// `status --json` with `--config`: the status fields and the drift.
+#[derive(serde::Serialize)]
+struct WithDrift<'a> {
+    #[serde(flatten)]
+    status: &'a apply::StatusReport,
+    drift: &'a Drift,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let s = apply::status(&args.state_dir, &args.root)?;
+    let drift = match &args.config {
+        Some(config) => {
+            let policy = crate::cli::load_policy(config, None)?.policy;
+            let exe = std::env::current_exe()
+                .context("cannot find the portcullis binary to canonicalise the rendering")?;
+            let d = drift::gather::gather(
+                &policy,
+                &config.display().to_string(),
+                args.backend.resolve()?,
+                &args.root,
+                &exe,
+            )
+            .map_err(anyhow::Error::msg)?;
+            Some(d)
+        }
+        None => None,
+    };
+    let code = match &drift {
+        Some(d) if args.check && !d.in_sync => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    };
     if args.json {
-        println!("{}", super::json(&s)?);
-        return Ok(ExitCode::SUCCESS);
+        match &drift {
+            Some(d) => println!(
+                "{}",
+                super::json(&WithDrift {
+                    status: &s,
+                    drift: d
+                })?
+            ),
+            None => println!("{}", super::json(&s)?),
+        }
+        return Ok(code);
     }
     match (&s.pending, s.remaining_secs) {
         (Some(r), Some(left)) => {
@@ -99,5 +155,76 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("conflict:    {c}");
         }
     }
+    if let Some(d) = &drift {
+        print_drift(d);
+    }
+    Ok(code)
+}
+
+fn print_drift(d: &Drift) {
+    println!(
+        "drift:       {} ({} with the {} backend)",
+        if d.in_sync { "in-sync" } else { "DIFFERS" },
+        d.config,
+        d.backend
+    );
+    for f in &d.families {
+        let state = match f.state {
+            State::InSync => "in-sync",
+            State::Differs => "differs",
+            State::Missing => "MISSING",
+            State::NotManaged => "not managed by the policy",
+        };
+        println!("  {}:       {state}", f.family);
+        for line in &f.differences {
+            println!("    {line}");
+        }
+        for note in &f.notes {
+            println!("    note: {note}");
+        }
+    }
+    let p = &d.persisted;
+    match p.state {
+        PersistedState::InSync => println!(
+            "  persisted:  in-sync ({} in {})",
+            p.mechanism.as_deref().unwrap_or(""),
+            p.root
+        ),
+        PersistedState::Differs => {
+            println!(
+                "  persisted:  differs ({} in {})",
+                p.mechanism.as_deref().unwrap_or(""),
+                p.root
+            );
+            for f in &p.files {
+                if let crate::persist::FileStatus::WouldChange { diff } = &f.status {
+                    print!("{diff}");
+                }
+            }
+        }
+        PersistedState::Unknown => println!(
+            "  persisted:  unknown: {}",
+            p.reason.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// The hidden canonicaliser drift runs; never run it by hand (harmless if
+/// one does: it loads nothing outside the namespace it makes).
+#[derive(Debug, clap::Args)]
+pub struct CanonicalArgs {
+    #[arg(long)]
+    pub backend: portcullis_netfilter::Backend,
+    #[arg(long)]
+    pub family: portcullis_netfilter::Family,
+}
+
+pub fn run_canonical(args: CanonicalArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    let saved = drift::gather::canonical_here(args.backend, args.family, &text)
+        .map_err(anyhow::Error::msg)?;
+    print!("{saved}");
     Ok(ExitCode::SUCCESS)
 }

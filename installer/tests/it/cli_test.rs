@@ -472,6 +472,42 @@ portcullis: error: [..]tcsh[..]; or `man`
     Ok(())
 }
 
+/// `--config -` reads the policy from stdin (the Ansible role's way), capped like
+/// a file: a policy piped in is checked, an endless stream is refused at the cap,
+/// and a FIFO named by path is still refused (it could hang).
+fn config_from_stdin() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    fake_restore(tmp.path(), false)?;
+    let text = std::fs::read_to_string(example("web-server"))?;
+    portcullis()
+        .env("PATH", path_with(tmp.path()))
+        .args(["check", "--config", "-"])
+        .stdin(text)
+        .assert()
+        .success()
+        .stdout_eq(snapbox::str![[r#"
+...
+"#]]);
+    let huge = "# padding\n".repeat((5 << 20) / 10);
+    portcullis()
+        .args(["render", "--config", "-"])
+        .stdin(huge)
+        .assert()
+        .code(2)
+        .stderr_eq(snapbox::str![[r#"
+portcullis: error: cannot read policy -: larger than 4 MiB: this is not the file you meant
+
+"#]]);
+    let fifo = tmp.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    portcullis()
+        .args(["render", "--config"])
+        .arg(&fifo)
+        .assert()
+        .code(2);
+    Ok(())
+}
+
 /// The three silent mistakes of issue 11 each give a warning naming the key,
 /// `check` still passes, and `check --strict` fails on them (exit 1). The fake
 /// restore binaries make the test exact; PATH without `unshare` makes a ruleset
@@ -892,6 +928,7 @@ pub fn trials() -> Vec<Trial> {
             None,
             json_outputs_are_documented,
         ),
+        trial("cli::config_from_stdin", config_from_stdin),
         privileged(
             "cli::check_warns_and_strict_fails",
             None,

@@ -7,6 +7,7 @@
 mod action;
 mod apply;
 mod cli_test;
+mod fleet;
 mod golden;
 mod layering;
 mod lockout;
@@ -35,6 +36,7 @@ fn main() {
     trials.extend(apply::trials());
     trials.extend(lockout::trials());
     trials.extend(reliability::trials());
+    trials.extend(fleet::trials());
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
     trials.extend(verify_logging::trials());
