@@ -49,6 +49,31 @@ fn log(msg: &str) {
     log_as("guard", msg);
 }
 
+/// The detached process's first steps, the guard's and the watchdog's: block
+/// SIGHUP, SIGINT, SIGTERM, SIGQUIT and `also` (from here on they are lines read
+/// from the returned signalfd, not deaths), then leave the session. `who` names
+/// the process in the log.
+pub(crate) fn detach(who: &str, also: Signal) -> anyhow::Result<SignalFd> {
+    use anyhow::Context as _;
+    let mask: SigSet = [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        also,
+    ]
+    .into_iter()
+    .collect();
+    mask.thread_block().context("cannot block signals")?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("cannot open a signalfd")?;
+    // Fails only when already a session leader, which is detached enough.
+    if let Err(e) = nix::unistd::setsid() {
+        log_as(who, &format!("setsid: {e} (already a session leader)"));
+    }
+    Ok(sigfd)
+}
+
 /// A timerfd on CLOCK_BOOTTIME that becomes readable at `at_boot_ms`
 /// (milliseconds since boot, absolute): fires at once when that has passed.
 pub(crate) fn boot_timer(at_boot_ms: u64) -> nix::Result<TimerFd> {
@@ -83,22 +108,7 @@ enum Event {
 pub fn run(state_dir: &std::path::Path, id: &str) -> anyhow::Result<Status> {
     use anyhow::Context as _;
     // First thing: from here on a hang-up is a line in the log, not a death.
-    let mask: SigSet = [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGQUIT,
-        Signal::SIGCHLD,
-    ]
-    .into_iter()
-    .collect();
-    mask.thread_block().context("cannot block SIGHUP")?;
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("cannot open a signalfd")?;
-    // Fails only when already a session leader, which is detached enough.
-    if let Err(e) = nix::unistd::setsid() {
-        log(&format!("setsid: {e} (already a session leader)"));
-    }
+    let sigfd = detach("guard", Signal::SIGCHLD)?;
 
     let state = StateDir::open(state_dir)?;
     let _lock = state.lock()?;
