@@ -98,6 +98,17 @@ pub(crate) fn boot_deadline(record: &Record) -> u64 {
         .unwrap_or_else(|| boottime_ms() + record.deadline_unix_ms.saturating_sub(now_unix_ms()))
 }
 
+/// Wait, without a timeout, until one of `fds` can be read; which ones can.
+/// An interrupted wait is `EINTR`, for the caller to look around and wait again.
+pub(crate) fn poll_in<const N: usize>(
+    fds: [std::os::fd::BorrowedFd<'_>; N],
+) -> nix::Result<[bool; N]> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+    poll(&mut fds, PollTimeout::NONE)?;
+    Ok(fds.map(|fd| fd.any().unwrap_or(false)))
+}
+
 /// What ended the wait.
 enum Event {
     Confirm,
@@ -223,7 +234,6 @@ fn wait(
     id: &str,
     watchdog: &mut std::process::Child,
 ) -> anyhow::Result<Event> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut pending = String::new();
     let past = || boottime_ms() >= deadline_boot_ms;
     loop {
@@ -232,23 +242,12 @@ fn wait(
                 "deadline reached without confirmation".into(),
             ));
         }
-        let (fifo_ready, sig_ready, timer_ready) = {
-            let mut fds = [
-                PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
-                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
+        let [fifo_ready, sig_ready, timer_ready] =
+            match poll_in([fifo.as_fd(), sigfd.as_fd(), timer.as_fd()]) {
+                Ok(ready) => ready,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
-            }
-            (
-                fds[0].any().unwrap_or(false),
-                fds[1].any().unwrap_or(false),
-                fds[2].any().unwrap_or(false),
-            )
-        };
+            };
         if timer_ready {
             return Ok(Event::Rollback(
                 "deadline reached without confirmation".into(),

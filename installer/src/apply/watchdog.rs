@@ -41,7 +41,7 @@ use std::time::Duration;
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{Expiration, TimerFd, TimerSetTimeFlags};
 
-use super::guard::{GuardState, boot_deadline, boot_timer, detach, guard_state, log_as};
+use super::guard::{GuardState, boot_deadline, boot_timer, detach, guard_state, log_as, poll_in};
 use super::state::StateDir;
 
 /// How long after the deadline the watchdog (and the foreground `apply`) give
@@ -130,19 +130,11 @@ enum Woke {
 
 /// Sleep until the guard dies or the timer fires.
 fn wait(sigfd: &SignalFd, timer: &TimerFd, guard: i32) -> anyhow::Result<Woke> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
-        let (sig_ready, timer_ready) = {
-            let mut fds = [
-                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false))
+        let [sig_ready, timer_ready] = match poll_in([sigfd.as_fd(), timer.as_fd()]) {
+            Ok(ready) => ready,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         };
         if sig_ready {
             while let Some(info) = sigfd.read_signal()? {
