@@ -66,23 +66,16 @@ impl HostId {
         HostId::Web,
         HostId::Inner,
     ];
-    /// The hosts [`Lab::standard`] builds, in creation order.
-    pub const STANDARD: [HostId; 6] = [
-        HostId::Router,
-        HostId::Target,
-        HostId::Admin,
-        HostId::Outsider,
-        HostId::Resolver,
-        HostId::Web,
-    ];
-    /// The hosts on a link to the router.
-    pub const LEAVES: [HostId; 5] = [
-        HostId::Target,
-        HostId::Admin,
-        HostId::Outsider,
-        HostId::Resolver,
-        HostId::Web,
-    ];
+    /// The hosts [`Lab::standard`] builds, in creation order: all but `inner`.
+    pub const STANDARD: [HostId; 6] = match HostId::ALL {
+        [standard @ .., HostId::Inner] => standard,
+        _ => panic!("inner is made last"),
+    };
+    /// The hosts on a link to the router: all but the router and `inner`.
+    pub const LEAVES: [HostId; 5] = match HostId::ALL {
+        [HostId::Router, leaves @ .., HostId::Inner] => leaves,
+        _ => panic!("the router is made first, inner last"),
+    };
 
     pub fn name(self) -> &'static str {
         match self {

@@ -49,6 +49,31 @@ fn log(msg: &str) {
     log_as("guard", msg);
 }
 
+/// The detached process's first steps, the guard's and the watchdog's: block
+/// SIGHUP, SIGINT, SIGTERM, SIGQUIT and `also` (from here on they are lines read
+/// from the returned signalfd, not deaths), then leave the session. `who` names
+/// the process in the log.
+pub(crate) fn detach(who: &str, also: Signal) -> anyhow::Result<SignalFd> {
+    use anyhow::Context as _;
+    let mask: SigSet = [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        also,
+    ]
+    .into_iter()
+    .collect();
+    mask.thread_block().context("cannot block signals")?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("cannot open a signalfd")?;
+    // Fails only when already a session leader, which is detached enough.
+    if let Err(e) = nix::unistd::setsid() {
+        log_as(who, &format!("setsid: {e} (already a session leader)"));
+    }
+    Ok(sigfd)
+}
+
 /// A timerfd on CLOCK_BOOTTIME that becomes readable at `at_boot_ms`
 /// (milliseconds since boot, absolute): fires at once when that has passed.
 pub(crate) fn boot_timer(at_boot_ms: u64) -> nix::Result<TimerFd> {
@@ -73,6 +98,17 @@ pub(crate) fn boot_deadline(record: &Record) -> u64 {
         .unwrap_or_else(|| boottime_ms() + record.deadline_unix_ms.saturating_sub(now_unix_ms()))
 }
 
+/// Wait, without a timeout, until one of `fds` can be read; which ones can.
+/// An interrupted wait is `EINTR`, for the caller to look around and wait again.
+pub(crate) fn poll_in<const N: usize>(
+    fds: [std::os::fd::BorrowedFd<'_>; N],
+) -> nix::Result<[bool; N]> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+    poll(&mut fds, PollTimeout::NONE)?;
+    Ok(fds.map(|fd| fd.any().unwrap_or(false)))
+}
+
 /// What ended the wait.
 enum Event {
     Confirm,
@@ -83,22 +119,7 @@ enum Event {
 pub fn run(state_dir: &std::path::Path, id: &str) -> anyhow::Result<Status> {
     use anyhow::Context as _;
     // First thing: from here on a hang-up is a line in the log, not a death.
-    let mask: SigSet = [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGQUIT,
-        Signal::SIGCHLD,
-    ]
-    .into_iter()
-    .collect();
-    mask.thread_block().context("cannot block SIGHUP")?;
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("cannot open a signalfd")?;
-    // Fails only when already a session leader, which is detached enough.
-    if let Err(e) = nix::unistd::setsid() {
-        log(&format!("setsid: {e} (already a session leader)"));
-    }
+    let sigfd = detach("guard", Signal::SIGCHLD)?;
 
     let state = StateDir::open(state_dir)?;
     let _lock = state.lock()?;
@@ -213,7 +234,6 @@ fn wait(
     id: &str,
     watchdog: &mut std::process::Child,
 ) -> anyhow::Result<Event> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut pending = String::new();
     let past = || boottime_ms() >= deadline_boot_ms;
     loop {
@@ -222,23 +242,12 @@ fn wait(
                 "deadline reached without confirmation".into(),
             ));
         }
-        let (fifo_ready, sig_ready, timer_ready) = {
-            let mut fds = [
-                PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
-                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
+        let [fifo_ready, sig_ready, timer_ready] =
+            match poll_in([fifo.as_fd(), sigfd.as_fd(), timer.as_fd()]) {
+                Ok(ready) => ready,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
-            }
-            (
-                fds[0].any().unwrap_or(false),
-                fds[1].any().unwrap_or(false),
-                fds[2].any().unwrap_or(false),
-            )
-        };
+            };
         if timer_ready {
             return Ok(Event::Rollback(
                 "deadline reached without confirmation".into(),

@@ -33,15 +33,15 @@
 use std::os::fd::AsFd as _;
 
 use anyhow::Context as _;
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 
 use std::time::Duration;
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{Expiration, TimerFd, TimerSetTimeFlags};
 
-use super::guard::{GuardState, boot_deadline, boot_timer, guard_state, log_as};
+use super::guard::{GuardState, boot_deadline, boot_timer, detach, guard_state, log_as, poll_in};
 use super::state::StateDir;
 
 /// How long after the deadline the watchdog (and the foreground `apply`) give
@@ -70,21 +70,7 @@ fn log(msg: &str) {
 
 /// The watchdog's whole life.
 pub fn run(state_dir: &std::path::Path, id: &str, guard: i32) -> anyhow::Result<()> {
-    let mask: SigSet = [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-    ]
-    .into_iter()
-    .collect();
-    mask.thread_block().context("cannot block signals")?;
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("cannot open a signalfd")?;
-    if let Err(e) = nix::unistd::setsid() {
-        log(&format!("setsid: {e} (already a session leader)"));
-    }
+    let sigfd = detach("watchdog", Signal::SIGUSR1)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).context("cannot set PR_SET_PDEATHSIG")?;
     let state = StateDir::open(state_dir)?;
     let Some(record) = state.record()?.filter(|r| r.id == id) else {
@@ -144,19 +130,11 @@ enum Woke {
 
 /// Sleep until the guard dies or the timer fires.
 fn wait(sigfd: &SignalFd, timer: &TimerFd, guard: i32) -> anyhow::Result<Woke> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
-        let (sig_ready, timer_ready) = {
-            let mut fds = [
-                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false))
+        let [sig_ready, timer_ready] = match poll_in([sigfd.as_fd(), timer.as_fd()]) {
+            Ok(ready) => ready,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         };
         if sig_ready {
             while let Some(info) = sigfd.read_signal()? {

@@ -481,8 +481,8 @@ pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
 /// host's tables are never read or touched. Root uses `unshare -n`; anyone else
 /// tries a user namespace (`unshare -rn`), which some kernels refuse.
 fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result<(), PersistError> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
+    use portcullis_netfilter::{BackendError, runner};
+    use std::process::Command;
     let bin = backend.restore_binary(family);
     let command = format!("{bin} -w --test");
     let cannot = |reason: String| PersistError::CannotTest {
@@ -510,28 +510,16 @@ fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result
     } else {
         "-rn"
     };
-    let mut child = Command::new(unshare)
-        .arg(ns)
-        .arg(&bin_path)
-        .args(["-w", "--test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| cannot(e.to_string()))?;
-    // A write error means the child died early; its status and stderr say why.
-    let _ = child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes());
-    let out = child
-        .wait_with_output()
-        .map_err(|e| cannot(e.to_string()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    if out.status.success() {
-        return Ok(());
-    }
+    let mut cmd = Command::new(unshare);
+    cmd.arg(ns).arg(&bin_path).args(["-w", "--test"]);
+    // The one runner: a restore that stops at the first bad line is reported by
+    // its status and stderr, never by the write that hit its closed stdin.
+    let stderr = match runner::run_prepared(&mut cmd, &command, Some(text)) {
+        Ok(_) => return Ok(()),
+        Err(BackendError::Failed { stderr, .. }) => stderr,
+        Err(BackendError::Spawn { source, .. }) => return Err(cannot(source.to_string())),
+        Err(e) => return Err(cannot(e.to_string())),
+    };
     // unshare itself failing (no privilege for a namespace) is "cannot test", not
     // "the file is bad".
     if stderr.starts_with("unshare:") {

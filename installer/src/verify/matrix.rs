@@ -107,6 +107,26 @@ pub fn print_quiet(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
     )
 }
 
+/// A row's cells in both tables, the verdict aside: backend, from, to, service,
+/// family, expected, observed, counted by (`-` when no rule counted it).
+fn cells(r: &Row) -> [String; 8] {
+    let e = &r.expectation;
+    [
+        r.backend.to_string(),
+        e.probe.from.to_string(),
+        e.probe.to.to_string(),
+        e.probe.service(),
+        e.probe.family.to_string(),
+        e.expect.to_string(),
+        r.observed.word().to_owned(),
+        if r.counted.is_empty() {
+            "-".to_owned()
+        } else {
+            r.counted.join(", ")
+        },
+    ]
+}
+
 /// The aligned table, one row per probe, and a blank line.
 fn print_table(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
     let header = [
@@ -120,24 +140,10 @@ fn print_table(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
         "counted by",
         "",
     ];
-    let mut table: Vec<[String; 9]> = vec![header.map(str::to_owned)];
+    let mut table: Vec<Vec<String>> = vec![header.map(str::to_owned).to_vec()];
     for r in rows {
-        let e = &r.expectation;
-        table.push([
-            r.backend.to_string(),
-            e.probe.from.to_string(),
-            e.probe.to.to_string(),
-            e.probe.service(),
-            e.probe.family.to_string(),
-            e.expect.to_string(),
-            r.observed.word().to_owned(),
-            if r.counted.is_empty() {
-                "-".to_owned()
-            } else {
-                r.counted.join(", ")
-            },
-            if r.pass() { "ok" } else { "MISMATCH" }.to_owned(),
-        ]);
+        let verdict = if r.pass() { "ok" } else { "MISMATCH" };
+        table.push(cells(r).into_iter().chain([verdict.to_owned()]).collect());
     }
     let mut widths = [0usize; 9];
     for row in &table {
@@ -205,23 +211,11 @@ pub fn markdown(rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(w, "|---|---|---|---|---|---|---|---|---|")?;
     for r in rows {
-        let e = &r.expectation;
-        let cells = [
-            if r.pass() { "ok" } else { "**MISMATCH**" }.to_owned(),
-            r.backend.to_string(),
-            e.probe.from.to_string(),
-            e.probe.to.to_string(),
-            e.probe.service(),
-            e.probe.family.to_string(),
-            e.expect.to_string(),
-            r.observed.word().to_owned(),
-            if r.counted.is_empty() {
-                "-".to_owned()
-            } else {
-                r.counted.join(", ")
-            },
-        ];
-        let cells: Vec<String> = cells.iter().map(|c| md_cell(c)).collect();
+        let verdict = if r.pass() { "ok" } else { "**MISMATCH**" };
+        let cells: Vec<String> = std::iter::once(verdict.to_owned())
+            .chain(cells(r))
+            .map(|c| md_cell(&c))
+            .collect();
         writeln!(w, "| {} |", cells.join(" | "))?;
     }
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass()).collect();

@@ -15,14 +15,10 @@ use crate::rule::Chain;
 /// format uses: every [`HostId`] but the router. `inner` sits on a second link
 /// of the target, reachable only THROUGH it (for the FORWARD chain); the lab
 /// makes it before the rules load when a probe needs it.
-pub const HOSTS: [HostId; 6] = [
-    HostId::Target,
-    HostId::Admin,
-    HostId::Outsider,
-    HostId::Resolver,
-    HostId::Web,
-    HostId::Inner,
-];
+pub const HOSTS: [HostId; 6] = match HostId::ALL {
+    [HostId::Router, rest @ ..] => rest,
+    _ => panic!("HostId::ALL starts with the router"),
+};
 
 /// A host of [`HOSTS`] by its name (`target`, `admin`, `outsider`, `resolver`,
 /// `web`, `inner`); the router is not one.

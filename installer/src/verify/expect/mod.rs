@@ -360,34 +360,29 @@ mod tests {
         let d = expectations(&p, &topo());
         let ok = |by: &str| (Expect::Ok, by.to_owned());
         let no = |by: &str| (Expect::NoAnswer, by.to_owned());
-        assert_eq!(
-            one(&d, Ssh, HostId::Admin, V4),
-            ok("INPUT: ssh from the admin subnet")
-        );
-        assert_eq!(one(&d, Ssh, HostId::Outsider, V4), no("INPUT policy"));
-        // The default names only an IPv4 admin subnet: no IPv6 ssh for anyone.
-        assert_eq!(one(&d, Ssh, HostId::Admin, V6), no("INPUT policy"));
-        assert_eq!(
-            one(&d, DnsUdp, HostId::Target, V6),
-            ok("OUTPUT: dns lookups")
-        );
-        assert_eq!(
-            one(&d, Https, HostId::Target, V4),
-            ok("OUTPUT: allow outbound https")
-        );
-        assert_eq!(
-            one(&d, LoopbackTcp, HostId::Target, V6),
-            ok("OUTPUT: loopback")
-        );
-        assert_eq!(one(&d, Forward, HostId::Admin, V4), no("FORWARD policy"));
-        assert_eq!(
-            one(&d, SynFin, HostId::Outsider, V4),
-            ok("INPUT: [malicious packet patterns] SYN+FIN")
-        );
-        assert_eq!(
-            one(&d, InvalidRst, HostId::Admin, V4),
-            ok("INPUT: conntrack cannot place")
-        );
+        let promised = {
+            use HostId::{Admin, Outsider, Target};
+            [
+                (Ssh, Admin, V4, ok("INPUT: ssh from the admin subnet")),
+                (Ssh, Outsider, V4, no("INPUT policy")),
+                // The default names only an IPv4 admin subnet: no IPv6 ssh for anyone.
+                (Ssh, Admin, V6, no("INPUT policy")),
+                (DnsUdp, Target, V6, ok("OUTPUT: dns lookups")),
+                (Https, Target, V4, ok("OUTPUT: allow outbound https")),
+                (LoopbackTcp, Target, V6, ok("OUTPUT: loopback")),
+                (Forward, Admin, V4, no("FORWARD policy")),
+                (
+                    SynFin,
+                    Outsider,
+                    V4,
+                    ok("INPUT: [malicious packet patterns] SYN+FIN"),
+                ),
+                (InvalidRst, Admin, V4, ok("INPUT: conntrack cannot place")),
+            ]
+        };
+        for (kind, from, f, want) in promised {
+            assert_eq!(one(&d, kind, from, f), want, "{kind} from {from} {f}");
+        }
         // No IPv6 ssh from admin, so no established connection to make INVALID.
         assert!(find(&d, InvalidRst, HostId::Admin, V6).is_empty());
         assert!(d.notes.iter().any(|n| n.contains("drop_invalid (ipv6)")));
