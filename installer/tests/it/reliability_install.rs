@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Failed, Trial};
 
 use crate::persist::{POLICY, expect_exit, leftover_temps, policy_file, scratch, text};
-use crate::support::{BIN, ensure, private_dir};
+use crate::support::{BIN, ensure, openssh_missing, private_dir};
 use portcullis_harness::trial::privileged;
 
 const SYS_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -89,10 +89,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         privileged(
             "reliability::session::sshd_ancestor_socket_under_env_i",
-            ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"]
-                .iter()
-                .find(|p| !Path::new(p).exists())
-                .map(|p| format!("{p} not installed (openssh-server, openssh-client)")),
+            openssh_missing(),
             sshd_ancestor_socket,
         ),
         privileged(
