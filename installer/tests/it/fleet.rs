@@ -53,17 +53,17 @@ fn missing() -> Option<String> {
             playbook.display()
         ));
     }
-    if !Backend::Nft.available() {
-        return Some("needs the nft iptables backend".into());
-    }
-    None
+    Backend::Nft.unavailable_reason()
 }
 
 pub fn trials() -> Vec<Trial> {
-    let nft = (!Backend::Nft.available()).then(|| "needs the nft iptables backend".to_owned());
     vec![
         privileged("fleet::ansible_rollout", missing(), rollout),
-        privileged("fleet::json_outcomes", nft, json_outcomes),
+        privileged(
+            "fleet::json_outcomes",
+            Backend::Nft.unavailable_reason(),
+            json_outcomes,
+        ),
     ]
 }
 
