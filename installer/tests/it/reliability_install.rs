@@ -227,6 +227,17 @@ fn apply_args<'a>(config: &'a OsStr, state: &'a Path, backend: Option<&'a str>) 
     args
 }
 
+/// Wait until the guard of the apply that used `state` has exited (its lock
+/// released): its last act is moving the record to last.json, and apply's own
+/// exit does not wait for that.
+fn guard_exited(state: &Path) -> Result<(), Failed> {
+    let dir = portcullis::apply::StateDir::open(state)?;
+    let gone = portcullis::apply::guard::wait_for_exit(&dir, Duration::from_secs(10))?;
+    ensure(gone, || {
+        "the guard still runs 10 s after apply exited".into()
+    })
+}
+
 /// [`apply_args`] in `unshare -n`, [`clean`].
 fn apply_cmd(config: &OsStr, state: &Path, backend: Option<&str>) -> Command {
     let mut c = clean(tool("unshare"));
@@ -647,6 +658,7 @@ fn guard_uses_recorded() -> Result<(), Failed> {
         .env("PATH", format!("{}:{SYS_PATH}", wrap.display()))
         .output()?;
     expect_exit(&out, 1, &["ROLLED BACK"], "from apply (a rollback)")?;
+    guard_exited(&state)?;
     let last: serde_json::Value = serde_json::from_str(
         &read(&state.join("last.json")).ok_or("no last.json after the rollback")?,
     )?;
@@ -711,6 +723,7 @@ fn ancestor_session() -> Result<(), Failed> {
         &["ROLLED BACK"],
         "for an admitted client under env -i",
     )?;
+    guard_exited(&state)?;
     let last = read(&state.join("last.json")).unwrap_or_default();
     ensure(last.contains("192.0.2.10 50022 192.0.2.1 22"), || {
         format!("the record does not hold the ancestor's session: {last}")
