@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,17 +53,17 @@ fn missing() -> Option<String> {
             playbook.display()
         ));
     }
-    if !Backend::Nft.available() {
-        return Some("needs the nft iptables backend".into());
-    }
-    None
+    Backend::Nft.unavailable_reason()
 }
 
 pub fn trials() -> Vec<Trial> {
-    let nft = (!Backend::Nft.available()).then(|| "needs the nft iptables backend".to_owned());
     vec![
         privileged("fleet::ansible_rollout", missing(), rollout),
-        privileged("fleet::json_outcomes", nft, json_outcomes),
+        privileged(
+            "fleet::json_outcomes",
+            Backend::Nft.unavailable_reason(),
+            json_outcomes,
+        ),
     ]
 }
 
@@ -258,6 +258,25 @@ impl FleetLab {
         Ok(out)
     }
 
+    /// Both hosts still have `rules` live and `files` (a [`FleetLab::files`]
+    /// each) on disk; else `what` changed them.
+    fn ensure_untouched(
+        &self,
+        rules: &[String; 2],
+        files: &[BTreeMap<PathBuf, Vec<u8>>; 2],
+        what: &str,
+    ) -> Result<(), Failed> {
+        for (i, h) in ["t1", "t2"].into_iter().enumerate() {
+            ensure(self.save(h)? == rules[i], || {
+                format!("{h}: {what} changed the live rules")
+            })?;
+            ensure(self.files(h)? == files[i], || {
+                format!("{h}: {what} changed the persisted files or the state dir")
+            })?;
+        }
+        Ok(())
+    }
+
     fn last(&self, name: &str) -> Option<Record> {
         let text = std::fs::read_to_string(self.managed(name).state.join("last.json")).ok()?;
         serde_json::from_str(&text).ok()
@@ -328,6 +347,17 @@ struct Play {
 impl Play {
     fn stat(&self, host: &str, key: &str) -> Option<u32> {
         self.recap.get(host).and_then(|s| s.get(key)).copied()
+    }
+
+    /// The play failed with t1 counted once as `key` (`failed`, `unreachable`),
+    /// and the rollout stopped there: t2 is not in the recap. `what` befell t1.
+    fn stopped_at_t1(&self, key: &str, what: &str) -> Result<(), Failed> {
+        ensure(!self.ok && self.stat("t1", key) == Some(1), || {
+            format!("t1 was not {key} ({what}):\n{}", self.text)
+        })?;
+        ensure(!self.recap.contains_key("t2"), || {
+            format!("the rollout went on to t2 after {what}:\n{}", self.text)
+        })
     }
 }
 
@@ -400,17 +430,12 @@ fn rollout() -> Result<(), Failed> {
     let files = [fl.files("t1")?, fl.files("t2")?];
     let run = fl.play(&wider, &["--check", "--diff"])?;
     ensure(run.ok, || format!("check mode failed:\n{}", run.text))?;
-    for (i, h) in ["t1", "t2"].into_iter().enumerate() {
+    for h in ["t1", "t2"] {
         ensure(run.stat(h, "changed").unwrap_or(0) > 0, || {
             format!("{h}: check mode reports no change to come:\n{}", run.text)
         })?;
-        ensure(fl.save(h)? == rolled_out[i], || {
-            format!("{h}: check mode changed the live rules")
-        })?;
-        ensure(fl.files(h)? == files[i], || {
-            format!("{h}: check mode changed the persisted files or the state dir")
-        })?;
     }
+    fl.ensure_untouched(&rolled_out, &files, "check mode")?;
     let outsider = fl.lab.subnet(HostId::Outsider, Family::V4).to_string();
     ensure(
         run.text.contains(&format!("+ -A INPUT -s {outsider}")),
@@ -426,23 +451,11 @@ fn rollout() -> Result<(), Failed> {
     // and the second batch never starts.
     let cut = policy(&[fl.lab.subnet(HostId::Outsider, Family::V4).to_string()]);
     let run = fl.play(&cut, &[])?;
-    ensure(!run.ok && run.stat("t1", "failed") == Some(1), || {
-        format!("the lockout policy did not fail t1:\n{}", run.text)
-    })?;
-    ensure(!run.recap.contains_key("t2"), || {
-        format!("the rollout went on to t2 after t1 failed:\n{}", run.text)
-    })?;
+    run.stopped_at_t1("failed", "the lockout policy")?;
     ensure(run.text.contains("does not include"), || {
         format!("t1 failed, but not on preflight's refusal:\n{}", run.text)
     })?;
-    for (i, h) in ["t1", "t2"].into_iter().enumerate() {
-        ensure(fl.save(h)? == rolled_out[i], || {
-            format!("{h}: the lockout policy changed the live rules")
-        })?;
-        ensure(fl.files(h)? == files[i], || {
-            format!("{h}: the lockout policy changed the persisted files or the state")
-        })?;
-    }
+    fl.ensure_untouched(&rolled_out, &files, "the lockout policy")?;
 
     // 5. A host that cannot be reached again after apply: its confirm goes to a
     // port nothing listens on. Unreachable, the rollout stops, and t1's guard
@@ -457,12 +470,7 @@ fn rollout() -> Result<(), Failed> {
             "portcullis_confirm_ssh_args='-o ControlMaster=no -o ControlPath=none -o Port=2'",
         ],
     )?;
-    ensure(!run.ok && run.stat("t1", "unreachable") == Some(1), || {
-        format!("t1's confirm was not unreachable:\n{}", run.text)
-    })?;
-    ensure(!run.recap.contains_key("t2"), || {
-        format!("the rollout went on to t2 after t1 was lost:\n{}", run.text)
-    })?;
+    run.stopped_at_t1("unreachable", "t1's confirm to a dead port")?;
     let until = Instant::now() + Duration::from_secs(30);
     let rec = loop {
         match fl.last("t1") {
@@ -518,32 +526,36 @@ fn json_outcomes() -> Result<(), Failed> {
         )
     };
     let field = |v: &serde_json::Value, k: &str| v[k].clone();
+    // The outcome is `result` and `changed` says `changed`.
+    let says = |v: &serde_json::Value, result: &str, changed: bool| {
+        v["result"] == result && v["changed"] == changed
+    };
+    // A verb run with `--json`: its status, its one JSON object, its stderr.
+    let json = |c: Command| -> Result<(ExitStatus, serde_json::Value, String), Failed> {
+        let (st, out, err) = fx.run(c)?;
+        Ok((st, outcome(&out)?, err))
+    };
+    let verb = |name: &str, ssh: Option<&str>| json(fx.portcullis(name, &["--json"], ssh));
 
     // A policy that would cut the session: refused, nothing changed.
-    let (st, out, err) = fx.run(apply(&cut))?;
-    let v = outcome(&out)?;
+    let (st, v, err) = json(apply(&cut))?;
     ensure(
         st.code() == Some(2)
             && field(&v, "schema_version") == 1
             && field(&v, "verb") == "apply"
-            && field(&v, "result") == "refused"
-            && field(&v, "changed") == false
+            && says(&v, "refused", false)
             && v["errors"][0]
                 .as_str()
                 .is_some_and(|e| e.contains("does not include")),
         || format!("refused apply: {st}: {v}\n{err}"),
     )?;
-    ensure(fx.save_both()? == before, || {
-        "a refused apply changed the rules".into()
-    })?;
+    fx.ensure_rules(&before, "a refused apply changed the rules")?;
 
     // --no-wait: live and pending, exit 0 at once.
-    let (st, out, err) = fx.run(apply(&ok))?;
-    let v = outcome(&out)?;
+    let (st, v, err) = json(apply(&ok))?;
     ensure(
         st.success()
-            && field(&v, "result") == "pending"
-            && field(&v, "changed") == true
+            && says(&v, "pending", true)
             && v["record"]["status"] == "pending"
             && v["record"]["ssh_connection"] == s1,
         || format!("apply --no-wait: {st}: {v}\n{err}"),
@@ -553,8 +565,7 @@ fn json_outcomes() -> Result<(), Failed> {
     })?;
 
     // Confirm from the session that ran apply: refused, still pending.
-    let (st, out, _) = fx.run(fx.portcullis("confirm", &["--json"], Some(s1)))?;
-    let v = outcome(&out)?;
+    let (st, v, _) = verb("confirm", Some(s1))?;
     ensure(
         st.code() == Some(2)
             && field(&v, "verb") == "confirm"
@@ -566,43 +577,31 @@ fn json_outcomes() -> Result<(), Failed> {
     )?;
 
     // Rollback: the rules of before are back.
-    let (st, out, _) = fx.run(fx.portcullis("rollback", &["--json"], None))?;
-    let v = outcome(&out)?;
+    let (st, v, _) = verb("rollback", None)?;
     ensure(
         st.success()
             && field(&v, "verb") == "rollback"
-            && field(&v, "result") == "rolled_back"
-            && field(&v, "changed") == true
+            && says(&v, "rolled_back", true)
             && v["record"]["status"] == "rolled_back",
         || format!("rollback: {st}: {v}"),
     )?;
-    ensure(fx.save_both()? == before, || {
-        "rollback --json did not restore".into()
-    })?;
+    fx.ensure_rules(&before, "rollback --json did not restore")?;
 
     // Nothing pending: confirm fails, and says so in JSON.
-    let (st, out, _) = fx.run(fx.portcullis("confirm", &["--json"], Some(s2)))?;
-    let v = outcome(&out)?;
-    ensure(
-        st.code() == Some(1) && field(&v, "result") == "failed" && field(&v, "changed") == false,
-        || format!("confirm with nothing pending: {st}: {v}"),
-    )?;
+    let (st, v, _) = verb("confirm", Some(s2))?;
+    ensure(st.code() == Some(1) && says(&v, "failed", false), || {
+        format!("confirm with nothing pending: {st}: {v}")
+    })?;
 
     // Apply again, confirm from a new session: confirmed.
-    let (st, out, _) = fx.run(apply(&ok))?;
-    ensure(st.success(), || format!("second apply: {st}: {out}"))?;
+    let (st, v, _) = json(apply(&ok))?;
+    ensure(st.success(), || format!("second apply: {st}: {v}"))?;
     let applied = fx.save_both()?;
-    let (st, out, _) = fx.run(fx.portcullis("confirm", &["--json"], Some(s2)))?;
-    let v = outcome(&out)?;
+    let (st, v, _) = verb("confirm", Some(s2))?;
     ensure(
-        st.success()
-            && field(&v, "result") == "confirmed"
-            && field(&v, "changed") == true
-            && v["record"]["status"] == "confirmed",
+        st.success() && says(&v, "confirmed", true) && v["record"]["status"] == "confirmed",
         || format!("new-session confirm: {st}: {v}"),
     )?;
-    ensure(fx.save_both()? == applied, || {
-        "confirm changed the rules".into()
-    })?;
+    fx.ensure_rules(&applied, "confirm changed the rules")?;
     Ok(())
 }

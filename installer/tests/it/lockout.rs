@@ -18,7 +18,9 @@ use portcullis_harness::services::ssh::Client;
 use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
-use crate::support::{BIN, Fixture, ensure, lateness_ms, per_backend, sleep_past_deadline};
+use crate::support::{
+    BIN, Fixture, ensure, lateness_ms, openssh_missing, per_backend, sleep_past_deadline,
+};
 
 /// The comment of the renderer's OUTPUT rule for sessions older than the ruleset
 /// (`--sport 22 ! --syn`), read from the rendered text.
@@ -599,12 +601,7 @@ fn running_with_arg(arg: &str) -> bool {
 }
 
 fn missing(backend: Backend) -> Option<String> {
-    backend.unavailable_reason().or_else(|| {
-        ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"]
-            .iter()
-            .find(|p| !Path::new(p).exists())
-            .map(|p| format!("{p} not installed (apt-get install openssh-server openssh-client)"))
-    })
+    backend.unavailable_reason().or_else(openssh_missing)
 }
 
 pub fn trials() -> Vec<Trial> {

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 use nix::sys::signal::Signal;
-use portcullis::apply::Status;
+use portcullis::apply::{Record, Status};
 use portcullis_harness::{Backend, Family};
 
 use crate::support::{
-    ApplyProc, BEFORE_MARKER, Fixture, SESSION, ensure, lateness_ms, per_backend,
+    ApplyProc, ApplyRun, BEFORE_MARKER, Fixture, SESSION, ensure, lateness_ms, per_backend,
     sleep_past_deadline,
 };
 
@@ -29,16 +29,31 @@ fn fixture(backend: Backend) -> Result<Fixture, Failed> {
     Fixture::with_policy("reliability", backend)
 }
 
+/// Where most trials start: the [`fixture`], its rules before, and an apply
+/// from [`SESSION`] with `timeout` that is pending (its rules live), its run and
+/// record. Bound in this order, the run drops before the fixture.
+type Pending = (Fixture, (String, String), ApplyRun, Record);
+
+fn pending(backend: Backend, timeout: u64) -> Result<Pending, Failed> {
+    let f = fixture(backend)?;
+    let before = f.save_both()?;
+    let (run, rec) = f.start_apply(timeout, Some(SESSION))?;
+    Ok((f, before, run, rec))
+}
+
+/// The rules of before are back in `f`.
+fn snapshot_back(f: &Fixture, before: &(String, String)) -> Result<(), Failed> {
+    f.ensure_rules(before, "the snapshot is not back")
+}
+
 /// SIGKILL of the guard while the apply is pending: the foreground apply (or
 /// the watchdog) restores the snapshot at once, and apply says so.
 fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(30, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 30)?;
     let killed = portcullis::apply::state::now_unix_ms();
     ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
     let done = f.wait_rolled_back(&rec.id, Duration::from_secs(10))?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     ensure(done.remaining_ms() > 10_000, || {
         "the rollback waited for the deadline".into()
     })?;
@@ -53,14 +68,12 @@ fn guard_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
 /// SIGKILL of the guard and of the session's apply together (what an OOM kill
 /// or a careless `pkill portcullis` does): the watchdog restores the snapshot.
 fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(30, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 30)?;
     let killed = portcullis::apply::state::now_unix_ms();
     run.signal(Signal::SIGKILL)?;
     ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
     let done = f.wait_rolled_back(&rec.id, Duration::from_secs(10))?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     eprintln!(
         "measured: reliability::guard_and_session_sigkill::{backend}: rolled back {} ms after the kill",
         done.ended_unix_ms.unwrap_or(0) as i64 - killed as i64
@@ -76,9 +89,7 @@ fn guard_and_session_sigkill_rolls_back(backend: Backend) -> Result<(), Failed> 
 /// SIGKILL of the watchdog alone: the guard notices, logs it, and still rolls
 /// back at the deadline.
 fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 2)?;
     let w = ApplyProc::watchdog(&rec).ok_or("no watchdog pid in the record")?;
     w.signal(Signal::SIGKILL)?;
     let done = f.wait_finished(&rec.id, Duration::from_secs(10))?;
@@ -91,7 +102,7 @@ fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Faile
                 .contains("deadline reached"),
         || format!("{done:?}"),
     )?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     let log = f.guard_log();
     ensure(log.contains("the watchdog exited"), || {
         format!("the guard did not notice: {log}")
@@ -103,9 +114,7 @@ fn watchdog_sigkill_guard_still_rolls_back(backend: Backend) -> Result<(), Faile
 /// SIGSTOP of the guard: `status` says it is stopped, and the snapshot is
 /// restored by the deadline (plus the grace) all the same.
 fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(3, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 3)?;
     let guard = ApplyProc::guard(&rec)?;
     guard.stop()?;
     let s = f.status_json()?;
@@ -115,7 +124,7 @@ fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> 
     let (_, out, _) = f.run(f.portcullis("status", &[], None))?;
     ensure(out.contains("STOPPED"), || format!("status: {out}"))?;
     let done = f.wait_rolled_back(&rec.id, Duration::from_secs(15))?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     eprintln!(
         "measured: reliability::guard_sigstop::{backend}: rollback done {} ms after the deadline",
         lateness_ms(&done)
@@ -128,9 +137,7 @@ fn guard_sigstop_rolls_back_by_deadline(backend: Backend) -> Result<(), Failed> 
 /// waiting in the guard's FIFO when it is continued past the deadline is refused,
 /// and the snapshot restored.
 fn resumed_guard_refuses_a_late_confirm(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 2)?;
     let guard = ApplyProc::guard(&rec)?;
     let watchdog = ApplyProc::watchdog(&rec);
     if let Some(w) = &watchdog {
@@ -152,16 +159,14 @@ fn resumed_guard_refuses_a_late_confirm(backend: Backend) -> Result<(), Failed> 
     ensure(done.status == Status::RolledBack, || {
         format!("a late confirm was accepted: {done:?}")
     })?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     Ok(())
 }
 
 /// Everything killed (watchdog, session, guard), then `confirm` after the
 /// deadline: refused with exit 1, and it restores the snapshot itself.
 fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(2, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 2)?;
     if let Some(w) = ApplyProc::watchdog(&rec) {
         w.signal(Signal::SIGKILL)?;
         w.wait_gone()?;
@@ -175,7 +180,7 @@ fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
         format!("a late confirm exited {st}: {err}")
     })?;
     ensure(err.contains("too late"), || format!("confirm said: {err}"))?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     f.wait_rolled_back(&rec.id, Duration::from_secs(1))?;
     Ok(())
 }
@@ -183,9 +188,7 @@ fn late_confirm_with_no_guard_refused(backend: Backend) -> Result<(), Failed> {
 /// `rollback` with a stopped guard: it kills that guard and restores at once
 /// (and `confirm`, before it, is refused).
 fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(60, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 60)?;
     let guard = ApplyProc::guard(&rec)?;
     guard.stop()?;
     // A confirm cannot reach a stopped guard: refused, and it says what to do.
@@ -197,7 +200,7 @@ fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     let took = started.elapsed();
     ensure(st.success(), || format!("rollback: {st}: {err}"))?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     ensure(!guard.runs(), || "the stopped guard still runs".into())?;
     eprintln!(
         "measured: reliability::rollback_stopped_guard::{backend}: rollback took {} ms",
@@ -212,9 +215,7 @@ fn rollback_kills_a_stopped_guard(backend: Backend) -> Result<(), Failed> {
 /// pending and refuses a new apply; with the file put back, `rollback` again
 /// restores the snapshot.
 fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), Failed> {
-    let f = fixture(backend)?;
-    let before = f.save_both()?;
-    let (run, rec) = f.start_apply(60, Some(SESSION))?;
+    let (f, before, run, rec) = pending(backend, 60)?;
     let snap = f.state_dir.join("snapshot.v4");
     let good = std::fs::read(&snap)?;
     std::fs::OpenOptions::new()
@@ -252,7 +253,7 @@ fn truncated_snapshot_fails_loudly_and_retries(backend: Backend) -> Result<(), F
     std::fs::write(&snap, &good)?;
     let (st, _, err) = f.run(f.portcullis("rollback", &[], None))?;
     ensure(st.success(), || format!("retried rollback: {st}: {err}"))?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     ensure(!f.state_dir.join("pending.json").exists(), || {
         "the record is still pending".into()
     })?;
@@ -298,7 +299,7 @@ fn slow_restore_is_left_to_the_guard(backend: Backend) -> Result<(), Failed> {
     ensure(lateness_ms(&done) >= 2000, || {
         format!("the restore was not slow: {done:?}")
     })?;
-    f.ensure_rules(&before, "the snapshot is not back")?;
+    snapshot_back(&f, &before)?;
     run.finish_with(1, "ROLLED BACK")?;
     Ok(())
 }

@@ -14,22 +14,23 @@
 //!   `--i-am-on-the-console`, and `install --root /` (in a chroot, never this host's
 //!   /) checks the lockout as apply does.
 //!
-//! Everything runs in scratch directories under the target dir and, where rules
-//! are loaded, in `unshare -n` (and a PID namespace where the process tree
+//! Everything runs in scratch directories under the target dir (apply's state
+//! dirs in private root-only ones under /run, `support::private_dir`) and, where
+//! rules are loaded, in `unshare -n` (and a PID namespace where the process tree
 //! matters), never on this host's /etc or tables.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 
-use crate::persist::{POLICY, leftover_temps, scratch, text};
+use crate::persist::{POLICY, expect_exit, leftover_temps, policy_file, scratch, text};
+use crate::support::{BIN, ensure, openssh_missing, private_dir};
 use portcullis_harness::trial::privileged;
 
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const SYS_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const ORIG_V4: &str =
     "# the distro's own rules.v4, written by hand\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
@@ -88,10 +89,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         privileged(
             "reliability::session::sshd_ancestor_socket_under_env_i",
-            ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"]
-                .iter()
-                .find(|p| !Path::new(p).exists())
-                .map(|p| format!("{p} not installed (openssh-server, openssh-client)")),
+            openssh_missing(),
             sshd_ancestor_socket,
         ),
         privileged(
@@ -159,22 +157,92 @@ fn fresh_root(dir: &Path, name: &str) -> PathBuf {
     root
 }
 
-fn install_cmd(policy: &Path, root: &Path) -> Command {
-    let mut c = Command::new(BIN);
+/// `program` with a clean environment (PATH the system's), no stdin, no stdout
+/// and stderr piped.
+fn clean(program: impl AsRef<OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env("PATH", SYS_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// `portcullis ARGS`, [`clean`].
+fn portcullis_cmd(args: &[&OsStr]) -> Command {
+    let mut c = clean(BIN);
+    c.args(args);
+    c
+}
+
+/// `portcullis render --config CONFIG`.
+fn render_cmd(config: &Path) -> Command {
+    portcullis_cmd(&["render".as_ref(), "--config".as_ref(), config.as_os_str()])
+}
+
+/// `install --config P --root R --persistence netfilter-persistent EXTRA`.
+fn install_with(policy: &Path, root: &Path, extra: &[&str]) -> Command {
+    let mut c = clean(BIN);
     c.arg("install")
         .arg("--config")
         .arg(policy)
         .arg("--root")
         .arg(root)
-        .args([
-            "--persistence",
-            "netfilter-persistent",
-            "--no-test",
-            "--enable",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .args(["--persistence", "netfilter-persistent"])
+        .args(extra);
+    c
+}
+
+/// The offline install of a scratch root: `--no-test --enable`.
+fn install_cmd(policy: &Path, root: &Path) -> Command {
+    install_with(policy, root, &["--no-test", "--enable"])
+}
+
+/// A state dir for apply, in a private root-only dir under /run
+/// (`support::private_dir`): apply refuses one below a dir root does not own,
+/// as the target dir is when CI builds as a user.
+fn state_dir() -> Result<(tempfile::TempDir, PathBuf), Failed> {
+    let dir = private_dir("reliability-install")?;
+    let state = dir.path().join("state");
+    Ok((dir, state))
+}
+
+/// `portcullis apply --config CONFIG --state-dir STATE [--backend BACKEND]
+/// --no-persist --timeout 1`, the binary first: a rollback a second after the
+/// rules went live.
+fn apply_args<'a>(config: &'a OsStr, state: &'a Path, backend: Option<&'a str>) -> Vec<&'a OsStr> {
+    let mut args: Vec<&OsStr> = vec![
+        BIN.as_ref(),
+        "apply".as_ref(),
+        "--config".as_ref(),
+        config,
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ];
+    if let Some(b) = backend {
+        args.extend(["--backend", b].map(OsStr::new));
+    }
+    args.extend(["--no-persist", "--timeout", "1"].map(OsStr::new));
+    args
+}
+
+/// Wait until the guard of the apply that used `state` has exited (its lock
+/// released): its last act is moving the record to last.json, and apply's own
+/// exit does not wait for that.
+fn guard_exited(state: &Path) -> Result<(), Failed> {
+    let dir = portcullis::apply::StateDir::open(state)?;
+    let gone = portcullis::apply::guard::wait_for_exit(&dir, Duration::from_secs(10))?;
+    ensure(gone, || {
+        "the guard still runs 10 s after apply exited".into()
+    })
+}
+
+/// [`apply_args`] in `unshare -n`, [`clean`].
+fn apply_cmd(config: &OsStr, state: &Path, backend: Option<&str>) -> Command {
+    let mut c = clean(tool("unshare"));
+    c.args(["-n", "--"])
+        .args(apply_args(config, state, backend));
     c
 }
 
@@ -182,22 +250,59 @@ fn read(p: &Path) -> Option<String> {
     std::fs::read_to_string(p).ok()
 }
 
+/// The install trials' scratch dir, policies A (POLICY) and B ([`policy_b`])
+/// in it, and what each renders to.
+struct AB {
+    dir: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    a_pair: (String, String),
+    b_pair: (String, String),
+}
+
+impl AB {
+    fn new() -> Result<AB, Failed> {
+        let dir = scratch();
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        std::fs::write(&a, POLICY)?;
+        std::fs::write(&b, policy_b())?;
+        let (a_pair, b_pair) = (rendered(POLICY), rendered(&policy_b()));
+        Ok(AB {
+            dir,
+            a,
+            b,
+            a_pair,
+            b_pair,
+        })
+    }
+}
+
+/// rules.v4 and rules.v6 in `root`, empty where missing.
+fn rules_pair(root: &Path) -> (String, String) {
+    let etc = root.join("etc/iptables");
+    (
+        read(&etc.join("rules.v4")).unwrap_or_default(),
+        read(&etc.join("rules.v6")).unwrap_or_default(),
+    )
+}
+
+/// Whether the backups in `root` still hold the distro's own rules.
+fn original_kept(root: &Path) -> bool {
+    let etc = root.join("etc/iptables");
+    read(&etc.join("rules.v4.portcullis.bak")).as_deref() == Some(ORIG_V4)
+        && read(&etc.join("rules.v6.portcullis.bak")).as_deref() == Some(ORIG_V6)
+}
+
 /// Two installs of different policies on one root at once, 20 times.
 fn concurrent_installs() -> Result<(), Failed> {
-    let dir = scratch();
-    let a = dir.path().join("a.toml");
-    let b = dir.path().join("b.toml");
-    std::fs::write(&a, POLICY)?;
-    std::fs::write(&b, policy_b())?;
-    let (a4, a6) = rendered(POLICY);
-    let (b4, b6) = rendered(&policy_b());
+    let ab = AB::new()?;
     let tries = 20;
     let (mut failed_exit, mut lost_original, mut mixed, mut temps) = (0, 0, 0, 0);
     let mut notes = Vec::new();
     for i in 0..tries {
-        let root = fresh_root(dir.path(), &format!("root{i}"));
-        let c1 = install_cmd(&a, &root).spawn()?;
-        let c2 = install_cmd(&b, &root).spawn()?;
+        let root = fresh_root(ab.dir.path(), &format!("root{i}"));
+        let c1 = install_cmd(&ab.a, &root).spawn()?;
+        let c2 = install_cmd(&ab.b, &root).spawn()?;
         for c in [c1, c2] {
             let out = c.wait_with_output()?;
             if !out.status.success() {
@@ -205,16 +310,11 @@ fn concurrent_installs() -> Result<(), Failed> {
                 notes.push(text(&out.stderr));
             }
         }
-        let etc = root.join("etc/iptables");
-        if read(&etc.join("rules.v4.portcullis.bak")).as_deref() != Some(ORIG_V4)
-            || read(&etc.join("rules.v6.portcullis.bak")).as_deref() != Some(ORIG_V6)
-        {
+        if !original_kept(&root) {
             lost_original += 1;
         }
-        let pair = (read(&etc.join("rules.v4")), read(&etc.join("rules.v6")));
-        if pair != (Some(a4.clone()), Some(a6.clone()))
-            && pair != (Some(b4.clone()), Some(b6.clone()))
-        {
+        let pair = rules_pair(&root);
+        if pair != ab.a_pair && pair != ab.b_pair {
             mixed += 1;
         }
         if !leftover_temps(&root).is_empty() {
@@ -247,26 +347,19 @@ impl Lcg {
 /// run install B again (the next run), which must complete the pair, keep the
 /// original backup and leave no temp file.
 fn sigkill_installs() -> Result<(), Failed> {
-    let dir = scratch();
-    let a = dir.path().join("a.toml");
-    let b = dir.path().join("b.toml");
-    std::fs::write(&a, POLICY)?;
-    std::fs::write(&b, policy_b())?;
-    let (a4, a6) = rendered(POLICY);
-    let (b4, b6) = rendered(&policy_b());
-    if a4 == b4 || a6 == b6 {
-        return Err("policy B must change both families".into());
-    }
+    let ab = AB::new()?;
+    ensure(
+        ab.a_pair.0 != ab.b_pair.0 && ab.a_pair.1 != ab.b_pair.1,
+        || "policy B must change both families".into(),
+    )?;
     // The kill moments spread over the whole run of an uninterrupted install.
     let mut span = Duration::ZERO;
     for i in 0..5 {
-        let root = fresh_root(dir.path(), &format!("warm{i}"));
+        let root = fresh_root(ab.dir.path(), &format!("warm{i}"));
         let t = Instant::now();
-        let out = install_cmd(&b, &root).output()?;
+        let out = install_cmd(&ab.b, &root).output()?;
         span = span.max(t.elapsed());
-        if !out.status.success() {
-            return Err(format!("install failed: {}", text(&out.stderr)).into());
-        }
+        expect_exit(&out, 0, &[], "from install B")?;
     }
     let span_us = (span.as_micros() as u64).max(1000);
     let mut rng = Lcg(0x9e37_79b9);
@@ -275,26 +368,22 @@ fn sigkill_installs() -> Result<(), Failed> {
     let (mut next_failed, mut not_new, mut lost_original, mut temps) = (0, 0, 0, 0);
     let mut notes = Vec::new();
     for i in 0..tries {
-        let root = fresh_root(dir.path(), &format!("root{i}"));
-        let out = install_cmd(&a, &root).output()?;
-        if !out.status.success() {
-            return Err(format!("install A failed: {}", text(&out.stderr)).into());
-        }
-        let mut child = install_cmd(&b, &root).spawn()?;
+        let root = fresh_root(ab.dir.path(), &format!("root{i}"));
+        let out = install_cmd(&ab.a, &root).output()?;
+        expect_exit(&out, 0, &[], "from install A")?;
+        let mut child = install_cmd(&ab.b, &root).spawn()?;
         std::thread::sleep(Duration::from_micros(rng.next() % span_us));
         let _ = child.kill();
         let st = child.wait()?;
         if st.code().is_none() {
             killed_mid += 1;
         }
-        let etc = root.join("etc/iptables");
-        let v4 = read(&etc.join("rules.v4")).unwrap_or_default();
-        let v6 = read(&etc.join("rules.v6")).unwrap_or_default();
-        let whole4 = v4 == a4 || v4 == b4;
-        let whole6 = v6 == a6 || v6 == b6;
+        let (v4, v6) = rules_pair(&root);
+        let whole4 = v4 == ab.a_pair.0 || v4 == ab.b_pair.0;
+        let whole6 = v6 == ab.a_pair.1 || v6 == ab.b_pair.1;
         if !whole4 || !whole6 {
             torn += 1;
-        } else if (v4 == b4) != (v6 == b6) {
+        } else if (v4 == ab.b_pair.0) != (v6 == ab.b_pair.1) {
             if root.join(JOURNAL).exists() {
                 mixed_with_journal += 1;
             } else {
@@ -302,19 +391,15 @@ fn sigkill_installs() -> Result<(), Failed> {
             }
         }
         // The next run.
-        let out = install_cmd(&b, &root).output()?;
+        let out = install_cmd(&ab.b, &root).output()?;
         if !out.status.success() {
             next_failed += 1;
             notes.push(text(&out.stderr));
         }
-        if read(&etc.join("rules.v4")).as_deref() != Some(b4.as_str())
-            || read(&etc.join("rules.v6")).as_deref() != Some(b6.as_str())
-        {
+        if rules_pair(&root) != ab.b_pair {
             not_new += 1;
         }
-        if read(&etc.join("rules.v4.portcullis.bak")).as_deref() != Some(ORIG_V4)
-            || read(&etc.join("rules.v6.portcullis.bak")).as_deref() != Some(ORIG_V6)
-        {
+        if !original_kept(&root) {
             lost_original += 1;
         }
         let left = leftover_temps(&root);
@@ -357,17 +442,6 @@ fn wait_limited(mut child: Child, limit: Duration) -> Result<(ExitStatus, String
     }
 }
 
-fn portcullis_cmd(args: &[&OsStr]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_clear()
-        .env("PATH", SYS_PATH)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
-
 /// A FIFO and /dev/zero as `--config`, for render, install and apply (apply in
 /// `unshare -n`): each refused at once with exit 2, none hangs or grows.
 fn fifo_and_devices() -> Result<(), Failed> {
@@ -375,7 +449,7 @@ fn fifo_and_devices() -> Result<(), Failed> {
     let fifo = dir.path().join("policy.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
     let root = fresh_root(dir.path(), "root");
-    let state = dir.path().join("state");
+    let (_state_dir, state) = state_dir()?;
     let mut failures = Vec::new();
     let mut tries = 0;
     for input in [fifo.as_os_str(), OsStr::new("/dev/zero")] {
@@ -394,34 +468,12 @@ fn fifo_and_devices() -> Result<(), Failed> {
             tries += 1;
             // An address-space limit turns "grows until the OOM killer" into a
             // quick allocation failure on a build that reads without a cap.
-            let mut c = Command::new(tool("prlimit"));
+            let mut c = clean(tool("prlimit"));
             c.arg("--as=1073741824").arg("--").arg(BIN).args(&args);
-            c.env_clear()
-                .env("PATH", SYS_PATH)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
             judge(c, &args, &mut failures)?;
         }
         tries += 1;
-        let mut c = Command::new(tool("unshare"));
-        c.args(["-n", "--"]).arg(BIN).args([
-            OsStr::new("apply"),
-            "--config".as_ref(),
-            input,
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--backend".as_ref(),
-            "nft".as_ref(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ]);
-        c.env_clear()
-            .env("PATH", SYS_PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let c = apply_cmd(input, &state, Some("nft"));
         judge(c, &[OsStr::new("apply"), input], &mut failures)?;
     }
     let etc = root.join("etc/iptables");
@@ -435,8 +487,7 @@ fn fifo_and_devices() -> Result<(), Failed> {
     Ok(())
 }
 
-fn judge(c: Command, args: &[&OsStr], failures: &mut Vec<String>) -> Result<(), Failed> {
-    let mut c = c;
+fn judge(mut c: Command, args: &[&OsStr], failures: &mut Vec<String>) -> Result<(), Failed> {
     let child = c.spawn()?;
     match wait_limited(child, Duration::from_secs(10)) {
         Err(e) => failures.push(format!("{args:?}: {e}")),
@@ -459,12 +510,8 @@ fn oversized_policy() -> Result<(), Failed> {
         text_.push_str(line);
     }
     std::fs::write(&big, &text_)?;
-    let out =
-        portcullis_cmd(&["render".as_ref(), "--config".as_ref(), big.as_os_str()]).output()?;
-    let err = text(&out.stderr);
-    if out.status.code() != Some(2) || !err.contains("larger than") {
-        return Err(format!("a 5 MiB policy: {}: {err}", out.status).into());
-    }
+    let out = render_cmd(&big).output()?;
+    expect_exit(&out, 2, &["larger than"], "for a 5 MiB policy")?;
     Ok(())
 }
 
@@ -472,126 +519,52 @@ fn oversized_policy() -> Result<(), Failed> {
 /// unless `--force`.
 fn writable_config() -> Result<(), Failed> {
     let dir = scratch();
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, POLICY)?;
+    let p = policy_file(dir.path(), POLICY);
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))?;
     let root = fresh_root(dir.path(), "root");
+    let v4 = root.join("etc/iptables/rules.v4");
+    let (_state_dir, state) = state_dir()?;
+    let says = &["writable by other users"];
     let mut failures = Vec::new();
-    let out = portcullis_cmd(&["render".as_ref(), "--config".as_ref(), p.as_os_str()]).output()?;
-    let err = text(&out.stderr);
-    if !out.status.success() || !err.contains("writable by other users") {
-        failures.push(format!("render: {}: {err}", out.status));
+    failures.extend(expect_exit(&render_cmd(&p).output()?, 0, says, "from render").err());
+    let out = install_cmd(&p, &root).output()?;
+    failures.extend(expect_exit(&out, 2, says, "from install without --force").err());
+    if read(&v4).as_deref() != Some(ORIG_V4) {
+        failures.push("install without --force replaced rules.v4".into());
     }
-    let install = |force: bool| {
-        let mut args: Vec<&OsStr> = vec![
-            "install".as_ref(),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--root".as_ref(),
-            root.as_os_str(),
-            "--persistence".as_ref(),
-            "netfilter-persistent".as_ref(),
-            "--no-test".as_ref(),
-            "--enable".as_ref(),
-        ];
-        if force {
-            args.push("--force".as_ref());
-        }
-        portcullis_cmd(&args).output()
-    };
-    let out = install(false)?;
-    let err = text(&out.stderr);
-    let etc = root.join("etc/iptables");
-    if out.status.code() != Some(2)
-        || !err.contains("writable by other users")
-        || read(&etc.join("rules.v4")).as_deref() != Some(ORIG_V4)
-    {
-        failures.push(format!("install without --force: {}: {err}", out.status));
+    let out = install_with(&p, &root, &["--no-test", "--enable", "--force"]).output()?;
+    failures.extend(expect_exit(&out, 0, &[], "from install --force").err());
+    if read(&v4).as_deref() == Some(ORIG_V4) {
+        failures.push("install --force did not replace rules.v4".into());
     }
-    let out = install(true)?;
-    if !out.status.success() || read(&etc.join("rules.v4")).as_deref() == Some(ORIG_V4) {
-        failures.push(format!(
-            "install --force: {}: {}",
-            out.status,
-            text(&out.stderr)
-        ));
-    }
-    let state = dir.path().join("state");
-    let out = Command::new(tool("unshare"))
-        .args(["-n", "--"])
-        .arg(BIN)
-        .args([
-            OsStr::new("apply"),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--backend".as_ref(),
-            "nft".as_ref(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ])
-        .env_clear()
-        .env("PATH", SYS_PATH)
-        .stdin(Stdio::null())
-        .output()?;
-    let err = text(&out.stderr);
-    if out.status.code() != Some(2) || !err.contains("writable by other users") {
-        failures.push(format!("apply without --force: {}: {err}", out.status));
-    }
-    if !failures.is_empty() {
-        return Err(failures.join("\n").into());
-    }
-    Ok(())
+    let out = apply_cmd(p.as_os_str(), &state, Some("nft")).output()?;
+    failures.extend(expect_exit(&out, 2, says, "from apply without --force").err());
+    ensure(failures.is_empty(), || failures.join("\n"))
 }
 
 /// A state dir holding a file mode 0666: apply refuses unless `--force`.
 fn writable_state() -> Result<(), Failed> {
     let dir = scratch();
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, POLICY)?;
-    let state = dir.path().join("state");
+    let p = policy_file(dir.path(), POLICY);
+    let (_state_dir, state) = state_dir()?;
     std::fs::create_dir(&state)?;
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))?;
     let planted = state.join("guard.log");
     std::fs::write(&planted, "")?;
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666))?;
-    let apply = |force: bool| {
-        let mut c = Command::new(tool("unshare"));
-        c.args(["-n", "--"]).arg(BIN).args([
-            OsStr::new("apply"),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--backend".as_ref(),
-            "nft".as_ref(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ]);
-        if force {
-            c.arg("--force");
-        }
-        c.env_clear()
-            .env("PATH", SYS_PATH)
-            .stdin(Stdio::null())
-            .output()
-    };
-    let out = apply(false)?;
-    let err = text(&out.stderr);
-    if out.status.code() != Some(2)
-        || !err.contains("writable by other users")
-        || state.join("snapshot.v4").exists()
-    {
-        return Err(format!("apply without --force: {}: {err}", out.status).into());
-    }
-    let out = apply(true)?;
-    let err = text(&out.stderr);
-    if out.status.code() != Some(1) || !err.contains("ROLLED BACK") {
-        return Err(format!("apply --force: {}: {err}", out.status).into());
-    }
+    let apply = || apply_cmd(p.as_os_str(), &state, Some("nft"));
+    let out = apply().output()?;
+    expect_exit(
+        &out,
+        2,
+        &["writable by other users"],
+        "from apply without --force",
+    )?;
+    ensure(!state.join("snapshot.v4").exists(), || {
+        "apply without --force took a snapshot".into()
+    })?;
+    let out = apply().arg("--force").output()?;
+    expect_exit(&out, 1, &["ROLLED BACK"], "from apply --force")?;
     Ok(())
 }
 
@@ -630,46 +603,17 @@ fn lookalikes_never_run() -> Result<(), Failed> {
     let evil = dir.path().join("evil");
     let mark = dir.path().join("ran");
     lookalikes(&evil, &mark)?;
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, POLICY)?;
+    let p = policy_file(dir.path(), POLICY);
     let root = fresh_root(dir.path(), "root");
-    let state = dir.path().join("state");
+    let (_state_dir, state) = state_dir()?;
     let path = format!("{}:{SYS_PATH}", evil.display());
     let mut failures = Vec::new();
-    let apply = Command::new(tool("unshare"))
-        .args(["-n", "--"])
-        .arg(BIN)
-        .args([
-            OsStr::new("apply"),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ])
-        .env_clear()
+    let apply = apply_cmd(p.as_os_str(), &state, None)
         .env("PATH", &path)
-        .stdin(Stdio::null())
         .output()?;
     let apply_err = text(&apply.stderr);
-    let install = Command::new(BIN)
-        .arg("install")
-        .arg("--config")
-        .arg(&p)
-        .arg("--root")
-        .arg(&root)
-        .args([
-            "--persistence",
-            "netfilter-persistent",
-            "--backend",
-            "nft",
-            "--enable",
-        ])
-        .env_clear()
+    let install = install_with(&p, &root, &["--backend", "nft", "--enable"])
         .env("PATH", &path)
-        .stdin(Stdio::null())
         .output()?;
     let install_err = text(&install.stderr);
     if let Some(ran) = read(&mark) {
@@ -680,10 +624,7 @@ fn lookalikes_never_run() -> Result<(), Failed> {
             failures.push(format!("{what} does not name the unsafe directory: {err}"));
         }
     }
-    if !failures.is_empty() {
-        return Err(failures.join("\n").into());
-    }
-    Ok(())
+    ensure(failures.is_empty(), || failures.join("\n"))
 }
 
 /// A root-owned, trusted wrapper directory first on PATH: apply records the
@@ -711,32 +652,13 @@ fn guard_uses_recorded() -> Result<(), Failed> {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
         }
     }
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, POLICY)?;
-    let state = dir.path().join("state");
-    let out = Command::new(tool("unshare"))
-        .args(["-n", "--"])
-        .arg(BIN)
-        .args([
-            OsStr::new("apply"),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--backend".as_ref(),
-            "nft".as_ref(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ])
-        .env_clear()
+    let p = policy_file(dir.path(), POLICY);
+    let (_state_dir, state) = state_dir()?;
+    let out = apply_cmd(p.as_os_str(), &state, Some("nft"))
         .env("PATH", format!("{}:{SYS_PATH}", wrap.display()))
-        .stdin(Stdio::null())
         .output()?;
-    let err = text(&out.stderr);
-    if out.status.code() != Some(1) || !err.contains("ROLLED BACK") {
-        return Err(format!("apply did not roll back: {}: {err}", out.status).into());
-    }
+    expect_exit(&out, 1, &["ROLLED BACK"], "from apply (a rollback)")?;
+    guard_exited(&state)?;
     let last: serde_json::Value = serde_json::from_str(
         &read(&state.join("last.json")).ok_or("no last.json after the rollback")?,
     )?;
@@ -759,8 +681,9 @@ fn guard_uses_recorded() -> Result<(), Failed> {
 
 /// `unshare -n -p -f --mount-proc`: a network and a PID namespace, so the process
 /// tree above portcullis is only what the trial built.
+/// [`clean`].
 fn isolated(args: &[&OsStr]) -> Command {
-    let mut c = Command::new(tool("unshare"));
+    let mut c = clean(tool("unshare"));
     c.args(["-n", "-p", "-f", "--mount-proc", "--"]).args(args);
     c
 }
@@ -770,96 +693,72 @@ fn isolated(args: &[&OsStr]) -> Command {
 /// ancestor; a shell holding an admitted client's session applies.
 fn ancestor_session() -> Result<(), Failed> {
     let dir = scratch();
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, POLICY)?;
-    let state = dir.path().join("state");
-    let run = |ssh: &str| -> Result<(ExitStatus, String), Failed> {
-        let out = isolated(&[
+    let p = policy_file(dir.path(), POLICY);
+    let (_state_dir, state) = state_dir()?;
+    let run = |ssh: &str| -> Result<Output, Failed> {
+        let mut args: Vec<&OsStr> = vec![
             "sh".as_ref(),
             "-c".as_ref(),
             // `; exit` keeps the shell alive as portcullis's parent.
             "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \"$@\"; exit $?".as_ref(),
             "sh".as_ref(),
-            BIN.as_ref(),
-            "apply".as_ref(),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--backend".as_ref(),
-            "nft".as_ref(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ])
-        .env_clear()
-        .env("PATH", SYS_PATH)
-        .env("SSH_CONNECTION", ssh)
-        .stdin(Stdio::null())
-        .output()?;
-        Ok((out.status, text(&out.stderr)))
+        ];
+        args.extend(apply_args(p.as_os_str(), &state, Some("nft")));
+        Ok(isolated(&args).env("SSH_CONNECTION", ssh).output()?)
     };
-    let (st, err) = run("198.51.100.7 50022 192.0.2.1 22")?;
-    if st.code() != Some(2) || !err.contains("198.51.100.7") || !err.contains("ancestor") {
-        return Err(format!("an outside client under env -i: {st}: {err}").into());
-    }
-    if state.join("snapshot.v4").exists() {
-        return Err("the refused apply took a snapshot".into());
-    }
-    let (st, err) = run("192.0.2.10 50022 192.0.2.1 22")?;
-    if st.code() != Some(1) || !err.contains("ROLLED BACK") {
-        return Err(format!("an admitted client under env -i: {st}: {err}").into());
-    }
+    let out = run("198.51.100.7 50022 192.0.2.1 22")?;
+    expect_exit(
+        &out,
+        2,
+        &["198.51.100.7", "ancestor"],
+        "for an outside client under env -i",
+    )?;
+    ensure(!state.join("snapshot.v4").exists(), || {
+        "the refused apply took a snapshot".into()
+    })?;
+    let out = run("192.0.2.10 50022 192.0.2.1 22")?;
+    expect_exit(
+        &out,
+        1,
+        &["ROLLED BACK"],
+        "for an admitted client under env -i",
+    )?;
+    guard_exited(&state)?;
     let last = read(&state.join("last.json")).unwrap_or_default();
-    if !last.contains("192.0.2.10 50022 192.0.2.1 22") {
-        return Err(format!("the record does not hold the ancestor's session: {last}").into());
-    }
-    Ok(())
+    ensure(last.contains("192.0.2.10 50022 192.0.2.1 22"), || {
+        format!("the record does not hold the ancestor's session: {last}")
+    })
 }
 
 /// No session anywhere in the process tree, stdin a pseudo-terminal: refused,
 /// naming `--i-am-on-the-console`; with it, applied (and rolled back here).
 fn tty_without_session() -> Result<(), Failed> {
     let dir = scratch();
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, POLICY)?;
-    let state = dir.path().join("state");
-    let run = |extra: Option<&str>| -> Result<(ExitStatus, String), Failed> {
+    let p = policy_file(dir.path(), POLICY);
+    let (_state_dir, state) = state_dir()?;
+    let run = |extra: &[&str]| -> Result<Output, Failed> {
         let pty = nix::pty::openpty(None, None)?;
-        let mut args: Vec<&OsStr> = vec![
-            BIN.as_ref(),
-            "apply".as_ref(),
-            "--config".as_ref(),
-            p.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--backend".as_ref(),
-            "nft".as_ref(),
-            "--no-persist".as_ref(),
-            "--timeout".as_ref(),
-            "1".as_ref(),
-        ];
-        if let Some(e) = extra {
-            args.push(e.as_ref());
-        }
+        let mut args = apply_args(p.as_os_str(), &state, Some("nft"));
+        args.extend(extra.iter().map(OsStr::new));
         let out = isolated(&args)
-            .env_clear()
-            .env("PATH", SYS_PATH)
             .stdin(Stdio::from(std::fs::File::from(pty.slave)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .output()?;
         drop(pty.master);
-        Ok((out.status, text(&out.stderr)))
+        Ok(out)
     };
-    let (st, err) = run(None)?;
-    if st.code() != Some(2) || !err.contains("--i-am-on-the-console") {
-        return Err(format!("a terminal without a session: {st}: {err}").into());
-    }
-    let (st, err) = run(Some("--i-am-on-the-console"))?;
-    if st.code() != Some(1) || !err.contains("ROLLED BACK") {
-        return Err(format!("with --i-am-on-the-console: {st}: {err}").into());
-    }
+    let console = "--i-am-on-the-console";
+    expect_exit(
+        &run(&[])?,
+        2,
+        &[console],
+        "for a terminal without a session",
+    )?;
+    expect_exit(
+        &run(&[console])?,
+        1,
+        &["ROLLED BACK"],
+        "with --i-am-on-the-console",
+    )?;
     Ok(())
 }
 
@@ -897,46 +796,32 @@ fn install_live_root() -> Result<(), Failed> {
     add_loader_unit(&croot);
     std::fs::write(croot.join("policy.toml"), POLICY)?;
     let run = |ssh: &str| {
-        Command::new(tool("chroot"))
+        // No PATH at all: the chroot holds no tools to find.
+        clean(tool("chroot"))
+            .env_remove("PATH")
             .arg(&croot)
-            .args([
-                "/portcullis",
-                "install",
-                "--config",
-                "/policy.toml",
-                "--root",
-                "/",
-                "--persistence",
-                "netfilter-persistent",
-                "--no-test",
-                "--enable",
-            ])
-            .env_clear()
+            .args(["/portcullis", "install", "--config", "/policy.toml"])
+            .args(["--root", "/", "--persistence", "netfilter-persistent"])
+            .args(["--no-test", "--enable"])
             .env("SSH_CONNECTION", ssh)
-            .stdin(Stdio::null())
             .output()
     };
-    let out = run("198.51.100.7 50022 192.0.2.1 22")?;
-    let err = text(&out.stderr);
     let v4 = croot.join("etc/iptables/rules.v4");
-    if out.status.code() != Some(2) || !err.contains("198.51.100.7") || v4.exists() {
-        return Err(format!(
-            "install --root / for an outside client: {} (rules.v4 written: {}): {err}",
-            out.status,
-            v4.exists()
-        )
-        .into());
-    }
+    let out = run("198.51.100.7 50022 192.0.2.1 22")?;
+    expect_exit(
+        &out,
+        2,
+        &["198.51.100.7"],
+        "from install --root / for an outside client",
+    )?;
+    ensure(!v4.exists(), || {
+        "install --root / for an outside client wrote rules.v4".into()
+    })?;
     let out = run("192.0.2.10 50022 192.0.2.1 22")?;
-    if !out.status.success() || !v4.exists() {
-        return Err(format!(
-            "install --root / for an admitted client: {}: {}",
-            out.status,
-            text(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
+    expect_exit(&out, 0, &[], "from install --root / for an admitted client")?;
+    ensure(v4.exists(), || {
+        "install --root / for an admitted client wrote no rules.v4".into()
+    })
 }
 
 /// Real sshd on 127.0.0.1 in a private network and PID namespace; the remote
@@ -977,7 +862,7 @@ fn sshd_ancestor_socket() -> Result<(), Failed> {
         ),
     )?;
     // The policy admits only 192.0.2.0/24; the session comes from 127.0.0.1.
-    std::fs::write(d.join("policy.toml"), POLICY)?;
+    policy_file(d, POLICY);
     let out = isolated(&[
         "sh".as_ref(),
         "-c".as_ref(),
@@ -986,16 +871,14 @@ fn sshd_ancestor_socket() -> Result<(), Failed> {
         d.as_os_str(),
         BIN.as_ref(),
     ])
-    .env_clear()
-    .env("PATH", SYS_PATH)
-    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
     .output()?;
     let (stdout, err) = (text(&out.stdout), text(&out.stderr));
-    if !stdout.contains("rc=2") || !err.contains("127.0.0.1") || !err.contains("sshd ancestor") {
-        return Err(format!("apply under env -i over real ssh: {stdout}{err}").into());
-    }
-    if d.join("state/snapshot.v4").exists() {
-        return Err("the refused apply took a snapshot".into());
-    }
-    Ok(())
+    ensure(
+        stdout.contains("rc=2") && err.contains("127.0.0.1") && err.contains("sshd ancestor"),
+        || format!("apply under env -i over real ssh: {stdout}{err}"),
+    )?;
+    ensure(!d.join("state/snapshot.v4").exists(), || {
+        "the refused apply took a snapshot".into()
+    })
 }

@@ -20,43 +20,49 @@ allow_from = ["10.9.0.0/24"]
 allow = [{ port = 8080, proto = "tcp" }]
 "#;
 
-const OPEN: &str = r#"
-description = "8080 is open from anywhere; 8081 is not"
-policy = "../policies/web.toml"
+/// One `tcp` probe from the outsider: port, family (both when `None`), the
+/// outcome expected, the rule said to count it.
+type Step<'a> = (u16, Option<&'a str>, &'a str, Option<&'a str>);
 
-[map]
-"10.9.0.0/24" = "admin"
+/// A scenario of the suite: `description`, the suite's policy
+/// (`../policies/web.toml`) and its admin map, then `steps`.
+fn scenario(description: &str, steps: &[Step<'_>]) -> String {
+    let mut s = format!(
+        "description = \"{description}\"\npolicy = \"../policies/web.toml\"\n\n[map]\n\"10.9.0.0/24\" = \"admin\"\n"
+    );
+    for (port, family, expect, counted_by) in steps {
+        s.push_str(&format!(
+            "\n[[step]]\nprobe = \"tcp\"\nfrom = \"outsider\"\nport = {port}\n"
+        ));
+        if let Some(f) = family {
+            s.push_str(&format!("family = \"{f}\"\n"));
+        }
+        s.push_str(&format!("expect = \"{expect}\"\n"));
+        if let Some(c) = counted_by {
+            s.push_str(&format!("counted_by = \"{c}\"\n"));
+        }
+    }
+    s
+}
 
-[[step]]
-probe = "tcp"
-from = "outsider"
-port = 8080
-expect = "ok"
-counted_by = "INPUT: allowed by the policy"
+/// `web/open.toml`.
+fn open() -> String {
+    scenario(
+        "8080 is open from anywhere; 8081 is not",
+        &[
+            (8080, None, "ok", Some("INPUT: allowed by the policy")),
+            (8081, None, "no-answer", Some("INPUT policy")),
+        ],
+    )
+}
 
-[[step]]
-probe = "tcp"
-from = "outsider"
-port = 8081
-expect = "no-answer"
-counted_by = "INPUT policy"
-"#;
-
-const SSH: &str = r#"
-description = "ssh from the admin subnet only"
-policy = "../policies/web.toml"
-
-[map]
-"10.9.0.0/24" = "admin"
-
-[[step]]
-probe = "tcp"
-from = "outsider"
-port = 22
-family = "ipv4"
-expect = "no-answer"
-counted_by = "INPUT policy"
-"#;
+/// `web/ssh.toml`.
+fn ssh() -> String {
+    scenario(
+        "ssh from the admin subnet only",
+        &[(22, Some("ipv4"), "no-answer", Some("INPUT policy"))],
+    )
+}
 
 /// A suite in a fresh directory under /tmp: `suite/web/{open,ssh}.toml` and the
 /// policy they name, `suite/policies/web.toml`.
@@ -66,8 +72,8 @@ fn suite(extra: &[(&str, &str)]) -> Result<(tempfile::TempDir, PathBuf), Failed>
     std::fs::create_dir_all(suite.join("web"))?;
     std::fs::create_dir_all(suite.join("policies"))?;
     std::fs::write(suite.join("policies/web.toml"), POLICY)?;
-    std::fs::write(suite.join("web/open.toml"), OPEN)?;
-    std::fs::write(suite.join("web/ssh.toml"), SSH)?;
+    std::fs::write(suite.join("web/open.toml"), open())?;
+    std::fs::write(suite.join("web/ssh.toml"), ssh())?;
     for (name, text) in extra {
         std::fs::write(suite.join(name), text)?;
     }
@@ -150,18 +156,18 @@ fn list_and_filter_name_every_trial() -> Result<(), Failed> {
 }
 
 fn bad_input_exits_2_before_any_lab() -> Result<(), Failed> {
-    let typo = OPEN.replace("expect = \"ok\"", "expect = \"okay\"");
+    let typo = open().replace("expect = \"ok\"", "expect = \"okay\"");
     let (dir, _) = suite(&[("web/typo.toml", &typo)])?;
     let (_, stderr) = exit(&test_cmd(dir.path(), &["suite"])?, 2)?;
     ensure(
         stderr.contains("suite/web/typo.toml: step 1") && stderr.contains("unknown outcome `okay`"),
         || stderr.clone(),
     )?;
-    let missing = OPEN.replace("../policies/web.toml", "../policies/gone.toml");
+    let missing = open().replace("../policies/web.toml", "../policies/gone.toml");
     std::fs::write(dir.path().join("suite/web/typo.toml"), missing)?;
     let (_, stderr) = exit(&test_cmd(dir.path(), &["suite"])?, 2)?;
     ensure(stderr.contains("policies/gone.toml"), || stderr.clone())?;
-    let renamed = OPEN.replace("INPUT: allowed by the policy", "INPUT: no such rule");
+    let renamed = open().replace("INPUT: allowed by the policy", "INPUT: no such rule");
     std::fs::write(dir.path().join("suite/web/typo.toml"), renamed)?;
     let (_, stderr) = exit(&test_cmd(dir.path(), &["suite"])?, 2)?;
     ensure(
@@ -215,24 +221,39 @@ for c in cases:
     Ok(text(&out.stdout).lines().map(str::to_owned).collect())
 }
 
+/// `portcullis test suite --junit report.xml ARGS` on a [`suite`] with `extra`:
+/// it must exit `code` with each of `wants` on stdout. The dir, stdout and the
+/// report's cases ([`junit_cases`]).
+fn run_suite(
+    extra: &[(&str, &str)],
+    args: &[&str],
+    code: i32,
+    wants: &[&str],
+) -> Result<(tempfile::TempDir, String, Vec<String>), Failed> {
+    let (dir, _) = suite(extra)?;
+    let mut all = vec!["suite", "--junit", "report.xml"];
+    all.extend_from_slice(args);
+    let (stdout, _) = exit(&test_cmd(dir.path(), &all)?, code)?;
+    for want in wants {
+        ensure(stdout.contains(want), || format!("no {want:?}:\n{stdout}"))?;
+    }
+    let cases = junit_cases(&dir.path().join("report.xml"))?;
+    Ok((dir, stdout, cases))
+}
+
 fn a_suite_outside_the_repo_passes_with_junit() -> Result<(), Failed> {
-    let (dir, _) = suite(&[])?;
-    let out = test_cmd(dir.path(), &["suite", "--junit", "report.xml"])?;
-    let (stdout, _) = exit(&out, 0)?;
-    for want in [
+    let wants = [
         "running 4 tests",
         "test web::open::nft ... ok",
         "test web::open::legacy ... ok",
         "test web::ssh::nft ... ok",
         "test web::ssh::legacy ... ok",
         "test result: ok. 4 passed, 0 failed",
-    ] {
-        ensure(stdout.contains(want), || format!("no {want:?}:\n{stdout}"))?;
-    }
+    ];
+    let (_dir, stdout, mut cases) = run_suite(&[], &[], 0, &wants)?;
     ensure(!stdout.contains('\x1b'), || {
         "colour escapes in output that is not a terminal".into()
     })?;
-    let mut cases = junit_cases(&dir.path().join("report.xml"))?;
     cases.sort();
     ensure(
         cases
@@ -248,25 +269,18 @@ fn a_suite_outside_the_repo_passes_with_junit() -> Result<(), Failed> {
 
 fn a_wrong_expectation_exits_1_with_its_matrix() -> Result<(), Failed> {
     // 8081 is closed, yet this file says it answers: the scenario is wrong.
-    let wrong = SSH.replace("port = 22", "port = 8081").replace(
-        "expect = \"no-answer\"\ncounted_by = \"INPUT policy\"",
-        "expect = \"ok\"",
-    );
-    let (dir, _) = suite(&[("web/wrong.toml", &wrong)])?;
-    let out = test_cmd(
-        dir.path(),
-        &["suite", "--junit", "report.xml", "--color", "always"],
+    let wrong = scenario("8081 said to answer", &[(8081, Some("ipv4"), "ok", None)]);
+    let (dir, _, cases) = run_suite(
+        &[("web/wrong.toml", &wrong)],
+        &["--color", "always"],
+        1,
+        &[
+            "test web::wrong::nft ... \x1b[31mFAILED\x1b[0m",
+            "---- web::wrong::legacy ----",
+            "MISMATCH legacy outsider -> target tcp/8081 ipv4",
+            "4 passed, 2 failed",
+        ],
     )?;
-    let (stdout, _) = exit(&out, 1)?;
-    for want in [
-        "test web::wrong::nft ... \x1b[31mFAILED\x1b[0m",
-        "---- web::wrong::legacy ----",
-        "MISMATCH legacy outsider -> target tcp/8081 ipv4",
-        "4 passed, 2 failed",
-    ] {
-        ensure(stdout.contains(want), || format!("no {want:?}:\n{stdout}"))?;
-    }
-    let cases = junit_cases(&dir.path().join("report.xml"))?;
     ensure(cases.len() == 6, || format!("{cases:?}"))?;
     let failed: Vec<&String> = cases.iter().filter(|c| c.contains("FAILED")).collect();
     ensure(

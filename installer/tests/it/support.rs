@@ -63,6 +63,15 @@ pub fn per_backend(
     out
 }
 
+/// Why a trial that runs real OpenSSH cannot run here: sshd, ssh or
+/// ssh-keygen is not installed.
+pub fn openssh_missing() -> Option<String> {
+    ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"]
+        .iter()
+        .find(|p| !Path::new(p).exists())
+        .map(|p| format!("{p} not installed (apt-get install openssh-server openssh-client)"))
+}
+
 pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
     if cond { Ok(()) } else { Err(msg().into()) }
 }

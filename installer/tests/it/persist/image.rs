@@ -12,6 +12,7 @@ use libtest_mimic::{Failed, Trial};
 
 use super::debian::{debian_trial, overlay_run, section};
 use super::*;
+use crate::support::ensure;
 
 /// Install `POLICY`, run `mutate` (a fixed script line; `$M` is the root), then
 /// `verify --root` (with `verify_args`); the install's stderr and verify's stdout
@@ -70,6 +71,63 @@ fn expect_pass(out: &str, mechanism: &str) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Install, break the image with the script lines `mutate` (as in
+/// [`install_then_verify`]), verify: it must fail naming each of `needles`
+/// ([`expect_fail`]); verify's output.
+fn broken_image(deb: &Path, mutate: &[&str], needles: &[&str]) -> Result<String, Failed> {
+    let (_, out) = install_then_verify(deb, "", "", &mutate.join("\n"), "")?;
+    expect_fail(&out, needles)?;
+    Ok(out)
+}
+
+/// A rules.v4 iptables-restore refuses (`$M` is the root).
+const CORRUPT_V4: &str =
+    r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4""#;
+
+/// The drop-in that makes netfilter-persistent fail on a broken file, removed.
+const NO_DROP_IN: &str =
+    r#"rm "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#;
+
+/// Broken images whose FAIL lines are the whole check: the trial's name, the
+/// script lines that break the image, what the FAIL lines must name.
+type Broken = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+const BROKEN: &[Broken] = &[
+    (
+        "corrupt_rules_fail_the_unit",
+        &[CORRUPT_V4],
+        &[
+            "loader failed: netfilter-persistent.service",
+            "--test /etc/iptables/rules.v4",
+            "behave otherwise",
+        ],
+    ),
+    (
+        "loader_removed",
+        &[r#"rm "$M/usr/sbin/netfilter-persistent""#],
+        &[
+            "loader failed: netfilter-persistent.service",
+            "`/usr/sbin/netfilter-persistent start` cannot run",
+        ],
+    ),
+    (
+        "loader_not_enabled",
+        &[r#"rm "$M/etc/systemd/system/multi-user.target.wants/netfilter-persistent.service""#],
+        &["loader not enabled: netfilter-persistent.service is installed but not enabled"],
+    ),
+    (
+        "loads_nothing",
+        &[
+            r#"rm "$M/etc/iptables/rules.v4" "$M/etc/iptables/rules.v6""#,
+            NO_DROP_IN,
+        ],
+        &["loads nothing: netfilter-persistent.service exited 0 and loaded no rules"],
+    ),
+];
+
 fn expect_fail(out: &str, needles: &[&str]) -> Result<(), Failed> {
     let fails: Vec<&str> = out
         .lines()
@@ -86,7 +144,12 @@ fn expect_fail(out: &str, needles: &[&str]) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![
+    let broken = BROKEN.iter().map(|&(name, mutate, needles)| {
+        debian_trial(&format!("persist::image::{name}"), move |deb| {
+            broken_image(deb, mutate, needles).map(drop)
+        })
+    });
+    broken.chain([
         debian_trial("persist::image::netfilter_persistent_passes", |deb| {
             let (_, out) = install_then_verify(deb, "", "", "", "")?;
             expect_pass(&out, "netfilter-persistent")?;
@@ -120,94 +183,31 @@ pub fn trials() -> Vec<Trial> {
             }
             Ok(())
         }),
-        debian_trial("persist::image::corrupt_rules_fail_the_unit", |deb| {
-            let (_, out) = install_then_verify(
-                deb,
-                "",
-                "",
-                r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4""#,
-                "",
-            )?;
-            expect_fail(
-                &out,
-                &[
-                    "loader failed: netfilter-persistent.service",
-                    "--test /etc/iptables/rules.v4",
-                    "behave otherwise",
-                ],
-            )
-        }),
         debian_trial("persist::image::corrupt_rules_fail_open", |deb| {
-            let (_, out) = install_then_verify(
+            let out = broken_image(
                 deb,
-                "",
-                "",
-                r#"printf '*filter\n-A INPUT --no-such-option\nCOMMIT\n' >> "$M/etc/iptables/rules.v4"
-                rm "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#,
-                "",
-            )?;
-            expect_fail(
-                &out,
+                &[CORRUPT_V4, NO_DROP_IN],
                 &[
                     "fails open: netfilter-persistent.service exited 0 but did not load the ipv4 rules of /etc/iptables/rules.v4",
                 ],
             )?;
-            if !out.contains("loaded:    ipv4 from /etc/iptables/rules.v4: NO") {
-                return Err(format!("the IPv4 rules must show as not loaded:\n{out}").into());
-            }
-            Ok(())
-        }),
-        debian_trial("persist::image::loader_removed", |deb| {
-            let (_, out) =
-                install_then_verify(deb, "", "", r#"rm "$M/usr/sbin/netfilter-persistent""#, "")?;
-            expect_fail(
-                &out,
-                &[
-                    "loader failed: netfilter-persistent.service",
-                    "`/usr/sbin/netfilter-persistent start` cannot run",
-                ],
+            ensure(
+                out.contains("loaded:    ipv4 from /etc/iptables/rules.v4: NO"),
+                || format!("the IPv4 rules must show as not loaded:\n{out}"),
             )
         }),
         debian_trial("persist::image::loader_package_purged", |deb| {
             // Purged, detection falls back to rc.local, which this root lacks.
-            let (_, out) = install_then_verify(
+            let out = broken_image(
                 deb,
-                "",
-                "",
-                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1"#,
-                "",
+                &[
+                    r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1"#,
+                ],
+                &["loader missing: /etc/rc.local does not exist"],
             )?;
-            expect_fail(&out, &["loader missing: /etc/rc.local does not exist"])?;
-            if out.contains("FAIL: loader not enabled") {
-                return Err(format!("a missing loader is said once:\n{out}").into());
-            }
-            Ok(())
-        }),
-        debian_trial("persist::image::loader_not_enabled", |deb| {
-            let (_, out) = install_then_verify(
-                deb,
-                "",
-                "",
-                r#"rm "$M/etc/systemd/system/multi-user.target.wants/netfilter-persistent.service""#,
-                "",
-            )?;
-            expect_fail(
-                &out,
-                &["loader not enabled: netfilter-persistent.service is installed but not enabled"],
-            )
-        }),
-        debian_trial("persist::image::loads_nothing", |deb| {
-            let (_, out) = install_then_verify(
-                deb,
-                "",
-                "",
-                r#"rm "$M/etc/iptables/rules.v4" "$M/etc/iptables/rules.v6" "$M/etc/systemd/system/netfilter-persistent.service.d/portcullis-fail-loudly.conf""#,
-                "",
-            )?;
-            expect_fail(
-                &out,
-                &["loads nothing: netfilter-persistent.service exited 0 and loaded no rules"],
-            )
+            ensure(!out.contains("FAIL: loader not enabled"), || {
+                format!("a missing loader is said once:\n{out}")
+            })
         }),
         debian_trial("persist::image::json_report", |deb| {
             let (_, out) = install_then_verify(deb, "", "", "", "--json")?;
@@ -246,5 +246,6 @@ pub fn trials() -> Vec<Trial> {
             }
             Ok(())
         }),
-    ]
+    ])
+    .collect()
 }

@@ -5,8 +5,8 @@
 //! the link systemctl makes when the host has none; OpenRC's runlevel link) or
 //! `--force`; `--json` carries `conflicts` and `notes`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use libtest_mimic::{Failed, Trial};
 use portcullis_harness::trial::privileged;
@@ -27,6 +27,42 @@ fn link_to(root: &Path, link: &str, target: &str) -> Result<(), Failed> {
     let t = std::fs::read_link(root.join(link)).map_err(|e| format!("{link}: {e}"))?;
     if t != Path::new(target) {
         return Err(format!("{link} points at {}, expected {target}", t.display()).into());
+    }
+    Ok(())
+}
+
+/// A copy of fixture root `name` whose loader is not enabled: install without
+/// `--enable` is refused (exit 2) naming `why` and `--enable` (`what` says which
+/// refusal). The scratch dir, the root and the policy.
+fn refused_until_enabled(
+    name: &str,
+    why: &str,
+    what: &str,
+) -> Result<(tempfile::TempDir, PathBuf, PathBuf), Failed> {
+    let (dir, root) = scratch_copy(name)?;
+    let policy = policy_file(dir.path(), POLICY);
+    let out = install_strict(&policy, &root, &["--no-test"]);
+    expect_exit(&out, 2, &[why, "--enable"], what)?;
+    Ok((dir, root, policy))
+}
+
+/// `out` is an install with `--enable` that succeeded; its stdout.
+fn enabled(out: &Output) -> Result<String, Failed> {
+    if !out.status.success() {
+        return Err(format!("--enable must install: {}", text(&out.stderr)).into());
+    }
+    Ok(text(&out.stdout))
+}
+
+/// iptables.service and ip6tables.service are enabled in the RHEL-family `root`
+/// (linked from multi-user.target.wants).
+fn rhel_units_enabled(root: &Path) -> Result<(), Failed> {
+    for unit in ["iptables.service", "ip6tables.service"] {
+        link_to(
+            root,
+            &format!("etc/systemd/system/multi-user.target.wants/{unit}"),
+            &format!("/usr/lib/systemd/system/{unit}"),
+        )?;
     }
     Ok(())
 }
@@ -64,13 +100,7 @@ fn fedora_firewalld() -> Result<(), Failed> {
     {
         return Err(format!("--json must carry the conflict and the notes: {j}").into());
     }
-    for unit in ["iptables.service", "ip6tables.service"] {
-        link_to(
-            &root,
-            &format!("etc/systemd/system/multi-user.target.wants/{unit}"),
-            &format!("/usr/lib/systemd/system/{unit}"),
-        )?;
-    }
+    rhel_units_enabled(&root)?;
     if mode_of(&root.join("etc/portcullis/policy.toml")) != 0o600 {
         return Err("the policy copy must be 0600".into());
     }
@@ -95,13 +125,9 @@ fn ubuntu_ufw() -> Result<(), Failed> {
 /// `--enable` on a RHEL root, with the host's systemctl (when it has one) and
 /// without (PATH empty: the link is made by portcullis itself).
 fn rocky_enable(with_systemctl: bool) -> Result<(), Failed> {
-    let (dir, root) = scratch_copy("rocky")?;
-    let policy = policy_file(dir.path(), POLICY);
-    let out = install_strict(&policy, &root, &["--no-test"]);
-    expect_exit(
-        &out,
-        2,
-        &["iptables.service is installed but not enabled", "--enable"],
+    let (_dir, root, policy) = refused_until_enabled(
+        "rocky",
+        "iptables.service is installed but not enabled",
         "refusing a disabled loader",
     )?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -115,11 +141,7 @@ fn rocky_enable(with_systemctl: bool) -> Result<(), Failed> {
     if !with_systemctl {
         cmd.env("PATH", "");
     }
-    let out = cmd.output()?;
-    if !out.status.success() {
-        return Err(format!("--enable must install: {}", text(&out.stderr)).into());
-    }
-    let stdout = text(&out.stdout);
+    let stdout = enabled(&cmd.output()?)?;
     let expect = if with_systemctl
         && portcullis_netfilter::backend::find_in_path("systemctl").is_some()
     {
@@ -132,13 +154,7 @@ fn rocky_enable(with_systemctl: bool) -> Result<(), Failed> {
             format!("install --enable must say how it enabled (`{expect}`):\n{stdout}").into(),
         );
     }
-    for unit in ["iptables.service", "ip6tables.service"] {
-        link_to(
-            &root,
-            &format!("etc/systemd/system/multi-user.target.wants/{unit}"),
-            &format!("/usr/lib/systemd/system/{unit}"),
-        )?;
-    }
+    rhel_units_enabled(&root)?;
     let again = install_strict(&policy, &root, &["--no-test"]);
     if !again.status.success()
         || text(&again.stdout)
@@ -156,19 +172,12 @@ fn rocky_enable(with_systemctl: bool) -> Result<(), Failed> {
 }
 
 fn alpine_runlevel() -> Result<(), Failed> {
-    let (dir, root) = scratch_copy("alpine")?;
-    let policy = policy_file(dir.path(), POLICY);
-    let out = install_strict(&policy, &root, &["--no-test"]);
-    expect_exit(
-        &out,
-        2,
-        &["/etc/init.d/iptables is in no runlevel", "--enable"],
+    let (_dir, root, policy) = refused_until_enabled(
+        "alpine",
+        "/etc/init.d/iptables is in no runlevel",
         "refusing a service in no runlevel",
     )?;
-    let out = install_strict(&policy, &root, &["--no-test", "--enable"]);
-    if !out.status.success() {
-        return Err(format!("--enable must install: {}", text(&out.stderr)).into());
-    }
+    enabled(&install_strict(&policy, &root, &["--no-test", "--enable"]))?;
     link_to(
         &root,
         "etc/runlevels/default/iptables",
