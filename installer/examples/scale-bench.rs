@@ -9,7 +9,8 @@
 //!    TCP connection from admin to target (connect() until the handshake is
 //!    done) through INPUT with the admin's address (a) alone (`none`), (b) last
 //!    after 10,000 source rules (`plain`), (c) in one 10,000-entry `hash:net` set
-//!    (`sets`). `set_ratio` = sets / none, `plain_ratio` = plain / none.
+//!    (`sets`); three interleaved rounds of each, the median over all.
+//!    `set_ratio` = sets / none, `plain_ratio` = plain / none.
 //!
 //! Usage: `scale-bench [CONNECTS]` (default 301), as root. Prints one line per
 //! measurement: `scale-bench render entries=.. render_ms=.. check_ms=.. load_ms=..`
@@ -158,9 +159,14 @@ fn ruleset(variant: &str, admin: IpAddr) -> (Option<String>, String) {
     (sets, rules)
 }
 
-/// The median connect time, in microseconds, of `runs` new connections from
-/// admin to target under `variant`, after two warm-up connections.
-fn connect(lab: &Lab, backend: Backend, variant: &str, runs: usize) -> Result<f64, String> {
+/// The connect times of `runs` new connections from admin to target under
+/// `variant`, after two warm-up connections.
+fn connect(
+    lab: &Lab,
+    backend: Backend,
+    variant: &str,
+    runs: usize,
+) -> Result<Vec<Duration>, String> {
     let admin = lab.addr(HostId::Admin, Family::V6);
     let (sets, rules) = ruleset(variant, admin);
     lab.load_with_sets(backend, sets.as_deref(), &[(Family::V6, Some(&rules))])
@@ -188,9 +194,13 @@ fn connect(lab: &Lab, backend: Backend, variant: &str, runs: usize) -> Result<f6
             Ok::<_, String>(times)
         })
         .map_err(|e| e.to_string())??;
-    let mut times = times;
+    Ok(times)
+}
+
+/// The median of `times`, in microseconds.
+fn median_us(mut times: Vec<Duration>) -> f64 {
     times.sort();
-    Ok(times[times.len() / 2].as_secs_f64() * 1e6)
+    times[times.len() / 2].as_secs_f64() * 1e6
 }
 
 fn connect_section(backend: Backend, runs: usize) -> Result<(), String> {
@@ -202,9 +212,15 @@ fn connect_section(backend: Backend, runs: usize) -> Result<(), String> {
         .try_run(move || async move { services::tcp::echo(&[addr]).await })
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let none = connect(&lab, backend, "none", runs)?;
-    let plain = connect(&lab, backend, "plain", runs)?;
-    let sets = connect(&lab, backend, "sets", runs)?;
+    // Three rounds of the three variants, interleaved, so neither order nor a
+    // burst of load elsewhere on the machine favours one.
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..3 {
+        for (i, variant) in ["none", "plain", "sets"].into_iter().enumerate() {
+            times[i].extend(connect(&lab, backend, variant, runs.div_ceil(3))?);
+        }
+    }
+    let [none, plain, sets] = times.map(median_us);
     println!(
         "scale-bench connect backend={backend} entries={LIST} runs={runs} none_us={none:.1} \
          plain_us={plain:.1} sets_us={sets:.1} plain_ratio={:.2} set_ratio={:.2}",
