@@ -514,6 +514,27 @@ impl Host {
         self.exec(&[&bin, "-w"], Some(text)).map(drop)
     }
 
+    /// Replace every ipset of this host's namespace with the sets of `text` (an
+    /// `ipset restore` text): `ipset destroy` (refused while a loaded rule still
+    /// matches a set: load rules that do not first), then one `ipset restore`.
+    /// `None` only destroys. ipset is one per network namespace, so the sets of
+    /// a lab host are its own.
+    pub fn load_sets(&self, text: Option<&str>) -> Result<()> {
+        let ipset = crate::backend::find_in_path("ipset").ok_or_else(|| LabError::Backend {
+            host: self.name.to_string(),
+            source: crate::backend::BackendError::Failed {
+                command: "ipset".to_owned(),
+                stderr: "ipset not found on PATH (install ipset)".to_owned(),
+            },
+        })?;
+        let ipset = ipset.display().to_string();
+        self.exec(&[&ipset, "destroy"], None)?;
+        if let Some(text) = text {
+            self.exec(&[&ipset, "restore"], Some(text))?;
+        }
+        Ok(())
+    }
+
     /// The counters of every rule and chain policy, from `*-save -c`.
     pub fn counters(&self, backend: Backend, family: Family) -> Result<Counters> {
         let bin = backend.save_binary(family);

@@ -401,6 +401,29 @@ impl Lab {
         Ok(())
     }
 
+    /// Load `sets` (an `ipset restore` text, or `None` for none), then each
+    /// family's rules (`None`: no rules, every chain ACCEPT), into the target:
+    /// first every family's chains are opened (so no rule matches an old set),
+    /// then the target's sets are replaced, then the rules load, one restore
+    /// per family. As [`Lab::load`], one backend per lab.
+    pub fn load_with_sets(
+        &self,
+        backend: Backend,
+        sets: Option<&str>,
+        rules: &[(Family, Option<&str>)],
+    ) -> Result<()> {
+        const OPEN: &str =
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        for family in Family::ALL {
+            self.load(backend, family, OPEN)?;
+        }
+        self.host(HostId::Target).load_sets(sets)?;
+        for (family, text) in rules {
+            self.load(backend, *family, text.unwrap_or(OPEN))?;
+        }
+        Ok(())
+    }
+
     /// For rules the target got by other means than [`Lab::load`] (a distro's
     /// boot loader, `portcullis apply`): read its counters with `backend` from
     /// now on, so [`Lab::probe`] and [`Lab::counters`] see them. Refuses a

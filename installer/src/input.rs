@@ -17,6 +17,9 @@ pub const POLICY_MAX_BYTES: u64 = 4 << 20;
 /// The largest restore file read (`verify --rules-v4`): hand-written rulesets
 /// carry blocklists of many thousand lines.
 pub const RULES_MAX_BYTES: u64 = 64 << 20;
+/// The largest blocklist file read (`[[blocklist]] file`): FireHOL's and Spamhaus's
+/// lists are a few MiB; a list of every routed prefix of a few countries fits.
+pub const BLOCKLIST_MAX_BYTES: u64 = 128 << 20;
 /// The largest state file read (a snapshot of a host's rules, with blocklists).
 pub const STATE_MAX_BYTES: u64 = 64 << 20;
 

@@ -50,7 +50,8 @@ impl fmt::Display for Warning {
     }
 }
 
-/// Every lint of `policy`, in key order of the file (ssh, outbound, inbound).
+/// Every lint of `policy`, in key order of the file (ssh, outbound, inbound,
+/// blocklist).
 pub fn lint(policy: &Policy) -> Vec<Warning> {
     let mut w = Vec::new();
     let ssh = &policy.ssh;
@@ -155,6 +156,36 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
             refuses_apply: true,
         });
     }
+    for (i, b) in policy.blocklists.iter().enumerate() {
+        if !b.direction.inbound() {
+            continue;
+        }
+        let ranges = |v4: bool| -> Vec<(u128, u128)> {
+            b.nets
+                .iter()
+                .filter(|n| n.addr().is_ipv4() == v4)
+                .map(bounds)
+                .collect()
+        };
+        let (v4, v6) = (ranges(true), ranges(false));
+        if let Some((j, admin)) = ssh
+            .allow_from
+            .iter()
+            .enumerate()
+            .find(|(_, a)| overlaps_any(a, if a.addr().is_ipv4() { &v4 } else { &v6 }))
+        {
+            w.push(Warning::new(
+                format!("blocklist[{i}]"),
+                format!(
+                    "drops ssh.allow_from[{j}] ({admin}), in part or whole: the blocklist comes \
+                     before the ssh rule, so those admins cannot reach ssh"
+                ),
+                "take the admin addresses out of the blocklist, or set direction = \"out\""
+                    .to_owned(),
+            ));
+        }
+    }
+
     w
 }
 
@@ -176,6 +207,26 @@ pub fn lint_persistence(d: &Detection) -> Option<Warning> {
     })
 }
 
+/// The first and last address of `n`, as numbers (compared within a family).
+fn bounds(n: &IpNet) -> (u128, u128) {
+    match n {
+        IpNet::V4(v) => (
+            u32::from(v.network()).into(),
+            u32::from(v.broadcast()).into(),
+        ),
+        IpNet::V6(v) => (v.network().into(), v.broadcast().into()),
+    }
+}
+
+/// Whether `a` overlaps any of `sorted`, the bounds of a folded list of `a`'s
+/// family (`IpNet::aggregate`: sorted, disjoint): only the last range starting
+/// at or before `a`'s end can.
+fn overlaps_any(a: &IpNet, sorted: &[(u128, u128)]) -> bool {
+    let (start, end) = bounds(a);
+    let k = sorted.partition_point(|r| r.0 <= end);
+    k > 0 && sorted[k - 1].1 >= start
+}
+
 fn covers(ports: Ports, port: u16) -> bool {
     match ports {
         Ports::One(p) => p == port,
@@ -194,6 +245,36 @@ mod tests {
 
     const SSH: &str = "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n";
     const OUT: &str = "[outbound]\ndns = true\nhttps = true\n";
+
+    #[test]
+    fn a_blocklist_that_drops_an_admin_is_flagged_when_it_blocks_inbound() {
+        let bl = |cidrs: &str, dir: &str| {
+            keys(&format!(
+                "{SSH}{OUT}[[blocklist]]\ncidrs = [{cidrs}]\ndirection = \"{dir}\"\n"
+            ))
+        };
+        // Inside the admin subnet, around it, and beside it.
+        assert_eq!(bl("\"192.0.2.7\"", "in"), ["blocklist[0]"]);
+        assert_eq!(
+            bl("\"192.0.0.0/16\", \"2001:db8::/32\"", "both"),
+            ["blocklist[0]"]
+        );
+        assert_eq!(
+            bl("\"192.0.3.0/24\", \"192.0.1.0/24\"", "in"),
+            Vec::<String>::new()
+        );
+        assert_eq!(bl("\"192.0.2.7\"", "out"), Vec::<String>::new());
+        let p = Policy::parse(
+            &format!("{SSH}{OUT}[[blocklist]]\ncidrs = [\"192.0.2.128/25\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            lint(&p)[0].message,
+            "drops ssh.allow_from[0] (192.0.2.0/24), in part or whole: the blocklist comes \
+             before the ssh rule, so those admins cannot reach ssh"
+        );
+    }
 
     #[test]
     fn a_sound_policy_has_no_warnings() {

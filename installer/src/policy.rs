@@ -16,7 +16,11 @@
 //! the rule line (control characters), and IPv6 addresses in a policy whose
 //! `ipv6.mode = "deny"` drops them. Absent keys take their defaults: outbound and
 //! inbound switches off, hardening on, `ipv6.mode = "mirror"`, `ssh.port = 22`,
-//! no `ssh.rate_limit`, `logging.dropped = "off"`.
+//! no `ssh.rate_limit`, `logging.dropped = "off"`, no `[[blocklist]]`.
+//!
+//! A `[[blocklist]]` `file` is the one input read beyond the text: relative to
+//! the policy file's directory, capped, each bad line an error naming that file
+//! and line (see [`Blocklist`]).
 
 use std::path::Path;
 
@@ -35,6 +39,8 @@ pub struct Policy {
     pub hardening: Hardening,
     pub ipv6: Ipv6,
     pub logging: Logging,
+    /// `[[blocklist]]`: addresses dropped before any allow, in file order.
+    pub blocklists: Vec<Blocklist>,
     /// The top-level tables the file wrote (`ssh`, `outbound`, ...), sorted: a
     /// section written with every switch off is meant, a missing one may not be
     /// (`lint` tells them apart).
@@ -171,6 +177,70 @@ pub enum Proto {
 pub enum Ports {
     One(u16),
     Range(u16, u16),
+}
+
+/// An address list (`ssh.allow_from`, an allow entry's `from`/`to`) with more
+/// than this many CIDRs of one family renders as one ipset `hash:net` set matched
+/// with `-m set --match-set`, instead of one rule per CIDR; shorter lists stay
+/// plain rules (their golden files and counters read better). Every blocklist is
+/// a set, whatever its length. A packet walks a list of plain rules one by one (10,000
+/// source rules cost a new connection 2.5-7x the no-list time, measured), a set is
+/// one hash lookup.
+pub const SET_THRESHOLD: usize = 8;
+
+/// The largest blocklist file read: FireHOL's level 1-4 lists and Spamhaus DROP are
+/// a few MiB; a country list of every prefix stays well under this.
+pub use crate::input::BLOCKLIST_MAX_BYTES;
+
+/// One `[[blocklist]]` entry: addresses dropped in `direction`, counted by their
+/// own rule (comment [`Blocklist::comment`]), rendered right after the replies of
+/// accepted connections, so before every allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocklist {
+    /// `file = "PATH"` as resolved (relative paths are read from the policy
+    /// file's directory); `None` for inline `cidrs`.
+    pub file: Option<String>,
+    pub direction: Direction,
+    /// The CIDRs, folded: sorted, each once, none inside another, adjacent ones
+    /// merged (`IpNet::aggregate`). Never empty.
+    pub nets: Vec<IpNet>,
+}
+
+impl Blocklist {
+    /// The comment of the rule of blocklist `index` (its prefix, [`BLOCKLIST_COMMENT`],
+    /// is what a `counted_by` names).
+    pub fn comment(&self, index: usize) -> String {
+        let from = match &self.file {
+            Some(f) => format!("from {f}"),
+            None => "inline".to_owned(),
+        };
+        let mut c = format!("{BLOCKLIST_COMMENT}[{index}] ({from})");
+        if c.len() > MAX_COMMENT_BYTES {
+            c = format!("{BLOCKLIST_COMMENT}[{index}]");
+        }
+        c
+    }
+}
+
+/// The comment of every blocklist rule begins with this.
+pub const BLOCKLIST_COMMENT: &str = "blocklist";
+
+/// Which way a blocklist drops: sources of packets coming in, destinations of
+/// packets going out, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Both,
+}
+
+impl Direction {
+    pub fn inbound(self) -> bool {
+        matches!(self, Direction::In | Direction::Both)
+    }
+    pub fn outbound(self) -> bool {
+        matches!(self, Direction::Out | Direction::Both)
+    }
 }
 
 /// A policy read from a file, with its text.
@@ -366,6 +436,15 @@ mod raw {
         hardening: Option<RawHardening>,
         ipv6: Option<RawIpv6>,
         logging: Option<RawLogging>,
+        blocklist: Option<Vec<S<RawBlocklist>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawBlocklist {
+        file: Option<S<String>>,
+        cidrs: Option<S<Vec<S<String>>>>,
+        direction: Option<S<String>>,
     }
 
     #[derive(Deserialize)]
@@ -869,6 +948,7 @@ mod raw {
                 .replace("struct RawLogging", "a table")
                 .replace("struct RawOutAllow", "a table")
                 .replace("struct RawInAllow", "a table")
+                .replace("struct RawBlocklist", "a table")
                 .replace("struct File", "a table")
                 .replace("any valid TOML value", "a port or a range")
                 .replace("map", "a table")
@@ -903,6 +983,7 @@ mod raw {
             ("hardening", f.hardening.is_some()),
             ("ipv6", f.ipv6.is_some()),
             ("logging", f.logging.is_some()),
+            ("blocklist", f.blocklist.is_some()),
         ]
         .into_iter()
         .filter(|&(_, w)| w)
@@ -1016,6 +1097,11 @@ mod raw {
                 .map(|a| Allow { override_ssh, ..a }),
             );
         }
+        let mut blocklists = Vec::new();
+        for (i, b) in f.blocklist.unwrap_or_default().into_iter().enumerate() {
+            let span = b.span();
+            blocklists.extend(blocklist(cx, i, span, b.into_inner()));
+        }
         let h = f.hardening.unwrap_or(RawHardening {
             loopback: None,
             drop_invalid: None,
@@ -1046,6 +1132,7 @@ mod raw {
             },
             ipv6: Ipv6 { mode },
             logging,
+            blocklists,
             written,
         }
     }
@@ -1128,6 +1215,138 @@ mod raw {
             out.push(net);
         }
         out
+    }
+
+    /// One `[[blocklist]]` entry, or `None` when it is bad (recorded). Exactly one
+    /// of `file` and `cidrs`; the file is read here, capped at
+    /// [`BLOCKLIST_MAX_BYTES`], each bad line an error naming the file and line.
+    fn blocklist(cx: &Ctx<'_>, i: usize, span: Range<usize>, b: RawBlocklist) -> Option<Blocklist> {
+        let key = format!("blocklist[{i}]");
+        let direction = match b.direction {
+            None => Some(Direction::Both),
+            Some(d) => match d.get_ref().as_str() {
+                "in" => Some(Direction::In),
+                "out" => Some(Direction::Out),
+                "both" => Some(Direction::Both),
+                other => {
+                    cx.err(
+                        d.span(),
+                        format!("{key}.direction"),
+                        format!("expected \"in\", \"out\" or \"both\", found {other:?}"),
+                    );
+                    None
+                }
+            },
+        };
+        let (file, nets) = match (b.file, b.cidrs) {
+            (Some(_), Some(_)) | (None, None) => {
+                cx.err(
+                    span,
+                    key,
+                    "expected exactly one of file = \"PATH\" and cidrs = [...]".to_owned(),
+                );
+                return None;
+            }
+            (None, Some(list)) => {
+                let span = list.span();
+                let nets = nets(cx, &format!("{key}.cidrs"), list, Ipv6Mode::Mirror, false);
+                if nets.iter().any(|n| n.prefix_len() == 0) {
+                    cx.err(span, format!("{key}.cidrs"), ANYWHERE.to_owned());
+                    return None;
+                }
+                (None, nets)
+            }
+            (Some(path), None) => {
+                let resolved = resolve(cx.origin, path.get_ref());
+                match blocklist_file(&resolved) {
+                    Ok(nets) => (Some(resolved.display().to_string()), nets),
+                    Err(errors) => {
+                        for (line, message) in errors {
+                            let origin = resolved.display().to_string();
+                            let e = match line {
+                                Some(line) => Invalid {
+                                    origin,
+                                    line: Some(line),
+                                    key: Some(format!("{key}.file")),
+                                    message,
+                                },
+                                // The file as a whole (unreadable, empty): the
+                                // policy line that names it.
+                                None => Invalid {
+                                    origin: cx.origin.to_owned(),
+                                    line: Some(cx.line(path.span().start)),
+                                    key: Some(format!("{key}.file")),
+                                    message: format!("{}: {message}", resolved.display()),
+                                },
+                            };
+                            cx.errors.borrow_mut().push(e);
+                        }
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Blocklist {
+            file,
+            direction: direction?,
+            nets: IpNet::aggregate(&nets),
+        })
+    }
+
+    const ANYWHERE: &str = "a blocklist entry of prefix length 0 blocks everything: \
+                            leave it out (the chain policies already drop what is not allowed)";
+
+    /// A blocklist path as written: absolute, or relative to the policy file's
+    /// directory (to the working directory for a policy not read from a file).
+    fn resolve(origin: &str, path: &str) -> std::path::PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() || origin.starts_with('<') {
+            return p.to_path_buf();
+        }
+        match Path::new(origin).parent() {
+            Some(dir) => dir.join(p),
+            None => p.to_path_buf(),
+        }
+    }
+
+    /// A blocklist file: one CIDR or address per line; `#` and `;` start a comment
+    /// (FireHOL's `.netset`/`.ipset` and Spamhaus DROP's `CIDR ; SBL123` lines);
+    /// blank lines are skipped. Every bad line is one `(Some(line), message)`; a
+    /// file that cannot be read or holds no address is one `(None, message)`.
+    pub(super) fn blocklist_file(path: &Path) -> Result<Vec<IpNet>, Vec<(Option<usize>, String)>> {
+        let input = crate::input::read_capped(path, BLOCKLIST_MAX_BYTES)
+            .map_err(|e| vec![(None, format!("cannot read the blocklist: {e}"))])?;
+        let (nets, errors) = blocklist_lines(&input.text);
+        if !errors.is_empty() {
+            return Err(errors.into_iter().map(|(l, m)| (Some(l), m)).collect());
+        }
+        if nets.is_empty() {
+            return Err(vec![(
+                None,
+                "the blocklist holds no address (only comments and blank lines): \
+                 an empty blocklist is refused, since it is almost surely a failed download"
+                    .to_owned(),
+            )]);
+        }
+        Ok(nets)
+    }
+
+    /// The addresses of blocklist text, and each bad line as `(line, message)`.
+    pub(super) fn blocklist_lines(text: &str) -> (Vec<IpNet>, Vec<(usize, String)>) {
+        let mut nets = Vec::new();
+        let mut errors = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let data = line.split(['#', ';']).next().unwrap_or("").trim();
+            if data.is_empty() {
+                continue;
+            }
+            match parse_net(data) {
+                Ok(net) if net.prefix_len() == 0 => errors.push((n + 1, ANYWHERE.to_owned())),
+                Ok(net) => nets.push(net),
+                Err(m) => errors.push((n + 1, m)),
+            }
+        }
+        (nets, errors)
     }
 
     type Common = (S<String>, S<toml::Value>, Option<S<String>>);
@@ -1298,6 +1517,90 @@ mod tests {
     }
 
     #[test]
+    fn blocklist_files_are_read_from_the_policy_directory_with_file_and_line_errors() {
+        let dir = std::env::temp_dir().join(format!("portcullis-bl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("policy.toml").display().to_string();
+        let bl = dir.join("drop.txt");
+        let text = "[[blocklist]]\nfile = \"drop.txt\"\ndirection = \"in\"\n";
+        // Spamhaus DROP and FireHOL lines, a duplicate, an overlap, adjacent halves.
+        std::fs::write(
+            &bl,
+            "; Spamhaus DROP List\n# firehol\n\n203.0.113.0/25 ; SBL1\n203.0.113.128/25\n\
+             192.0.2.0/24\n192.0.2.7\n192.0.2.0/24 # again\n2001:db8:bad::/48\n",
+        )
+        .unwrap();
+        let p = Policy::parse(text, &policy).unwrap();
+        assert_eq!(p.blocklists.len(), 1);
+        let b = &p.blocklists[0];
+        assert_eq!(b.direction, Direction::In);
+        assert_eq!(b.file.as_deref(), Some(bl.to_str().unwrap()));
+        let nets: Vec<String> = b.nets.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            nets,
+            ["192.0.2.0/24", "203.0.113.0/24", "2001:db8:bad::/48"]
+        );
+
+        // Bad lines: each one, with the file and its line.
+        std::fs::write(
+            &bl,
+            "192.0.2.0/24\n192.0.2.7/24\nnot-an-address ; x\n0.0.0.0/0\n",
+        )
+        .unwrap();
+        let e = Policy::parse(text, &policy).unwrap_err().to_string();
+        let file = bl.display();
+        assert!(
+            e.contains(&format!("{file}:2: blocklist[0].file: host bits set")),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("{file}:3: blocklist[0].file: expected an IPv4")),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!(
+                "{file}:4: blocklist[0].file: a blocklist entry of prefix length 0"
+            )),
+            "{e}"
+        );
+
+        // An empty file (comments only) and a missing one: the policy's line.
+        std::fs::write(&bl, "# nothing\n;\n").unwrap();
+        let e = Policy::parse(text, &policy).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{policy}:2: blocklist[0].file: {file}: the blocklist holds no address"
+            )),
+            "{e}"
+        );
+        std::fs::remove_file(&bl).unwrap();
+        let e = Policy::parse(text, &policy).unwrap_err().to_string();
+        assert!(e.contains("cannot read the blocklist"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn blocklist_entries_need_exactly_one_source_and_a_known_direction() {
+        let e = |t: &str| Policy::parse(t, "t").unwrap_err().to_string();
+        assert_eq!(
+            e("[[blocklist]]\ndirection = \"in\"\n"),
+            "t:1: blocklist[0]: expected exactly one of file = \"PATH\" and cidrs = [...]"
+        );
+        assert_eq!(
+            e("[[blocklist]]\ncidrs = [\"192.0.2.0/24\"]\ndirection = \"up\"\n"),
+            "t:3: blocklist[0].direction: expected \"in\", \"out\" or \"both\", found \"up\""
+        );
+        assert!(
+            e("[[blocklist]]\ncidrs = []\n")
+                .contains("blocklist[0].cidrs: expected at least one CIDR")
+        );
+        assert!(e("[[blocklist]]\ncidrs = [\"::/0\"]\n").contains("prefix length 0"));
+        let p = Policy::parse("[[blocklist]]\ncidrs = [\"192.0.2.0/24\"]\n", "t").unwrap();
+        assert_eq!(p.blocklists[0].direction, Direction::Both, "the default");
+        assert_eq!(p.blocklists[0].comment(0), "blocklist[0] (inline)");
+    }
+
+    #[test]
     fn schema_keys_are_read_from_the_format() {
         let keys = Policy::schema_keys();
         for k in [
@@ -1321,7 +1624,10 @@ mod tests {
         // Each one is accepted by the parser (a key that is not would be refused
         // as unknown, whatever its value).
         for k in &keys {
-            let (table, key) = k.rsplit_once('.').unwrap();
+            // A top-level array of tables (`blocklist`): its keys are tried below.
+            let Some((table, key)) = k.rsplit_once('.') else {
+                continue;
+            };
             let text = format!("[{}]\n{key} = 1\n", table.replace("[]", ""));
             let text = if table.ends_with("[]") {
                 text.replacen('[', "[[", 1).replacen(']', "]]", 1)

@@ -14,8 +14,10 @@ use std::collections::HashSet;
 
 use ipnet::IpNet;
 
-use crate::policy::{Allow, Ipv6Mode, LogDropped, Policy, Ports, Proto, RateLimit};
-use crate::rule::{Chain, L4, Match, Recent, Rule, Ruleset, Target};
+use crate::policy::{
+    Allow, Blocklist, Ipv6Mode, LogDropped, Policy, Ports, Proto, RateLimit, SET_THRESHOLD,
+};
+use crate::rule::{Chain, IpSet, L4, Match, Recent, Rule, Ruleset, SetDir, Target};
 
 /// The kernel log prefix of the LOG rule before each chain's DROP policy.
 pub fn log_prefix(chain: Chain) -> &'static str {
@@ -39,6 +41,10 @@ pub use portcullis_netfilter::Family;
 pub struct Rendered {
     pub v4: Ruleset,
     pub v6: Option<Ruleset>,
+    /// The ipsets the rules match (`-m set --match-set`), in the order the rules
+    /// first name them; empty when every list is short enough for plain rules
+    /// and there is no blocklist. They must exist before the rules are loaded.
+    pub sets: Vec<IpSet>,
 }
 
 impl Rendered {
@@ -55,6 +61,28 @@ impl Rendered {
         self.get(family).map(|r| r.to_string())
     }
 
+    /// The `ipset restore` text that creates every set (under its own name) and
+    /// fills it, or `None` when there are no sets.
+    pub fn sets_text(&self) -> Option<String> {
+        self.sets_text_as(|name| name.to_owned())
+    }
+
+    /// As `sets_text`, each set created under `rename(its name)` (apply loads
+    /// sets under temporary names, then swaps them in).
+    pub fn sets_text_as(&self, rename: impl Fn(&str) -> String) -> Option<String> {
+        if self.sets.is_empty() {
+            return None;
+        }
+        let mut out = String::from(
+            "# portcullis ipsets, rendered from a policy: edit the policy, not this file.\n\
+             # Load with `ipset restore` before the rules that match them.\n",
+        );
+        for set in &self.sets {
+            set.restore_text_as(&rename(&set.name), &mut out);
+        }
+        Some(out)
+    }
+
     /// The families that have a ruleset, in order (`ipv4`, then `ipv6` unless
     /// IPv6 is `untouched`).
     pub fn families(&self) -> impl Iterator<Item = (Family, &Ruleset)> {
@@ -66,14 +94,110 @@ impl Rendered {
 
 /// Render both families.
 pub fn render(policy: &Policy) -> Rendered {
+    let mut sets = Vec::new();
+    let v4 = ruleset(policy, Family::V4, &mut sets);
     let v6 = match policy.ipv6.mode {
-        Ipv6Mode::Mirror => Some(ruleset(policy, Family::V6)),
+        Ipv6Mode::Mirror => Some(ruleset(policy, Family::V6, &mut sets)),
         Ipv6Mode::Deny => Some(deny_v6(policy)),
         Ipv6Mode::Untouched => None,
     };
-    Rendered {
-        v4: ruleset(policy, Family::V4),
-        v6,
+    Rendered { v4, v6, sets }
+}
+
+/// Why `verb` (`apply`, `install`) refuses `rendered`: it matches ipsets, and
+/// loading them on a live host (under temporary names, swapped in, in the
+/// snapshot) and at boot (before the rules, per mechanism) is not built yet.
+/// Refusing is the safe answer: rules that name a missing set do not load, and
+/// a boot loader that fails leaves the host open.
+pub fn sets_unsupported(rendered: &Rendered, verb: &str) -> Option<String> {
+    (!rendered.sets.is_empty()).then(|| {
+        let names: Vec<&str> = rendered.sets.iter().map(|s| s.name.as_str()).collect();
+        format!(
+            "the policy renders ipsets ({}: a [[blocklist]], or an address list of more than \
+             {SET_THRESHOLD} CIDRs), and {verb} cannot carry ipsets yet; `portcullis check` and \
+             `render --out-dir` (which writes them for `ipset restore`) can",
+            names.join(", ")
+        )
+    })
+}
+
+/// The name of the set of list `base` in `family`: `pc-BASE-4` or `pc-BASE-6`
+/// (`base` is `ssh`, `in3`, `out0`, `bl1`: the section and the entry's index).
+pub fn set_name(base: &str, family: Family) -> String {
+    let n = match family {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    };
+    format!("pc-{base}-{n}")
+}
+
+/// How the rules of an address list match its peers in one family.
+enum Peers {
+    /// One rule per CIDR (none: the list has no CIDR of this family).
+    Each(Vec<IpNet>),
+    /// One rule matching the set.
+    Set(String),
+    /// The folded list covers every address (it holds a prefix of length 0).
+    Anywhere,
+}
+
+/// `list`'s peers in `family`: plain rules up to [`SET_THRESHOLD`] CIDRs, else a
+/// set named `set_name(base)` (added to `sets`).
+fn peers(base: &str, list: &[IpNet], family: Family, sets: &mut Vec<IpSet>) -> Peers {
+    let mine: Vec<IpNet> = list
+        .iter()
+        .filter(|n| in_family(n, family))
+        .copied()
+        .collect();
+    if mine.len() <= SET_THRESHOLD {
+        return Peers::Each(mine);
+    }
+    let folded = IpNet::aggregate(&mine);
+    if folded.iter().any(|n| n.prefix_len() == 0) {
+        return Peers::Anywhere;
+    }
+    Peers::Set(add_set(set_name(base, family), family, folded, sets))
+}
+
+fn add_set(name: String, family: Family, nets: Vec<IpNet>, sets: &mut Vec<IpSet>) -> String {
+    if !sets.iter().any(|s| s.name == name) {
+        sets.push(IpSet {
+            name: name.clone(),
+            v6: family == Family::V6,
+            nets,
+        });
+    }
+    name
+}
+
+/// Each `[[blocklist]]` with CIDRs of `family`: a DROP rule per direction,
+/// matching the list's set (sources coming in, destinations going out).
+fn blocklists(rules: &mut Rules, policy: &Policy, family: Family, sets: &mut Vec<IpSet>) {
+    for (i, b) in policy.blocklists.iter().enumerate() {
+        let Blocklist {
+            direction, nets, ..
+        } = b;
+        let mine: Vec<IpNet> = nets
+            .iter()
+            .filter(|n| in_family(n, family))
+            .copied()
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let name = add_set(set_name(&format!("bl{i}"), family), family, mine, sets);
+        let comment = b.comment(i);
+        if direction.inbound() {
+            rules.push(
+                Rule::new(Chain::Input, Target::Drop, comment.clone())
+                    .with(Match::Set(name.clone(), SetDir::Src)),
+            );
+        }
+        if direction.outbound() {
+            rules.push(
+                Rule::new(Chain::Output, Target::Drop, comment).with(Match::Set(name, SetDir::Dst)),
+            );
+        }
     }
 }
 
@@ -154,8 +278,9 @@ fn icmp(family: Family) -> L4 {
     }
 }
 
-/// The first rules of every ruleset: replies, malicious flags, INVALID, loopback.
-fn preamble(rules: &mut Rules, policy: &Policy) {
+/// The first rules of every ruleset: replies, blocklists, malicious flags,
+/// INVALID, loopback.
+fn preamble(rules: &mut Rules, policy: &Policy, family: Family, sets: &mut Vec<IpSet>) {
     use Chain::{Input, Output};
     use Target::{Accept, Drop};
     // Replies and related ICMP errors (packet too big, unreachable) of connections
@@ -170,6 +295,7 @@ fn preamble(rules: &mut Rules, policy: &Policy) {
             .with(Match::CtState("RELATED,ESTABLISHED")),
         );
     }
+    blocklists(rules, policy, family, sets);
     if policy.hardening.drop_malicious_flags {
         rules.push(
             Rule::new(
@@ -216,11 +342,11 @@ fn preamble(rules: &mut Rules, policy: &Policy) {
     }
 }
 
-fn ruleset(policy: &Policy, family: Family) -> Ruleset {
+fn ruleset(policy: &Policy, family: Family, sets: &mut Vec<IpSet>) -> Ruleset {
     use Chain::{Input, Output};
     use Target::Accept;
     let mut rules = Rules::new();
-    preamble(&mut rules, policy);
+    preamble(&mut rules, policy, family, sets);
 
     // SSH from the admin subnets. The OUTPUT rule lets the server speak first on a
     // session that was open before conntrack started: such a session is picked up
@@ -229,28 +355,45 @@ fn ruleset(policy: &Policy, family: Family) -> Ruleset {
     // until the client types (FIELD-NOTES, conntrack note). `! --syn` keeps it from
     // opening connections.
     let ssh = policy.ssh.port;
-    for net in policy
-        .ssh
-        .allow_from
-        .iter()
-        .filter(|n| in_family(n, family))
-    {
+    // Each pair: the INPUT rule's source match and the OUTPUT rule's destination
+    // match (`None`: any address).
+    let pairs: Vec<(Option<Match>, Option<Match>)> =
+        match peers("ssh", &policy.ssh.allow_from, family, sets) {
+            Peers::Each(nets) => nets
+                .into_iter()
+                .map(|n| (Some(Match::Source(n)), Some(Match::Destination(n))))
+                .collect(),
+            Peers::Set(name) => vec![(
+                Some(Match::Set(name.clone(), SetDir::Src)),
+                Some(Match::Set(name, SetDir::Dst)),
+            )],
+            Peers::Anywhere => vec![(None, None)],
+        };
+    let with = |r: Rule, m: &Option<Match>| match m {
+        Some(m) => r.with(m.clone()),
+        None => r,
+    };
+    for (source, destination) in &pairs {
         if let Some(limit) = policy.ssh.rate_limit {
-            rules.push(ssh_rate_limit(*net, ssh, limit));
+            rules.push(ssh_rate_limit(source, ssh, limit));
         }
         rules.push(
-            Rule::new(Input, Accept, "ssh from the admin subnet")
-                .with(Match::Source(*net))
-                .with(Match::Proto(L4::Tcp))
-                .with(Match::DestPort(ssh, ssh)),
+            with(
+                Rule::new(Input, Accept, "ssh from the admin subnet"),
+                source,
+            )
+            .with(Match::Proto(L4::Tcp))
+            .with(Match::DestPort(ssh, ssh)),
         );
         rules.push(
-            Rule::new(
-                Output,
-                Accept,
-                "ssh server speaking first on a session older than the ruleset",
+            with(
+                Rule::new(
+                    Output,
+                    Accept,
+                    "ssh server speaking first on a session older than the ruleset",
+                ),
+                destination,
             )
-            .with(Match::Destination(*net))
             .with(Match::Proto(L4::Tcp))
             .with(Match::SourcePort(ssh, ssh))
             .with(Match::NotSyn),
@@ -271,8 +414,8 @@ fn ruleset(policy: &Policy, family: Family) -> Ruleset {
         // `outbound.icmp` add nothing to IPv6: the host must answer ping there.
         Family::V6 => icmpv6_baseline(&mut rules),
     }
-    for a in &policy.inbound.allow {
-        allow(&mut rules, Input, a, family);
+    for (i, a) in policy.inbound.allow.iter().enumerate() {
+        allow(&mut rules, Input, a, family, &format!("in{i}"), sets);
     }
 
     let out = &policy.outbound;
@@ -308,8 +451,8 @@ fn ruleset(policy: &Policy, family: Family) -> Ruleset {
                 .with(Match::Proto(icmp(family))),
         );
     }
-    for a in &out.allow {
-        allow(&mut rules, Output, a, family);
+    for (i, a) in out.allow.iter().enumerate() {
+        allow(&mut rules, Output, a, family, &format!("out{i}"), sets);
     }
 
     log_dropped(&mut rules, policy);
@@ -321,28 +464,31 @@ fn ruleset(policy: &Policy, family: Family) -> Ruleset {
 /// `limit.connections` from its source address within `limit.seconds`, this one
 /// included. Only SYNs count: a session older than the ruleset, picked up
 /// mid-stream as NEW, neither counts nor is dropped here.
-fn ssh_rate_limit(net: IpNet, port: u16, limit: RateLimit) -> Rule {
-    Rule::new(
+fn ssh_rate_limit(source: &Option<Match>, port: u16, limit: RateLimit) -> Rule {
+    let r = Rule::new(
         Chain::Input,
         Target::Drop,
         format!(
             "{RATE_LIMIT_COMMENT}: over {} new connections from one address in {}s",
             limit.connections, limit.seconds
         ),
-    )
-    .with(Match::Source(net))
-    .with(Match::Proto(L4::Tcp))
-    .with(Match::DestPort(port, port))
-    .with(Match::Syn)
-    .with(Match::CtState("NEW"))
-    .with(Match::Recent(Recent::Set, RateLimit::LIST))
-    .with(Match::Recent(
-        Recent::Update {
-            seconds: limit.seconds,
-            hitcount: limit.connections + 1,
-        },
-        RateLimit::LIST,
-    ))
+    );
+    let r = match source {
+        Some(m) => r.with(m.clone()),
+        None => r,
+    };
+    r.with(Match::Proto(L4::Tcp))
+        .with(Match::DestPort(port, port))
+        .with(Match::Syn)
+        .with(Match::CtState("NEW"))
+        .with(Match::Recent(Recent::Set, RateLimit::LIST))
+        .with(Match::Recent(
+            Recent::Update {
+                seconds: limit.seconds,
+                hitcount: limit.connections + 1,
+            },
+            RateLimit::LIST,
+        ))
 }
 
 /// `logging.dropped = "limited"`: the last rule of each chain logs what the DROP
@@ -362,34 +508,53 @@ fn log_dropped(rules: &mut Rules, policy: &Policy) {
     }
 }
 
-/// `[[inbound.allow]]` / `[[outbound.allow]]`: one rule per peer of this family,
-/// or one rule for anywhere; an entry whose peers are all of the other family
+/// `[[inbound.allow]]` / `[[outbound.allow]]`: one rule per peer of this family
+/// (one rule matching the set `set_name(base)` past [`SET_THRESHOLD`] peers), or
+/// one rule for anywhere; an entry whose peers are all of the other family
 /// renders nothing here.
-fn allow(rules: &mut Rules, chain: Chain, a: &Allow, family: Family) {
+fn allow(
+    rules: &mut Rules,
+    chain: Chain,
+    a: &Allow,
+    family: Family,
+    base: &str,
+    sets: &mut Vec<IpSet>,
+) {
     let (lo, hi) = port_range(a.ports);
     let comment = match &a.comment {
         Some(c) => c.clone(),
         None if chain == Chain::Input => "allowed by the policy (inbound.allow)".to_owned(),
         None => "allowed by the policy (outbound.allow)".to_owned(),
     };
-    let rule = |peer: Option<IpNet>| {
+    let rule = |peer: Option<Match>| {
         let mut r = Rule::new(chain, Target::Accept, comment.clone());
-        if let Some(net) = peer {
-            r = r.with(if chain == Chain::Input {
-                Match::Source(net)
-            } else {
-                Match::Destination(net)
-            });
+        if let Some(m) = peer {
+            r = r.with(m);
         }
         r.with(Match::Proto(l4(a.proto)))
             .with(Match::DestPort(lo, hi))
     };
     if a.peers.is_empty() {
         rules.push(rule(None));
+        return;
+    }
+    let dir = if chain == Chain::Input {
+        SetDir::Src
     } else {
-        for net in a.peers.iter().filter(|n| in_family(n, family)) {
-            rules.push(rule(Some(*net)));
+        SetDir::Dst
+    };
+    match peers(base, &a.peers, family, sets) {
+        Peers::Each(nets) => {
+            for net in nets {
+                rules.push(rule(Some(if chain == Chain::Input {
+                    Match::Source(net)
+                } else {
+                    Match::Destination(net)
+                })));
+            }
         }
+        Peers::Set(name) => rules.push(rule(Some(Match::Set(name, dir)))),
+        Peers::Anywhere => rules.push(rule(None)),
     }
 }
 
@@ -724,6 +889,70 @@ mod tests {
         for (_, rs) in off.families() {
             assert!(rs.rules.iter().all(|r| !matches!(r.target, Target::Log(_))));
         }
+    }
+
+    #[test]
+    fn long_lists_are_sets_and_short_ones_plain_rules() {
+        let hosts = |n: usize| {
+            (0..n)
+                .map(|i| format!("\"198.51.100.{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let short = format!(
+            "{NO_HARDENING}[ipv6]\nmode = \"untouched\"\n[[inbound.allow]]\nproto = \"tcp\"\nport = 25\nfrom = [{}]\n",
+            hosts(SET_THRESHOLD)
+        );
+        let r = render(&Policy::parse(&short, "t").unwrap());
+        assert!(r.sets.is_empty());
+        assert_eq!(r.v4.rules.len(), 2 + SET_THRESHOLD);
+        let long = format!(
+            "{NO_HARDENING}[ipv6]\nmode = \"untouched\"\n[[inbound.allow]]\nproto = \"tcp\"\nport = 25\nfrom = [{}]\n",
+            hosts(SET_THRESHOLD + 1)
+        );
+        check(
+            &long,
+            Family::V4,
+            r#"
+            -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+            -A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+            -A INPUT -m set --match-set pc-in0-4 src -p tcp -m tcp --dport 25 -j ACCEPT
+            "#,
+        );
+        let r = render(&Policy::parse(&long, "t").unwrap());
+        // 198.51.100.0-8: folded to a /29 and a /32.
+        assert_eq!(
+            r.sets_text().unwrap().lines().skip(2).collect::<Vec<_>>(),
+            [
+                "create pc-in0-4 hash:net family inet hashsize 64 maxelem 65536",
+                "add pc-in0-4 198.51.100.0/29",
+                "add pc-in0-4 198.51.100.8/32",
+            ]
+        );
+    }
+
+    #[test]
+    fn blocklists_come_right_after_the_replies_in_their_directions() {
+        let p = "[[blocklist]]\ncidrs = [\"203.0.113.0/24\"]\ndirection = \"in\"\n\
+                 [[blocklist]]\ncidrs = [\"192.0.2.0/24\", \"2001:db8::/32\"]\ndirection = \"out\"\n";
+        check(
+            &format!("{NO_HARDENING}{p}"),
+            Family::V4,
+            r#"
+            -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+            -A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+            -A INPUT -m set --match-set pc-bl0-4 src -j DROP
+            -A OUTPUT -m set --match-set pc-bl1-4 dst -j DROP
+            "#,
+        );
+        let r = render(&Policy::parse(p, "t").unwrap());
+        let names: Vec<&str> = r.sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["pc-bl0-4", "pc-bl1-4", "pc-bl1-6"]);
+        let v6: Vec<String> = r.v6.unwrap().rules.iter().map(|r| r.to_string()).collect();
+        assert!(v6[2].starts_with("-A OUTPUT -m set --match-set pc-bl1-6 dst -m comment --comment \"blocklist[1] (inline)\""), "{v6:#?}");
+        // deny: IPv6 is loopback only, the IPv6 half of a blocklist is moot.
+        let deny = render(&Policy::parse(&format!("{p}[ipv6]\nmode = \"deny\"\n"), "t").unwrap());
+        assert!(deny.sets.iter().all(|s| !s.v6));
     }
 
     #[test]

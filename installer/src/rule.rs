@@ -106,6 +106,16 @@ pub enum Match {
     /// `-m recent ... --name LIST --rsource`: one list of source addresses (with
     /// timestamps) per name, kept by the kernel per network namespace.
     Recent(Recent, &'static str),
+    /// `-m set --match-set NAME src|dst`: the address is in the ipset `NAME`
+    /// (xt_set, under both backends).
+    Set(String, SetDir),
+}
+
+/// Which address of the packet a set match looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetDir {
+    Src,
+    Dst,
 }
 
 /// A rule: the chain it is appended to, what it matches, what it does, and why.
@@ -201,6 +211,13 @@ impl fmt::Display for Rule {
                     line,
                     " -m recent --update --seconds {seconds} --hitcount {hitcount} --name {list} --rsource"
                 )?,
+                Match::Set(name, dir) => {
+                    let dir = match dir {
+                        SetDir::Src => "src",
+                        SetDir::Dst => "dst",
+                    };
+                    write!(line, " -m set --match-set {name} {dir}")?
+                }
             }
         }
         if !self.comment.is_empty() {
@@ -231,5 +248,50 @@ impl fmt::Display for Ruleset {
             writeln!(f, "{rule}")?;
         }
         writeln!(f, "COMMIT")
+    }
+}
+
+/// One ipset `hash:net` set: its name (`pc-...`, at most 31 bytes), family and
+/// members. The only place that knows `ipset restore` syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpSet {
+    pub name: String,
+    /// `inet` for IPv4, `inet6` for IPv6.
+    pub v6: bool,
+    /// Folded CIDRs of the set's family, none of prefix length 0 (`hash:net`
+    /// refuses it).
+    pub nets: Vec<IpNet>,
+}
+
+impl IpSet {
+    /// The hash size asked for: the member count rounded up to a power of two,
+    /// at least 64 (ipset's minimum), so buckets stay short without resizing.
+    pub fn hashsize(&self) -> usize {
+        self.nets.len().next_power_of_two().max(64)
+    }
+
+    /// The most members the set may hold: at least ipset's default 65536, and
+    /// twice the members, so a reload of a grown list fits.
+    pub fn maxelem(&self) -> usize {
+        (self.nets.len() * 2).next_power_of_two().max(65536)
+    }
+
+    /// The `create` line, under `name` (the set's own, or a temporary one).
+    pub fn create_line(&self, name: &str) -> String {
+        format!(
+            "create {name} hash:net family {} hashsize {} maxelem {}",
+            if self.v6 { "inet6" } else { "inet" },
+            self.hashsize(),
+            self.maxelem()
+        )
+    }
+
+    /// `create` then one `add` per member, under `name`.
+    pub fn restore_text_as(&self, name: &str, out: &mut String) {
+        out.push_str(&self.create_line(name));
+        out.push('\n');
+        for net in &self.nets {
+            let _ = writeln!(out, "add {name} {net}");
+        }
     }
 }

@@ -65,6 +65,8 @@ impl Report {
 pub struct LabRules {
     pub v4: Option<String>,
     pub v6: Option<String>,
+    /// The `ipset restore` text of the sets the rules match, loaded first.
+    pub sets: Option<String>,
 }
 
 impl LabRules {
@@ -98,12 +100,14 @@ pub fn plan(opts: &Options, topo: &Topology) -> (LabRules, Derived, Vec<Mapping>
         LabRules {
             v4: opts.rules_v4.as_deref().map(|t| map_text(t, &mappings)),
             v6: opts.rules_v6.as_deref().map(|t| map_text(t, &mappings)),
+            sets: None,
         }
     } else {
         let r = crate::render(&lab_policy);
         LabRules {
             v4: r.text(Family::V4),
             v6: r.text(Family::V6),
+            sets: r.sets_text(),
         }
     };
     (rules, derived, mappings)

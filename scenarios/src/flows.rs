@@ -161,6 +161,67 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     }
 }
 
+/// A policy with `allow` admin addresses (IPv6, plus 10 IPv4) and a blocklist of
+/// `blocked` IPv6 networks (plus one IPv4), all documentation addresses, none
+/// adjacent (so folding keeps every one).
+pub fn scale_policy(allow: usize, blocked: usize) -> String {
+    let v6 = |base: u32, i: usize| {
+        // Every other /56 under 2001:db8:BASE::/33: no two fold together.
+        let n = (i as u32) * 2;
+        format!("\"2001:db8:{:x}:{:x}00::/56\"", base + (n >> 8), n & 0xff)
+    };
+    let mut admins: Vec<String> = (10..20).map(|i| format!("\"198.51.100.{i}\"")).collect();
+    admins.extend((0..allow).map(|i| v6(0x8000, i)));
+    let mut blocks = vec!["\"203.0.113.0/24\"".to_owned()];
+    blocks.extend((0..blocked).map(|i| v6(0xc000, i)));
+    format!(
+        "[ssh]\nallow_from = [{}]\n\n[[inbound.allow]]\nproto = \"tcp\"\nport = 443\n\n\
+         [outbound]\ndns = true\nhttps = true\n\n[[blocklist]]\ncidrs = [{}]\n",
+        admins.join(", "),
+        blocks.join(", ")
+    )
+}
+
+/// At scale: a 10,000-address admin list and a 50,000-network blocklist render
+/// as sets, load into the lab whole (the lab keeps every CIDR that overlaps no
+/// lab link), and verify holds: the blocklist rule counts the blocked source,
+/// the set rule counts the admin.
+fn verify_at_scale(backend: Backend) -> Result<(), Failed> {
+    let policy = Policy::parse(&scale_policy(10_000, 50_000), "scale.toml")?;
+    let topo = verify::exec::topology();
+    let (lab, _) = verify::map_policy(&policy, &topo);
+    let rendered = portcullis::render(&lab);
+    let sizes: Vec<(String, usize)> = rendered
+        .sets
+        .iter()
+        .map(|s| (s.name.clone(), s.nets.len()))
+        .collect();
+    let size = |n: &str| sizes.iter().find(|(s, _)| s == n).map_or(0, |(_, k)| *k);
+    if size("pc-bl0-6") < 50_000 || size("pc-ssh-6") < 10_000 {
+        return Err(format!("the lab's sets are not at scale: {sizes:?}").into());
+    }
+    let opts = Options {
+        policy,
+        backends: vec![backend],
+        rules_v4: None,
+        rules_v6: None,
+    };
+    let report = verify::verify(&opts, &mut |_| {})?;
+    let counted = |why: &str| {
+        report
+            .rows
+            .iter()
+            .any(|r| r.expectation.why == why && r.pass())
+    };
+    if report.passed() && counted("blocklist[0]") && counted("ssh.allow_from") {
+        Ok(())
+    } else {
+        let mut out = Vec::new();
+        let _ = verify::matrix::print(&report.rows, &mut out);
+        Err(String::from_utf8_lossy(&out).into_owned().into())
+    }
+}
+
 pub fn trials() -> Vec<Trial> {
     let mut out = Vec::new();
     for backend in Backend::ALL {
@@ -168,6 +229,11 @@ pub fn trials() -> Vec<Trial> {
             format!("flows::verify_default::{backend}"),
             cannot_run(backend, true),
             move || verify_default(backend),
+        ));
+        out.push(privileged(
+            format!("flows::verify_at_scale::{backend}"),
+            cannot_run(backend, true),
+            move || verify_at_scale(backend),
         ));
         for path in example_policies() {
             let name = path

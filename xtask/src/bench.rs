@@ -13,6 +13,11 @@
 //! - `probe`: harness/examples/probe-bench.rs, median of 21 negative TCP probes
 //!   from outsider to target, each counted by the target's INPUT DROP policy.
 //!   Target: the 45 ms window plus a few ms.
+//! - `scale`: installer/examples/scale-bench.rs, both backends: render, check
+//!   and load time of a policy with 1k/10k/50k-entry lists (as ipsets), and the
+//!   median new-connection time through a 10,000-entry allow list as one set vs
+//!   10,000 plain rules vs no list. Target: `set_ratio` (sets / no list) <= 1.2
+//!   under both backends.
 //!
 //! `cargo xtask bench [CYCLES]` (or `ci/bench`) builds as the caller and runs the
 //! timings as root (through sudo when the caller is not root);
@@ -25,7 +30,7 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::{clean_cargo_env, is_root, non_empty_var, project_root, target_dir};
 
-const SECTIONS: [&str; 4] = ["lab", "apply", "rollback", "probe"];
+const SECTIONS: [&str; 5] = ["lab", "apply", "rollback", "probe", "scale"];
 
 pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let cycles = match args {
@@ -71,6 +76,13 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
         );
         clean_cargo_env(installer).run()?;
     }
+    if want("scale") {
+        let scale = cmd!(
+            sh,
+            "cargo build --release --locked -p portcullis --example scale-bench"
+        );
+        clean_cargo_env(scale).run()?;
+    }
 
     if want("lab") {
         section(&format!(
@@ -115,7 +127,34 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
         section("probe: median negative TCP probe, outsider -> target, counted by INPUT DROP");
         runner.cmd(&examples.join("probe-bench"), &["21"]).run()?;
     }
+
+    if want("scale") {
+        section("scale: ipsets at 1k/10k/50k entries; connect through a 10k allow list");
+        let out = runner.cmd(&examples.join("scale-bench"), &["301"]).read()?;
+        println!("{out}");
+        for (backend, ratio) in set_ratios(&out) {
+            let verdict = if ratio <= 1.2 { "met" } else { "NOT met" };
+            println!("set_ratio {backend} = {ratio:.2} (target <= 1.2): {verdict}");
+        }
+    }
     Ok(())
+}
+
+/// `(backend, set_ratio)` of each `scale-bench connect` line.
+fn set_ratios(out: &str) -> Vec<(String, f64)> {
+    out.lines()
+        .filter(|l| l.starts_with("scale-bench connect "))
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+            };
+            Some((
+                field("backend")?.to_owned(),
+                field("set_ratio")?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn section(title: &str) {
@@ -163,7 +202,18 @@ fn total_ms(line: &str) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::total_ms;
+    use super::{set_ratios, total_ms};
+
+    #[test]
+    fn set_ratios_are_read_per_backend() {
+        let out = "scale-bench render backend=nft entries=1000 sets=2 render_ms=9.6\n\
+                   scale-bench connect backend=nft entries=10000 runs=101 none_us=35.3 plain_us=402.7 sets_us=31.2 plain_ratio=11.41 set_ratio=0.88\n\
+                   scale-bench connect backend=legacy entries=10000 runs=101 none_us=30.3 plain_us=110.7 sets_us=29.8 plain_ratio=3.65 set_ratio=0.98\n";
+        assert_eq!(
+            set_ratios(out),
+            [("nft".to_owned(), 0.88), ("legacy".to_owned(), 0.98)]
+        );
+    }
 
     #[test]
     fn total_ms_reads_both_benchmark_lines() {

@@ -221,6 +221,9 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     let mut facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
     facts.other_sessions = sessions.iter().skip(1).cloned().collect();
     let mut refusals = Vec::new();
+    if let Some(why) = crate::render::sets_unsupported(&rendered, "apply") {
+        refusals.push(why);
+    }
     if sessions.is_empty() && !opts.on_console {
         refusals.extend(session::unverifiable_terminal());
     }

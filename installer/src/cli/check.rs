@@ -126,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let warnings = crate::lint(&policy);
     let rendered = crate::render(&policy);
     let root = nix::unistd::geteuid().is_root();
+    let sets = rendered.sets_text();
     let families = Family::ALL
         .into_iter()
         .map(|family| match rendered.get(family) {
@@ -139,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(rs) => FamilyReport {
                 family: family.to_string(),
                 rules: Some(rs.rules.len()),
-                test: test(family, &rs.to_string(), root),
+                test: test(family, &rs.to_string(), sets.as_deref(), root),
             },
         })
         .collect::<Vec<_>>();
@@ -166,8 +167,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Run the host's `*-restore --test` on `text` in a private network namespace.
-fn test(family: Family, text: &str, root: bool) -> Test {
+/// Run the host's `*-restore --test` on `text` in a private network namespace;
+/// with `sets` (the policy's `ipset restore` text), `ipset restore` loads them
+/// in that namespace first, so the rules that match them can be tested and the
+/// set text is tested too.
+fn test(family: Family, text: &str, sets: Option<&str>, root: bool) -> Test {
     let name = format!("{}-restore", family.tool_prefix());
     let bin = match portcullis_netfilter::bins::resolve(&name) {
         Ok(b) => b,
@@ -210,11 +214,36 @@ fn test(family: Family, text: &str, root: bool) -> Test {
     let version = backend::run(&[&bin, "--version"], None)
         .map(|v| v.lines().next().unwrap_or("").trim().to_owned())
         .unwrap_or_else(|e| format!("unknown ({e})"));
-    let command = ["unshare", "-n", &bin, "-w", "--test"].join(" ");
-    let argv = [unshare.as_str(), "-n", &bin, "-w", "--test"];
-    // `backend::run` reports the child's stderr even when it stops reading its
-    // input at the first bad line.
-    match backend::run(&argv, Some(text)) {
+    let result = match sets {
+        None => {
+            let command = ["unshare", "-n", &bin, "-w", "--test"].join(" ");
+            let argv = [unshare.as_str(), "-n", &bin, "-w", "--test"];
+            // `backend::run` reports the child's stderr even when it stops reading
+            // its input at the first bad line.
+            (command, backend::run(&argv, Some(text)))
+        }
+        Some(sets) => {
+            let ipset = match portcullis_netfilter::bins::resolve("ipset") {
+                Ok(b) => b.display().to_string(),
+                Err(portcullis_netfilter::bins::BinError::NotFound { .. }) => {
+                    return Test::Skipped {
+                        reason: "the policy has ipsets and ipset is not found on PATH \
+                                 (install ipset)"
+                            .to_owned(),
+                    };
+                }
+                Err(e) => {
+                    return Test::Skipped {
+                        reason: e.to_string(),
+                    };
+                }
+            };
+            let command = format!("unshare -n sh -c 'ipset restore -f SETS && {bin} -w --test'");
+            (command, test_with_sets(&unshare, &ipset, &bin, sets, text))
+        }
+    };
+    let (command, result) = result;
+    match result {
         Ok(_) => Test::Passed { command, version },
         Err(e) => {
             let stderr = match e {
@@ -228,6 +257,63 @@ fn test(family: Family, text: &str, root: bool) -> Test {
             }
         }
     }
+}
+
+/// `ipset restore` of `sets` then `RESTORE -w --test` of `text`, in one private
+/// network namespace. The set text goes through a private temporary file (a
+/// set list is public data); the script is a constant, the paths its arguments.
+fn test_with_sets(
+    unshare: &str,
+    ipset: &str,
+    restore: &str,
+    sets: &str,
+    text: &str,
+) -> Result<String, backend::BackendError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fail = |e: std::io::Error| backend::BackendError::Failed {
+        command: "write the set file".to_owned(),
+        stderr: e.to_string(),
+    };
+    // A new file (O_EXCL: never an existing one, never through a symlink), 0600,
+    // removed when the test is done.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let file_path = std::env::temp_dir().join(format!(
+        "portcullis-check-{}-{nanos}.ipset",
+        std::process::id()
+    ));
+    struct Remove<'a>(&'a std::path::Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file_path)
+        .map_err(fail)?;
+    let _remove = Remove(&file_path);
+    file.write_all(sets.as_bytes()).map_err(fail)?;
+    drop(file);
+    let path = file_path.display().to_string();
+    backend::run(
+        &[
+            unshare,
+            "-n",
+            "sh",
+            "-ec",
+            "\"$0\" restore -f \"$1\"; exec \"$2\" -w --test",
+            ipset,
+            &path,
+            restore,
+        ],
+        Some(text),
+    )
 }
 
 /// The report as lines a person reads.

@@ -85,6 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         refuse_lockout(&policy, &root, args.i_am_on_the_console)?;
     }
     let rendered = crate::render(&policy);
+    if let Some(why) = crate::render::sets_unsupported(&rendered, "install") {
+        return Err(UsageError(why).into());
+    }
 
     let (mechanism, why) = match args.persistence {
         Some(m) => (m, "chosen with --persistence".to_owned()),

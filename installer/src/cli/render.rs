@@ -2,7 +2,8 @@
 //!
 //! Printing writes one family (IPv4 unless `--family ipv6`), so that
 //! `portcullis render | iptables-restore --test` reads a file it can parse;
-//! `--out-dir` writes both, atomically. It never writes through a symlink and
+//! `--out-dir` writes both, atomically, and `ipsets` (the `ipset restore` text)
+//! when the policy has sets. It never writes through a symlink and
 //! never leaves a half-written file.
 
 use std::io::Write as _;
@@ -22,7 +23,8 @@ pub struct Args {
     /// Render one family only: ipv4 or ipv6 (printing defaults to ipv4)
     #[arg(long, value_name = "FAMILY")]
     pub family: Option<Family>,
-    /// Write rules.v4 and rules.v6 into this directory instead of printing
+    /// Write rules.v4 and rules.v6 (and `ipsets`, when the policy has sets) into
+    /// this directory instead of printing
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 }
@@ -34,6 +36,9 @@ pub fn file_name(family: Family) -> &'static str {
         Family::V6 => "rules.v6",
     }
 }
+
+/// The file name of the `ipset restore` text in `--out-dir`.
+pub const SETS_FILE: &str = "ipsets";
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = crate::cli::load_policy_or_default(args.config.as_deref())?;
@@ -53,6 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 None => eprintln!("portcullis: ipv6.mode is \"untouched\": no ipv6 ruleset"),
             }
+            if !rendered.sets.is_empty() {
+                eprintln!(
+                    "portcullis: the rules match {} ipset(s), which must be loaded first: \
+                     `--out-dir DIR` writes them to DIR/{SETS_FILE} for `ipset restore`",
+                    rendered.sets.len()
+                );
+            }
             if args.family.is_none() && rendered.v6.is_some() {
                 eprintln!(
                     "portcullis: printed the ipv4 ruleset; `--family ipv6` prints the ipv6 one, \
@@ -62,6 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(dir) => {
             create_dir(&dir)?;
+            if let Some(text) = rendered.sets_text() {
+                let path = dir.join(SETS_FILE);
+                write_file(&path, text.as_bytes(), 0o600, Existing::Replace)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("portcullis: wrote {}", path.display());
+            }
             let families = match args.family {
                 Some(f) => vec![f],
                 None => Family::ALL.to_vec(),

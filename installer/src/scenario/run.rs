@@ -45,11 +45,13 @@ pub fn lab_rules(src: &RulesetSource, maps: &[Mapping]) -> LabRules {
             LabRules {
                 v4: r.text(Family::V4),
                 v6: r.text(Family::V6),
+                sets: r.sets_text(),
             }
         }
         RulesetSource::Rules { v4, v6 } => LabRules {
             v4: v4.as_deref().map(|t| map_text(t, maps)),
             v6: v6.as_deref().map(|t| map_text(t, maps)),
+            sets: None,
         },
     }
 }

@@ -242,7 +242,11 @@ pub fn verify_root(
         &mut |lab: &mut LabSession| {
             // Nothing loaded yet: this sets the backend and waits for the lab to
             // settle; the image's loader replaces it.
-            lab.load(&LabRules { v4: None, v6: None })?;
+            lab.load(&LabRules {
+                v4: None,
+                v6: None,
+                sets: None,
+            })?;
             let o = run_boot(lab, &plan)?;
             outcome = Some(o);
             loaded_state.clear();

@@ -100,6 +100,8 @@ pub struct LabSession {
     /// sshd on the target: its port, a client for it, and the task holding it.
     sshd: Option<(u16, ssh::Client, Task)>,
     loaded: bool,
+    /// Whether the target holds ipsets from an earlier load.
+    sets_loaded: bool,
     lab: Lab,
 }
 
@@ -160,6 +162,7 @@ impl LabSession {
             sessions: Vec::new(),
             sshd: None,
             loaded: false,
+            sets_loaded: false,
             lab,
         })
     }
@@ -179,17 +182,29 @@ impl LabSession {
 
     /// Load `rules` into the target with one restore per family; a family without
     /// text is reset to no rules at all (ACCEPT), as on a host without a ruleset.
+    /// With sets (or sets from an earlier load), `Lab::load_with_sets`: the sets
+    /// replace the target's before the rules that match them load.
     /// Every load after the first also flushes the target's conntrack table, so a
     /// connection an earlier step made (an ICMP echo id, say) cannot pass a later
     /// ruleset as ESTABLISHED.
     pub fn load(&mut self, rules: &LabRules) -> Result<(), ExecError> {
         const OPEN: &str =
             "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
-        for family in Family::ALL {
-            let text = rules.get(family).unwrap_or(OPEN);
+        if rules.sets.is_some() || self.sets_loaded {
+            // The sets first (replacing earlier ones), then the rules that match them.
+            let per_family: Vec<(Family, Option<&str>)> =
+                Family::ALL.iter().map(|&f| (f, rules.get(f))).collect();
             self.lab
-                .load(self.backend, family, text)
-                .map_err(err(&format!("loading the {family} rules")))?;
+                .load_with_sets(self.backend, rules.sets.as_deref(), &per_family)
+                .map_err(err("loading the sets and rules"))?;
+            self.sets_loaded = rules.sets.is_some();
+        } else {
+            for family in Family::ALL {
+                let text = rules.get(family).unwrap_or(OPEN);
+                self.lab
+                    .load(self.backend, family, text)
+                    .map_err(err(&format!("loading the {family} rules")))?;
+            }
         }
         if self.loaded {
             self.lab

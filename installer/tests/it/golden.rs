@@ -2,7 +2,8 @@
 //! policy under `examples/`, in `tests/golden/<name>.v4` and `.v6` (no `.v6` when
 //! IPv6 is untouched). `SNAPSHOTS=overwrite` rewrites them; review the diff like
 //! code. Each golden file is then fed to the real `*-restore --test` of both
-//! backends inside a fresh network namespace.
+//! backends inside a fresh network namespace, after `ipset restore` of the
+//! policy's sets (`tests/golden/<name>.ipset`, when it has any) there.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,6 @@ use portcullis::Policy;
 use portcullis_harness::{Backend, Family};
 
 use crate::policy_test::{files, installer_dir, overwrite};
-use crate::restore_test::restore_test_in_netns;
 use crate::support::trial;
 use portcullis_harness::trial::privileged;
 
@@ -39,6 +39,21 @@ fn compare(name: &str, text: &str) -> Result<(), Failed> {
     let policy = Policy::parse(text, name)?;
     let rendered = portcullis::render(&policy);
     let mut errors = Vec::new();
+    let sets_path = installer_dir().join(format!("tests/golden/{name}.ipset"));
+    let sets = rendered.sets_text();
+    if overwrite() {
+        match &sets {
+            Some(t) => std::fs::write(&sets_path, t)?,
+            None => {
+                let _ = std::fs::remove_file(&sets_path);
+            }
+        }
+    } else if sets != std::fs::read_to_string(&sets_path).ok() {
+        errors.push(format!(
+            "{} differs or is missing (SNAPSHOTS=overwrite rewrites it)",
+            sets_path.display()
+        ));
+    }
     for family in Family::ALL {
         let path = golden_path(name, family);
         let got = rendered.text(family);
@@ -150,8 +165,17 @@ pub fn trials() -> Vec<Trial> {
                     backend.unavailable_reason(),
                     move || {
                         let path = golden_path(&n, family);
+                        let sets = std::fs::read_to_string(
+                            installer_dir().join(format!("tests/golden/{n}.ipset")),
+                        )
+                        .ok();
                         match std::fs::read_to_string(&path) {
-                            Ok(text) => Ok(restore_test_in_netns(backend, family, &text)?),
+                            Ok(text) => Ok(crate::restore_test::restore_test_with_sets(
+                                backend,
+                                family,
+                                sets.as_deref(),
+                                &text,
+                            )?),
                             // An untouched family has no golden file, and the
                             // text trial checks that it was not rendered.
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

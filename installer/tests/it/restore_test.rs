@@ -15,6 +15,38 @@ pub fn restore_test_in_netns(backend: Backend, family: Family, text: &str) -> Re
         .map_err(|e| format!("{bin} --test refused the ruleset: {e}"))
 }
 
+/// As `restore_test_in_netns`, after `ipset restore` of `sets` (when given) in the
+/// same namespace, so rules that match the sets can be tested. The set text is
+/// read from a file the script names (a constant script; paths are arguments).
+pub fn restore_test_with_sets(
+    backend: Backend,
+    family: Family,
+    sets: Option<&str>,
+    text: &str,
+) -> Result<(), String> {
+    let Some(sets) = sets else {
+        return restore_test_in_netns(backend, family, text);
+    };
+    let bin = backend.restore_binary(family);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("ipsets");
+    std::fs::write(&file, sets).map_err(|e| e.to_string())?;
+    portcullis_harness::backend::run(
+        &[
+            "unshare",
+            "-n",
+            "sh",
+            "-ec",
+            "ipset restore -f \"$0\"; exec \"$1\" -w --test",
+            &file.display().to_string(),
+            &bin,
+        ],
+        Some(text),
+    )
+    .map(drop)
+    .map_err(|e| format!("ipset restore then {bin} --test refused the ruleset: {e}"))
+}
+
 pub fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for backend in Backend::ALL {

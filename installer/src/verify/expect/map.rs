@@ -4,6 +4,8 @@
 
 use ipnet::IpNet;
 
+use portcullis_harness::Family;
+
 use super::{Topology, family_of};
 use crate::policy::Policy;
 use crate::verify::model::HostId;
@@ -30,6 +32,13 @@ pub fn keeps_in_lab(net: &IpNet, host: HostId, topo: &Topology) -> bool {
             .is_some_and(|a| net.contains(&a))
 }
 
+/// Whether `net` overlaps any link of the lab.
+fn overlaps_lab(net: &IpNet, topo: &Topology) -> bool {
+    topo.hosts
+        .iter()
+        .any(|h| h.subnet.contains(net) || net.contains(&h.subnet))
+}
+
 /// Replace each CIDR the lab cannot keep with the subnet of the lab host that
 /// plays its part: the admin host for `ssh.allow_from` and `inbound.allow.from`,
 /// the web host for `outbound.allow.to`. Returns the lab's policy and what was
@@ -37,11 +46,23 @@ pub fn keeps_in_lab(net: &IpNet, host: HostId, topo: &Topology) -> bool {
 pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
     let mut maps = Vec::new();
     let mut map = |key: String, nets: &mut Vec<IpNet>, host: HostId| {
+        let count = |f: Family| nets.iter().filter(|n| family_of(n) == f).count();
+        // A list long enough to render as a set keeps its length in the lab, so
+        // the lab loads, matches and counts the set as the host would: its first
+        // CIDR the lab cannot keep stands for `host`, CIDRs that overlap no lab
+        // link stay as they are, the rest are mapped. A short list maps every
+        // CIDR and drops repeats.
+        let long = [Family::V4, Family::V6].map(|f| count(f) > crate::policy::SET_THRESHOLD);
+        let mut stand_in = [false, false];
         let mut out: Vec<IpNet> = Vec::new();
         for net in nets.iter() {
-            let replaced = if keeps_in_lab(net, host, topo) {
+            let f = usize::from(family_of(net) == Family::V6);
+            let keep = keeps_in_lab(net, host, topo)
+                || (long[f] && stand_in[f] && !overlaps_lab(net, topo));
+            let replaced = if keep {
                 *net
             } else if let Some(to) = topo.subnet(host, family_of(net)) {
+                stand_in[f] = true;
                 maps.push(Mapping {
                     key: key.clone(),
                     from: *net,
@@ -52,7 +73,7 @@ pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
             } else {
                 *net
             };
-            if !out.contains(&replaced) {
+            if long[f] || !out.contains(&replaced) {
                 out.push(replaced);
             }
         }
@@ -73,6 +94,35 @@ pub fn map_policy(policy: &Policy, topo: &Topology) -> (Policy, Vec<Mapping>) {
     }
     for (i, a) in p.outbound.allow.iter_mut().enumerate() {
         map(format!("outbound.allow[{i}].to"), &mut a.peers, HostId::Web);
+    }
+    // A blocklist stands for the inner host's network, in both directions: a
+    // host no other promise involves on INPUT or OUTPUT, so the other probes
+    // are judged as without the list. One mapping per family (the list's first
+    // CIDR stands for all of them: a blocklist may hold 50,000).
+    // CIDRs that overlap no lab link stay, so the lab's set is as large as the
+    // host's; those that overlap one are left out (the inner subnet stands in).
+    for (i, b) in p.blocklists.iter_mut().enumerate() {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            let Some(first) = b.nets.iter().find(|n| family_of(n) == family) else {
+                continue;
+            };
+            if let Some(to) = topo.subnet(HostId::Inner, family) {
+                maps.push(Mapping {
+                    key: format!("blocklist[{i}]"),
+                    from: *first,
+                    to,
+                    host: HostId::Inner,
+                });
+                out.push(to);
+                out.extend(
+                    b.nets
+                        .iter()
+                        .filter(|n| family_of(n) == family && !overlaps_lab(n, topo)),
+                );
+            }
+        }
+        b.nets = ipnet::IpNet::aggregate(&out);
     }
     (p, maps)
 }

@@ -9,6 +9,7 @@
 //! allow on the dns port, IPv6 left `untouched`) is simply not derived, and `notes`
 //! says so.
 
+mod blocklist;
 mod forward;
 mod hardening;
 mod inbound;
@@ -263,6 +264,7 @@ pub fn expectations(policy: &Policy, topo: &Topology) -> Derived {
 /// One family's promises, section by section, in the order they are probed.
 fn family_expectations(c: &Ctx<'_>) -> Derived {
     let mut d = Derived::default();
+    d.expectations.extend(blocklist::expectations(c));
     d.expectations.extend(ssh::expectations(c));
     d.expectations.extend(ssh::rate_limit(c));
     d.expectations.extend(inbound::expectations(c));
