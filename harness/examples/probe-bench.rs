@@ -130,10 +130,15 @@ fn bench(
     for i in 0..runs {
         let tx = tx.clone();
         let ev = lab
-            .probe_dropped(HostId::Outsider, family, &input_policy, move || async move {
-                let _timer = Timer(Instant::now(), tx);
-                probe::tcp::connect(dst, NEGATIVE_WINDOW).await
-            })
+            .probe_dropped(
+                HostId::Outsider,
+                family,
+                &input_policy,
+                move || async move {
+                    let _timer = Timer(Instant::now(), tx);
+                    probe::tcp::connect(dst, NEGATIVE_WINDOW).await
+                },
+            )
             .map_err(|e| format!("probe {i}: {e}"))?;
         if ev.outcome.word() != "no-answer" {
             return Err(format!(
