@@ -2,12 +2,15 @@
 //! present and for each family, the target loads a ruleset whose INPUT policy is
 //! DROP, and the outsider makes RUNS (default 21) TCP connects to target:2222. Each
 //! must come back `no-answer` AND be counted by the target's `filter` INPUT DROP
-//! policy (a drop is proved by its counter, not by silence). The time printed is
-//! the probe alone, measured on the outsider's thread; the two counter reads
-//! around it are not included.
+//! policy (a drop is proved by its counter, not by silence). Each runs through
+//! [`Lab::probe_dropped`], so it is decided as soon as that policy counted it.
+//! The time printed is the probe alone, from its start on the outsider's thread
+//! until it was decided (it answered, its window ran out, or the counter stopped
+//! it); the two counter snapshots around it are not included.
 //!
 //! Usage: `probe-bench [RUNS]`; prints one line per backend and family:
-//! `probe-bench backend=nft family=ipv4 runs=21 window_ms=45 min_ms=.. median_ms=.. max_ms=..`.
+//! `probe-bench backend=nft family=ipv4 runs=21 window_ms=45 min_ms=.. median_ms=.. p95_ms=.. max_ms=..`,
+//! then `probe-bench all runs=N p50_ms=.. p95_ms=..` over every probe.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -42,6 +45,7 @@ fn main() {
         std::process::exit(2);
     }
     let mut failed = false;
+    let mut all = Vec::new();
     for backend in Backend::ALL {
         if let Some(why) = backend.unavailable_reason() {
             println!("probe-bench backend={backend} skipped ({why})");
@@ -52,15 +56,16 @@ fn main() {
             match bench(&lab, backend, family, runs) {
                 Ok(mut times) => {
                     times.sort();
-                    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                     println!(
                         "probe-bench backend={backend} family={family} runs={runs} window_ms={} \
-                         min_ms={:.2} median_ms={:.2} max_ms={:.2}",
+                         min_ms={:.2} median_ms={:.2} p95_ms={:.2} max_ms={:.2}",
                         NEGATIVE_WINDOW.as_millis(),
                         ms(times[0]),
                         ms(times[runs / 2]),
+                        ms(p95(&times)),
                         ms(times[runs - 1])
                     );
+                    all.extend(times);
                 }
                 Err(e) => {
                     eprintln!("probe-bench: {backend} {family}: {e}");
@@ -75,8 +80,37 @@ fn main() {
             failed = true;
         }
     }
+    if !all.is_empty() {
+        all.sort();
+        println!(
+            "probe-bench all runs={} p50_ms={:.2} p95_ms={:.2}",
+            all.len(),
+            ms(all[all.len() / 2]),
+            ms(p95(&all))
+        );
+    }
     if failed {
         std::process::exit(1);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The 95th percentile of sorted `times` (nearest rank).
+fn p95(times: &[Duration]) -> Duration {
+    let rank = (times.len() * 95).div_ceil(100).max(1);
+    times[rank - 1]
+}
+
+/// Sends how long it lived when dropped: the probe's time whether it finished
+/// or the counter stopped it.
+struct Timer(Instant, mpsc::Sender<Duration>);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0.elapsed());
     }
 }
 
@@ -92,15 +126,19 @@ fn bench(
     let dst = SocketAddr::new(lab.addr(HostId::Target, family), PORT);
     let (tx, rx) = mpsc::channel();
     let mut times = Vec::with_capacity(runs);
+    let input_policy = Selector::policy("INPUT");
     for i in 0..runs {
         let tx = tx.clone();
         let ev = lab
-            .probe(HostId::Outsider, Some(family), move || async move {
-                let start = Instant::now();
-                let got = probe::tcp::connect(dst, NEGATIVE_WINDOW).await;
-                let _ = tx.send(start.elapsed());
-                got
-            })
+            .probe_dropped(
+                HostId::Outsider,
+                family,
+                &input_policy,
+                move || async move {
+                    let _timer = Timer(Instant::now(), tx);
+                    probe::tcp::connect(dst, NEGATIVE_WINDOW).await
+                },
+            )
             .map_err(|e| format!("probe {i}: {e}"))?;
         if ev.outcome.word() != "no-answer" {
             return Err(format!(
@@ -111,7 +149,7 @@ fn bench(
         let policy = ev
             .counters
             .table("filter")
-            .matching(&Selector::policy("INPUT"))
+            .matching(&input_policy)
             .find(|c| c.is_drop())
             .map(|c| c.packets);
         if policy.unwrap_or(0) == 0 {

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::backend::{Backend, Family};
-use crate::counters::Counters;
+use crate::counters::{Counters, Selector};
 use crate::error::{LabError, Result};
 use crate::evidence::Evidence;
 use crate::host::{self, Host};
@@ -447,22 +447,10 @@ impl Lab {
         let reads: Vec<_> = families
             .iter()
             .map(|&family| {
-                let bin = backend.save_binary(family);
                 let host = target.name().to_owned();
-                target.run_async(move || async move {
-                    let text = host::run_command(&[&bin, "-c"], None)
-                        .await
-                        .map_err(|source| LabError::Backend {
-                            host: host.clone(),
-                            source,
-                        })?;
-                    Counters::parse(family, &text).map_err(|e| LabError::Parse {
-                        host,
-                        command: format!("{bin} -c"),
-                        line: e.line,
-                        reason: e.reason,
-                    })
-                })
+                target.run_async(
+                    move || async move { read_counters(backend, family, &[], &host).await },
+                )
             })
             .collect();
         let mut all = Counters::default();
@@ -499,7 +487,48 @@ impl Lab {
             Some(f) => vec![f],
             None => Family::ALL.to_vec(),
         };
-        let loaded = self.backend().is_some();
+        self.probe_watching(from, &families, None, probe)
+    }
+
+    /// [`Lab::probe`] for a probe whose packet must be dropped by what `by` names
+    /// in the target's `filter` table of `family`: it returns as soon as that
+    /// counter has risen while nothing answered, instead of waiting the probe's
+    /// whole window (the window stays the bound for "nothing counted it"). The
+    /// counter is read every [`COUNTER_POLL`] on the target while the probe runs
+    /// (one `*-save -c -t filter` each); when it rises the probe is stopped and
+    /// its outcome is [`Outcome::NoAnswer`]: the packet was dropped, so nothing
+    /// can answer it. The evidence is the same as [`Lab::probe`]'s (snapshots
+    /// before and after): a drop is still proved by a counter, never by silence.
+    ///
+    /// Only when every counter `by` names drops (a `DROP` policy, `-j DROP`
+    /// rules) does the counter end the probe; otherwise (nothing loaded, `by`
+    /// names an ACCEPT rule or nothing) this is [`Lab::probe`] with its window.
+    pub fn probe_dropped<F, Fut>(
+        &self,
+        from: HostId,
+        family: Family,
+        by: &Selector,
+        probe: F,
+    ) -> Result<Evidence>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + 'static,
+    {
+        self.probe_watching(from, &[family], Some(by), probe)
+    }
+
+    fn probe_watching<F, Fut>(
+        &self,
+        from: HostId,
+        families: &[Family],
+        by: Option<&Selector>,
+        probe: F,
+    ) -> Result<Evidence>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + 'static,
+    {
+        let loaded = self.backend();
         self.settle()?;
         // A probe that panicked while holding the lock left nothing half-done
         // behind it: the next probe may go on.
@@ -507,18 +536,84 @@ impl Lab {
             .probing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = if loaded {
-            self.counters(&families)?
-        } else {
-            Counters::default()
+        let Some(backend) = loaded else {
+            let outcome = self.host(from).try_run(probe)?;
+            return Ok(Evidence {
+                outcome,
+                counters: Counters::default(),
+            });
         };
-        let outcome = self.host(from).try_run(probe)?;
-        let counters = if loaded {
-            self.counters(&families)?.since(&before)
-        } else {
-            Counters::default()
+        let before = self.counters(families)?;
+        let watch = match (by, families) {
+            (Some(by), &[family]) => {
+                let filter = before.table(WATCHED_TABLE);
+                let mut named = filter.matching(by).peekable();
+                let drops = named.peek().is_some() && named.all(|c| c.is_drop());
+                drops.then(|| (family, by.clone(), filter.packets(by)))
+            }
+            _ => None,
         };
+        let outcome = match watch {
+            None => self.host(from).try_run(probe)?,
+            Some((family, by, base)) => {
+                self.run_until_counted(from, backend, family, by, base, probe)?
+            }
+        };
+        let counters = self.counters(families)?.since(&before);
         Ok(Evidence { outcome, counters })
+    }
+
+    /// Run `probe` on `from` while the target's task reads the counter `by`
+    /// names; stop the probe (outcome [`Outcome::NoAnswer`]) once the counter
+    /// is above `base`.
+    fn run_until_counted<F, Fut>(
+        &self,
+        from: HostId,
+        backend: Backend,
+        family: Family,
+        by: Selector,
+        base: u64,
+        probe: F,
+    ) -> Result<Outcome>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + 'static,
+    {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = self.host(from).run_async(move || async move {
+            let outcome = tokio::select! {
+                o = probe() => o,
+                // The counter that drops this probe's packet counted it.
+                _ = stop_rx => Outcome::NoAnswer,
+            };
+            drop(done_tx);
+            outcome
+        });
+        let host = self.host(HostId::Target).name().to_owned();
+        let watch = self.host(HostId::Target).run_async(move || async move {
+            loop {
+                // Between reads only: a read is never abandoned half-way.
+                if !matches!(
+                    done_rx.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                ) {
+                    return Ok(());
+                }
+                let now = read_table(backend, family, WATCHED_TABLE, &host).await?;
+                if now.packets(&by) > base {
+                    let _ = stop_tx.send(());
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = &mut done_rx => return Ok(()),
+                    () = tokio::time::sleep(COUNTER_POLL) => {}
+                }
+            }
+        });
+        let (outcome, watched) = futures::executor::block_on(futures::future::join(run, watch));
+        watched??;
+        outcome
     }
 
     /// Forget the neighbour entries (ARP / NDP) of `family` on host `id`, and its
@@ -599,6 +694,43 @@ impl Lab {
         }
         errors
     }
+}
+
+/// How often [`Lab::probe_dropped`] reads the counter it waits on (each read is
+/// one `*-save -c -t filter`, about 2 ms itself).
+pub const COUNTER_POLL: Duration = Duration::from_millis(1);
+
+/// The table [`Lab::probe_dropped`] watches: where a policy's rules live.
+const WATCHED_TABLE: &str = "filter";
+
+/// One `*-save -c` of `family` on the current (target) host thread, parsed;
+/// `extra` arguments narrow it (`-t filter`).
+async fn read_counters(
+    backend: Backend,
+    family: Family,
+    extra: &[&str],
+    host: &str,
+) -> Result<Counters> {
+    let bin = backend.save_binary(family);
+    let mut argv = vec![bin.as_str(), "-c"];
+    argv.extend_from_slice(extra);
+    let text = host::run_command(&argv, None)
+        .await
+        .map_err(|source| LabError::Backend {
+            host: host.to_owned(),
+            source,
+        })?;
+    Counters::parse(family, &text).map_err(|e| LabError::Parse {
+        host: host.to_owned(),
+        command: argv.join(" "),
+        line: e.line,
+        reason: e.reason,
+    })
+}
+
+/// [`read_counters`] of one table.
+async fn read_table(backend: Backend, family: Family, table: &str, host: &str) -> Result<Counters> {
+    read_counters(backend, family, &["-t", table], host).await
 }
 
 /// Refuse `asked` when the lab already uses another backend.

@@ -111,11 +111,13 @@ fn main() {
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     let policy = portcullis::Policy::parse(&policy_text(entries), "bench").expect("valid policy");
-    let text = portcullis::render(&policy)
-        .text(Family::V4)
-        .expect("ipv4 rendered");
+    let rendering = std::time::Instant::now();
+    let rendered = portcullis::render(&policy);
+    let render_ms = rendering.elapsed().as_secs_f64() * 1000.0;
+    let text = rendered.text(Family::V4).expect("ipv4 rendered");
     let rules = text.lines().filter(|l| l.starts_with("-A ")).count();
     println!("apply-bench: {entries} allow entries -> {rules} ipv4 rules");
+    println!("apply-bench: render_ms={render_ms:.2} (both families)");
     for backend in Backend::ALL {
         if let Some(why) = backend.unavailable_reason() {
             println!("{backend}: skipped ({why})");

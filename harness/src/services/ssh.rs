@@ -496,7 +496,11 @@ impl Client {
     }
 
     fn command(&self, addr: SocketAddr, remote: &str) -> Command {
-        let mut cmd = Command::new("ssh");
+        // Looked up once per process: a bare "ssh" would make every run search
+        // PATH entry by entry (a failed exec each).
+        static SSH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let ssh = SSH.get_or_init(|| find_in_path("ssh").unwrap_or_else(|| "ssh".into()));
+        let mut cmd = Command::new(ssh);
         cmd.arg("-F")
             .arg(&self.config)
             .arg("-p")

@@ -135,10 +135,14 @@ pub fn run(scn: &Scenario, backend: Backend) -> Result<Vec<Row>, String> {
                         counted_by: p.counted_by.clone(),
                         why: p.why.clone(),
                     };
-                    rows.push(match lab.probe(&exp.probe, exp.expect) {
-                        Ok(obs) => Row::judge(backend, exp, &obs),
-                        Err(e) => Row::error(backend, exp, e.to_string()),
-                    });
+                    // A `no-answer` step ends as soon as its `counted_by` drop counter rose
+                    // (the window stays the bound), as in `verify`.
+                    rows.push(
+                        match lab.probe_counted(&exp.probe, exp.expect, exp.counted_by.as_ref()) {
+                            Ok(obs) => Row::judge(backend, exp, &obs),
+                            Err(e) => Row::error(backend, exp, e.to_string()),
+                        },
+                    );
                 }
             }
         }

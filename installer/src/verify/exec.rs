@@ -350,6 +350,20 @@ impl LabSession {
     /// get no answer waits the short negative window, any other up to
     /// [`PATIENT`] (it returns at once on success).
     pub fn probe(&mut self, spec: &ProbeSpec, expect: Expect) -> Result<Evidence, ExecError> {
+        self.probe_counted(spec, expect, None)
+    }
+
+    /// [`LabSession::probe`] knowing the promise's `counted_by`: a probe
+    /// expected to get no answer whose packet `counted_by` must drop returns as
+    /// soon as that counter rose ([`Lab::probe_dropped`]), its window only the
+    /// bound for "nothing counted it". An ssh probe so expected is decided by
+    /// its SYN's counter, not by a login that cannot happen.
+    pub fn probe_counted(
+        &mut self,
+        spec: &ProbeSpec,
+        expect: Expect,
+        counted_by: Option<&super::CountedBy>,
+    ) -> Result<Evidence, ExecError> {
         if spec.kind == ProbeKind::SshLimit {
             return self.ssh_limit(spec, expect);
         }
@@ -413,42 +427,47 @@ impl LabSession {
                 .map_err(err("flushing the router's neighbour entry"))?
                 .map_err(|e| ExecError(format!("flushing the router's neighbour entry: {e}")))?;
         }
-        let ev = self
-            .lab
-            .probe(spec.from, Some(f), move || async move {
-                use probe::craft::{Flags, send_tcp};
-                use probe::dns::{Rtype, Transport};
-                let rtype = if f == Family::V4 {
-                    Rtype::A
-                } else {
-                    Rtype::Aaaa
-                };
-                let src = SocketAddr::new(from_addr, sport);
-                match kind {
-                    ProbeKind::Tcp | ProbeKind::LoopbackTcp | ProbeKind::Forward => {
-                        probe::tcp::connect(dst, window).await
-                    }
-                    ProbeKind::DnsUdp => {
-                        probe::dns::resolve(dst, WEB_NAME, rtype, Transport::Udp, window).await
-                    }
-                    ProbeKind::DnsTcp => {
-                        probe::dns::resolve(dst, WEB_NAME, rtype, Transport::Tcp, window).await
-                    }
-                    ProbeKind::Http => probe::http::get(dst, WEB_NAME, window).await,
-                    ProbeKind::Https => probe::https::get(dst, WEB_NAME, &ca, window).await,
-                    ProbeKind::Icmp => probe::icmp::echo(dst.ip(), window).await,
-                    ProbeKind::Udp => probe::udp::echo(dst, window).await,
-                    ProbeKind::SynFin => send_tcp(src, dst, Flags::SYN_FIN, 1000, 0).await,
-                    ProbeKind::SynRst => send_tcp(src, dst, Flags::SYN_RST, 1000, 0).await,
-                    ProbeKind::InvalidRst => probe::craft::out_of_window_rst(dst, window).await,
-                    ProbeKind::Ssh => match client {
-                        Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
-                        None => Outcome::Failed("no ssh client".into()),
-                    },
-                    ProbeKind::SshLimit => Outcome::Failed("ssh-limit runs on its own".into()),
+        let dropped_by = counted_by
+            .filter(|_| expect == Expect::NoAnswer)
+            .map(super::counters::selector);
+        let run = move || async move {
+            use probe::craft::{Flags, send_tcp};
+            use probe::dns::{Rtype, Transport};
+            let rtype = if f == Family::V4 {
+                Rtype::A
+            } else {
+                Rtype::Aaaa
+            };
+            let src = SocketAddr::new(from_addr, sport);
+            match kind {
+                ProbeKind::Tcp | ProbeKind::LoopbackTcp | ProbeKind::Forward => {
+                    probe::tcp::connect(dst, window).await
                 }
-            })
-            .map_err(err(&format!("probing from {}", spec.from)))?;
+                ProbeKind::DnsUdp => {
+                    probe::dns::resolve(dst, WEB_NAME, rtype, Transport::Udp, window).await
+                }
+                ProbeKind::DnsTcp => {
+                    probe::dns::resolve(dst, WEB_NAME, rtype, Transport::Tcp, window).await
+                }
+                ProbeKind::Http => probe::http::get(dst, WEB_NAME, window).await,
+                ProbeKind::Https => probe::https::get(dst, WEB_NAME, &ca, window).await,
+                ProbeKind::Icmp => probe::icmp::echo(dst.ip(), window).await,
+                ProbeKind::Udp => probe::udp::echo(dst, window).await,
+                ProbeKind::SynFin => send_tcp(src, dst, Flags::SYN_FIN, 1000, 0).await,
+                ProbeKind::SynRst => send_tcp(src, dst, Flags::SYN_RST, 1000, 0).await,
+                ProbeKind::InvalidRst => probe::craft::out_of_window_rst(dst, window).await,
+                ProbeKind::Ssh => match client {
+                    Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
+                    None => Outcome::Failed("no ssh client".into()),
+                },
+                ProbeKind::SshLimit => Outcome::Failed("ssh-limit runs on its own".into()),
+            }
+        };
+        let ev = match &dropped_by {
+            Some(by) => self.lab.probe_dropped(spec.from, f, by, run),
+            None => self.lab.probe(spec.from, Some(f), run),
+        }
+        .map_err(err(&format!("probing from {}", spec.from)))?;
         Ok(Evidence {
             counters: ev.counters.table(TABLE),
             ..ev
@@ -698,7 +717,7 @@ pub fn run_backend_with(
     let total = expectations.len();
     let mut rows = Vec::with_capacity(total);
     for (i, exp) in expectations.into_iter().enumerate() {
-        let row = match lab.probe(&exp.probe, exp.expect) {
+        let row = match lab.probe_counted(&exp.probe, exp.expect, exp.counted_by.as_ref()) {
             Ok(obs) => Row::judge(backend, exp, &obs),
             Err(e) => Row::error(backend, exp, e.0),
         };

@@ -514,11 +514,40 @@ fn policy_excluding_admin_refused(backend: Backend) -> Result<(), Failed> {
 /// The hang-up races the script: its HUP trap deletes the saved rules and bash
 /// defers the trap until the running command ends, while `read` returns at once
 /// on the hung-up terminal and starts the revert, which the same SIGHUP may kill.
-/// This trial runs the drop `RUNS` times and reports each outcome; it fails only
+/// This trial runs the drop `RUNS` times, each in its own lab and all at once
+/// (one run is several seconds of iptables-apply and a 2,000-rule restore; in
+/// sequence the five took 36 s), and reports each outcome; it fails only
 /// when iptables-apply never left the new rules in place (then docs/safety.md
 /// is wrong and must change).
 fn iptables_apply_session_drop(backend: Backend) -> Result<(), Failed> {
     const RUNS: usize = 5;
+    let results: Vec<Result<&'static str, Failed>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..RUNS)
+            .map(|_| scope.spawn(move || iptables_apply_drop_once(backend)))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut outcomes = Vec::new();
+    for r in results {
+        outcomes.push(r?);
+    }
+    let stayed = outcomes
+        .iter()
+        .filter(|o| o.starts_with("new rules stayed"))
+        .count();
+    eprintln!(
+        "measured: lockout::iptables_apply::{backend}: {stayed}/{RUNS} session drops left the new rules (lockout): {outcomes:?}"
+    );
+    ensure(stayed > 0, || {
+        format!("iptables-apply rolled back in all {RUNS} runs: {outcomes:?}")
+    })
+}
+
+/// One session drop of [`iptables_apply_session_drop`] in a lab of its own: its
+/// outcome.
+fn iptables_apply_drop_once(backend: Backend) -> Result<&'static str, Failed> {
     let lab = SshLab::new(backend)?;
     let outsider = lab.lab().subnet(HostId::Outsider, Family::V4).to_string();
     let rendered = portcullis::render(&portcullis::Policy::parse(&policy(&[&outsider]), "t")?);
@@ -526,46 +555,36 @@ fn iptables_apply_session_drop(backend: Backend) -> Result<(), Failed> {
         .fx
         .write("bad.rules.v4", &rendered.text(Family::V4).unwrap())?;
     let rules_s = rules.to_str().unwrap().to_owned();
-    let mut stayed = 0;
-    let mut outcomes = Vec::new();
-    for _ in 0..RUNS {
-        lab.lab()
-            .host(HostId::Target)
-            .load(backend, Family::V4, &big_before(Family::V4))?;
-        // An interactive login shell, as an admin would use: iptables-apply runs
-        // as a foreground job of the shell that the hang-up reaches first.
-        let mut run = Remote::spawn(&lab, lab.ssh(HostId::Admin, Family::V4, true, &[]))?;
-        run.type_line(&format!("exec 2>&1; PS1=; iptables-apply -t 5 {rules_s}"))?;
-        run.wait_line("Can you establish NEW connections", Duration::from_secs(20))?;
-        let killed = Instant::now();
-        run.kill()?;
-        // Wait for iptables-apply to be gone from the target (it names our file).
-        let until = Instant::now() + Duration::from_secs(20);
-        while running_with_arg(&rules_s) {
-            ensure(Instant::now() < until, || {
-                "iptables-apply still running after 20 s".into()
-            })?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let gone_ms = killed.elapsed().as_millis();
-        let now = lab.fx.save(Family::V4)?;
-        eprintln!("iptables-apply gone {gone_ms} ms after the client was killed");
-        if now.contains(":INPUT DROP") && now.contains(&outsider) {
-            stayed += 1;
-            // Locked out: no new session from the admin, the drop counted.
-            lab.assert_locked_out(HostId::Admin)?;
-            outcomes.push("new rules stayed, admin locked out");
-        } else if now.contains("before: tracked") {
-            outcomes.push("rolled back");
-        } else {
-            outcomes.push("neither: half-restored");
-        }
+    lab.lab()
+        .host(HostId::Target)
+        .load(backend, Family::V4, &big_before(Family::V4))?;
+    // An interactive login shell, as an admin would use: iptables-apply runs
+    // as a foreground job of the shell that the hang-up reaches first.
+    let mut run = Remote::spawn(&lab, lab.ssh(HostId::Admin, Family::V4, true, &[]))?;
+    run.type_line(&format!("exec 2>&1; PS1=; iptables-apply -t 5 {rules_s}"))?;
+    run.wait_line("Can you establish NEW connections", Duration::from_secs(20))?;
+    let killed = Instant::now();
+    run.kill()?;
+    // Wait for iptables-apply to be gone from the target (it names our file,
+    // which is this lab's own).
+    let until = Instant::now() + Duration::from_secs(20);
+    while running_with_arg(&rules_s) {
+        ensure(Instant::now() < until, || {
+            "iptables-apply still running after 20 s".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!(
-        "measured: lockout::iptables_apply::{backend}: {stayed}/{RUNS} session drops left the new rules (lockout): {outcomes:?}"
-    );
-    ensure(stayed > 0, || {
-        format!("iptables-apply rolled back in all {RUNS} runs: {outcomes:?}")
+    let gone_ms = killed.elapsed().as_millis();
+    let now = lab.fx.save(Family::V4)?;
+    eprintln!("iptables-apply gone {gone_ms} ms after the client was killed");
+    Ok(if now.contains(":INPUT DROP") && now.contains(&outsider) {
+        // Locked out: no new session from the admin, the drop counted.
+        lab.assert_locked_out(HostId::Admin)?;
+        "new rules stayed, admin locked out"
+    } else if now.contains("before: tracked") {
+        "rolled back"
+    } else {
+        "neither: half-restored"
     })
 }
 
