@@ -54,27 +54,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `ipset restore` of `sets`, then `RESTORE --test` of `rules`, in one private
-/// namespace (a constant script; the set text goes through a private file).
-fn check(dir: &std::path::Path, sets: &str, restore: &str, rules: &str) -> Result<(), String> {
-    let file = dir.join("ipsets");
-    std::fs::write(&file, sets).map_err(|e| e.to_string())?;
-    portcullis_harness::backend::run(
-        &[
-            "unshare",
-            "-n",
-            "sh",
-            "-ec",
-            "ipset restore -f \"$0\"; exec \"$1\" -w --test",
-            &file.display().to_string(),
-            restore,
-        ],
-        Some(rules),
-    )
-    .map(drop)
-    .map_err(|e| e.to_string())
+/// namespace: what `portcullis check` runs.
+fn check(sets: &str, restore: &str, rules: &str) -> Result<(), String> {
+    portcullis_harness::backend::test_with_sets("unshare", "ipset", restore, sets, rules)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
-fn render_section(dir: &std::path::Path, backend: Backend) -> Result<(), String> {
+fn render_section(backend: Backend) -> Result<(), String> {
     for entries in [1_000, 10_000, 50_000] {
         let text = policy_text(entries);
         let start = Instant::now();
@@ -85,8 +72,8 @@ fn render_section(dir: &std::path::Path, backend: Backend) -> Result<(), String>
         let v4 = rendered.text(Family::V4).ok_or("no ipv4")?;
         let v6 = rendered.text(Family::V6).ok_or("no ipv6")?;
         let start = Instant::now();
-        check(dir, &sets, &backend.restore_binary(Family::V4), &v4)?;
-        check(dir, &sets, &backend.restore_binary(Family::V6), &v6)?;
+        check(&sets, &backend.restore_binary(Family::V4), &v4)?;
+        check(&sets, &backend.restore_binary(Family::V6), &v6)?;
         let checked = start.elapsed();
         let lab = Lab::standard().map_err(|e| e.to_string())?;
         lab.settle().map_err(|e| e.to_string())?;
@@ -241,25 +228,19 @@ fn main() {
         eprintln!("scale-bench: {why}");
         std::process::exit(2);
     }
-    let dir = std::env::temp_dir().join(format!("scale-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
     let mut failed = false;
     for backend in Backend::ALL {
         if let Some(why) = backend.unavailable_reason() {
             println!("scale-bench backend={backend} skipped ({why})");
             continue;
         }
-        for r in [
-            render_section(&dir, backend),
-            connect_section(backend, runs),
-        ] {
+        for r in [render_section(backend), connect_section(backend, runs)] {
             if let Err(e) = r {
                 eprintln!("scale-bench: {backend}: {e}");
                 failed = true;
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     if failed {
         std::process::exit(1);
     }

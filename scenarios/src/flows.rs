@@ -10,16 +10,21 @@ use portcullis_harness::trial::privileged;
 
 use crate::cannot_run;
 
-/// `portcullis verify`'s core on the embedded default: every promise the default
-/// policy makes holds in the lab.
-fn verify_default(backend: Backend) -> Result<(), Failed> {
+/// `portcullis verify`'s core: `policy` in the lab under `backend`.
+fn verify_policy(policy: Policy, backend: Backend) -> Result<verify::Report, Failed> {
     let opts = Options {
-        policy: Policy::embedded_default(),
+        policy,
         backends: vec![backend],
         rules_v4: None,
         rules_v6: None,
     };
-    let report = verify::verify(&opts, &mut |_| {})?;
+    Ok(verify::verify(&opts, &mut |_| {})?)
+}
+
+/// `portcullis verify`'s core on the embedded default: every promise the default
+/// policy makes holds in the lab.
+fn verify_default(backend: Backend) -> Result<(), Failed> {
+    let report = verify_policy(Policy::embedded_default(), backend)?;
     if report.passed() {
         Ok(())
     } else {
@@ -46,13 +51,7 @@ fn example_policies() -> Vec<std::path::PathBuf> {
 /// An example policy keeps every promise it makes.
 fn verify_example(path: &std::path::Path, backend: Backend) -> Result<(), Failed> {
     let policy = Policy::load(path)?;
-    let opts = Options {
-        policy,
-        backends: vec![backend],
-        rules_v4: None,
-        rules_v6: None,
-    };
-    let report = verify::verify(&opts, &mut |_| {})?;
+    let report = verify_policy(policy, backend)?;
     if report.passed() {
         Ok(())
     } else {
@@ -200,13 +199,7 @@ fn verify_at_scale(backend: Backend) -> Result<(), Failed> {
     if size("pc-bl0-6") < 50_000 || size("pc-ssh-6") < 10_000 {
         return Err(format!("the lab's sets are not at scale: {sizes:?}").into());
     }
-    let opts = Options {
-        policy,
-        backends: vec![backend],
-        rules_v4: None,
-        rules_v6: None,
-    };
-    let report = verify::verify(&opts, &mut |_| {})?;
+    let report = verify_policy(policy, backend)?;
     let counted = |why: &str| {
         report
             .rows

@@ -239,7 +239,10 @@ fn test(family: Family, text: &str, sets: Option<&str>, root: bool) -> Test {
                 }
             };
             let command = format!("unshare -n sh -c 'ipset restore -f SETS && {bin} -w --test'");
-            (command, test_with_sets(&unshare, &ipset, &bin, sets, text))
+            (
+                command,
+                backend::test_with_sets(&unshare, &ipset, &bin, sets, text),
+            )
         }
     };
     let (command, result) = result;
@@ -257,63 +260,6 @@ fn test(family: Family, text: &str, sets: Option<&str>, root: bool) -> Test {
             }
         }
     }
-}
-
-/// `ipset restore` of `sets` then `RESTORE -w --test` of `text`, in one private
-/// network namespace. The set text goes through a private temporary file (a
-/// set list is public data); the script is a constant, the paths its arguments.
-fn test_with_sets(
-    unshare: &str,
-    ipset: &str,
-    restore: &str,
-    sets: &str,
-    text: &str,
-) -> Result<String, backend::BackendError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let fail = |e: std::io::Error| backend::BackendError::Failed {
-        command: "write the set file".to_owned(),
-        stderr: e.to_string(),
-    };
-    // A new file (O_EXCL: never an existing one, never through a symlink), 0600,
-    // removed when the test is done.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let file_path = std::env::temp_dir().join(format!(
-        "portcullis-check-{}-{nanos}.ipset",
-        std::process::id()
-    ));
-    struct Remove<'a>(&'a std::path::Path);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(self.0);
-        }
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&file_path)
-        .map_err(fail)?;
-    let _remove = Remove(&file_path);
-    file.write_all(sets.as_bytes()).map_err(fail)?;
-    drop(file);
-    let path = file_path.display().to_string();
-    backend::run(
-        &[
-            unshare,
-            "-n",
-            "sh",
-            "-ec",
-            "\"$0\" restore -f \"$1\"; exec \"$2\" -w --test",
-            ipset,
-            &path,
-            restore,
-        ],
-        Some(text),
-    )
 }
 
 /// The report as lines a person reads.

@@ -28,23 +28,9 @@ pub fn restore_test_with_sets(
         return restore_test_in_netns(backend, family, text);
     };
     let bin = backend.restore_binary(family);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let file = dir.path().join("ipsets");
-    std::fs::write(&file, sets).map_err(|e| e.to_string())?;
-    portcullis_harness::backend::run(
-        &[
-            "unshare",
-            "-n",
-            "sh",
-            "-ec",
-            "ipset restore -f \"$0\"; exec \"$1\" -w --test",
-            &file.display().to_string(),
-            &bin,
-        ],
-        Some(text),
-    )
-    .map(drop)
-    .map_err(|e| format!("ipset restore then {bin} --test refused the ruleset: {e}"))
+    portcullis_harness::backend::test_with_sets("unshare", "ipset", &bin, sets, text)
+        .map(drop)
+        .map_err(|e| format!("ipset restore then {bin} --test refused the ruleset: {e}"))
 }
 
 pub fn trials() -> Vec<Trial> {
