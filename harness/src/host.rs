@@ -520,13 +520,20 @@ impl Host {
     /// `None` only destroys. ipset is one per network namespace, so the sets of
     /// a lab host are its own.
     pub fn load_sets(&self, text: Option<&str>) -> Result<()> {
-        let ipset = crate::backend::find_in_path("ipset").ok_or_else(|| LabError::Backend {
-            host: self.name.to_string(),
-            source: crate::backend::BackendError::Failed {
-                command: "ipset".to_owned(),
-                stderr: "ipset not found on PATH (install ipset)".to_owned(),
-            },
-        })?;
+        // The trusted lookup the installer runs ipset through (root-owned, cached).
+        let ipset =
+            portcullis_netfilter::bins::resolve("ipset").map_err(|e| LabError::Backend {
+                host: self.name.to_string(),
+                source: match e {
+                    portcullis_netfilter::bins::BinError::NotFound { .. } => {
+                        crate::backend::BackendError::Failed {
+                            command: "ipset".to_owned(),
+                            stderr: "ipset not found on PATH (install ipset)".to_owned(),
+                        }
+                    }
+                    e => e.into(),
+                },
+            })?;
         let ipset = ipset.display().to_string();
         self.exec(&[&ipset, "destroy"], None)?;
         if let Some(text) = text {
