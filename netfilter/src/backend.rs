@@ -206,37 +206,20 @@ pub fn test_with_sets(
     text: &str,
 ) -> Result<String, BackendError> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let fail = |e: std::io::Error| BackendError::Failed {
         command: "write the set file".to_owned(),
         stderr: e.to_string(),
     };
-    // A new file (O_EXCL: never an existing one, never through a symlink), 0600,
-    // removed when the test is done.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let file_path = std::env::temp_dir().join(format!(
-        "portcullis-test-{}-{nanos}.ipset",
-        std::process::id()
-    ));
-    struct Remove<'a>(&'a std::path::Path);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(self.0);
-        }
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&file_path)
+    // A new file (random name, O_EXCL: never an existing one, never through a
+    // symlink), 0600, removed when `file` drops, after the test.
+    let mut file = tempfile::Builder::new()
+        .prefix("portcullis-test-")
+        .suffix(".ipset")
+        .tempfile()
         .map_err(fail)?;
-    let _remove = Remove(&file_path);
     file.write_all(sets.as_bytes()).map_err(fail)?;
-    drop(file);
-    let path = file_path.display().to_string();
+    file.flush().map_err(fail)?;
+    let path = file.path().display().to_string();
     run(
         &[
             unshare,
