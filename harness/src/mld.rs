@@ -56,8 +56,8 @@ pub async fn settle_mld(deadline: std::time::Instant) -> bool {
 pub const MLD_QUIET: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// (whether every interface has its link-local address and the namespace sent
-/// at least two reports per reportable group, reports sent), or `None` when the
-/// /proc files cannot be read.
+/// at least two reports per interface with reportable groups, reports sent),
+/// or `None` when the /proc files cannot be read.
 fn mld_state() -> Option<(bool, u64)> {
     let read = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}"));
     let (Ok(igmp6), Ok(if_inet6), Ok(snmp6)) = (read("igmp6"), read("if_inet6"), read("snmp6"))
