@@ -299,33 +299,25 @@ impl Counters {
     /// stay apart. A counter that went down (zeroed between the reads) counts its
     /// new value. Counters are matched by family, table, chain, index and text.
     pub fn since(&self, before: &Counters) -> Counters {
-        let entries = self
-            .growth(
-                before,
-                |now, then| if now >= then { now - then } else { now },
-            )
-            .collect();
-        Counters { entries }
-    }
-
-    fn growth<'a>(
-        &'a self,
-        before: &'a Counters,
-        sub: impl Fn(u64, u64) -> u64 + 'a,
-    ) -> impl Iterator<Item = Counter> + 'a {
         let old: HashMap<_, _> = before
             .entries
             .iter()
             .map(|c| (c.key(), (c.packets, c.bytes)))
             .collect();
-        self.entries.iter().map(move |c| {
-            let (p0, b0) = old.get(&c.key()).copied().unwrap_or((0, 0));
-            Counter {
-                packets: sub(c.packets, p0),
-                bytes: sub(c.bytes, b0),
-                ..c.clone()
-            }
-        })
+        let sub = |now: u64, then: u64| if now >= then { now - then } else { now };
+        let entries = self
+            .entries
+            .iter()
+            .map(|c| {
+                let (p0, b0) = old.get(&c.key()).copied().unwrap_or((0, 0));
+                Counter {
+                    packets: sub(c.packets, p0),
+                    bytes: sub(c.bytes, b0),
+                    ..c.clone()
+                }
+            })
+            .collect();
+        Counters { entries }
     }
 
     /// Only the counters of `table` (`"filter"`, where a policy lives).
