@@ -171,6 +171,22 @@ fn command_in(netns: Arc<OwnedFd>, argv: &[&str]) -> (Command, String) {
     (cmd, argv.join(" "))
 }
 
+/// The `*-save -c` output `text` of `argv`, run on `host`, parsed; a parse error
+/// names the host and the command.
+pub(crate) fn parse_counters(
+    family: Family,
+    text: &str,
+    host: &str,
+    argv: &[&str],
+) -> Result<Counters> {
+    Counters::parse(family, text).map_err(|e| LabError::Parse {
+        host: host.to_owned(),
+        command: argv.join(" "),
+        line: e.line,
+        reason: e.reason,
+    })
+}
+
 /// A long-lived task on a host thread (a server). Dropping it cancels the task
 /// (asynchronously: the host thread drops it at its next turn);
 /// [`Task::cancel`] waits until it is gone.
@@ -545,13 +561,9 @@ impl Host {
     /// The counters of every rule and chain policy, from `*-save -c`.
     pub fn counters(&self, backend: Backend, family: Family) -> Result<Counters> {
         let bin = backend.save_binary(family);
-        let text = self.exec(&[&bin, "-c"], None)?;
-        Counters::parse(family, &text).map_err(|e| LabError::Parse {
-            host: self.name.to_string(),
-            command: format!("{bin} -c"),
-            line: e.line,
-            reason: e.reason,
-        })
+        let argv = [bin.as_str(), "-c"];
+        let text = self.exec(&argv, None)?;
+        parse_counters(family, &text, &self.name, &argv)
     }
 
     /// Zero the counters of every table `*-save` shows (`-w -t TABLE -Z`).

@@ -720,12 +720,7 @@ async fn read_counters(
             host: host.to_owned(),
             source,
         })?;
-    Counters::parse(family, &text).map_err(|e| LabError::Parse {
-        host: host.to_owned(),
-        command: argv.join(" "),
-        line: e.line,
-        reason: e.reason,
-    })
+    host::parse_counters(family, &text, host, &argv)
 }
 
 /// [`read_counters`] of one table.
