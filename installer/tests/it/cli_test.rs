@@ -507,7 +507,11 @@ fn config_from_stdin() -> Result<(), Failed> {
         .assert()
         .success()
         .stdout_eq(snapbox::str![[r#"
-...
+policy -: valid
+ipv4: 18 rules rendered; accepted by [..]
+ipv6: 44 rules rendered; accepted by [..]
+check passed
+
 "#]]);
     let huge = "# padding\n".repeat((5 << 20) / 10);
     portcullis()
@@ -525,7 +529,11 @@ portcullis: error: cannot read policy -: larger than 4 MiB: this is not the file
         .args(["render", "--config"])
         .arg(&fifo)
         .assert()
-        .code(2);
+        .code(2)
+        .stderr_eq(snapbox::str![[r#"
+portcullis: error: cannot read policy [..]/fifo: not a regular file (a FIFO): name a regular file
+
+"#]]);
     Ok(())
 }
 
