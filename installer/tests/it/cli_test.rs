@@ -25,6 +25,14 @@ fn example(name: &str) -> PathBuf {
     installer_dir().join(format!("../examples/{name}.toml"))
 }
 
+/// `check --config examples/<name>.toml`, run on the host's real binaries.
+fn check_example(name: &str) -> snapbox::cmd::OutputAssert {
+    portcullis()
+        .args(["check", "--config"])
+        .arg(example(name))
+        .assert()
+}
+
 fn golden(name: &str, family: Family) -> snapbox::Data {
     snapbox::Data::read_from(&golden_path(name, family), None)
 }
@@ -306,11 +314,7 @@ check failed: a ruleset was refused (report it: portcullis rendered it)
 
 /// The host's real `iptables-restore`, in a namespace `check` makes itself.
 fn check_with_the_real_binaries() -> Result<(), Failed> {
-    portcullis()
-        .args(["check", "--config"])
-        .arg(example("mail-relay"))
-        .assert()
-        .success()
+    check_example("mail-relay").success()
         .stdout_eq(str![[r#"
 policy [..]/examples/mail-relay.toml: valid
 ipv4: 15 rules rendered; accepted by `unshare -n [..]/iptables-restore -w --test` (iptables-restore v[..])
@@ -503,7 +507,11 @@ fn config_from_stdin() -> Result<(), Failed> {
         .assert()
         .success()
         .stdout_eq(snapbox::str![[r#"
-...
+policy -: valid
+ipv4: 18 rules rendered; accepted by [..]
+ipv6: 44 rules rendered; accepted by [..]
+check passed
+
 "#]]);
     let huge = "# padding\n".repeat((5 << 20) / 10);
     portcullis()
@@ -521,7 +529,11 @@ portcullis: error: cannot read policy -: larger than 4 MiB: this is not the file
         .args(["render", "--config"])
         .arg(&fifo)
         .assert()
-        .code(2);
+        .code(2)
+        .stderr_eq(snapbox::str![[r#"
+portcullis: error: cannot read policy [..]/fifo: not a regular file (a FIFO): name a regular file
+
+"#]]);
     Ok(())
 }
 
@@ -921,11 +933,7 @@ fn json_outputs_are_documented() -> Result<(), Failed> {
 /// `render --out-dir` writes them to `ipsets`, the golden text. A blocklist file
 /// with a bad line is refused with that file and line, exit 2.
 fn sets_are_checked_written_and_blocklist_lines_judged() -> Result<(), Failed> {
-    portcullis()
-        .args(["check", "--config"])
-        .arg(example("blocklist"))
-        .assert()
-        .success()
+    check_example("blocklist").success()
         .stdout_eq(str![[r#"
 policy [..]/examples/blocklist.toml: valid
 ipv4: 15 rules rendered; accepted by `unshare -n sh -c 'ipset restore -f SETS && [..]/iptables-restore -w --test'` (iptables-restore v[..])

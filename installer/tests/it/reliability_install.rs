@@ -418,7 +418,10 @@ fn sigkill_installs() -> Result<(), Failed> {
     if torn + mixed_no_journal + next_failed + not_new + lost_original + temps > 0 {
         return Err(format!("{summary}\n{}", notes.join("\n")).into());
     }
-    Ok(())
+    // Installs that all finished before their kill would prove nothing above.
+    ensure(killed_mid >= tries / 20, || {
+        format!("too few installs were killed before they exited: {summary}")
+    })
 }
 
 /// Wait for `child` at most `limit`; kill it and say so if it is still running.

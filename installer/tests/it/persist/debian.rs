@@ -138,6 +138,20 @@ pub(super) fn section<'a>(s: &'a BTreeMap<String, String>, name: &str) -> Result
         .ok_or_else(|| format!("no `{name}` section in the output: {s:?}"))
 }
 
+/// Section `name`, which must contain every one of `wants`; else `why` and the text.
+fn section_has(
+    s: &BTreeMap<String, String>,
+    name: &str,
+    wants: &[&str],
+    why: &str,
+) -> Result<(), Failed> {
+    let text = section(s, name)?;
+    if wants.iter().all(|w| text.contains(w)) {
+        return Ok(());
+    }
+    Err(format!("{why}:\n{text}").into())
+}
+
 /// The packet counter of the first rule in `save` (from `-c`) containing `needle`.
 fn counter(save: &str, needle: &str) -> Option<u64> {
     save.lines().find(|l| l.contains(needle)).and_then(|l| {
@@ -313,16 +327,16 @@ fn rc_local_without_netfilter_persistent(deb: &Path) -> Result<(), Failed> {
     }
     // Without --persistence, a Debian root lacking iptables-persistent is refused
     // with the fix (rc.local runs late, and only where something runs it).
-    let refused = section(&s, "refused")?;
-    if !refused.contains("exit=2")
-        || !refused.contains("apt-get install iptables-persistent")
-        || !refused.contains("--persistence rc-local")
-    {
-        return Err(format!(
-            "install must refuse the rc.local fallback on Debian with the fix:\n{refused}"
-        )
-        .into());
-    }
+    section_has(
+        &s,
+        "refused",
+        &[
+            "exit=2",
+            "apt-get install iptables-persistent",
+            "--persistence rc-local",
+        ],
+        "install must refuse the rc.local fallback on Debian with the fix",
+    )?;
     let second = section(&s, "install2")?;
     if second.lines().any(|l| !l.starts_with("unchanged")) {
         return Err(format!("the second install changed something:\n{second}").into());
@@ -345,17 +359,12 @@ fn rc_local_without_netfilter_persistent(deb: &Path) -> Result<(), Failed> {
     }
     assert_default_deny(section(&s, "v4")?, SSH_V4, "rc.local ipv4")?;
     assert_default_deny(section(&s, "v6")?, SSH_V6, "rc.local ipv6")?;
-    let missing = section(&s, "run-without-iptables")?;
-    if !missing.contains("exit=0")
-        || !missing.contains("rest-ran")
-        || !missing.contains("NOT loaded")
-    {
-        return Err(format!(
-            "without iptables the block must say so and let the rest run:\n{missing}"
-        )
-        .into());
-    }
-    Ok(())
+    section_has(
+        &s,
+        "run-without-iptables",
+        &["exit=0", "rest-ran", "NOT loaded"],
+        "without iptables the block must say so and let the rest run",
+    )
 }
 
 /// The rc.local fallback fixtures, installed into a copy, then run by a real shell:
