@@ -77,13 +77,6 @@ fn first_port(p: Ports) -> u16 {
     }
 }
 
-fn covers(p: Ports, port: u16) -> bool {
-    match p {
-        Ports::One(n) => n == port,
-        Ports::Range(a, b) => (a..=b).contains(&port),
-    }
-}
-
 /// The ports to probe of an allow entry: the one port, or both ends of a range.
 fn probe_ports(p: Ports) -> Vec<u16> {
     match p {
@@ -109,7 +102,7 @@ fn inbound_open(c: &Ctx<'_>, proto: Proto, port: u16, from: HostId) -> bool {
         || c.policy.inbound.allow.iter().any(|a| {
             let peers = c.peers(&a.peers);
             a.proto == proto
-                && covers(a.ports, port)
+                && a.ports.covers(port)
                 && (a.peers.is_empty() || !peers.is_empty())
                 && admits(&peers, addr)
         })
@@ -125,7 +118,7 @@ fn outbound_open(c: &Ctx<'_>, proto: Proto, port: u16, to: HostId) -> bool {
         || out.allow.iter().any(|a| {
             let peers = c.peers(&a.peers);
             a.proto == proto
-                && covers(a.ports, port)
+                && a.ports.covers(port)
                 && (a.peers.is_empty() || !peers.is_empty())
                 && admits(&peers, addr)
         })
