@@ -64,7 +64,8 @@ impl Topology {
     }
 }
 
-fn family_of(net: &IpNet) -> Family {
+/// The family of `net`.
+pub(crate) fn family_of(net: &IpNet) -> Family {
     match net {
         IpNet::V4(_) => Family::V4,
         IpNet::V6(_) => Family::V6,
