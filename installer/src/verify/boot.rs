@@ -102,7 +102,7 @@ pub struct RootReport {
     pub root: PathBuf,
     pub mechanism: Mechanism,
     pub reason: String,
-    #[serde(serialize_with = "ser_backend")]
+    #[serde(serialize_with = "super::matrix::ser_backend")]
     pub backend: Backend,
     pub loaders: Vec<LoaderState>,
     pub loaded: Vec<Loaded>,
@@ -110,10 +110,6 @@ pub struct RootReport {
     pub failures: Vec<String>,
     pub report: Report,
     pub passed: bool,
-}
-
-fn ser_backend<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(b.name())
 }
 
 /// Why `verify --root` could not run at all.
