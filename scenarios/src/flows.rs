@@ -21,6 +21,13 @@ fn verify_policy(policy: Policy, backend: Backend) -> Result<verify::Report, Fai
     Ok(verify::verify(&opts, &mut |_| {})?)
 }
 
+/// The report's matrix, as `portcullis verify` prints it: a failed flow's message.
+fn matrix(report: &verify::Report) -> String {
+    let mut out = Vec::new();
+    let _ = verify::matrix::print(&report.rows, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `portcullis verify`'s core on the embedded default: every promise the default
 /// policy makes holds in the lab.
 fn verify_default(backend: Backend) -> Result<(), Failed> {
@@ -28,9 +35,7 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
     if report.passed() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(String::from_utf8_lossy(&out).into_owned().into())
+        Err(matrix(&report).into())
     }
 }
 
@@ -55,9 +60,7 @@ fn verify_example(path: &std::path::Path, backend: Backend) -> Result<(), Failed
     if report.passed() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(format!("{}:\n{}", path.display(), String::from_utf8_lossy(&out)).into())
+        Err(format!("{}:\n{}", path.display(), matrix(&report)).into())
     }
 }
 
@@ -77,9 +80,7 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
     if report.passed() && report.hand_written && !report.mappings.is_empty() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(String::from_utf8_lossy(&out).into_owned().into())
+        Err(matrix(&report).into())
     }
 }
 
@@ -154,9 +155,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     if problems.is_empty() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(format!("{}\n{}", problems.join("\n"), String::from_utf8_lossy(&out)).into())
+        Err(format!("{}\n{}", problems.join("\n"), matrix(&report)).into())
     }
 }
 
@@ -209,9 +208,7 @@ fn verify_at_scale(backend: Backend) -> Result<(), Failed> {
     if report.passed() && counted("blocklist[0]") && counted("ssh.allow_from") {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(String::from_utf8_lossy(&out).into_owned().into())
+        Err(matrix(&report).into())
     }
 }
 
