@@ -3,6 +3,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use portcullis::Policy;
+use portcullis::scenario::run::matrix_text;
 use portcullis::verify::{self, Options};
 use portcullis_harness::Backend;
 
@@ -21,13 +22,6 @@ fn verify_policy(policy: Policy, backend: Backend) -> Result<verify::Report, Fai
     Ok(verify::verify(&opts, &mut |_| {})?)
 }
 
-/// The report's matrix, as `portcullis verify` prints it: a failed flow's message.
-fn matrix(report: &verify::Report) -> String {
-    let mut out = Vec::new();
-    let _ = verify::matrix::print(&report.rows, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// `portcullis verify`'s core on the embedded default: every promise the default
 /// policy makes holds in the lab.
 fn verify_default(backend: Backend) -> Result<(), Failed> {
@@ -35,7 +29,7 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
     if report.passed() {
         Ok(())
     } else {
-        Err(matrix(&report).into())
+        Err(matrix_text(&report.rows).into())
     }
 }
 
@@ -60,7 +54,7 @@ fn verify_example(path: &std::path::Path, backend: Backend) -> Result<(), Failed
     if report.passed() {
         Ok(())
     } else {
-        Err(format!("{}:\n{}", path.display(), matrix(&report)).into())
+        Err(format!("{}:\n{}", path.display(), matrix_text(&report.rows)).into())
     }
 }
 
@@ -80,7 +74,7 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
     if report.passed() && report.hand_written && !report.mappings.is_empty() {
         Ok(())
     } else {
-        Err(matrix(&report).into())
+        Err(matrix_text(&report.rows).into())
     }
 }
 
@@ -155,7 +149,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}\n{}", problems.join("\n"), matrix(&report)).into())
+        Err(format!("{}\n{}", problems.join("\n"), matrix_text(&report.rows)).into())
     }
 }
 
@@ -208,7 +202,7 @@ fn verify_at_scale(backend: Backend) -> Result<(), Failed> {
     if report.passed() && counted("blocklist[0]") && counted("ssh.allow_from") {
         Ok(())
     } else {
-        Err(matrix(&report).into())
+        Err(matrix_text(&report.rows).into())
     }
 }
 
