@@ -122,16 +122,24 @@ pub enum RootError {
     Input(String),
 }
 
-/// The policy of `root`: the copy `install --root` left at [`POLICY_COPY`].
+/// The policy of `root`: the copy `install --root` left at [`POLICY_COPY`], read
+/// as any policy is (capped, a regular file only).
 pub fn policy_in_root(root: &Path) -> Result<Policy, RootError> {
-    let text = detect::read_in_root(root, POLICY_COPY)
-        .map_err(|e| RootError::Input(e.to_string()))?
-        .ok_or_else(|| {
-            RootError::Input(format!(
-                "{} has no {POLICY_COPY} (install --root leaves one): pass --config FILE",
-                root.display()
-            ))
-        })?;
+    let host = detect::resolve(root, Path::new(POLICY_COPY)).ok_or_else(|| {
+        RootError::Input(format!(
+            "{} has no {POLICY_COPY} (install --root leaves one): pass --config FILE",
+            root.display()
+        ))
+    })?;
+    let text = crate::input::read_capped(&host, crate::input::POLICY_MAX_BYTES)
+        .map_err(|source| {
+            let e = persist::PersistError::Read {
+                path: PathBuf::from(POLICY_COPY),
+                source,
+            };
+            RootError::Input(e.to_string())
+        })?
+        .text;
     Policy::parse(
         &text,
         &root
