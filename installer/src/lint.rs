@@ -12,7 +12,7 @@ use std::fmt;
 use ipnet::IpNet;
 
 use crate::persist::{Detection, Mechanism};
-use crate::policy::{Policy, Ports, Proto};
+use crate::policy::{Policy, Proto};
 
 /// One thing a policy (or a host) most likely did not mean.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,7 +60,7 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
     let ssh_open_inbound = inb
         .allow
         .iter()
-        .any(|a| a.proto == Proto::Tcp && covers(a.ports, ssh.port));
+        .any(|a| a.proto == Proto::Tcp && a.ports.covers(ssh.port));
 
     if ssh.allow_from.is_empty() {
         let message = if ssh_open_inbound {
@@ -94,7 +94,7 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
         ));
     }
 
-    if !out.dns && (out.http || out.https) && !out.allow.iter().any(|a| covers(a.ports, 53)) {
+    if !out.dns && (out.http || out.https) && !out.allow.iter().any(|a| a.ports.covers(53)) {
         let on: Vec<&str> = [("http", out.http), ("https", out.https)]
             .into_iter()
             .filter_map(|(k, on)| on.then_some(k))
@@ -113,7 +113,7 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
 
     for (i, a) in inb.allow.iter().enumerate() {
         let key = format!("inbound.allow[{i}]");
-        let on_ssh = a.proto == Proto::Tcp && covers(a.ports, ssh.port);
+        let on_ssh = a.proto == Proto::Tcp && a.ports.covers(ssh.port);
         if !on_ssh {
             if a.override_ssh {
                 w.push(Warning::new(
@@ -225,13 +225,6 @@ fn overlaps_any(a: &IpNet, sorted: &[(u128, u128)]) -> bool {
     let (start, end) = bounds(a);
     let k = sorted.partition_point(|r| r.0 <= end);
     k > 0 && sorted[k - 1].1 >= start
-}
-
-fn covers(ports: Ports, port: u16) -> bool {
-    match ports {
-        Ports::One(p) => p == port,
-        Ports::Range(a, b) => (a..=b).contains(&port),
-    }
 }
 
 #[cfg(test)]

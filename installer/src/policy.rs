@@ -179,6 +179,16 @@ pub enum Ports {
     Range(u16, u16),
 }
 
+impl Ports {
+    /// Whether `port` is this port or within this range.
+    pub fn covers(self, port: u16) -> bool {
+        match self {
+            Ports::One(n) => n == port,
+            Ports::Range(a, b) => (a..=b).contains(&port),
+        }
+    }
+}
+
 /// An address list (`ssh.allow_from`, an allow entry's `from`/`to`) with more
 /// than this many CIDRs of one family renders as one ipset `hash:net` set matched
 /// with `-m set --match-set`, instead of one rule per CIDR; shorter lists stay

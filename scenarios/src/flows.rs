@@ -3,6 +3,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use portcullis::Policy;
+use portcullis::scenario::run::matrix_text;
 use portcullis::verify::{self, Options};
 use portcullis_harness::Backend;
 
@@ -28,9 +29,7 @@ fn verify_default(backend: Backend) -> Result<(), Failed> {
     if report.passed() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(String::from_utf8_lossy(&out).into_owned().into())
+        Err(matrix_text(&report.rows).into())
     }
 }
 
@@ -55,9 +54,7 @@ fn verify_example(path: &std::path::Path, backend: Backend) -> Result<(), Failed
     if report.passed() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(format!("{}:\n{}", path.display(), String::from_utf8_lossy(&out)).into())
+        Err(format!("{}:\n{}", path.display(), matrix_text(&report.rows)).into())
     }
 }
 
@@ -77,9 +74,7 @@ fn verify_rendered_as_hand_written(backend: Backend) -> Result<(), Failed> {
     if report.passed() && report.hand_written && !report.mappings.is_empty() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(String::from_utf8_lossy(&out).into_owned().into())
+        Err(matrix_text(&report.rows).into())
     }
 }
 
@@ -154,9 +149,7 @@ fn verify_catches_seed_gaps(backend: Backend) -> Result<(), Failed> {
     if problems.is_empty() {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(format!("{}\n{}", problems.join("\n"), String::from_utf8_lossy(&out)).into())
+        Err(format!("{}\n{}", problems.join("\n"), matrix_text(&report.rows)).into())
     }
 }
 
@@ -209,9 +202,7 @@ fn verify_at_scale(backend: Backend) -> Result<(), Failed> {
     if report.passed() && counted("blocklist[0]") && counted("ssh.allow_from") {
         Ok(())
     } else {
-        let mut out = Vec::new();
-        let _ = verify::matrix::print(&report.rows, &mut out);
-        Err(String::from_utf8_lossy(&out).into_owned().into())
+        Err(matrix_text(&report.rows).into())
     }
 }
 

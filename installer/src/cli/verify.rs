@@ -193,7 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             writeln!(out, "lab mapping ({how}):")?;
             for m in &report.mappings {
-                writeln!(out, "  {} {} -> {} ({} host)", m.key, m.from, m.to, m.host)?;
+                writeln!(out, "  {}", verify::boot::describe(m))?;
             }
             writeln!(out)?;
         }

@@ -76,7 +76,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DiscoverError> {
 /// Whether a TOML file found by the search is a scenario: it has `description`
 /// or `[[step]]`, or it is not TOML at all (its error belongs to the user).
 fn looks_like_scenario(path: &Path) -> Result<bool, DiscoverError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let text = crate::input::read_capped(path, crate::input::RULES_MAX_BYTES)
+        .map_err(io(path))?
+        .text;
     Ok(match text.parse::<toml::Table>() {
         Ok(t) => t.contains_key("description") || t.contains_key("step"),
         Err(_) => true,

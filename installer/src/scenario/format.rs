@@ -148,8 +148,11 @@ impl Scenario {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Scenario::parse(&text, path)
+        // Capped as a rules file (a scenario may hold whole rulesets), a regular
+        // file only.
+        let input = crate::input::read_capped(path, crate::input::RULES_MAX_BYTES)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        Scenario::parse(&input.text, path)
     }
 
     /// Parse scenario text; `path` names it and anchors relative policy paths.

@@ -3,6 +3,7 @@
 //! rule (or chain policy) that must count it; the trial fails with the matrix.
 
 use crate::verify::exec::{LabSession, SshSessionId};
+use crate::verify::expect::family_of;
 use crate::verify::{
     Expectation, HostId, LabRules, Mapping, ProbeKind, ProbeSpec, Row, Topology, apply_mappings,
     map_text,
@@ -10,13 +11,6 @@ use crate::verify::{
 use portcullis_harness::{Backend, Family};
 
 use super::format::{RulesetSource, Scenario, Step};
-
-fn family_of(net: &ipnet::IpNet) -> Family {
-    match net {
-        ipnet::IpNet::V4(_) => Family::V4,
-        ipnet::IpNet::V6(_) => Family::V6,
-    }
-}
 
 /// The scenario's `[map]` against a real lab: each CIDR to its host's subnet.
 pub fn mappings(scn: &Scenario, topo: &Topology) -> Result<Vec<Mapping>, String> {

@@ -102,7 +102,7 @@ pub struct RootReport {
     pub root: PathBuf,
     pub mechanism: Mechanism,
     pub reason: String,
-    #[serde(serialize_with = "ser_backend")]
+    #[serde(serialize_with = "super::matrix::ser_backend")]
     pub backend: Backend,
     pub loaders: Vec<LoaderState>,
     pub loaded: Vec<Loaded>,
@@ -110,10 +110,6 @@ pub struct RootReport {
     pub failures: Vec<String>,
     pub report: Report,
     pub passed: bool,
-}
-
-fn ser_backend<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(b.name())
 }
 
 /// Why `verify --root` could not run at all.
@@ -126,16 +122,24 @@ pub enum RootError {
     Input(String),
 }
 
-/// The policy of `root`: the copy `install --root` left at [`POLICY_COPY`].
+/// The policy of `root`: the copy `install --root` left at [`POLICY_COPY`], read
+/// as any policy is (capped, a regular file only).
 pub fn policy_in_root(root: &Path) -> Result<Policy, RootError> {
-    let text = detect::read_in_root(root, POLICY_COPY)
-        .map_err(|e| RootError::Input(e.to_string()))?
-        .ok_or_else(|| {
-            RootError::Input(format!(
-                "{} has no {POLICY_COPY} (install --root leaves one): pass --config FILE",
-                root.display()
-            ))
-        })?;
+    let host = detect::resolve(root, Path::new(POLICY_COPY)).ok_or_else(|| {
+        RootError::Input(format!(
+            "{} has no {POLICY_COPY} (install --root leaves one): pass --config FILE",
+            root.display()
+        ))
+    })?;
+    let text = crate::input::read_capped(&host, crate::input::POLICY_MAX_BYTES)
+        .map_err(|source| {
+            let e = persist::PersistError::Read {
+                path: PathBuf::from(POLICY_COPY),
+                source,
+            };
+            RootError::Input(e.to_string())
+        })?
+        .text;
     Policy::parse(
         &text,
         &root

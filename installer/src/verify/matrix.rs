@@ -25,7 +25,8 @@ pub struct Row {
     pub problems: Vec<String>,
 }
 
-fn ser_backend<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
+/// A backend in JSON: its name.
+pub(super) fn ser_backend<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(b.name())
 }
 

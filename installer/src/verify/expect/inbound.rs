@@ -2,7 +2,7 @@
 //! outsider (a range at both ends, and one port just outside it from a host the
 //! entry admits), and a port no inbound rule opens.
 
-use super::{Ctx, admits, allow_comment, covers, inbound_open, outside, probe_ports};
+use super::{Ctx, admits, allow_comment, inbound_open, outside, probe_ports};
 use crate::policy::{Ports, Proto};
 use crate::rule::Chain::Input;
 use crate::verify::model::{Expectation, HostId, ProbeKind};
@@ -92,7 +92,7 @@ fn closed_port(c: &Ctx<'_>) -> Option<Expectation> {
         .filter(|a| a.proto == Proto::Tcp);
     let mut open =
         std::iter::once(Ports::One(c.policy.ssh.port)).chain(tcp_allows.map(|a| a.ports));
-    (!open.any(|p| covers(p, closed))).then(|| {
+    (!open.any(|p| p.covers(closed))).then(|| {
         c.promise(
             (ProbeKind::Tcp, HostId::Admin, HostId::Target, Some(closed)),
             None,

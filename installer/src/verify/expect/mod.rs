@@ -64,7 +64,8 @@ impl Topology {
     }
 }
 
-fn family_of(net: &IpNet) -> Family {
+/// The family of `net`.
+pub(crate) fn family_of(net: &IpNet) -> Family {
     match net {
         IpNet::V4(_) => Family::V4,
         IpNet::V6(_) => Family::V6,
@@ -74,13 +75,6 @@ fn family_of(net: &IpNet) -> Family {
 fn first_port(p: Ports) -> u16 {
     match p {
         Ports::One(n) | Ports::Range(n, _) => n,
-    }
-}
-
-fn covers(p: Ports, port: u16) -> bool {
-    match p {
-        Ports::One(n) => n == port,
-        Ports::Range(a, b) => (a..=b).contains(&port),
     }
 }
 
@@ -109,7 +103,7 @@ fn inbound_open(c: &Ctx<'_>, proto: Proto, port: u16, from: HostId) -> bool {
         || c.policy.inbound.allow.iter().any(|a| {
             let peers = c.peers(&a.peers);
             a.proto == proto
-                && covers(a.ports, port)
+                && a.ports.covers(port)
                 && (a.peers.is_empty() || !peers.is_empty())
                 && admits(&peers, addr)
         })
@@ -125,7 +119,7 @@ fn outbound_open(c: &Ctx<'_>, proto: Proto, port: u16, to: HostId) -> bool {
         || out.allow.iter().any(|a| {
             let peers = c.peers(&a.peers);
             a.proto == proto
-                && covers(a.ports, port)
+                && a.ports.covers(port)
                 && (a.peers.is_empty() || !peers.is_empty())
                 && admits(&peers, addr)
         })

@@ -3,9 +3,7 @@
 //! entry with `to` also towards the outsider, a destination outside `to`), and
 //! ports no outbound rule opens.
 
-use super::{
-    Ctx, Derived, admits, allow_comment, covers, first_port, outbound_open, outside, probe_ports,
-};
+use super::{Ctx, Derived, admits, allow_comment, first_port, outbound_open, outside, probe_ports};
 use crate::policy::Proto;
 use crate::rule::Chain::Output;
 use crate::verify::model::{Expectation, HostId, ProbeKind};
@@ -94,7 +92,7 @@ fn allows(c: &Ctx<'_>) -> Allows {
         any_udp: false,
     };
     for (i, a) in out.allow.iter().enumerate() {
-        if a.proto == Proto::Udp && out.dns && covers(a.ports, 53) {
+        if a.proto == Proto::Udp && out.dns && a.ports.covers(53) {
             // The renderer's dns rule comes first and would count the datagram.
             r.notes.push(format!(
                 "outbound.allow[{i}] (udp {}) is not probed: port 53 is counted by the dns rule",
@@ -110,12 +108,12 @@ fn allows(c: &Ctx<'_>) -> Allows {
         let ok = admits(&peers, web);
         let kind = match a.proto {
             Proto::Tcp => {
-                r.closed_tcp_open |= ok && covers(a.ports, closed);
+                r.closed_tcp_open |= ok && a.ports.covers(closed);
                 ProbeKind::Tcp
             }
             Proto::Udp => {
                 r.any_udp = true;
-                r.closed_udp_open |= ok && covers(a.ports, closed);
+                r.closed_udp_open |= ok && a.ports.covers(closed);
                 ProbeKind::Udp
             }
         };
