@@ -699,12 +699,13 @@ pub(crate) fn roll_back_locked(
     record: &mut Record,
     reason: &str,
 ) -> Result<Status, StateError> {
-    let errors: Vec<String> = match record.backend.parse::<Backend>() {
+    // The binaries apply recorded, and no others, restore the snapshot.
+    let backend = record.backend.parse::<Backend>().and_then(|b| {
+        record.pin_binaries().map_err(|e| e.to_string())?;
+        Ok(b)
+    });
+    let errors: Vec<String> = match backend {
         Err(e) => vec![e],
-        // The binaries apply recorded, and no others, restore the snapshot.
-        Ok(_) if record.pin_binaries().is_err() => {
-            vec![record.pin_binaries().unwrap_err().to_string()]
-        }
         Ok(backend) => {
             let families: Vec<Family> = record
                 .families
