@@ -655,7 +655,7 @@ fn pending(state: &StateDir) -> Result<Record, ApplyError> {
 /// A confirm that came at or after the deadline: make sure the apply ends rolled
 /// back (by its guard if it watches, here otherwise), and say so.
 fn too_late(state: &StateDir, record: &Record) -> Result<ApplyError, ApplyError> {
-    let watching = guard::guard_state(state, record) == guard::GuardState::Watching;
+    let watching = guard::alive(state, record);
     let reason = "a confirm came after the deadline; rolled back by `portcullis confirm`";
     let r = take_over(state, &record.id, reason, !watching, false)?;
     Ok(ApplyError::TooLate {
