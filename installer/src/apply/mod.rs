@@ -738,7 +738,7 @@ pub(crate) fn roll_back_locked(
 
 /// End apply `id` rolled back because its guard cannot: wait for the state lock
 /// (killing the guard of this id when it is stopped, or when `kill_guard` says
-/// so), then restore under it with [`roll_back_locked`]. Whoever comes second
+/// so), then restore under it with `roll_back_locked`. Whoever comes second
 /// finds the apply over and returns its record; with `retry`, a
 /// `RollbackFailed` record is tried again.
 pub fn take_over(
