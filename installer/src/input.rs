@@ -50,10 +50,7 @@ fn read_stream(r: impl std::io::Read, cap: u64) -> std::io::Result<Input> {
     let mut bytes = Vec::new();
     r.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
-        return Err(std::io::Error::other(format!(
-            "larger than {} MiB: this is not the file you meant",
-            cap >> 20
-        )));
+        return Err(too_large(cap));
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
@@ -61,6 +58,13 @@ fn read_stream(r: impl std::io::Read, cap: u64) -> std::io::Result<Input> {
         text,
         writable_by_others: None,
     })
+}
+
+fn too_large(cap: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "larger than {} MiB: this is not the file you meant",
+        cap >> 20
+    ))
 }
 
 /// As `read_capped`, never following a symlink at `path` itself.
@@ -93,26 +97,13 @@ fn read_opened(path: &Path, cap: u64, extra: libc::c_int) -> std::io::Result<Inp
             "not a regular file ({kind}): name a regular file"
         )));
     }
-    let too_large = || {
-        std::io::Error::other(format!(
-            "larger than {} MiB: this is not the file you meant",
-            cap >> 20
-        ))
-    };
     if meta.len() > cap {
-        return Err(too_large());
+        return Err(too_large(cap));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // The size can change under us: read one byte past the cap at most.
-    f.take(cap + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > cap {
-        return Err(too_large());
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    // The size can change under us: read_stream reads one byte past the cap at most.
     Ok(Input {
-        text,
         writable_by_others: writable_by_others(&meta),
+        ..read_stream(f, cap)?
     })
 }
 

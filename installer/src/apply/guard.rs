@@ -385,10 +385,8 @@ pub fn process_of(pid: i32, verb: &str, id: &str) -> Option<GuardState> {
     if !ours {
         return None;
     }
-    // /proc/PID/stat: "PID (COMM) STATE ...", COMM may hold spaces and parens.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-    Some(match state {
+    let fields = super::session::stat_fields(pid)?;
+    Some(match fields.first()?.as_str() {
         "T" | "t" => GuardState::Stopped,
         "Z" | "X" => GuardState::Gone,
         _ => GuardState::Watching,

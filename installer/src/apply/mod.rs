@@ -655,7 +655,7 @@ fn pending(state: &StateDir) -> Result<Record, ApplyError> {
 /// A confirm that came at or after the deadline: make sure the apply ends rolled
 /// back (by its guard if it watches, here otherwise), and say so.
 fn too_late(state: &StateDir, record: &Record) -> Result<ApplyError, ApplyError> {
-    let watching = guard::guard_state(state, record) == guard::GuardState::Watching;
+    let watching = guard::alive(state, record);
     let reason = "a confirm came after the deadline; rolled back by `portcullis confirm`";
     let r = take_over(state, &record.id, reason, !watching, false)?;
     Ok(ApplyError::TooLate {
@@ -699,12 +699,13 @@ pub(crate) fn roll_back_locked(
     record: &mut Record,
     reason: &str,
 ) -> Result<Status, StateError> {
-    let errors: Vec<String> = match record.backend.parse::<Backend>() {
+    // The binaries apply recorded, and no others, restore the snapshot.
+    let backend = record.backend.parse::<Backend>().and_then(|b| {
+        record.pin_binaries().map_err(|e| e.to_string())?;
+        Ok(b)
+    });
+    let errors: Vec<String> = match backend {
         Err(e) => vec![e],
-        // The binaries apply recorded, and no others, restore the snapshot.
-        Ok(_) if record.pin_binaries().is_err() => {
-            vec![record.pin_binaries().unwrap_err().to_string()]
-        }
         Ok(backend) => {
             let families: Vec<Family> = record
                 .families
@@ -737,7 +738,7 @@ pub(crate) fn roll_back_locked(
 
 /// End apply `id` rolled back because its guard cannot: wait for the state lock
 /// (killing the guard of this id when it is stopped, or when `kill_guard` says
-/// so), then restore under it with [`roll_back_locked`]. Whoever comes second
+/// so), then restore under it with `roll_back_locked`. Whoever comes second
 /// finds the apply over and returns its record; with `retry`, a
 /// `RollbackFailed` record is tried again.
 pub fn take_over(

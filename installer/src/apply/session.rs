@@ -234,12 +234,16 @@ fn hex_endpoint(s: &str) -> Option<(IpAddr, u16)> {
     Some((ip, port))
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
+/// The fields of /proc/PID/stat after `PID (COMM)`, the state first. The command
+/// name may contain spaces and parentheses: the fields start after the last `)`.
+pub(crate) fn stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: the fields start after
-    // the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 fn environ_var(pid: u32, name: &str) -> Option<String> {

@@ -201,18 +201,14 @@ pub struct Fallback {
 
 impl Fallback {
     pub fn for_record(record: &Record) -> Fallback {
-        let mut words = record
+        // The recorded text, parsed as apply parsed it (zones dropped, mapped
+        // IPv6 made IPv4).
+        let ssh = record
             .ssh_connection
             .as_deref()
-            .unwrap_or("")
-            .split_whitespace();
-        let client = words
-            .next()
-            .and_then(|a| a.parse::<std::net::IpAddr>().ok());
-        let port = words
-            .nth(2)
-            .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or(22);
+            .and_then(|c| super::session::SshConnection::parse(c, "the record").ok());
+        let client = ssh.as_ref().map(|c| c.client);
+        let port = ssh.as_ref().map_or(22, |c| c.server_port);
         let (allow, what) = match client {
             Some(std::net::IpAddr::V4(a)) => (
                 format!("\"{a}/32\""),

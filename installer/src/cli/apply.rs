@@ -170,7 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     ));
     if args.no_wait {
         if json {
-            Outcome::new("apply", &Outcome::word(rec.status), true)
+            Outcome::new("apply", &rec.status.to_string(), true)
                 .with_record(&rec)
                 .print()?;
         }
@@ -206,7 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Confirmed: the new rules stay (changed). Rolled back: the snapshot is
         // live again (unchanged). Anything else leaves the host unknown.
         let changed = done.status != Status::RolledBack;
-        Outcome::new("apply", &Outcome::word(done.status), changed)
+        Outcome::new("apply", &done.status.to_string(), changed)
             .with_record(&done)
             .print()?;
     }

@@ -138,11 +138,7 @@ pub fn warn(warnings: &[crate::Warning]) {
 /// verb that will persist rules there. Detection errors are the verb's to report.
 pub fn warn_persistence(root: &std::path::Path) {
     if let Ok(d) = crate::persist::detect(root) {
-        warn(
-            &crate::lint::lint_persistence(&d)
-                .into_iter()
-                .collect::<Vec<_>>(),
-        );
+        warn(crate::lint::lint_persistence(&d).as_slice());
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::apply::{ApplyError, Record, Status};
+use crate::apply::{ApplyError, Record};
 
 /// The version of every portcullis JSON output (one constant for all of them).
 pub use super::JSON_SCHEMA_VERSION as SCHEMA_VERSION;
@@ -58,14 +58,6 @@ impl Outcome {
             other => out = out.with_error(other),
         }
         out
-    }
-
-    /// The record's status as the `result` word (`rolled_back`, ...).
-    pub fn word(s: Status) -> String {
-        serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("{s:?}").to_lowercase())
     }
 
     /// Print on stdout, one line.

@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         // Rolled back: the snapshot replaced the applied rules.
         let changed = r.status == Status::RolledBack;
-        Outcome::new("rollback", &Outcome::word(r.status), changed)
+        Outcome::new("rollback", &r.status.to_string(), changed)
             .with_record(&r)
             .print()?;
     }

@@ -380,23 +380,32 @@ pub fn enable_links(root: &Path, loader: &Loader) -> Result<Vec<(PathBuf, PathBu
     }
 }
 
-/// `(wants|requires, target)` of each `WantedBy=`/`RequiredBy=` in `[Install]`.
-fn install_targets(text: &str) -> Vec<(&'static str, String)> {
-    let mut section = "";
-    let mut out = Vec::new();
-    for line in text.lines() {
+/// The `(key, value)` of each `key=value` line in `[section]` of a unit file,
+/// both trimmed, in order.
+fn section_entries<'t>(
+    text: &'t str,
+    section: &'t str,
+) -> impl Iterator<Item = (&'t str, &'t str)> {
+    let mut current = "";
+    text.lines().filter_map(move |line| {
         let l = line.trim();
         if l.starts_with('[') {
-            section = l;
-            continue;
+            current = l;
+            return None;
         }
-        if section != "[Install]" {
-            continue;
+        if current.strip_prefix('[')?.strip_suffix(']')? != section {
+            return None;
         }
-        let Some((k, v)) = l.split_once('=') else {
-            continue;
-        };
-        let dir = match k.trim() {
+        let (k, v) = l.split_once('=')?;
+        Some((k.trim(), v.trim()))
+    })
+}
+
+/// `(wants|requires, target)` of each `WantedBy=`/`RequiredBy=` in `[Install]`.
+fn install_targets(text: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (k, v) in section_entries(text, "Install") {
+        let dir = match k {
             "WantedBy" => "wants",
             "RequiredBy" => "requires",
             _ => continue,
@@ -572,30 +581,17 @@ pub fn commands(root: &Path, loader: &Loader) -> Result<Vec<Exec>, String> {
                 }
             }
             for (path, text) in &sources {
-                let mut section = "";
-                for line in text.lines() {
-                    let l = line.trim();
-                    if l.starts_with('[') {
-                        section = l;
-                        continue;
-                    }
-                    if section != "[Service]" {
-                        continue;
-                    }
-                    let Some((k, v)) = l.split_once('=') else {
-                        continue;
-                    };
-                    let list = match k.trim() {
+                for (k, v) in section_entries(text, "Service") {
+                    let list = match k {
                         "ExecStartPre" => &mut pre,
                         "ExecStart" => &mut start,
                         _ => continue,
                     };
-                    let v = v.trim();
                     if v.is_empty() {
                         list.clear();
                         continue;
                     }
-                    list.push(exec_line(v, &format!("{}= of {path}", k.trim()))?);
+                    list.push(exec_line(v, &format!("{k}= of {path}"))?);
                 }
             }
             if start.is_empty() {
