@@ -558,12 +558,14 @@ impl Host {
         Ok(())
     }
 
-    /// The counters of every rule and chain policy, from `*-save -c`.
+    /// The counters of every rule and chain policy, as `*-save -c` prints them:
+    /// read from the kernel on the host's thread, the rule texts from one
+    /// `*-save -c` per ruleset ([`crate::kcounters`]).
     pub fn counters(&self, backend: Backend, family: Family) -> Result<Counters> {
-        let bin = backend.save_binary(family);
-        let argv = [bin.as_str(), "-c"];
-        let text = self.exec(&argv, None)?;
-        parse_counters(family, &text, &self.name, &argv)
+        let name = self.name.to_string();
+        self.try_run(move || async move {
+            crate::kcounters::counters(backend, family, None, &name).await
+        })?
     }
 
     /// Zero the counters of every table `*-save` shows (`-w -t TABLE -Z`).

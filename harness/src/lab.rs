@@ -448,9 +448,7 @@ impl Lab {
             .iter()
             .map(|&family| {
                 let host = target.name().to_owned();
-                target.run_async(
-                    move || async move { read_counters(backend, family, &[], &host).await },
-                )
+                target.run_async(move || async move { read_counters(backend, family, &host).await })
             })
             .collect();
         let mut all = Counters::default();
@@ -703,29 +701,16 @@ pub const COUNTER_POLL: Duration = Duration::from_millis(1);
 /// The table [`Lab::probe_dropped`] watches: where a policy's rules live.
 const WATCHED_TABLE: &str = "filter";
 
-/// One `*-save -c` of `family` on the current (target) host thread, parsed;
-/// `extra` arguments narrow it (`-t filter`).
-async fn read_counters(
-    backend: Backend,
-    family: Family,
-    extra: &[&str],
-    host: &str,
-) -> Result<Counters> {
-    let bin = backend.save_binary(family);
-    let mut argv = vec![bin.as_str(), "-c"];
-    argv.extend_from_slice(extra);
-    let text = host::run_command(&argv, None)
-        .await
-        .map_err(|source| LabError::Backend {
-            host: host.to_owned(),
-            source,
-        })?;
-    host::parse_counters(family, &text, host, &argv)
+/// The counters of `family` on the current (target) host thread: from the
+/// kernel, with the rule texts of one `*-save -c` per ruleset
+/// ([`crate::kcounters`]).
+async fn read_counters(backend: Backend, family: Family, host: &str) -> Result<Counters> {
+    crate::kcounters::counters(backend, family, None, host).await
 }
 
 /// [`read_counters`] of one table.
 async fn read_table(backend: Backend, family: Family, table: &str, host: &str) -> Result<Counters> {
-    read_counters(backend, family, &["-t", table], host).await
+    crate::kcounters::counters(backend, family, Some(table), host).await
 }
 
 /// Refuse `asked` when the lab already uses another backend.

@@ -101,6 +101,7 @@ pub mod debug;
 pub mod error;
 pub mod evidence;
 pub mod host;
+pub mod kcounters;
 pub mod lab;
 pub mod link;
 pub mod mld;

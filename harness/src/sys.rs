@@ -118,3 +118,31 @@ pub fn unmount(target: &Path) -> io::Result<()> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// `getsockopt(fd, level, name)` with `buf` as both the input (some options,
+/// like `IPT_SO_GET_INFO`, read a table name from it) and the output; returns
+/// how many bytes the kernel wrote.
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(buf.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "getsockopt buffer too large"))?;
+    // SAFETY: `buf` is valid for writes of `len` bytes, `len` is a live local the
+    // kernel updates, and the kernel writes at most `len` bytes into `buf`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(len as usize)
+}
