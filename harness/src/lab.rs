@@ -493,7 +493,8 @@ impl Lab {
     /// counter has risen while nothing answered, instead of waiting the probe's
     /// whole window (the window stays the bound for "nothing counted it"). The
     /// counter is read every [`COUNTER_POLL`] on the target while the probe runs
-    /// (one `*-save -c -t filter` each); when it rises the probe is stopped and
+    /// (a netlink dump or a getsockopt, no process: [`crate::kcounters`]); when
+    /// it rises the probe is stopped and
     /// its outcome is [`Outcome::NoAnswer`]: the packet was dropped, so nothing
     /// can answer it. The evidence is the same as [`Lab::probe`]'s (snapshots
     /// before and after): a drop is still proved by a counter, never by silence.
@@ -695,7 +696,7 @@ impl Lab {
 }
 
 /// How often [`Lab::probe_dropped`] reads the counter it waits on (each read is
-/// one `*-save -c -t filter`, about 2 ms itself).
+/// a kernel read of some tens of microseconds, [`crate::kcounters`]).
 pub const COUNTER_POLL: Duration = Duration::from_millis(1);
 
 /// The table [`Lab::probe_dropped`] watches: where a policy's rules live.

@@ -31,7 +31,8 @@
 //!   Dropping it tears down in reverse order; [`Lab::shutdown`] returns every
 //!   error.
 //! - Rules on the target: [`Lab::load`] (one `*-restore -w`), [`Lab::counters`]
-//!   (`*-save -c` parsed into [`Counters`]), [`Lab::reset`] (zero counters and
+//!   ([`Counters`] as `*-save -c` prints them, the numbers read from the
+//!   kernel with no process: module [`kcounters`]), [`Lab::reset`] (zero counters and
 //!   flush conntrack over ctnetlink, module [`conntrack`]), [`Counters::since`].
 //!   [`Lab::flush_neighbours`] forgets ARP/NDP entries of a host and its peers.
 //! - [`Lab::settle`]: waits (once per lab, at most [`lab::SETTLE_LIMIT`]) until
