@@ -15,7 +15,7 @@ use portcullis_harness::backend::{self, Backend, Family};
 use portcullis_harness::lab::{HostId, Lab};
 use portcullis_harness::probe::dns::{Rtype, Transport};
 use portcullis_harness::probe::{self, NEGATIVE_WINDOW, Outcome};
-use portcullis_harness::services::ssh::{LabDir, Sshd};
+use portcullis_harness::services::ssh::{self, LabDir, Sshd};
 use portcullis_harness::services::{self, dns::Zone, tls::LabCa};
 use portcullis_harness::trial;
 use portcullis_harness::{CounterKind, Counters, Selector};
@@ -604,6 +604,15 @@ async fn ssh_case() -> TestResult {
                 sshd.log()
             ));
         }
+        // A login that runs nothing on the target: a subsystem sshd serves
+        // itself, opened and closed.
+        let got = client.login(addr, PATIENT).await;
+        if got != Outcome::Ok(ssh::LOGIN_OK.into()) {
+            return Err(format!(
+                "ssh {addr} login: {got:?}\nsshd log: {:?}",
+                sshd.log()
+            ));
+        }
         // An interactive session: what goes in comes back.
         let mut s = client
             .session(addr, "cat", PATIENT)
@@ -660,6 +669,8 @@ async fn ssh_refused() -> TestResult {
             .run(SocketAddr::new(ip, 22), "echo hi", PATIENT)
             .await;
         expect_word(&format!("ssh [{ip}]:22 with no sshd"), &got, "refused")?;
+        let got = client.login(SocketAddr::new(ip, 22), PATIENT).await;
+        expect_word(&format!("login [{ip}]:22 with no sshd"), &got, "refused")?;
     }
     // Listening on 127.0.0.1 only: ::1 is refused on the same port.
     let got = client
