@@ -101,9 +101,10 @@ fn main() {
 // ---------------------------------------------------------------------------
 // Trial plumbing
 
-/// Why an OpenSSH trial cannot run here beyond root: sshd, ssh or ssh-keygen missing.
+/// Why an OpenSSH trial cannot run here beyond root: sshd or ssh missing (the
+/// lab makes its keys itself, without ssh-keygen).
 fn openssh_missing() -> Option<String> {
-    ["sshd", "ssh", "ssh-keygen"]
+    ["sshd", "ssh"]
         .into_iter()
         .find(|b| backend::find_in_path(b).is_none())
         .map(|bin| format!("{bin} not found on PATH (install openssh-server and openssh-client)"))

@@ -524,7 +524,11 @@ impl Client {
 
     /// Run `cmd` (an ssh client) to completion within `window`: its stdout,
     /// trimmed, when it exits 0, otherwise the outcome.
-    async fn finish(addr: SocketAddr, mut cmd: Command, window: Duration) -> Result<String, Outcome> {
+    async fn finish(
+        addr: SocketAddr,
+        mut cmd: Command,
+        window: Duration,
+    ) -> Result<String, Outcome> {
         let out = match tokio::time::timeout(window, cmd.output()).await {
             Err(_) => return Err(Outcome::NoAnswer),
             Ok(Err(e)) => return Err(Outcome::Failed(format!("cannot run ssh: {e}"))),

@@ -36,7 +36,8 @@ pub(super) fn generate(path: &Path, comment: &str) -> Result<String, ServiceErro
     let mut seed = [0u8; 32];
     rng.fill(&mut seed).map_err(|_| failed("no seed"))?;
     let mut check = [0u8; 4];
-    rng.fill(&mut check).map_err(|_| failed("no check integer"))?;
+    rng.fill(&mut check)
+        .map_err(|_| failed("no check integer"))?;
     let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| failed("bad seed"))?;
     let public: [u8; 32] = pair
         .public_key()
@@ -118,8 +119,7 @@ fn put_string(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Standard base64 with padding (RFC 4648 section 4).
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
