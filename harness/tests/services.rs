@@ -15,7 +15,7 @@ use portcullis_harness::backend::{self, Backend, Family};
 use portcullis_harness::lab::{HostId, Lab};
 use portcullis_harness::probe::dns::{Rtype, Transport};
 use portcullis_harness::probe::{self, NEGATIVE_WINDOW, Outcome};
-use portcullis_harness::services::ssh::{LabDir, Sshd};
+use portcullis_harness::services::ssh::{self, LabDir, Sshd};
 use portcullis_harness::services::{self, dns::Zone, tls::LabCa};
 use portcullis_harness::trial;
 use portcullis_harness::{CounterKind, Counters, Selector};
@@ -101,9 +101,10 @@ fn main() {
 // ---------------------------------------------------------------------------
 // Trial plumbing
 
-/// Why an OpenSSH trial cannot run here beyond root: sshd, ssh or ssh-keygen missing.
+/// Why an OpenSSH trial cannot run here beyond root: sshd or ssh missing (the
+/// lab makes its keys itself, without ssh-keygen).
 fn openssh_missing() -> Option<String> {
-    ["sshd", "ssh", "ssh-keygen"]
+    ["sshd", "ssh"]
         .into_iter()
         .find(|b| backend::find_in_path(b).is_none())
         .map(|bin| format!("{bin} not found on PATH (install openssh-server and openssh-client)"))
@@ -604,6 +605,15 @@ async fn ssh_case() -> TestResult {
                 sshd.log()
             ));
         }
+        // A login that runs nothing on the target: a subsystem sshd serves
+        // itself, opened and closed.
+        let got = client.login(addr, PATIENT).await;
+        if got != Outcome::Ok(ssh::LOGIN_OK.into()) {
+            return Err(format!(
+                "ssh {addr} login: {got:?}\nsshd log: {:?}",
+                sshd.log()
+            ));
+        }
         // An interactive session: what goes in comes back.
         let mut s = client
             .session(addr, "cat", PATIENT)
@@ -660,6 +670,8 @@ async fn ssh_refused() -> TestResult {
             .run(SocketAddr::new(ip, 22), "echo hi", PATIENT)
             .await;
         expect_word(&format!("ssh [{ip}]:22 with no sshd"), &got, "refused")?;
+        let got = client.login(SocketAddr::new(ip, 22), PATIENT).await;
+        expect_word(&format!("login [{ip}]:22 with no sshd"), &got, "refused")?;
     }
     // Listening on 127.0.0.1 only: ::1 is refused on the same port.
     let got = client

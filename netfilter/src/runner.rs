@@ -1,6 +1,6 @@
 //! The one command runner: every child portcullis runs to completion (the
-//! `*-restore`/`*-save` calls here, the lab's iptables and conntrack calls, its
-//! `ssh-keygen`) goes through [`run_prepared`], usually by way of [`run`].
+//! `*-restore`/`*-save` calls here, the lab's iptables and conntrack calls) goes
+//! through [`run_prepared`], usually by way of [`run`].
 //!
 //! # Why a runner at all
 //!

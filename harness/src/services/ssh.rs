@@ -31,6 +31,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::AbortHandle;
 
 use super::ServiceError;
+
+mod key;
 use crate::backend::find_in_path;
 use crate::probe::Outcome;
 use crate::probe::raw::{die_with_parent, kill_tree};
@@ -90,19 +92,25 @@ impl LabDir {
     /// Write a new file (0600) in this directory; refuses to replace anything.
     fn write(&self, name: &str, contents: &str) -> Result<PathBuf, ServiceError> {
         let path = self.path.join(name);
-        let io = |source| ServiceError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        f.write_all(contents.as_bytes()).map_err(io)?;
+        write_new(&path, contents.as_bytes())?;
         Ok(path)
     }
+}
+
+/// Create `path` (0600) holding `contents`; refuses to replace anything, a
+/// symlink included.
+fn write_new(path: &Path, contents: &[u8]) -> Result<(), ServiceError> {
+    let io = |source| ServiceError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(contents).map_err(io)
 }
 
 impl Drop for LabDir {
@@ -165,35 +173,6 @@ fn command_error(command: &str, detail: impl Into<String>) -> ServiceError {
     }
 }
 
-/// `ssh-keygen -q -N '' -t ed25519 -f PATH`: a fresh key pair with no passphrase,
-/// run to completion in the calling host through the one runner.
-async fn keygen(path: &Path, comment: &str) -> Result<(), ServiceError> {
-    let bin = find_in_path("ssh-keygen")
-        .ok_or_else(|| command_error("ssh-keygen", "not found on PATH (install openssh-client)"))?;
-    let bin = bin.to_str().ok_or_else(|| {
-        command_error(
-            "ssh-keygen",
-            format!("path is not UTF-8: {}", bin.display()),
-        )
-    })?;
-    let path = path.to_str().ok_or_else(|| {
-        command_error(
-            "ssh-keygen",
-            format!("path is not UTF-8: {}", path.display()),
-        )
-    })?;
-    let argv = [
-        bin, "-q", "-N", "", "-t", "ed25519", "-C", comment, "-f", path,
-    ];
-    match crate::host::run_command(&argv, None).await {
-        Ok(_) => Ok(()),
-        Err(crate::BackendError::Failed { command, stderr }) => {
-            Err(command_error(&command, stderr))
-        }
-        Err(e) => Err(command_error("ssh-keygen", e.to_string())),
-    }
-}
-
 /// A running OpenSSH server. Dropping it kills sshd and every session it forked.
 /// [`Sshd::pid`] is the pid of the `unshare` that holds sshd's PID namespace.
 #[must_use = "dropping an Sshd stops it"]
@@ -238,14 +217,9 @@ impl Sshd {
         let d = dir.path();
         let host_key = d.join("ssh_host_ed25519_key");
         let id = d.join("id_ed25519");
-        keygen(&host_key, "portcullis-lab-host").await?;
-        keygen(&id, "portcullis-lab-client").await?;
-        let pubkey = std::fs::read_to_string(d.join("id_ed25519.pub")).map_err(|source| {
-            ServiceError::Io {
-                path: d.join("id_ed25519.pub"),
-                source,
-            }
-        })?;
+        // In-process, as `ssh-keygen -t ed25519` would write them ([`key`]).
+        key::generate(&host_key, "portcullis-lab-host")?;
+        let pubkey = key::generate(&id, "portcullis-lab-client")?;
         dir.write("authorized_keys", &pubkey)?;
         let mut config = format!(
             "# portcullis lab sshd: private, never the host's /etc/ssh/sshd_config\n\
@@ -273,6 +247,7 @@ impl Sshd {
              LoginGraceTime 30\n\
              KexAlgorithms {KEX}\n\
              SetEnv HOME={d}\n\
+             Subsystem sftp internal-sftp\n\
              LogLevel INFO\n",
             hk = host_key.display(),
             d = d.display(),
@@ -495,7 +470,9 @@ impl Client {
         self.dir.path()
     }
 
-    fn command(&self, addr: SocketAddr, remote: &str) -> Command {
+    /// `ssh ... USER@ADDR -- REMOTE`; with `subsystem`, `ssh -s ...`: REMOTE
+    /// names a subsystem of sshd instead of a command for the user's shell.
+    fn command(&self, addr: SocketAddr, remote: &str, subsystem: bool) -> Command {
         // Looked up once per process: a bare "ssh" would make every run search
         // PATH entry by entry (a failed exec each).
         static SSH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -504,8 +481,11 @@ impl Client {
         cmd.arg("-F")
             .arg(&self.config)
             .arg("-p")
-            .arg(addr.port().to_string())
-            .arg(format!("{}@{}", self.user, addr.ip()))
+            .arg(addr.port().to_string());
+        if subsystem {
+            cmd.arg("-s");
+        }
+        cmd.arg(format!("{}@{}", self.user, addr.ip()))
             .arg("--")
             .arg(remote)
             .kill_on_drop(true);
@@ -518,20 +498,49 @@ impl Client {
     /// refused; `NoAnswer` when nothing came back in `window` (ssh is killed);
     /// `Failed` for anything else (authentication, a non-zero exit), with stderr.
     pub async fn run(&self, addr: SocketAddr, remote: &str, window: Duration) -> Outcome {
-        let mut cmd = self.command(addr, remote);
+        let mut cmd = self.command(addr, remote, false);
         cmd.stdin(Stdio::null());
+        match Self::finish(addr, cmd, window).await {
+            Ok(stdout) => Outcome::Ok(stdout),
+            Err(o) => o,
+        }
+    }
+
+    /// A real authenticated SSH session that runs nothing on the target:
+    /// `ssh -s USER@ADDR sftp` with stdin closed. sshd serves the subsystem
+    /// itself (`Subsystem sftp internal-sftp`, no shell, no exec), which sees
+    /// end of input at once and exits 0; so exit 0 means the key exchange, the
+    /// public-key login and a session channel all went through, opened and
+    /// closed by sshd. `Ok("ssh session")`, otherwise what [`Client::run`]
+    /// returns for the same failure.
+    pub async fn login(&self, addr: SocketAddr, window: Duration) -> Outcome {
+        let mut cmd = self.command(addr, "sftp", true);
+        cmd.stdin(Stdio::null());
+        match Self::finish(addr, cmd, window).await {
+            Ok(_) => Outcome::Ok(LOGIN_OK.into()),
+            Err(o) => o,
+        }
+    }
+
+    /// Run `cmd` (an ssh client) to completion within `window`: its stdout,
+    /// trimmed, when it exits 0, otherwise the outcome.
+    async fn finish(
+        addr: SocketAddr,
+        mut cmd: Command,
+        window: Duration,
+    ) -> Result<String, Outcome> {
         let out = match tokio::time::timeout(window, cmd.output()).await {
-            Err(_) => return Outcome::NoAnswer,
-            Ok(Err(e)) => return Outcome::Failed(format!("cannot run ssh: {e}")),
+            Err(_) => return Err(Outcome::NoAnswer),
+            Ok(Err(e)) => return Err(Outcome::Failed(format!("cannot run ssh: {e}"))),
             Ok(Ok(out)) => out,
         };
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         match out.status.code() {
-            Some(0) => Outcome::Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
-            Some(255) => judge_ssh_error(addr, &stderr),
-            code => Outcome::Failed(format!(
+            Some(0) => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+            Some(255) => Err(judge_ssh_error(addr, &stderr)),
+            code => Err(Outcome::Failed(format!(
                 "ssh {addr}: remote command exited {code:?}: {stderr}"
-            )),
+            ))),
         }
     }
 
@@ -547,7 +556,7 @@ impl Client {
     ) -> Result<Session, ServiceError> {
         // A newline, not `exec`: `remote` may be a compound command (a loop).
         let wrapped = format!("echo {SESSION_READY}\n{remote}");
-        let mut cmd = self.command(addr, &wrapped);
+        let mut cmd = self.command(addr, &wrapped, false);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -593,6 +602,9 @@ impl Client {
 }
 
 const SESSION_READY: &str = "portcullis-session-ready";
+
+/// What [`Client::login`] reports for a session sshd opened and closed.
+pub const LOGIN_OK: &str = "ssh session";
 
 fn judge_ssh_error(addr: SocketAddr, stderr: &str) -> Outcome {
     let lower = stderr.to_ascii_lowercase();

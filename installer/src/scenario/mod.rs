@@ -38,7 +38,8 @@ pub fn cannot_run(backend: Backend, needs_ssh: bool) -> Option<String> {
         return Some("conntrack not found (install conntrack)".into());
     }
     if needs_ssh {
-        for bin in ["sshd", "ssh", "ssh-keygen"] {
+        // The lab makes its keys in-process: ssh-keygen is not needed.
+        for bin in ["sshd", "ssh"] {
             if portcullis_harness::backend::find_in_path(bin).is_none() {
                 return Some(format!(
                     "{bin} not found (install openssh-server and openssh-client)"

@@ -58,7 +58,7 @@ pub fn counted_anywhere(counters: &Counters) -> Vec<String> {
         .collect()
 }
 
-/// An outcome as a person reads it: `ok (portcullis-ssh-ok)`, `no-answer`.
+/// An outcome as a person reads it: `ok (ssh session)`, `no-answer`.
 pub fn describe(o: &Outcome) -> String {
     match o {
         Outcome::Ok(d) | Outcome::Refused(d) | Outcome::Failed(d) if !d.is_empty() => {

@@ -27,7 +27,7 @@ pub const CLOSED_INBOUND_PORT: u16 = 9099;
 /// How long a probe expected to succeed may take: it returns as soon as it does
 /// (a few milliseconds in the lab), so this only bounds a failure.
 pub const PATIENT: Duration = Duration::from_secs(1);
-/// The same for a real ssh login (key exchange, authentication, a command).
+/// The same for a real ssh login (key exchange, authentication, a session).
 pub const PATIENT_SSH: Duration = Duration::from_secs(3);
 
 /// What went wrong driving the lab (not a probe's outcome: that is data).
@@ -356,8 +356,9 @@ impl LabSession {
     /// [`LabSession::probe`] knowing the promise's `counted_by`: a probe
     /// expected to get no answer whose packet `counted_by` must drop returns as
     /// soon as that counter rose ([`Lab::probe_dropped`]), its window only the
-    /// bound for "nothing counted it". An ssh probe so expected is decided by
-    /// its SYN's counter, not by a login that cannot happen.
+    /// bound for "nothing counted it". An ssh probe expected to get no answer is
+    /// a plain TCP connect to sshd's port (its SYN's counter decides), never a
+    /// client login that cannot happen.
     pub fn probe_counted(
         &mut self,
         spec: &ProbeSpec,
@@ -393,16 +394,20 @@ impl LabSession {
             ProbeKind::Forward => self.ensure_listener(HostId::Inner, port, false)?,
             _ => {}
         }
+        // An ssh probe expected to be dropped is a plain TCP connect to the real
+        // sshd: the drop is the SYN's, proved by its counter, and a client
+        // login that cannot happen would only cost a spawn and a longer window.
+        // Any other ssh probe is a real login (a session sshd serves itself,
+        // [`ssh::Client::login`]); a real client needs longer than a socket.
+        let login = spec.kind == ProbeKind::Ssh && expect != Expect::NoAnswer;
         let client = match spec.kind {
-            ProbeKind::Ssh => Some(self.ensure_sshd(port)?),
+            ProbeKind::Ssh => {
+                let client = self.ensure_sshd(port)?;
+                login.then_some(client)
+            }
             _ => None,
         };
-        // A real ssh client needs longer than a socket to decide either way.
-        let window = match (spec.kind, expect) {
-            (ProbeKind::Ssh, Expect::NoAnswer) => probe::NEGATIVE_WINDOW * 4,
-            (ProbeKind::Ssh, _) => PATIENT_SSH,
-            _ => window,
-        };
+        let window = if login { PATIENT_SSH } else { window };
         let to = match spec.kind {
             ProbeKind::LoopbackTcp => match f {
                 Family::V4 => Ipv4Addr::LOCALHOST.into(),
@@ -457,8 +462,8 @@ impl LabSession {
                 ProbeKind::SynRst => send_tcp(src, dst, Flags::SYN_RST, 1000, 0).await,
                 ProbeKind::InvalidRst => probe::craft::out_of_window_rst(dst, window).await,
                 ProbeKind::Ssh => match client {
-                    Some(c) => c.run(dst, "echo portcullis-ssh-ok", window).await,
-                    None => Outcome::Failed("no ssh client".into()),
+                    Some(c) => c.login(dst, window).await,
+                    None => probe::tcp::connect(dst, window).await,
                 },
                 ProbeKind::SshLimit => Outcome::Failed("ssh-limit runs on its own".into()),
             }

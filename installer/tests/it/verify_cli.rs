@@ -124,6 +124,14 @@ fn json_report_says_passed() -> Result<(), Failed> {
     if !rows.iter().any(|r| r["expect"] == "no-answer") {
         return Err("no no-answer row to compare".into());
     }
+    // The admin's ssh login is a real session sshd served itself (no shell).
+    if !rows.iter().any(|r| {
+        r["probe"]["kind"] == "ssh"
+            && r["expect"] == "ok"
+            && r["observed"]["detail"] == "ssh session"
+    }) {
+        return Err(format!("no ssh row observed as `ok (ssh session)`: {rows:#?}").into());
+    }
     let missing = crate::cli_test::undocumented("verify --json", &out.stdout, &[])?;
     if !missing.is_empty() {
         return Err(format!("docs/json.md does not name {missing:?}").into());
