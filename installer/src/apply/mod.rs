@@ -29,6 +29,7 @@ pub mod guard;
 pub mod persistence;
 pub mod preflight;
 pub mod session;
+pub mod sets;
 pub mod snapshot;
 pub mod state;
 pub mod watchdog;
@@ -82,9 +83,10 @@ pub enum ApplyError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("cannot start the rollback guard, nothing applied: {0}")]
     Guard(String),
-    #[error("applying the {family} rules failed ({source}); then: {outcome}")]
+    #[error("applying the {what} failed ({source}); then: {outcome}")]
     ApplyFailed {
-        family: Family,
+        /// `ipv4 rules`, `ipv6 rules`, or `ipsets`.
+        what: String,
         #[source]
         source: BackendError,
         outcome: String,
@@ -221,9 +223,6 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     let mut facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
     facts.other_sessions = sessions.iter().skip(1).cloned().collect();
     let mut refusals = Vec::new();
-    if let Some(why) = crate::render::sets_unsupported(&rendered, "apply") {
-        refusals.push(why);
-    }
     if sessions.is_empty() && !opts.on_console {
         refusals.extend(session::unverifiable_terminal());
     }
@@ -256,15 +255,68 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
             binaries.insert(name, path.display().to_string());
         }
     }
+    // ipset: needed when the policy renders sets; otherwise used (to snapshot
+    // and restore the pc-* sets an earlier apply left) when it is installed
+    // and works here.
+    let set_defs = sets::of_rendered(&rendered);
+    let sets_text = rendered.sets_text();
+    let with_sets = match portcullis_netfilter::bins::resolve(sets::BINARY) {
+        Ok(path) if sets_text.is_some() || sets::list().is_ok() => {
+            binaries.insert(sets::BINARY.to_owned(), path.display().to_string());
+            true
+        }
+        Ok(_) => false,
+        Err(_) if sets_text.is_none() => false,
+        Err(e) => {
+            return Err(ApplyError::Refused(vec![format!(
+                "the policy renders ipsets ({}), and {e} (install ipset)",
+                set_defs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )]));
+        }
+    };
+    if sets_text.is_some() && !with_sets {
+        return Err(ApplyError::Refused(vec![
+            "the policy renders ipsets, and `ipset list` fails here (no ip_set support in the kernel?)"
+                .to_owned(),
+        ]));
+    }
 
+    // Rules that match sets are tested with their sets, in a private network
+    // namespace (`unshare -n`, as `check` does): the live host is not touched.
+    let unshare = match &sets_text {
+        Some(_) => Some(
+            portcullis_netfilter::bins::resolve("unshare")
+                .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?,
+        ),
+        None => None,
+    };
     for (family, text) in &families {
-        portcullis_netfilter::backend::restore(opts.backend, *family, text, true).map_err(
-            |source| ApplyError::Test {
-                family: *family,
-                backend: opts.backend,
-                source,
-            },
-        )?;
+        let tested = match (&sets_text, &unshare) {
+            (Some(sets_text), Some(unshare)) => {
+                let restore =
+                    portcullis_netfilter::bins::resolve(&opts.backend.restore_binary(*family))
+                        .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
+                let ipset = &binaries[sets::BINARY];
+                portcullis_netfilter::backend::test_with_sets(
+                    &unshare.display().to_string(),
+                    ipset,
+                    &restore.display().to_string(),
+                    sets_text,
+                    text,
+                )
+                .map(drop)
+            }
+            _ => portcullis_netfilter::backend::restore(opts.backend, *family, text, true),
+        };
+        tested.map_err(|source| ApplyError::Test {
+            family: *family,
+            backend: opts.backend,
+            source,
+        })?;
     }
 
     let state = StateDir::open(&opts.state_dir)?;
@@ -276,7 +328,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         )]));
     }
     let lock = refuse_if_pending(&state)?;
-    snapshot::take(&state, opts.backend)?;
+    snapshot::take(&state, opts.backend, with_sets)?;
     for family in Family::ALL {
         state.remove(state::applied_name(family))?;
     }
@@ -328,14 +380,24 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         record,
         guard,
     };
+    // The sets first, swapped in under their names (the rules about to load
+    // match them), then the rules, then the sets nothing references any more.
+    let mut steps: Vec<(String, Option<&str>, Option<Family>)> = Vec::new();
+    if with_sets && !set_defs.is_empty() {
+        steps.push(("ipsets".to_owned(), None, None));
+    }
     for (family, text) in &families {
-        if let Err(source) =
-            portcullis_netfilter::backend::restore(opts.backend, *family, text, false)
-        {
-            let line = format!(
-                "rollback {} applying the {family} rules failed",
-                started.record.id
-            );
+        steps.push((format!("{family} rules"), Some(text), Some(*family)));
+    }
+    for (what, text, family) in steps {
+        let done = match (text, family) {
+            (Some(text), Some(family)) => {
+                portcullis_netfilter::backend::restore(opts.backend, family, text, false)
+            }
+            _ => sets::load(&set_defs),
+        };
+        if let Err(source) = done {
+            let line = format!("rollback {} applying the {what} failed", started.record.id);
             let _ = guard::send(&started.state, &line);
             let (outcome, rolled_back) = match started.wait(|_| {}) {
                 Ok(r) if r.status == Status::RolledBack => {
@@ -348,11 +410,20 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
                 Err(e) => (format!("{e:#}"), false),
             };
             return Err(ApplyError::ApplyFailed {
-                family: *family,
+                what,
                 source,
                 outcome,
                 rolled_back,
             });
+        }
+    }
+    if with_sets {
+        let keep: Vec<&str> = set_defs.iter().map(|s| s.name.as_str()).collect();
+        // The apply stands without it: a set left over matches nothing.
+        if let Err(e) = sets::cleanup(&keep) {
+            eprintln!(
+                "portcullis: warning: the rules are applied, but the pc-* ipsets they no longer use were not destroyed: {e}"
+            );
         }
     }
     Ok(started)
@@ -713,7 +784,9 @@ pub(crate) fn roll_back_locked(
                 .filter_map(|f| f.parse().ok())
                 .collect();
             let fallback = || snapshot::Fallback::for_record(record);
-            snapshot::restore(state, backend, &families, fallback)
+            // An apply that could see ipsets recorded the binary, and snapshotted them.
+            let sets = record.binaries.contains_key(sets::BINARY);
+            snapshot::restore(state, backend, &families, sets, fallback)
                 .iter()
                 .map(|e| format!("{e:#}"))
                 .collect()
