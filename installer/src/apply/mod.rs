@@ -237,6 +237,13 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         if let Err(e) = persistence::detect(&opts.root) {
             refusals.push(e);
         }
+        // The boot files cannot load sets yet (see `install`): a confirm would
+        // persist rules that name missing sets, and the host would boot open.
+        if let Some(why) = crate::render::sets_unsupported(&rendered, "persistence") {
+            refusals.push(format!(
+                "{why}; apply it with --no-persist (apply loads the sets live, and its rollback restores them)"
+            ));
+        }
     }
     if !refusals.is_empty() {
         return Err(ApplyError::Refused(refusals));
@@ -674,6 +681,9 @@ fn persist_plan(
     let policy = Policy::parse(&text, &record.config)
         .map_err(|e| refuse(format!("the applied policy no longer parses: {e}")))?;
     let rendered = crate::render(&policy);
+    if let Some(why) = crate::render::sets_unsupported(&rendered, "persistence") {
+        return Err(refuse(why));
+    }
     for (family, applied) in [(Family::V4, Some(&v4)), (Family::V6, v6.as_ref())] {
         if rendered.text(family).as_ref() != applied {
             return Err(refuse(format!(

@@ -304,7 +304,7 @@ fn guard_deadline_restores_sets(backend: Backend) -> Result<(), Failed> {
     fx.write("block.netset", &text)?;
     let second = "\n[[blocklist]]\ncidrs = [\"198.51.100.99/32\"]\n";
     fx.write("policy.toml", &policy(&fx.ns, "block.netset", second))?;
-    let timeout = 15;
+    let timeout = 8;
     let mut run = fx.spawn_apply(timeout, None)?;
     let rec = run.wait_pending(&fx)?;
     let big = [
@@ -313,7 +313,7 @@ fn guard_deadline_restores_sets(backend: Backend) -> Result<(), Failed> {
         ("pc-bl1-4", 1),
     ];
     ensure_sets(&fx, &big, &other, "after the big apply")?;
-    let done = fx.wait_rolled_back(&rec.id, Duration::from_secs(u64::from(timeout) + 30))?;
+    let done = fx.wait_rolled_back(&rec.id, Duration::from_secs(timeout + 30))?;
     ensure(
         done.reason.as_deref() == Some("deadline reached without confirmation"),
         || format!("not the guard's rollback: {done:?}"),
@@ -334,7 +334,7 @@ fn guard_deadline_restores_sets(backend: Backend) -> Result<(), Failed> {
 
 /// A sets snapshot altered after the apply: `rollback` fails loudly (exit 1,
 /// the record left `rollback_failed`), and with the file put back a second
-/// `rollback` restores the rules and destroys the applied set.
+/// `rollback --if-pending ID` restores the rules and destroys the applied set.
 fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
     let fx = Fixture::new("apply-sets-corrupt", backend)?;
     fx.load_before(before_rules)?;
@@ -365,11 +365,51 @@ fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
     )?;
     run.finish_with(1, "ROLLBACK FAILED")?;
     std::fs::write(&snap, &good)?;
-    let (st, _, err) = fx.run(fx.portcullis("rollback", &[], None))?;
+    // The retry as a timer set at apply time runs it.
+    let (st, _, err) = fx.run(fx.portcullis("rollback", &["--if-pending", &rec.id], None))?;
     ensure(st.success(), || format!("retried rollback: {st}: {err}"))?;
     fx.ensure_rules(&before, "the retry did not restore the rules")?;
     ensure_sets(&fx, &[], &other, "after the retried rollback")?;
     Ok(())
+}
+
+/// Persisting a policy with sets is refused (no boot loader restores them
+/// yet): apply without `--no-persist` exits 2 naming `--no-persist`, and
+/// nothing changed, no set made.
+fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
+    let fx = Fixture::new("apply-sets-persist", backend)?;
+    fx.load_before(before_rules)?;
+    let other = make_other(&fx)?;
+    let policy = fx.write(
+        "policy.toml",
+        "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
+    )?;
+    let root = fx.dir.path().join("root");
+    std::fs::create_dir(&root)?;
+    let before = fx.save_both()?;
+    let c = fx.portcullis(
+        "apply",
+        &[
+            "--config",
+            policy.to_str().unwrap(),
+            "--backend",
+            backend.name(),
+            "--timeout",
+            "30",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+        None,
+    );
+    let (st, _, err) = fx.run(c)?;
+    ensure(
+        st.code() == Some(2)
+            && err.contains("persistence cannot carry ipsets yet")
+            && err.contains("--no-persist"),
+        || format!("apply: {st}: {err}"),
+    )?;
+    fx.ensure_rules(&before, "a refused apply changed the rules")?;
+    ensure_sets(&fx, &[], &other, "after the refusal")
 }
 
 fn missing(backend: Backend) -> Option<String> {
@@ -394,6 +434,7 @@ pub fn trials() -> Vec<Trial> {
                 "corrupt_sets_snapshot_fails_loudly",
                 corrupt_sets_snapshot_fails_loudly,
             ),
+            ("persisting_sets_refused", persisting_sets_refused),
         ],
     )
 }
