@@ -4,13 +4,17 @@
 //! environment and the process tree must survive the policy, and a terminal
 //! with none is refused unless on the console; no conflicting firewall manager
 //! or backend unless forced); resolve the restore and save binaries (trusted,
-//! recorded for the guard); `--test`
+//! recorded for the guard), and `ipset` when the policy renders sets or it is
+//! installed and works; `--test`
 //! both families with the chosen backend (after preflight, because a legacy
-//! `--test` instantiates empty tables, and a refusal must leave no trace);
+//! `--test` instantiates empty tables, and a refusal must leave no trace;
+//! rules that match sets are tested with their sets in a private namespace);
 //! refuse state files others could write unless forced;
-//! snapshot the live rules into the
-//! state directory; start the guard and wait until it is armed; apply each family
-//! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
+//! snapshot the live rules (and with `ipset`, the `pc-*` sets) into the
+//! state directory; start the guard and wait until it is armed; swap the sets
+//! in ([`sets::load`]), apply each family with one `*-restore -w` call, then
+//! destroy the sets nothing references ([`sets::cleanup`]). Any rollback puts
+//! the snapshot's sets back before its rules. `Started::wait` then waits for the guard to end
 //! the apply, one way or the other. `confirm`, `rollback` and `status` talk to the
 //! guard through the state directory.
 //!
@@ -424,7 +428,9 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
             });
         }
     }
-    if with_sets {
+    // Past the deadline the guard is rolling back (and cleans up after its own
+    // restore): destroying sets now could take one it has just put back.
+    if with_sets && started.record.remaining_ms() > 0 {
         let keep: Vec<&str> = set_defs.iter().map(|s| s.name.as_str()).collect();
         // The apply stands without it: a set left over matches nothing.
         if let Err(e) = sets::cleanup(&keep) {

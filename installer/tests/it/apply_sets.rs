@@ -304,7 +304,8 @@ fn guard_deadline_restores_sets(backend: Backend) -> Result<(), Failed> {
     fx.write("block.netset", &text)?;
     let second = "\n[[blocklist]]\ncidrs = [\"198.51.100.99/32\"]\n";
     fx.write("policy.toml", &policy(&fx.ns, "block.netset", second))?;
-    let timeout = 8;
+    // Room for a slow 50,000-entry apply before the deadline on a loaded machine.
+    let timeout = 20;
     let mut run = fx.spawn_apply(timeout, None)?;
     let rec = run.wait_pending(&fx)?;
     let big = [
@@ -332,7 +333,8 @@ fn guard_deadline_restores_sets(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
-/// A sets snapshot altered after the apply: `rollback` fails loudly (exit 1,
+/// A sets snapshot altered after the apply (whose rules `status --config`
+/// finds in sync with the policy): `rollback` fails loudly (exit 1,
 /// the record left `rollback_failed`), and with the file put back a second
 /// `rollback --if-pending ID` restores the rules and destroys the applied set.
 fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
@@ -347,6 +349,33 @@ fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
     let mut run = fx.spawn_apply(60, None)?;
     let rec = run.wait_pending(&fx)?;
     ensure_sets(&fx, &[("pc-bl0-4", 1)], &other, "after the apply")?;
+    // `status --config` puts the policy's rules through the backend with their
+    // sets (in a namespace of its own): the live rules are in sync.
+    let root = fx.dir.path().join("root");
+    std::fs::create_dir(&root)?;
+    let policy = fx.policy();
+    let check = fx.portcullis(
+        "status",
+        &[
+            "--config",
+            policy.to_str().unwrap(),
+            "--backend",
+            backend.name(),
+            "--root",
+            root.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    let (st, out, err) = fx.run(check)?;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let states: Vec<&str> = v["drift"]["families"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["state"].as_str()).collect())
+        .unwrap_or_default();
+    ensure(st.success() && states == ["in-sync", "in-sync"], || {
+        format!("status --config of the applied policy: {st}: {states:?}: {out}{err}")
+    })?;
     let snap = fx.state_dir.join("snapshot.ipset");
     let good = std::fs::read(&snap)?;
     let mut bad = good.clone();
