@@ -441,6 +441,46 @@ fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
     ensure_sets(&fx, &[], &other, "after the refusal")
 }
 
+/// An `ipset` whose `restore` of the swaps fails (a fake first on PATH, the
+/// real one for everything else): apply fails at the sets step, before any rule
+/// changed, and the guard restores the snapshot: the rules as before, and no
+/// `pc-*` set left (the filled temporary one destroyed).
+fn failed_swap_rolls_back(backend: Backend) -> Result<(), Failed> {
+    let mut fx = Fixture::new("apply-sets-swapfail", backend)?;
+    fx.load_before(before_rules)?;
+    let other = make_other(&fx)?;
+    fx.write(
+        "policy.toml",
+        "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
+    )?;
+    let before = fx.save_both()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("portcullis-fakebin")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let real = portcullis_harness::backend::find_in_path("ipset").ok_or("no ipset on PATH")?;
+    let script = format!(
+        "#!/bin/sh\nif [ \"$*\" = restore ]; then\n  input=$(cat)\n  case \"$input\" in *'swap pc-tmp-'*) echo 'fake ipset: swap refused' >&2; exit 1;; esac\n  printf '%s\\n' \"$input\" | exec {} \"$@\"\nfi\nexec {} \"$@\"\n",
+        real.display(),
+        real.display()
+    );
+    let path = scratch.path().join("ipset");
+    std::fs::write(&path, script)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    fx.path_prefix = Some(scratch.path().to_owned());
+    fx.scratch = Some(scratch);
+    let run = fx.spawn_apply(60, None)?;
+    let err = run.finish_with(1, "ROLLED BACK")?;
+    ensure(
+        err.contains("applying the ipsets failed") && err.contains("swap refused"),
+        || format!("apply did not name the failed sets step: {err}"),
+    )?;
+    fx.ensure_rules(&before, "the rules are not the snapshot")?;
+    ensure_sets(&fx, &[], &other, "after the failed apply")?;
+    let last = fx.record("last.json").ok_or("no last.json")?;
+    ensure(last.status == Status::RolledBack, || format!("{last:?}"))
+}
+
 fn missing(backend: Backend) -> Option<String> {
     backend.unavailable_reason().or_else(|| {
         portcullis_harness::backend::find_in_path("ipset")
@@ -464,6 +504,7 @@ pub fn trials() -> Vec<Trial> {
                 corrupt_sets_snapshot_fails_loudly,
             ),
             ("persisting_sets_refused", persisting_sets_refused),
+            ("failed_swap_rolls_back", failed_swap_rolls_back),
         ],
     )
 }
