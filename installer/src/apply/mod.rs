@@ -393,19 +393,18 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     };
     // The sets first, swapped in under their names (the rules about to load
     // match them), then the rules, then the sets nothing references any more.
-    let mut steps: Vec<(String, Option<&str>, Option<Family>)> = Vec::new();
-    if with_sets && !set_defs.is_empty() {
-        steps.push(("ipsets".to_owned(), None, None));
-    }
-    for (family, text) in &families {
-        steps.push((format!("{family} rules"), Some(text), Some(*family)));
-    }
-    for (what, text, family) in steps {
-        let done = match (text, family) {
-            (Some(text), Some(family)) => {
-                portcullis_netfilter::backend::restore(opts.backend, family, text, false)
-            }
-            _ => sets::load(&set_defs),
+    // Each step: `None` loads the sets, `Some((family, text))` a ruleset.
+    let load_sets = (with_sets && !set_defs.is_empty()).then_some(None);
+    let steps = load_sets
+        .into_iter()
+        .chain(families.iter().map(|(f, text)| Some((*f, text.as_str()))));
+    for step in steps {
+        let (what, done) = match step {
+            None => ("ipsets".to_owned(), sets::load(&set_defs)),
+            Some((family, text)) => (
+                format!("{family} rules"),
+                portcullis_netfilter::backend::restore(opts.backend, family, text, false),
+            ),
         };
         if let Err(source) = done {
             let line = format!("rollback {} applying the {what} failed", started.record.id);
