@@ -35,7 +35,7 @@ pub fn ours(name: &str) -> bool {
     name.starts_with(PREFIX) && !name.starts_with(TMP_PREFIX)
 }
 
-/// The temporary name of the `i`th set of a load.
+/// The `i`th temporary name.
 pub fn tmp_name(i: usize) -> String {
     format!("{TMP_PREFIX}{i}")
 }
@@ -178,21 +178,29 @@ pub fn load(sets: &[SetDef]) -> Result<(), BackendError> {
         });
     }
     let live = list()?;
-    let stale: String = live
+    // Temporary sets nothing references (an interrupted load's) go; one that
+    // something references stays, and its name is not used.
+    let (stale, taken): (Vec<&SetInfo>, Vec<&SetInfo>) = live
         .iter()
         .filter(|s| s.name.starts_with(TMP_PREFIX))
-        .map(|s| format!("destroy {}\n", s.name))
-        .collect();
+        .partition(|s| s.references == 0);
     if !stale.is_empty() {
-        ipset(&["restore"], Some(&stale))?;
+        let text: String = stale
+            .iter()
+            .map(|s| format!("destroy {}\n", s.name))
+            .collect();
+        ipset(&["restore"], Some(&text))?;
     }
     if sets.is_empty() {
         return Ok(());
     }
+    let mut free = (0..)
+        .map(tmp_name)
+        .filter(|n| !taken.iter().any(|s| &s.name == n));
     let mut fill = String::new();
     let mut swap = String::new();
-    for (i, set) in sets.iter().enumerate() {
-        let tmp = tmp_name(i);
+    for set in sets {
+        let tmp = free.next().expect("the names are endless");
         fill.push_str(&set.create_line(&tmp));
         fill.push('\n');
         for m in &set.members {

@@ -3,22 +3,25 @@
 //! under its `pc-*` names, a blocklisted source is dropped and counted by the
 //! blocklist rule, a changed list is swapped in over the live one with both
 //! sets present throughout, and every rollback (foreground, guard at the
-//! deadline) brings back the snapshot's sets and rules and destroys the sets it
-//! did not have. A set that is not portcullis's (`lab-other-4`) is never
-//! touched. A corrupted sets snapshot makes the rollback fail loudly, and a
-//! retry with the file put back succeeds.
+//! deadline, the watchdog) brings back the snapshot's sets and rules and
+//! destroys the sets it did not have. A set that is not portcullis's
+//! (`lab-other-4`) is never touched. A corrupted sets snapshot makes the
+//! rollback fail loudly, and a retry with the file put back succeeds; a failed
+//! swap fails the apply at the sets step and the guard restores; persisting
+//! sets is refused (no boot loader restores them yet).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
+use nix::sys::signal::Signal;
 use portcullis::apply::Status;
 use portcullis::apply::sets::{SetInfo, parse_list};
 use portcullis_harness::probe::icmp;
 use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
-use crate::support::{Fixture, before_rules, ensure, lateness_ms, per_backend};
+use crate::support::{ApplyProc, Fixture, before_rules, ensure, lateness_ms, per_backend};
 
 /// Entries of the big blocklist.
 const ENTRIES: usize = 50_000;
@@ -481,6 +484,70 @@ fn failed_swap_rolls_back(backend: Backend) -> Result<(), Failed> {
     ensure(last.status == Status::RolledBack, || format!("{last:?}"))
 }
 
+/// A small blocklist applied and confirmed; then a policy that changes its
+/// contents and adds a second blocklist, pending, when the guard and the
+/// session's apply are killed together: the watchdog puts back the first
+/// list's contents (and the rules), and destroys the added set.
+fn watchdog_restores_sets(backend: Backend) -> Result<(), Failed> {
+    let fx = Fixture::new("apply-sets-watchdog", backend)?;
+    fx.load_before(before_rules)?;
+    let other = make_other(&fx)?;
+    let ssh = "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n";
+    fx.write(
+        "policy.toml",
+        &format!("{ssh}\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n"),
+    )?;
+    let mut run = fx.spawn_apply(60, None)?;
+    run.wait_pending(&fx)?;
+    let (st, _, err) = fx.run(fx.portcullis("confirm", &["--no-persist"], None))?;
+    ensure(st.success(), || format!("confirm: {st}: {err}"))?;
+    run.finish_with(0, "confirmed")?;
+    let rules = fx.save_both()?;
+    let first = ipset(&fx, &["save", "pc-bl0-4"], None)?;
+
+    fx.write(
+        "policy.toml",
+        &format!(
+            "{ssh}\n[[blocklist]]\ncidrs = [\"203.0.113.8/32\", \"203.0.113.10/32\"]\n\n\
+             [[blocklist]]\ncidrs = [\"198.51.100.99/32\"]\n"
+        ),
+    )?;
+    let mut run = fx.spawn_apply(60, None)?;
+    let rec = run.wait_pending(&fx)?;
+    ensure_sets(
+        &fx,
+        &[("pc-bl0-4", 2), ("pc-bl1-4", 1)],
+        &other,
+        "after the second apply",
+    )?;
+    run.signal(Signal::SIGKILL)?;
+    ApplyProc::guard(&rec)?.signal(Signal::SIGKILL)?;
+    fx.wait_rolled_back(&rec.id, Duration::from_secs(10))?;
+    let log = fx.guard_log();
+    ensure(
+        log.contains("watchdog") && log.contains("restoring"),
+        || format!("the watchdog did not restore: {log}"),
+    )?;
+    ensure_sets(
+        &fx,
+        &[("pc-bl0-4", 1)],
+        &other,
+        "after the watchdog's rollback",
+    )?;
+    let now = ipset(&fx, &["save", "pc-bl0-4"], None)?;
+    // The members, not the header (`initval` differs between two creations).
+    let members = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("add "))
+            .map(str::to_owned)
+            .collect()
+    };
+    ensure(members(&now) == members(&first), || {
+        format!("pc-bl0-4 is not the first list:\n{now}\nwas:\n{first}")
+    })?;
+    fx.ensure_rules(&rules, "the watchdog did not bring back the rules")
+}
+
 fn missing(backend: Backend) -> Option<String> {
     backend.unavailable_reason().or_else(|| {
         portcullis_harness::backend::find_in_path("ipset")
@@ -505,6 +572,7 @@ pub fn trials() -> Vec<Trial> {
             ),
             ("persisting_sets_refused", persisting_sets_refused),
             ("failed_swap_rolls_back", failed_swap_rolls_back),
+            ("watchdog_restores_sets", watchdog_restores_sets),
         ],
     )
 }
