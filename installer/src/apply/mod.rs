@@ -289,12 +289,6 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
             )]));
         }
     };
-    if sets_text.is_some() && !with_sets {
-        return Err(ApplyError::Refused(vec![
-            "the policy renders ipsets, and `ipset list` fails here (no ip_set support in the kernel?)"
-                .to_owned(),
-        ]));
-    }
 
     // Rules that match sets are tested with their sets, in a private network
     // namespace (`unshare -n`, as `check` does): the live host is not touched.
