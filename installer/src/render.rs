@@ -104,9 +104,10 @@ pub fn render(policy: &Policy) -> Rendered {
     Rendered { v4, v6, sets }
 }
 
-/// Why `verb` (`apply`, `install`) refuses `rendered`: it matches ipsets, and
-/// loading them on a live host (under temporary names, swapped in, in the
-/// snapshot) and at boot (before the rules, per mechanism) is not built yet.
+/// Why `verb` (`install`, and `persistence` for `apply` without
+/// `--no-persist` and its confirm) refuses `rendered`: it matches ipsets, and
+/// loading them at boot (before the rules, per mechanism) is not built yet.
+/// (`apply` itself carries sets live: `apply::sets`.)
 /// Refusing is the safe answer: rules that name a missing set do not load, and
 /// a boot loader that fails leaves the host open.
 pub fn sets_unsupported(rendered: &Rendered, verb: &str) -> Option<String> {

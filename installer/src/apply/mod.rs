@@ -4,13 +4,17 @@
 //! environment and the process tree must survive the policy, and a terminal
 //! with none is refused unless on the console; no conflicting firewall manager
 //! or backend unless forced); resolve the restore and save binaries (trusted,
-//! recorded for the guard); `--test`
+//! recorded for the guard), and `ipset` when the policy renders sets or it is
+//! installed and works; `--test`
 //! both families with the chosen backend (after preflight, because a legacy
-//! `--test` instantiates empty tables, and a refusal must leave no trace);
+//! `--test` instantiates empty tables, and a refusal must leave no trace;
+//! rules that match sets are tested with their sets in a private namespace);
 //! refuse state files others could write unless forced;
-//! snapshot the live rules into the
-//! state directory; start the guard and wait until it is armed; apply each family
-//! with one `*-restore -w` call. `Started::wait` then waits for the guard to end
+//! snapshot the live rules (and with `ipset`, the `pc-*` sets) into the
+//! state directory; start the guard and wait until it is armed; swap the sets
+//! in ([`sets::load`]), apply each family with one `*-restore -w` call, then
+//! destroy the sets nothing references ([`sets::cleanup`]). Any rollback puts
+//! the snapshot's sets back before its rules. `Started::wait` then waits for the guard to end
 //! the apply, one way or the other. `confirm`, `rollback` and `status` talk to the
 //! guard through the state directory.
 //!
@@ -29,6 +33,7 @@ pub mod guard;
 pub mod persistence;
 pub mod preflight;
 pub mod session;
+pub mod sets;
 pub mod snapshot;
 pub mod state;
 pub mod watchdog;
@@ -82,9 +87,10 @@ pub enum ApplyError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("cannot start the rollback guard, nothing applied: {0}")]
     Guard(String),
-    #[error("applying the {family} rules failed ({source}); then: {outcome}")]
+    #[error("applying the {what} failed ({source}); then: {outcome}")]
     ApplyFailed {
-        family: Family,
+        /// `ipv4 rules`, `ipv6 rules`, or `ipsets`.
+        what: String,
         #[source]
         source: BackendError,
         outcome: String,
@@ -221,9 +227,6 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     let mut facts = preflight::gather(opts.backend, ssh.clone(), &opts.root);
     facts.other_sessions = sessions.iter().skip(1).cloned().collect();
     let mut refusals = Vec::new();
-    if let Some(why) = crate::render::sets_unsupported(&rendered, "apply") {
-        refusals.push(why);
-    }
     if sessions.is_empty() && !opts.on_console {
         refusals.extend(session::unverifiable_terminal());
     }
@@ -237,6 +240,13 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     if opts.persist {
         if let Err(e) = persistence::detect(&opts.root) {
             refusals.push(e);
+        }
+        // The boot files cannot load sets yet (see `install`): a confirm would
+        // persist rules that name missing sets, and the host would boot open.
+        if let Some(why) = crate::render::sets_unsupported(&rendered, "persistence") {
+            refusals.push(format!(
+                "{why}; apply it with --no-persist (apply loads the sets live, and its rollback restores them)"
+            ));
         }
     }
     if !refusals.is_empty() {
@@ -256,15 +266,62 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
             binaries.insert(name, path.display().to_string());
         }
     }
+    // ipset: needed when the policy renders sets; otherwise used (to snapshot
+    // and restore the pc-* sets an earlier apply left) when it is installed
+    // and works here.
+    let set_defs = sets::of_rendered(&rendered);
+    let sets_text = rendered.sets_text();
+    let with_sets = match portcullis_netfilter::bins::resolve(sets::BINARY) {
+        Ok(path) if sets_text.is_some() || sets::list().is_ok() => {
+            binaries.insert(sets::BINARY.to_owned(), path.display().to_string());
+            true
+        }
+        Ok(_) => false,
+        Err(_) if sets_text.is_none() => false,
+        Err(e) => {
+            return Err(ApplyError::Refused(vec![format!(
+                "the policy renders ipsets ({}), and {e} (install ipset)",
+                set_defs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )]));
+        }
+    };
 
+    // Rules that match sets are tested with their sets, in a private network
+    // namespace (`unshare -n`, as `check` does): the live host is not touched.
+    let unshare = match &sets_text {
+        Some(_) => Some(
+            portcullis_netfilter::bins::resolve("unshare")
+                .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?,
+        ),
+        None => None,
+    };
     for (family, text) in &families {
-        portcullis_netfilter::backend::restore(opts.backend, *family, text, true).map_err(
-            |source| ApplyError::Test {
-                family: *family,
-                backend: opts.backend,
-                source,
-            },
-        )?;
+        let tested = match (&sets_text, &unshare) {
+            (Some(sets_text), Some(unshare)) => {
+                let restore =
+                    portcullis_netfilter::bins::resolve(&opts.backend.restore_binary(*family))
+                        .map_err(|e| ApplyError::Refused(vec![e.to_string()]))?;
+                let ipset = &binaries[sets::BINARY];
+                portcullis_netfilter::backend::test_with_sets(
+                    &unshare.display().to_string(),
+                    ipset,
+                    &restore.display().to_string(),
+                    sets_text,
+                    text,
+                )
+                .map(drop)
+            }
+            _ => portcullis_netfilter::backend::restore(opts.backend, *family, text, true),
+        };
+        tested.map_err(|source| ApplyError::Test {
+            family: *family,
+            backend: opts.backend,
+            source,
+        })?;
     }
 
     let state = StateDir::open(&opts.state_dir)?;
@@ -276,7 +333,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         )]));
     }
     let lock = refuse_if_pending(&state)?;
-    snapshot::take(&state, opts.backend)?;
+    snapshot::take(&state, opts.backend, with_sets)?;
     for family in Family::ALL {
         state.remove(state::applied_name(family))?;
     }
@@ -328,14 +385,23 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         record,
         guard,
     };
-    for (family, text) in &families {
-        if let Err(source) =
-            portcullis_netfilter::backend::restore(opts.backend, *family, text, false)
-        {
-            let line = format!(
-                "rollback {} applying the {family} rules failed",
-                started.record.id
-            );
+    // The sets first, swapped in under their names (the rules about to load
+    // match them), then the rules, then the sets nothing references any more.
+    // Each step: `None` loads the sets, `Some((family, text))` a ruleset.
+    let load_sets = (with_sets && !set_defs.is_empty()).then_some(None);
+    let steps = load_sets
+        .into_iter()
+        .chain(families.iter().map(|(f, text)| Some((*f, text.as_str()))));
+    for step in steps {
+        let (what, done) = match step {
+            None => ("ipsets".to_owned(), sets::load(&set_defs)),
+            Some((family, text)) => (
+                format!("{family} rules"),
+                portcullis_netfilter::backend::restore(opts.backend, family, text, false),
+            ),
+        };
+        if let Err(source) = done {
+            let line = format!("rollback {} applying the {what} failed", started.record.id);
             let _ = guard::send(&started.state, &line);
             let (outcome, rolled_back) = match started.wait(|_| {}) {
                 Ok(r) if r.status == Status::RolledBack => {
@@ -348,11 +414,22 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
                 Err(e) => (format!("{e:#}"), false),
             };
             return Err(ApplyError::ApplyFailed {
-                family: *family,
+                what,
                 source,
                 outcome,
                 rolled_back,
             });
+        }
+    }
+    // Past the deadline the guard is rolling back (and cleans up after its own
+    // restore): destroying sets now could take one it has just put back.
+    if with_sets && started.record.remaining_ms() > 0 {
+        let keep: Vec<&str> = set_defs.iter().map(|s| s.name.as_str()).collect();
+        // The apply stands without it: a set left over matches nothing.
+        if let Err(e) = sets::cleanup(&keep) {
+            eprintln!(
+                "portcullis: warning: the rules are applied, but the pc-* ipsets they no longer use were not destroyed: {e}"
+            );
         }
     }
     Ok(started)
@@ -603,6 +680,9 @@ fn persist_plan(
     let policy = Policy::parse(&text, &record.config)
         .map_err(|e| refuse(format!("the applied policy no longer parses: {e}")))?;
     let rendered = crate::render(&policy);
+    if let Some(why) = crate::render::sets_unsupported(&rendered, "persistence") {
+        return Err(refuse(why));
+    }
     for (family, applied) in [(Family::V4, Some(&v4)), (Family::V6, v6.as_ref())] {
         if rendered.text(family).as_ref() != applied {
             return Err(refuse(format!(
@@ -713,7 +793,9 @@ pub(crate) fn roll_back_locked(
                 .filter_map(|f| f.parse().ok())
                 .collect();
             let fallback = || snapshot::Fallback::for_record(record);
-            snapshot::restore(state, backend, &families, fallback)
+            // An apply that could see ipsets recorded the binary, and snapshotted them.
+            let sets = record.binaries.contains_key(sets::BINARY);
+            snapshot::restore(state, backend, &families, sets, fallback)
                 .iter()
                 .map(|e| format!("{e:#}"))
                 .collect()

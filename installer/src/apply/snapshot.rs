@@ -14,6 +14,14 @@
 //! the snapshot's. Any refusal or mismatch is an error, never "restored". When a
 //! family's snapshot is unusable, `restore` loads the [`Fallback`] instead (ssh
 //! from the client that ran apply, nothing else in) and still reports the error.
+//!
+//! When apply recorded an `ipset` binary, the snapshot also holds portcullis's
+//! own sets: `ipset save` of every `pc-*` set (`snapshot.ipset`, with
+//! `snapshot.ipset.sha256`, checked the same way; other sets are never saved).
+//! `restore` puts them back BEFORE the rules (the snapshot's rules may match
+//! them), by temporary names and swaps ([`super::sets::load`]), then, once the
+//! rules are back, destroys the `pc-*` sets the snapshot did not have and no
+//! live rule references, and checks each set's members against the snapshot.
 
 use portcullis_netfilter::counters::{CounterKind, Counters};
 use portcullis_netfilter::{Backend, BackendError, Family};
@@ -47,9 +55,30 @@ pub enum SnapshotError {
     Mismatch { family: Family, why: String },
     #[error("loaded the fallback {family} ruleset instead: {what}")]
     FellBack { family: Family, what: String },
+    #[error("cannot snapshot the live pc-* ipsets: {source}")]
+    SetsSave {
+        #[source]
+        source: BackendError,
+    },
+    #[error(
+        "the ipset snapshot is missing from the state dir; restore the pc-* sets by hand, then run `portcullis rollback` again"
+    )]
+    SetsMissing,
+    #[error(
+        "the ipset snapshot is unusable ({why}); its sets were not restored: put the right file back and run `portcullis rollback` again"
+    )]
+    SetsCorrupt { why: String },
+    #[error(
+        "cannot restore the ipsets of the snapshot: {why}; run `portcullis rollback` again, or restore them by hand"
+    )]
+    SetsRestore { why: String },
     #[error(transparent)]
     State(#[from] StateError),
 }
+
+/// The snapshot of the `pc-*` ipsets, and its SHA-256.
+pub const SETS: &str = "snapshot.ipset";
+pub const SETS_SUM: &str = "snapshot.ipset.sha256";
 
 /// The filter table the kernel behaves as when there is none.
 const EMPTY_FILTER: &str =
@@ -87,49 +116,103 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// Write `text` as `name` (0600, fsynced), read it back, and write its SHA-256
+/// as `sum`; `corrupt` says what a bad read-back is.
+fn write_checked(
+    state: &StateDir,
+    name: &str,
+    sum: &str,
+    text: &str,
+    corrupt: impl FnOnce(String) -> SnapshotError,
+) -> Result<(), SnapshotError> {
+    state.remove(sum)?;
+    state.write_atomic(name, text.as_bytes())?;
+    if state.read(name)?.as_deref() != Some(text) {
+        return Err(corrupt("it did not read back as written".into()));
+    }
+    let line = format!("{}  {name}\n", sha256_hex(text.as_bytes()));
+    state.write_atomic(sum, line.as_bytes())?;
+    Ok(())
+}
+
+/// `name`'s text, checked against the SHA-256 in `sum` (`corrupt` says what a
+/// mismatch is); `Ok(None)` when `name` is missing.
+fn read_checked(
+    state: &StateDir,
+    name: &str,
+    sum: &str,
+    corrupt: impl Fn(String) -> SnapshotError,
+) -> Result<Option<String>, SnapshotError> {
+    let Some(text) = state.read(name)? else {
+        return Ok(None);
+    };
+    let sums = state
+        .read(sum)?
+        .ok_or_else(|| corrupt(format!("its checksum {sum} is missing")))?;
+    let want = sums.split_whitespace().next().unwrap_or("");
+    let got = sha256_hex(text.as_bytes());
+    if want != got {
+        return Err(corrupt(format!(
+            "{} bytes with SHA-256 {got}, but {sum} says {want}",
+            text.len()
+        )));
+    }
+    Ok(Some(text))
+}
+
 /// Save both families' live rules into the state directory (0600, fsynced), read
-/// each back, and write its SHA-256 next to it.
-pub fn take(state: &StateDir, backend: Backend) -> Result<(), SnapshotError> {
+/// each back, and write its SHA-256 next to it. With `sets`, the `pc-*` ipsets
+/// too (`snapshot.ipset`); without, a sets snapshot left by an older apply is
+/// removed.
+pub fn take(state: &StateDir, backend: Backend, sets: bool) -> Result<(), SnapshotError> {
+    state.remove(SETS_SUM)?;
+    state.remove(SETS)?;
+    if sets {
+        let mut text =
+            super::sets::save_ours().map_err(|source| SnapshotError::SetsSave { source })?;
+        text.insert_str(
+            0,
+            "# portcullis: the pc-* ipsets before the apply (`ipset save` of each)\n",
+        );
+        write_checked(state, SETS, SETS_SUM, &text, |why| {
+            SnapshotError::SetsCorrupt { why }
+        })?;
+    }
     for family in Family::ALL {
         let text = portcullis_netfilter::backend::save(backend, family, false)
             .map_err(|source| SnapshotError::Save { family, source })?;
         let text = normalize(&text);
-        state.remove(sum_name(family))?;
-        state.write_atomic(snapshot_name(family), text.as_bytes())?;
-        if state.read(snapshot_name(family))?.as_deref() != Some(text.as_str()) {
-            return Err(SnapshotError::Corrupt {
-                family,
-                why: "it did not read back as written".into(),
-            });
-        }
-        let sum = format!(
-            "{}  {}\n",
-            sha256_hex(text.as_bytes()),
-            snapshot_name(family)
-        );
-        state.write_atomic(sum_name(family), sum.as_bytes())?;
+        write_checked(
+            state,
+            snapshot_name(family),
+            sum_name(family),
+            &text,
+            |why| SnapshotError::Corrupt { family, why },
+        )?;
     }
     Ok(())
 }
 
-/// A family's snapshot, checked against its SHA-256 and parsed.
-pub fn load(state: &StateDir, family: Family) -> Result<String, SnapshotError> {
-    let text = state
-        .read(snapshot_name(family))?
-        .ok_or(SnapshotError::Missing { family })?;
-    let corrupt = |why: String| SnapshotError::Corrupt { family, why };
-    let sum = state
-        .read(sum_name(family))?
-        .ok_or_else(|| corrupt(format!("its checksum {} is missing", sum_name(family))))?;
-    let want = sum.split_whitespace().next().unwrap_or("");
-    let got = sha256_hex(text.as_bytes());
-    if want != got {
+/// The sets snapshot, checked against its SHA-256 and parsed: only `pc-*`
+/// sets, each created once.
+pub fn load_sets(state: &StateDir) -> Result<Vec<super::sets::SetDef>, SnapshotError> {
+    let corrupt = |why: String| SnapshotError::SetsCorrupt { why };
+    let text = read_checked(state, SETS, SETS_SUM, corrupt)?.ok_or(SnapshotError::SetsMissing)?;
+    let sets = super::sets::parse(&text).map_err(corrupt)?;
+    if let Some(s) = sets.iter().find(|s| !super::sets::ours(&s.name)) {
         return Err(corrupt(format!(
-            "{} bytes with SHA-256 {got}, but {} says {want}",
-            text.len(),
-            sum_name(family)
+            "it holds set {:?}, not one of portcullis's pc-* sets",
+            s.name
         )));
     }
+    Ok(sets)
+}
+
+/// A family's snapshot, checked against its SHA-256 and parsed.
+pub fn load(state: &StateDir, family: Family) -> Result<String, SnapshotError> {
+    let corrupt = |why: String| SnapshotError::Corrupt { family, why };
+    let text = read_checked(state, snapshot_name(family), sum_name(family), corrupt)?
+        .ok_or(SnapshotError::Missing { family })?;
     let shape = Counters::parse_ruleset(family, &text)
         .map_err(|e| corrupt(format!("line {}: {}", e.line, e.reason)))?;
     if !shape.tables().contains("filter") {
@@ -243,9 +326,68 @@ impl Fallback {
 
 /// Restore `families` from the snapshot, one `*-restore -w` call each, and check
 /// each result against the snapshot. A family whose snapshot is unusable gets
-/// `fallback()` instead (and an error all the same). Keeps going after a failure
-/// and reports every one: an empty result means every family is verified back.
+/// `fallback()` instead (and an error all the same). With `sets`, the snapshot's
+/// `pc-*` ipsets are put back first and the sets it did not have destroyed
+/// after (see the module doc). Keeps going after a failure and reports every
+/// one: an empty result means every family (and every set) is verified back.
 pub fn restore(
+    state: &StateDir,
+    backend: Backend,
+    families: &[Family],
+    sets: bool,
+    fallback: impl Fn() -> Fallback,
+) -> Vec<SnapshotError> {
+    let mut errors = Vec::new();
+    // The snapshot's rules may match its sets: they go back first.
+    let restored_sets = if sets {
+        match load_sets(state) {
+            Ok(defs) => match super::sets::load(&defs) {
+                Ok(()) => Some(defs),
+                Err(e) => {
+                    errors.push(SnapshotError::SetsRestore { why: e.to_string() });
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    errors.extend(restore_rules(state, backend, families, fallback));
+    if let Some(defs) = restored_sets {
+        let keep: Vec<&str> = defs.iter().map(|s| s.name.as_str()).collect();
+        if let Err(e) = super::sets::cleanup(&keep) {
+            errors.push(SnapshotError::SetsRestore {
+                why: format!("the sets the snapshot did not have were not destroyed: {e}"),
+            });
+        }
+        for def in &defs {
+            let want: std::collections::BTreeSet<String> = def.members.iter().cloned().collect();
+            match super::sets::members(&def.name) {
+                Ok(got) if got == want => {}
+                Ok(got) => errors.push(SnapshotError::SetsRestore {
+                    why: format!(
+                        "set {} holds {} members, {} of them not in the snapshot; the snapshot has {}",
+                        def.name,
+                        got.len(),
+                        got.difference(&want).count(),
+                        want.len()
+                    ),
+                }),
+                Err(why) => errors.push(SnapshotError::SetsRestore {
+                    why: format!("cannot read set {} back: {why}", def.name),
+                }),
+            }
+        }
+    }
+    errors
+}
+
+/// The rules half of [`restore`].
+fn restore_rules(
     state: &StateDir,
     backend: Backend,
     families: &[Family],

@@ -217,13 +217,21 @@ pub struct CanonicalArgs {
     pub backend: portcullis_netfilter::Backend,
     #[arg(long)]
     pub family: portcullis_netfilter::Family,
+    /// Stdin is the sets' `ipset restore` text, a NUL, then the rules.
+    #[arg(long)]
+    pub with_sets: bool,
 }
 
 pub fn run_canonical(args: CanonicalArgs) -> anyhow::Result<ExitCode> {
     use std::io::Read as _;
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text)?;
-    let saved = drift::gather::canonical_here(args.backend, args.family, &text)
+    let (sets, rules) = match (args.with_sets, text.split_once('\0')) {
+        (true, Some((sets, rules))) => (Some(sets), rules),
+        (true, None) => anyhow::bail!("--with-sets: no NUL between the sets and the rules"),
+        (false, _) => (None, text.as_str()),
+    };
+    let saved = drift::gather::canonical_here(args.backend, args.family, rules, sets)
         .map_err(anyhow::Error::msg)?;
     print!("{saved}");
     Ok(ExitCode::SUCCESS)

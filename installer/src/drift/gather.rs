@@ -21,14 +21,17 @@ pub fn gather(
     exe: &Path,
 ) -> Result<Drift, String> {
     let rendered = crate::render(policy);
+    let sets = rendered.sets_text();
     let mut families = Vec::new();
     for family in Family::ALL {
         // A family whose tools fail to print anything has nothing loaded.
         let live = backend::save(backend, family, false).unwrap_or_default();
         let wanted = match rendered.text(family) {
-            Some(text) => Some(canonical(exe, backend, family, &text).map_err(|e| {
-                format!("cannot put the policy's {family} rules through {backend}: {e}")
-            })?),
+            Some(text) => Some(
+                canonical(exe, backend, family, &text, sets.as_deref()).map_err(|e| {
+                    format!("cannot put the policy's {family} rules through {backend}: {e}")
+                })?,
+            ),
             None => None,
         };
         families.push(compare(family.name(), &live, wanted.as_deref()));
@@ -82,32 +85,49 @@ fn unknown(root: &Path, mechanism: Option<String>, reason: String) -> Persisted 
 }
 
 /// `text` as `backend`'s `*-save` prints it once loaded, from a child
-/// (`exe __canonical`) that loads it in a network namespace of its own.
+/// (`exe __canonical`) that loads it in a network namespace of its own. With
+/// `sets` (the `ipset restore` text of the sets the rules match), the child
+/// loads them there first: its stdin is then the sets, a NUL, the rules.
 pub fn canonical(
     exe: &Path,
     backend: Backend,
     family: Family,
     text: &str,
+    sets: Option<&str>,
 ) -> Result<String, BackendError> {
     let exe = exe.to_string_lossy();
-    portcullis_netfilter::backend::run(
-        &[
-            &exe,
-            "__canonical",
-            "--backend",
-            backend.name(),
-            "--family",
-            family.name(),
-        ],
-        Some(text),
-    )
+    let mut argv = vec![
+        &*exe,
+        "__canonical",
+        "--backend",
+        backend.name(),
+        "--family",
+        family.name(),
+    ];
+    let input = match sets {
+        Some(sets) => {
+            argv.push("--with-sets");
+            format!("{sets}\0{text}")
+        }
+        None => text.to_owned(),
+    };
+    portcullis_netfilter::backend::run(&argv, Some(&input))
 }
 
 /// The child's side: leave this process's network namespace for a fresh one
-/// (never loading anything into the one it was started in), load `text`, save.
-pub fn canonical_here(backend: Backend, family: Family, text: &str) -> Result<String, String> {
+/// (never loading anything into the one it was started in), load `sets` (with
+/// `ipset restore`) and `text`, save.
+pub fn canonical_here(
+    backend: Backend,
+    family: Family,
+    text: &str,
+    sets: Option<&str>,
+) -> Result<String, String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("cannot make a network namespace: {e}"))?;
+    if let Some(sets) = sets {
+        crate::apply::sets::ipset(&["restore"], Some(sets)).map_err(|e| e.to_string())?;
+    }
     backend::restore(backend, family, text, false).map_err(|e| e.to_string())?;
     backend::save(backend, family, false).map_err(|e| e.to_string())
 }

@@ -6,6 +6,7 @@
 
 mod action;
 mod apply;
+mod apply_sets;
 mod cli_test;
 mod fleet;
 mod golden;
@@ -34,6 +35,7 @@ fn main() {
     trials.extend(cli_test::trials());
     trials.extend(persist::trials());
     trials.extend(apply::trials());
+    trials.extend(apply_sets::trials());
     trials.extend(lockout::trials());
     trials.extend(reliability::trials());
     trials.extend(fleet::trials());
