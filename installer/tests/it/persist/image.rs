@@ -155,23 +155,6 @@ fn expect_fail(out: &str, needles: &[&str]) -> Result<(), Failed> {
     Ok(())
 }
 
-/// [`POLICY`] with a blocklist in both families: it renders two ipsets
-/// (`pc-bl0-4`, `pc-bl0-6`) that must load before the rules.
-pub const BLOCKLIST_POLICY: &str = r#"
-[ssh]
-port = 22
-allow_from = ["192.0.2.0/24", "2001:db8:1::/64"]
-
-[inbound]
-icmp = true
-
-[ipv6]
-mode = "mirror"
-
-[[blocklist]]
-cidrs = ["203.0.113.0/24", "198.51.100.128/25", "2001:db8:bad::/48"]
-"#;
-
 /// The matrix of a passing verify of [`BLOCKLIST_POLICY`]: the blocklisted
 /// inner host dropped in both families, counted by the blocklist rule, and the
 /// admin let in over ssh, counted by its rule.
