@@ -104,9 +104,9 @@ pub fn render(policy: &Policy) -> Rendered {
     Rendered { v4, v6, sets }
 }
 
-/// Why `verb` (`apply`, `install`) refuses `rendered`: it matches ipsets, and
-/// loading them on a live host (under temporary names, swapped in, in the
-/// snapshot) and at boot (before the rules, per mechanism) is not built yet.
+/// Why `verb` (`apply`) refuses `rendered`: it matches ipsets, and loading them
+/// on a live host (under temporary names, swapped in, in the snapshot) is not
+/// built yet. (`install` persists them: `persist::sets`.)
 /// Refusing is the safe answer: rules that name a missing set do not load, and
 /// a boot loader that fails leaves the host open.
 pub fn sets_unsupported(rendered: &Rendered, verb: &str) -> Option<String> {
