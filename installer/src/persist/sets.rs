@@ -212,7 +212,7 @@ pub fn refusals(root: &Path, mechanism: Mechanism, rules: &[Loader]) -> Vec<Stri
             Ok(Unit::Real { text, .. }) => unit_list(&text, "After"),
             _ => Vec::new(),
         };
-        if !before.iter().any(|u| u == rules_unit) && !after.iter().any(|u| *u == unit) {
+        if !before.iter().any(|u| u == rules_unit) && !after.contains(&unit) {
             out.push(format!(
                 "{unit} is not ordered before {rules_unit} (no Before={rules_unit} in {unit}, no After={unit} in {rules_unit}): the rules could load before their sets; fix: add a drop-in /etc/systemd/system/{rules_unit}.d/ipset.conf with [Unit] After={unit}"
             ));
