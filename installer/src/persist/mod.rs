@@ -644,6 +644,68 @@ mod tests {
     }
 
     #[test]
+    fn the_sets_file_is_committed_and_backed_up_with_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc/iptables");
+        std::fs::create_dir_all(&etc).unwrap();
+        // What ipset-persistent's postinst leaves: `ipset save` of the host.
+        std::fs::write(etc.join("ipsets"), "create old hash:ip family inet\n").unwrap();
+        let policy = crate::Policy::parse(
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[[blocklist]]\ncidrs = [\"203.0.113.0/24\"]\n",
+            "t",
+        )
+        .unwrap();
+        let opts = InstallOptions {
+            check_only: false,
+            test: TestMode::Skip,
+        };
+        let m = Mechanism::NetfilterPersistent;
+        let report = install(dir.path(), m, &crate::render(&policy), None, opts).unwrap();
+        let paths: Vec<String> = report
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        // The sets first, then the rules, then the plugin (no ipset-persistent here).
+        assert_eq!(
+            paths,
+            [
+                "/etc/iptables/ipsets",
+                "/etc/iptables/rules.v4",
+                "/etc/iptables/rules.v6",
+                "/usr/share/netfilter-persistent/plugins.d/10-portcullis-ipset"
+            ]
+        );
+        let read = |n: &str| std::fs::read_to_string(etc.join(n)).unwrap();
+        assert_eq!(
+            read("ipsets.portcullis.bak"),
+            "create old hash:ip family inet\n"
+        );
+        assert!(read("ipsets").starts_with("# portcullis ipsets"));
+        assert!(read("ipsets").contains("add pc-bl0-4 203.0.113.0/24\n"));
+        // --check sees it in sync; a changed list only in the sets file.
+        let check = InstallOptions {
+            check_only: true,
+            test: TestMode::Skip,
+        };
+        let again = install(dir.path(), m, &crate::render(&policy), None, check).unwrap();
+        assert!(!again.changed());
+        let other = crate::Policy::parse(
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[[blocklist]]\ncidrs = [\"203.0.113.0/25\"]\n",
+            "t",
+        )
+        .unwrap();
+        let diff = install(dir.path(), m, &crate::render(&other), None, check).unwrap();
+        let changed: Vec<String> = diff
+            .files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::WouldChange { .. }))
+            .map(|f| f.path.display().to_string())
+            .collect();
+        assert_eq!(changed, ["/etc/iptables/ipsets"]);
+    }
+
+    #[test]
     fn mechanism_names_round_trip() {
         for m in Mechanism::ALL {
             assert_eq!(m.name().parse::<Mechanism>(), Ok(m));
