@@ -742,6 +742,40 @@ mod tests {
     }
 
     #[test]
+    fn the_ipset_loader_runs_first() {
+        let root = tempfile::tempdir().unwrap();
+        let names = |m: Mechanism, sets: bool| -> Vec<String> {
+            loaders(root.path(), m, true, sets)
+                .unwrap()
+                .iter()
+                .map(|l| l.to_string())
+                .collect()
+        };
+        for m in [Mechanism::IptablesServices, Mechanism::Arch] {
+            assert_eq!(
+                names(m, true),
+                ["ipset.service", "iptables.service", "ip6tables.service"]
+            );
+            assert_eq!(names(m, false), ["iptables.service", "ip6tables.service"]);
+        }
+        for m in [Mechanism::Alpine, Mechanism::Gentoo] {
+            assert_eq!(
+                names(m, true),
+                [
+                    "OpenRC service ipset",
+                    "OpenRC service iptables",
+                    "OpenRC service ip6tables"
+                ]
+            );
+        }
+        // netfilter-persistent's own unit loads them (drop-in, plugin).
+        assert_eq!(
+            names(Mechanism::NetfilterPersistent, true),
+            ["netfilter-persistent.service"]
+        );
+    }
+
+    #[test]
     fn install_section_targets() {
         let t = install_targets(
             "[Unit]\nWantedBy=no.target\n[Install]\nWantedBy=multi-user.target basic.target\nRequiredBy=x.target\n",
