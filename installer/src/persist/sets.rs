@@ -186,7 +186,8 @@ pub fn is_sets_loader(loader: &Loader) -> bool {
 
 /// Why the root would not load the sets before the rules, each with its fix:
 /// no ipset binary, or a systemd `ipset.service` that is not ordered before a
-/// rules unit (neither its `Before=` nor the rules unit's `After=` says so).
+/// rules unit (neither its `Before=` nor the rules unit's `After=` says so), or
+/// an OpenRC `ipset` script whose `depend()` lacks `before iptables`.
 /// `rules` are the rules' loaders.
 pub fn refusals(root: &Path, mechanism: Mechanism, rules: &[Loader]) -> Vec<String> {
     let mut out = Vec::new();
@@ -196,8 +197,25 @@ pub fn refusals(root: &Path, mechanism: Mechanism, rules: &[Loader]) -> Vec<Stri
             package_hint(mechanism)
         ));
     }
-    let Ok(Some(Loader::Systemd { unit })) = loader(root, mechanism) else {
-        return out;
+    let unit = match loader(root, mechanism) {
+        Ok(Some(Loader::Systemd { unit })) => unit,
+        Ok(Some(Loader::OpenRc { service })) => {
+            // OpenRC orders by the script's depend(): `before iptables`.
+            let script = format!("/etc/init.d/{service}");
+            if let Ok(Some(text)) = read_in_root(root, &script) {
+                let ordered = text.lines().any(|l| {
+                    let mut w = l.split_whitespace();
+                    w.next() == Some("before") && w.any(|x| x == "iptables" || x == "*")
+                });
+                if !ordered {
+                    out.push(format!(
+                        "{script} does not declare `before iptables` in its depend(): OpenRC could load the rules before their sets; fix: install the distribution's ipset package, whose script does"
+                    ));
+                }
+            }
+            return out;
+        }
+        _ => return out,
     };
     let Ok(Unit::Real { text, .. }) = detect::unit(root, &unit) else {
         // Missing: said by the loader check.
@@ -363,5 +381,14 @@ mod tests {
         std::fs::remove_file(root.path().join("usr/sbin/ipset")).unwrap();
         let r = refusals(root.path(), m, &rules);
         assert!(r[0].contains("has no ipset"), "{r:?}");
+        // OpenRC: the script's depend().
+        std::fs::write(root.path().join("usr/sbin/ipset"), "").unwrap();
+        std::fs::create_dir_all(root.path().join("etc/init.d")).unwrap();
+        let script = root.path().join("etc/init.d/ipset");
+        std::fs::write(&script, "depend() {\n\tbefore iptables ip6tables\n}\n").unwrap();
+        assert!(refusals(root.path(), Mechanism::Alpine, &[]).is_empty());
+        std::fs::write(&script, "depend() {\n\tneed localmount\n}\n").unwrap();
+        let r = refusals(root.path(), Mechanism::Alpine, &[]);
+        assert!(r.len() == 1 && r[0].contains("before iptables"), "{r:?}");
     }
 }
