@@ -104,24 +104,6 @@ pub fn render(policy: &Policy) -> Rendered {
     Rendered { v4, v6, sets }
 }
 
-/// Why `verb` (`install`, and `persistence` for `apply` without
-/// `--no-persist` and its confirm) refuses `rendered`: it matches ipsets, and
-/// loading them at boot (before the rules, per mechanism) is not built yet.
-/// (`apply` itself carries sets live: `apply::sets`.)
-/// Refusing is the safe answer: rules that name a missing set do not load, and
-/// a boot loader that fails leaves the host open.
-pub fn sets_unsupported(rendered: &Rendered, verb: &str) -> Option<String> {
-    (!rendered.sets.is_empty()).then(|| {
-        let names: Vec<&str> = rendered.sets.iter().map(|s| s.name.as_str()).collect();
-        format!(
-            "the policy renders ipsets ({}: a [[blocklist]], or an address list of more than \
-             {SET_THRESHOLD} CIDRs), and {verb} cannot carry ipsets yet; `portcullis check` and \
-             `render --out-dir` (which writes them for `ipset restore`) can",
-            names.join(", ")
-        )
-    })
-}
-
 /// The name of the set of list `base` in `family`: `pc-BASE-4` or `pc-BASE-6`
 /// (`base` is `ssh`, `in3`, `out0`, `bl1`: the section and the entry's index).
 pub fn set_name(base: &str, family: Family) -> String {

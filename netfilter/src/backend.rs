@@ -205,6 +205,19 @@ pub fn test_with_sets(
     sets: &str,
     text: &str,
 ) -> Result<String, BackendError> {
+    test_with_sets_ns(unshare, "-n", ipset, restore, sets, text)
+}
+
+/// [`test_with_sets`] with `unshare`'s namespace flag: `-n` as root, `-rn` (a
+/// user namespace too) otherwise.
+pub fn test_with_sets_ns(
+    unshare: &str,
+    ns: &str,
+    ipset: &str,
+    restore: &str,
+    sets: &str,
+    text: &str,
+) -> Result<String, BackendError> {
     use std::io::Write as _;
     let fail = |e: std::io::Error| BackendError::Failed {
         command: "write the set file".to_owned(),
@@ -223,7 +236,7 @@ pub fn test_with_sets(
     run(
         &[
             unshare,
-            "-n",
+            ns,
             "sh",
             "-ec",
             "\"$0\" restore -f \"$1\"; exec \"$2\" -w --test",

@@ -1,5 +1,5 @@
-//! Build (once) and cache a real Debian bookworm root with iptables and
-//! iptables-persistent, for the persistence trials: `install --root` writes into
+//! Build (once) and cache a real Debian bookworm root with iptables,
+//! iptables-persistent, ipset and ipset-persistent, for the persistence trials: `install --root` writes into
 //! an overlay of it, and the root's own netfilter-persistent loads the rules.
 //!
 //! - `cargo xtask debian-root` (or `ci/debian-root`): build when missing or
@@ -28,13 +28,26 @@ use xshell::{Shell, cmd};
 use crate::{is_root, non_empty_var};
 
 const SUITE: &str = "bookworm";
+/// The packages debootstrap adds to minbase: the rules loader, and the ipset
+/// plugin that loads the sets before the rules (`install` persists sets).
+const PACKAGES: &str = "iptables,iptables-persistent,ipset,ipset-persistent";
+/// The cache directory's name carries a key of `PACKAGES`: a root built with
+/// another list is another directory, so a changed list builds afresh and a
+/// root in use by a running test is never replaced under it.
+fn root_name() -> String {
+    // FNV-1a, 32 bits: a stable key, not a security boundary.
+    let key = PACKAGES.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("debian-root-{SUITE}-{key:08x}")
+}
 const MARKER: &str = ".portcullis-root-complete";
 
 pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let cache_dir = PathBuf::from(
         non_empty_var(sh, "PORTCULLIS_CACHE_DIR").unwrap_or_else(|| "/var/cache/portcullis".into()),
     );
-    let root = cache_dir.join(format!("debian-root-{SUITE}"));
+    let root = cache_dir.join(root_name());
     let marker = root.join(MARKER);
 
     match args {
@@ -105,7 +118,7 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     );
     let out = cmd!(
         sh,
-        "debootstrap --variant=minbase --include=iptables,iptables-persistent {SUITE} {tmp_path} {url}"
+        "debootstrap --variant=minbase --include={PACKAGES} {SUITE} {tmp_path} {url}"
     )
     .quiet()
     .ignore_status()
@@ -121,9 +134,13 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
 
-    // iptables-persistent's postinst saved whatever rules the building namespace
-    // had; a test root starts with none.
-    for rules in ["etc/iptables/rules.v4", "etc/iptables/rules.v6"] {
+    // iptables-persistent's and ipset-persistent's postinsts saved whatever rules
+    // and sets the building namespace had; a test root starts with none.
+    for rules in [
+        "etc/iptables/rules.v4",
+        "etc/iptables/rules.v6",
+        "etc/iptables/ipsets",
+    ] {
         remove_file_if_present(&tmp_path.join(rules))?;
     }
     // Drop the package caches: they are half the size and no test reads them.

@@ -238,15 +238,15 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         }
     }
     if opts.persist {
-        if let Err(e) = persistence::detect(&opts.root) {
-            refusals.push(e);
-        }
-        // The boot files cannot load sets yet (see `install`): a confirm would
-        // persist rules that name missing sets, and the host would boot open.
-        if let Some(why) = crate::render::sets_unsupported(&rendered, "persistence") {
-            refusals.push(format!(
-                "{why}; apply it with --no-persist (apply loads the sets live, and its rollback restores them)"
-            ));
+        match persistence::detect(&opts.root) {
+            Err(e) => refusals.push(e),
+            // A confirm would persist rules that name sets the boot would not
+            // load, and the host would boot open.
+            Ok(m) => refusals.extend(
+                persistence::sets_refusals(&opts.root, &m, &rendered)
+                    .into_iter()
+                    .map(|why| format!("{why}; or apply with --no-persist")),
+            ),
         }
     }
     if !refusals.is_empty() {
@@ -612,7 +612,7 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
     // Everything persistence needs is read and checked before the guard stops.
     let plan = match mechanism {
         None => None,
-        Some(m) => Some(persist_plan(&state, &record, m)?),
+        Some(m) => Some(persist_plan(&state, &record, &root, m)?),
     };
     let mut done = match guard::guard_state(&state, &record) {
         guard::GuardState::Stopped => {
@@ -662,6 +662,7 @@ type Plan = (
 fn persist_plan(
     state: &StateDir,
     record: &Record,
+    root: &Path,
     m: persistence::Mechanism,
 ) -> Result<Plan, ApplyError> {
     let refuse = |why: String| {
@@ -680,7 +681,7 @@ fn persist_plan(
     let policy = Policy::parse(&text, &record.config)
         .map_err(|e| refuse(format!("the applied policy no longer parses: {e}")))?;
     let rendered = crate::render(&policy);
-    if let Some(why) = crate::render::sets_unsupported(&rendered, "persistence") {
+    if let Some(why) = persistence::sets_refusals(root, &m, &rendered).into_iter().next() {
         return Err(refuse(why));
     }
     for (family, applied) in [(Family::V4, Some(&v4)), (Family::V6, v6.as_ref())] {

@@ -37,6 +37,23 @@ pub fn detect(root: &Path) -> Result<Mechanism, String> {
         })
 }
 
+/// Why `root` could not load `rendered`'s ipsets before its rules at boot (no
+/// ipset, the sets' loader missing, not enabled, not ordered first); empty when
+/// the policy has no sets or the root can.
+pub fn sets_refusals(root: &Path, mechanism: &Mechanism, rendered: &Rendered) -> Vec<String> {
+    if rendered.sets.is_empty() {
+        return Vec::new();
+    }
+    let v6 = rendered.text(Family::V6).is_some();
+    match persist::loader::sets_refusals(root, mechanism.kind, v6) {
+        Ok(r) => r,
+        Err(e) => vec![format!(
+            "cannot check how {} would load the ipsets at boot: {e}",
+            root.display()
+        )],
+    }
+}
+
 /// Write `rendered` where `mechanism` loads it at boot, under `root`. `rendered`
 /// must be the text that was applied (`applied_v4`, `applied_v6`): checked again
 /// here, since nothing else may reach the boot files. Returns what was written.

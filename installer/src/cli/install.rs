@@ -2,7 +2,9 @@
 //! reads them, into a root filesystem (`--root`). Each file is tested with the
 //! target backend's `*-restore --test` in a throwaway network namespace, then
 //! replaced atomically with a backup kept next to it; `--check` prints the diff and
-//! writes nothing.
+//! writes nothing. A policy that renders ipsets also installs the sets where
+//! the mechanism's ipset loader reads them before the rules (see
+//! `persist::sets`), and is refused when that loader is missing.
 //!
 //! It refuses to run without `--config` (the embedded default is for `render`,
 //! `check` and `verify` only), refuses a policy without `ssh.allow_from` (exit 2),
@@ -85,9 +87,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         refuse_lockout(&policy, &root, args.i_am_on_the_console)?;
     }
     let rendered = crate::render(&policy);
-    if let Some(why) = crate::render::sets_unsupported(&rendered, "install") {
-        return Err(UsageError(why).into());
-    }
 
     let (mechanism, why) = match args.persistence {
         Some(m) => (m, "chosen with --persistence".to_owned()),
@@ -118,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &root,
         mechanism,
         v6,
+        !rendered.sets.is_empty(),
         &conflicts,
         persist::loader::BootFlags {
             enable: args.enable,

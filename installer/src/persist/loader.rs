@@ -52,10 +52,17 @@ pub struct Exec {
     pub origin: String,
 }
 
-/// The loaders of `mechanism` in `root`; `v6` adds the IPv6 one where a distro has
-/// a separate one (RHEL, Arch, Gentoo, Alpine). A missing unit is still named: the
-/// caller reports it as missing.
-pub fn loaders(root: &Path, mechanism: Mechanism, v6: bool) -> Result<Vec<Loader>, PersistError> {
+/// The loaders of `mechanism` in `root`, in the order they must run; `v6` adds
+/// the IPv6 one where a distro has a separate one (RHEL, Arch, Gentoo, Alpine);
+/// `sets` (the policy renders ipsets) puts the ipset loader first where it is a
+/// service of its own ([`super::sets::loader`]). A missing unit is still named:
+/// the caller reports it as missing.
+pub fn loaders(
+    root: &Path,
+    mechanism: Mechanism,
+    v6: bool,
+    sets: bool,
+) -> Result<Vec<Loader>, PersistError> {
     let sd = |u: &str| Loader::Systemd { unit: u.into() };
     let rc = |s: &str| Loader::OpenRc { service: s.into() };
     let mut out = match mechanism {
@@ -99,6 +106,9 @@ pub fn loaders(root: &Path, mechanism: Mechanism, v6: bool) -> Result<Vec<Loader
         }
     };
     out.dedup();
+    if sets && let Some(l) = super::sets::loader(root, mechanism)? {
+        out.insert(0, l);
+    }
     Ok(out)
 }
 
@@ -185,14 +195,16 @@ pub struct BootCheck {
 }
 
 /// Check `root` before `install` writes into it: the loaders of `mechanism` (and
-/// of IPv6 when `v6`) must be enabled (or `--enable`d), no manager that replaces
-/// the rules at boot may be enabled (or `--force`), and a Debian-like root must
-/// have iptables-persistent rather than fall back to rc.local (or `--persistence
-/// rc-local` said so).
+/// of IPv6 when `v6`, of the ipsets when `sets`) must be enabled (or
+/// `--enable`d), the ipset loader installed and ordered before the rules, no
+/// manager that replaces the rules at boot may be enabled (or `--force`), and a
+/// Debian-like root must have iptables-persistent rather than fall back to
+/// rc.local (or `--persistence rc-local` said so).
 pub fn check_boot(
     root: &Path,
     mechanism: Mechanism,
     v6: bool,
+    sets: bool,
     conflicts: &[super::Conflict],
     flags: BootFlags,
 ) -> Result<BootCheck, PersistError> {
@@ -230,9 +242,41 @@ pub fn check_boot(
             c.evidence, c.manager
         ));
     }
-    for l in loaders(root, mechanism, v6)? {
+    let all = loaders(root, mechanism, v6, sets)?;
+    if sets {
+        let rules: Vec<Loader> = all
+            .iter()
+            .filter(|l| !super::sets::is_sets_loader(l))
+            .cloned()
+            .collect();
+        out.extend(super::sets::refusals(root, mechanism, &rules));
+        if mechanism == Mechanism::NetfilterPersistent
+            && resolve(root, Path::new(super::sets::DEBIAN_PLUGIN)).is_none()
+        {
+            notes.push(format!(
+                "ipset-persistent is not installed: portcullis installs its own netfilter-persistent plugin {} to load {} before the rules (apt-get install ipset-persistent to use the distribution's)",
+                super::sets::OWN_PLUGIN,
+                super::sets::DEBIAN
+            ));
+        }
+    }
+    for l in all {
         // install itself makes rc.local executable.
         if matches!(l, Loader::RcLocal { .. }) {
+            continue;
+        }
+        let missing = match &l {
+            Loader::Systemd { unit } => detect::unit(root, unit)? == Unit::Missing,
+            Loader::OpenRc { service } => {
+                resolve(root, &Path::new("/etc/init.d").join(service)).is_none()
+            }
+            _ => false,
+        };
+        if missing && super::sets::is_sets_loader(&l) {
+            out.push(format!(
+                "the policy renders ipsets and {l} is not installed in the root: the image would boot without the sets, and the rules that match them would not load; fix: {}",
+                super::sets::package_hint(mechanism)
+            ));
             continue;
         }
         match enabled(root, &l)? {
@@ -279,6 +323,25 @@ pub fn check_boot(
         notes,
         to_enable,
     })
+}
+
+/// What a policy with ipsets adds to [`check_boot`]'s refusals for `root`: no
+/// ipset binary, the sets' loader missing, not enabled or not ordered before
+/// the rules'. `apply` (which does not run the rest of install's checks on the
+/// live host) refuses to persist sets on these.
+pub fn sets_refusals(
+    root: &Path,
+    mechanism: Mechanism,
+    v6: bool,
+) -> Result<Vec<String>, PersistError> {
+    let flags = BootFlags {
+        enable: false,
+        force: true,
+        chosen: true,
+    };
+    let without = check_boot(root, mechanism, v6, false, &[], flags)?.refusals;
+    let with = check_boot(root, mechanism, v6, true, &[], flags)?.refusals;
+    Ok(with.into_iter().filter(|r| !without.contains(r)).collect())
 }
 
 /// A link for `unit` in a `*.wants` or `*.requires` directory of /etc/systemd/system.
@@ -695,6 +758,40 @@ mod tests {
             ["/sbin/iptables-restore", "-w", "--", "/var/lib/a b"]
         );
         assert!(exec_line("'unbalanced", "x").is_err());
+    }
+
+    #[test]
+    fn the_ipset_loader_runs_first() {
+        let root = tempfile::tempdir().unwrap();
+        let names = |m: Mechanism, sets: bool| -> Vec<String> {
+            loaders(root.path(), m, true, sets)
+                .unwrap()
+                .iter()
+                .map(|l| l.to_string())
+                .collect()
+        };
+        for m in [Mechanism::IptablesServices, Mechanism::Arch] {
+            assert_eq!(
+                names(m, true),
+                ["ipset.service", "iptables.service", "ip6tables.service"]
+            );
+            assert_eq!(names(m, false), ["iptables.service", "ip6tables.service"]);
+        }
+        for m in [Mechanism::Alpine, Mechanism::Gentoo] {
+            assert_eq!(
+                names(m, true),
+                [
+                    "OpenRC service ipset",
+                    "OpenRC service iptables",
+                    "OpenRC service ip6tables"
+                ]
+            );
+        }
+        // netfilter-persistent's own unit loads them (drop-in, plugin).
+        assert_eq!(
+            names(Mechanism::NetfilterPersistent, true),
+            ["netfilter-persistent.service"]
+        );
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! previous file is kept as a `.portcullis.bak` next to it; every ruleset file passes
 //! the target backend's `*-restore --test` before anything is replaced.
 //!
+//! A policy whose rules match ipsets also installs the sets, where the
+//! mechanism's ipset loader reads them before the rules load ([`sets`]), in the
+//! same transaction; the rules are then tested after an `ipset restore` of the
+//! sets in the same private namespace, which tests the set text too.
+//!
 //! It refuses to write through a symlink or to follow one out of the root, to
 //! install a policy that lets nobody in over SSH, and to leave a half-written
 //! install behind: all files are staged before the first rename.
@@ -23,6 +28,7 @@ pub mod loader;
 mod openrc;
 mod rc_local;
 mod rhel;
+pub mod sets;
 pub mod txn;
 
 use std::fmt;
@@ -330,7 +336,10 @@ pub fn install_with(
         Some(lock)
     };
     // Planned under the lock: a driver may read the file it edits (rc.local).
-    let mut plan = driver(mechanism).plan(root, rendered)?;
+    // The sets first: what loads before the rules is listed before them.
+    let mut plan = sets::files(root, mechanism, rendered)?;
+    let set_paths: Vec<PathBuf> = plan.iter().map(|p| p.path.clone()).collect();
+    plan.extend(driver(mechanism).plan(root, rendered)?);
     plan.extend(extra);
     if !opts.check_only {
         for p in &plan {
@@ -340,6 +349,11 @@ pub fn install_with(
     }
     let backend = backend.unwrap_or_else(|| detect::root_backend(root));
 
+    let rulesets: Vec<PlannedFile> = plan
+        .iter()
+        .filter(|p| p.ruleset.is_some())
+        .cloned()
+        .collect();
     let mut files = Vec::new();
     let mut to_write = Vec::new();
     for p in plan {
@@ -367,9 +381,14 @@ pub fn install_with(
 
     let mut tested_with = None;
     if opts.test == TestMode::Namespace && !opts.check_only {
-        for (p, _) in &to_write {
-            if let Some(family) = p.ruleset {
-                validate(backend, family, &p.path, &p.contents)?;
+        // A changed sets file is tested with the rules that match it, changed
+        // or not; the rules are tested with the sets loaded.
+        let sets_text = rendered.sets_text();
+        let sets_change = to_write.iter().any(|(p, _)| set_paths.contains(&p.path));
+        for p in &rulesets {
+            let changed = to_write.iter().any(|(w, _)| w.path == p.path);
+            if let (Some(family), true) = (p.ruleset, changed || sets_change) {
+                validate(backend, family, &p.path, &p.contents, sets_text.as_deref())?;
                 tested_with = Some(backend.name().to_owned());
             }
         }
@@ -480,7 +499,13 @@ pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
 /// `BACKEND-restore -w --test` on `text`, in a network namespace of its own so the
 /// host's tables are never read or touched. Root uses `unshare -n`; anyone else
 /// tries a user namespace (`unshare -rn`), which some kernels refuse.
-fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result<(), PersistError> {
+fn validate(
+    backend: Backend,
+    family: Family,
+    path: &Path,
+    text: &str,
+    sets: Option<&str>,
+) -> Result<(), PersistError> {
     use portcullis_netfilter::{BackendError, runner};
     use std::process::Command;
     let bin = backend.restore_binary(family);
@@ -510,6 +535,44 @@ fn validate(backend: Backend, family: Family, path: &Path, text: &str) -> Result
     } else {
         "-rn"
     };
+    if let Some(sets) = sets {
+        // The sets, then the rules that match them, in one private namespace.
+        let command = format!("unshare {ns} sh -c 'ipset restore -f SETS && {bin} -w --test'");
+        let cannot = |reason: String| PersistError::CannotTest {
+            path: path.to_owned(),
+            command: command.clone(),
+            reason,
+        };
+        let ipset = match bins::resolve("ipset") {
+            Ok(p) => p,
+            Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
+            Err(BinError::NotFound { .. }) => {
+                return Err(cannot(
+                    "the policy has ipsets and ipset is not found (install ipset)".into(),
+                ));
+            }
+        };
+        let stderr = match portcullis_netfilter::backend::test_with_sets_ns(
+            &unshare.to_string_lossy(),
+            ns,
+            &ipset.to_string_lossy(),
+            &bin_path.to_string_lossy(),
+            sets,
+            text,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(BackendError::Failed { stderr, .. }) => stderr,
+            Err(e) => return Err(cannot(e.to_string())),
+        };
+        if stderr.starts_with("unshare:") {
+            return Err(cannot(stderr));
+        }
+        return Err(PersistError::Invalid {
+            path: path.to_owned(),
+            command,
+            stderr,
+        });
+    }
     let mut cmd = Command::new(unshare);
     cmd.arg(ns).arg(&bin_path).args(["-w", "--test"]);
     // The one runner: a restore that stops at the first bad line is reported by
@@ -578,6 +641,68 @@ mod tests {
             Some("# edited by hand\n")
         );
         assert!(read("rules.v4").unwrap().starts_with("# portcullis ipv4"));
+    }
+
+    #[test]
+    fn the_sets_file_is_committed_and_backed_up_with_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc/iptables");
+        std::fs::create_dir_all(&etc).unwrap();
+        // What ipset-persistent's postinst leaves: `ipset save` of the host.
+        std::fs::write(etc.join("ipsets"), "create old hash:ip family inet\n").unwrap();
+        let policy = crate::Policy::parse(
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[[blocklist]]\ncidrs = [\"203.0.113.0/24\"]\n",
+            "t",
+        )
+        .unwrap();
+        let opts = InstallOptions {
+            check_only: false,
+            test: TestMode::Skip,
+        };
+        let m = Mechanism::NetfilterPersistent;
+        let report = install(dir.path(), m, &crate::render(&policy), None, opts).unwrap();
+        let paths: Vec<String> = report
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        // The sets first, then the rules, then the plugin (no ipset-persistent here).
+        assert_eq!(
+            paths,
+            [
+                "/etc/iptables/ipsets",
+                "/etc/iptables/rules.v4",
+                "/etc/iptables/rules.v6",
+                "/usr/share/netfilter-persistent/plugins.d/10-portcullis-ipset"
+            ]
+        );
+        let read = |n: &str| std::fs::read_to_string(etc.join(n)).unwrap();
+        assert_eq!(
+            read("ipsets.portcullis.bak"),
+            "create old hash:ip family inet\n"
+        );
+        assert!(read("ipsets").starts_with("# portcullis ipsets"));
+        assert!(read("ipsets").contains("add pc-bl0-4 203.0.113.0/24\n"));
+        // --check sees it in sync; a changed list only in the sets file.
+        let check = InstallOptions {
+            check_only: true,
+            test: TestMode::Skip,
+        };
+        let again = install(dir.path(), m, &crate::render(&policy), None, check).unwrap();
+        assert!(!again.changed());
+        let other = crate::Policy::parse(
+            "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n[[blocklist]]\ncidrs = [\"203.0.113.0/25\"]\n",
+            "t",
+        )
+        .unwrap();
+        let diff = install(dir.path(), m, &crate::render(&other), None, check).unwrap();
+        let changed: Vec<String> = diff
+            .files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::WouldChange { .. }))
+            .map(|f| f.path.display().to_string())
+            .collect();
+        assert_eq!(changed, ["/etc/iptables/ipsets"]);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! lock a remote admin out of a host whose rules merely failed to load. rc.local
 //! also runs after the network is up: there is a window at boot with no firewall.
 //!
+//! A policy with ipsets adds `/etc/iptables/ipsets` (0600), restored with
+//! `ipset -exist -file … restore` at the top of the block, ahead of the rules.
+//!
 //! It refuses a file with unbalanced or repeated markers (edit it by hand).
 
 use std::path::{Path, PathBuf};
@@ -37,6 +40,17 @@ pub fn block(rendered: &Rendered) -> String {
          # policy and install again rather than this block. It never aborts the rest\n\
          # of this file (which may run under `sh -e`): a failure is printed instead.\n"
     );
+    // The sets before the rules that match them (which do not load without them).
+    if !rendered.sets.is_empty() {
+        let sets = super::sets::DEBIAN;
+        s.push_str(&format!(
+            "if command -v ipset >/dev/null 2>&1 && [ -r {sets} ]; then\n\
+             \tipset -exist -file {sets} restore || echo \"portcullis: ipset restore of {sets} failed: the rules that match ipsets will NOT load\" >&2 || true\n\
+             else\n\
+             \techo \"portcullis: ipset or {sets} missing: the rules that match ipsets will NOT load\" >&2 || true\n\
+             fi\n"
+        ));
+    }
     for f in Family::ALL {
         if rendered.get(f).is_none() {
             continue;

@@ -15,7 +15,12 @@
 //! belongs to that private namespace and dies with the child; nothing is mounted
 //! on the machine's own /proc, /dev or /run, and the root itself is never written.
 //!
+//! A policy with ipsets runs the ipset loader first where it is a service of its
+//! own (ipset.service, OpenRC `ipset`); the image's sets file is replaced in the
+//! overlay by the lab's sets, as the rules files are by their mapped text.
+//!
 //! It fails (the report says which) when a loader is missing or not enabled, when
+//! a sets file or the ipset binary the rules need is missing, when
 //! it errors, when it loads nothing, when it fails open (exits 0 with a rules file
 //! present that it did not load, as netfilter-persistent does on a broken file),
 //! or when the rules behave otherwise than the policy.
@@ -184,7 +189,10 @@ pub fn verify_root(
     let mut failures = Vec::new();
     let mut states = Vec::new();
     let mut plans = Vec::new();
-    for l in loader::loaders(root, mechanism, v6).map_err(|e| RootError::Input(e.to_string()))? {
+    let sets = !rendered.sets.is_empty();
+    for l in
+        loader::loaders(root, mechanism, v6, sets).map_err(|e| RootError::Input(e.to_string()))?
+    {
         let commands = loader::commands(root, &l);
         let (enabled, evidence) =
             match loader::enabled(root, &l).map_err(|e| RootError::Input(e.to_string()))? {
@@ -230,6 +238,34 @@ pub fn verify_root(
             let m = map_text(&t, &mappings);
             if m != t {
                 mapped.push((p.clone(), m));
+            }
+        }
+    }
+    // The sets files: the lab's sets (the policy's, mapped onto the lab as the
+    // rules are) replace each one the image has; one it lacks is a failure, as
+    // is a root without ipset: the rules that match the sets cannot load.
+    if sets {
+        let names: Vec<&str> = rendered.sets.iter().map(|s| s.name.as_str()).collect();
+        if persist::sets::ipset_binary(root).is_none() {
+            failures.push(format!(
+                "ipset loader missing: the rules match ipsets ({}) and the image has no ipset (/usr/sbin/ipset, /sbin/ipset) to load them",
+                names.join(", ")
+            ));
+        }
+        let lab_rendered = crate::render(&lab_policy);
+        let lab_sets = persist::sets::files(root, mechanism, &lab_rendered)
+            .map_err(|e| RootError::Input(e.to_string()))?;
+        for f in lab_sets {
+            let text = detect::read_in_root(root, &f.path.to_string_lossy())
+                .map_err(|e| RootError::Input(e.to_string()))?;
+            if text.is_some_and(|t| !t.trim().is_empty()) {
+                mapped.push((f.path, f.contents));
+            } else {
+                failures.push(format!(
+                    "sets file missing: {} is missing or empty, and the rules match ipsets ({}): they cannot load at boot",
+                    f.path.display(),
+                    names.join(", ")
+                ));
             }
         }
     }

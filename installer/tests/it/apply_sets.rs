@@ -405,9 +405,10 @@ fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Persisting a policy with sets is refused (no boot loader restores them
-/// yet): apply without `--no-persist` exits 2 naming `--no-persist`, and
-/// nothing changed, no set made.
+/// Persisting a policy with sets into a root whose boot would not load them
+/// (an Arch root without ipset.service) is refused before anything changes:
+/// apply without `--no-persist` exits 2 naming the package and `--no-persist`,
+/// and no rule or set changed.
 fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
     let fx = Fixture::new("apply-sets-persist", backend)?;
     fx.load_before(before_rules)?;
@@ -416,8 +417,7 @@ fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
         "policy.toml",
         "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
     )?;
-    let root = fx.dir.path().join("root");
-    std::fs::create_dir(&root)?;
+    let root = crate::persist::copy_fixture("arch", fx.dir.path())?;
     let before = fx.save_both()?;
     let c = fx.portcullis(
         "apply",
@@ -436,7 +436,8 @@ fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
     let (st, _, err) = fx.run(c)?;
     ensure(
         st.code() == Some(2)
-            && err.contains("persistence cannot carry ipsets yet")
+            && err.contains("ipset.service is not installed")
+            && err.contains("pacman -S ipset")
             && err.contains("--no-persist"),
         || format!("apply: {st}: {err}"),
     )?;

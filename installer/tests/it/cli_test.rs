@@ -182,8 +182,8 @@ portcullis: error: install needs --config FILE: the embedded default allows ssh 
     if std::fs::read_dir(dir.path())?.next().is_some() {
         return Err("install without --config wrote into its root".into());
     }
-    // A policy with ipsets: no loader restores sets before the rules yet, and
-    // rules naming a missing set would not load at boot (the host boots open).
+    // A policy with ipsets into a root with no ipset: the sets could not load
+    // at boot, nor the rules that match them (the host would boot open).
     portcullis()
         .args(["install", "--root"])
         .arg(dir.path())
@@ -193,8 +193,8 @@ portcullis: error: install needs --config FILE: the embedded default allows ssh 
         .code(2)
         .stdout_eq(str![""])
         .stderr_eq(str![[r#"
-portcullis: error: the policy renders ipsets (pc-bl0-4, pc-ssh-4, pc-bl0-6: a [[blocklist]], or an address list of more than 8 CIDRs), and install cannot carry ipsets yet; `portcullis check` and `render --out-dir` (which writes them for `ipset restore`) can
-
+portcullis: error: refusing to install rc-local rules into [..]: the policy renders ipsets and the root has no ipset (/usr/sbin/ipset, /sbin/ipset): the sets would not load at boot and neither would the rules that match them; fix: install your distribution's ipset package
+...
 "#]]);
     if std::fs::read_dir(dir.path())?.next().is_some() {
         return Err("install of a policy with sets wrote into its root".into());

@@ -279,7 +279,7 @@ fn rc_local_without_netfilter_persistent(deb: &Path) -> Result<(), Failed> {
     let body = format!(
         r#"
         "$BIN" install --config "$1" --root "$M" >/dev/null
-        chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1
+        chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge ipset-persistent iptables-persistent netfilter-persistent >/dev/null 2>&1
         echo '#== after-purge'
         if [ -e "$M/etc/iptables/rules.v4" ]; then echo present; else echo gone; fi
         install -m 0644 "$2" "$M/etc/rc.local"

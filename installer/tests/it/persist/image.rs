@@ -24,8 +24,20 @@ fn install_then_verify(
     mutate: &str,
     verify_args: &str,
 ) -> Result<(String, String), Failed> {
+    install_then_verify_policy(deb, POLICY, before, install_args, mutate, verify_args)
+}
+
+/// [`install_then_verify`] of the policy `text`.
+fn install_then_verify_policy(
+    deb: &Path,
+    text: &str,
+    before: &str,
+    install_args: &str,
+    mutate: &str,
+    verify_args: &str,
+) -> Result<(String, String), Failed> {
     let dir = scratch();
-    let policy = policy_file(dir.path(), POLICY);
+    let policy = policy_file(dir.path(), text);
     let other = dir.path().join("other.toml");
     std::fs::write(&other, POLICY.replace("port = 22", "port = 2222"))?;
     let body = format!(
@@ -143,6 +155,69 @@ fn expect_fail(out: &str, needles: &[&str]) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The matrix of a passing verify of [`BLOCKLIST_POLICY`]: the blocklisted
+/// inner host dropped in both families, counted by the blocklist rule, and the
+/// admin let in over ssh, counted by its rule.
+fn expect_sets_counted(out: &str) -> Result<(), Failed> {
+    for family in ["ipv4", "ipv6"] {
+        for (from, counted) in [
+            ("inner ", "INPUT: blocklist[0] (+"),
+            ("admin ", "INPUT: ssh from the admin subnet (+"),
+        ] {
+            ensure(
+                out.lines().any(|l| {
+                    l.contains(from)
+                        && l.contains(family)
+                        && l.contains(counted)
+                        && l.trim_end().ends_with("ok")
+                }),
+                || format!("no `{from}` {family} probe counted by `{counted}`:\n{out}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Install [`BLOCKLIST_POLICY`] into the Debian root (after `before`), break or
+/// trim it with `mutate`, verify: it must pass with the sets counted; verify's
+/// output and the install's stderr.
+fn sets_pass(deb: &Path, before: &str, mutate: &str) -> Result<(String, String), Failed> {
+    let (install, out) = install_then_verify_policy(deb, BLOCKLIST_POLICY, before, "", mutate, "")?;
+    ensure(!install.contains("refus"), || {
+        format!("install must accept the blocklist policy:\n{install}")
+    })?;
+    expect_pass(&out, "netfilter-persistent")?;
+    expect_sets_counted(&out)?;
+    Ok((install, out))
+}
+
+/// The position of `needle` in `out`, or an error showing `out`.
+fn at(out: &str, needle: &str) -> Result<usize, Failed> {
+    out.find(needle)
+        .ok_or_else(|| format!("missing `{needle}`:\n{out}").into())
+}
+
+/// The ipsets of [`BLOCKLIST_POLICY`] on the Debian root: netfilter-persistent's
+/// unit loads the sets (the drop-in's first ExecStartPre, then ipset-persistent's
+/// 10-ipset plugin) before the rules, and the packets prove it.
+fn sets_then_rules(deb: &Path) -> Result<(), Failed> {
+    let (_, out) = sets_pass(deb, "", "")?;
+    let sets = at(
+        &out,
+        "ran /usr/sbin/ipset -exist -file /etc/iptables/ipsets restore",
+    )?;
+    let test = at(
+        &out,
+        "ran /usr/sbin/iptables-restore -w 10 --test /etc/iptables/rules.v4",
+    )?;
+    let start = at(&out, "ran /usr/sbin/netfilter-persistent start")?;
+    let plugin = at(&out, "plugins.d/10-ipset start")?;
+    let rules = at(&out, "plugins.d/15-ip4tables start")?;
+    ensure(sets < test && test < start && plugin < rules, || {
+        format!("the sets must load before the rules are tested and loaded:\n{out}")
+    })
+}
+
 pub fn trials() -> Vec<Trial> {
     let broken = BROKEN.iter().map(|&(name, mutate, needles)| {
         debian_trial(&format!("persist::image::{name}"), move |deb| {
@@ -150,6 +225,65 @@ pub fn trials() -> Vec<Trial> {
         })
     });
     broken.chain([
+        debian_trial("persist::image::sets_load_before_rules", sets_then_rules),
+        debian_trial("persist::image::sets_by_ipset_persistent_alone", |deb| {
+            // Without the drop-in, only netfilter-persistent's own plugins load:
+            // ipset-persistent's 10-ipset must load the sets before 15-ip4tables.
+            let (_, out) = sets_pass(deb, "", NO_DROP_IN)?;
+            ensure(!out.contains("ran /usr/sbin/ipset"), || {
+                format!("the drop-in is gone: nothing but the plugins loads the sets:\n{out}")
+            })?;
+            ensure(at(&out, "10-ipset start")? < at(&out, "15-ip4tables start")?, || {
+                format!("10-ipset must run before 15-ip4tables:\n{out}")
+            })
+        }),
+        debian_trial("persist::image::sets_by_own_plugin", |deb| {
+            // ipset-persistent purged (ipset stays): install adds portcullis's own
+            // plugin, and without the drop-in it alone loads the sets.
+            let (install, out) = sets_pass(
+                deb,
+                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge ipset-persistent >/dev/null 2>&1"#,
+                NO_DROP_IN,
+            )?;
+            ensure(install.contains("ipset-persistent is not installed"), || {
+                format!("install must say it installs its own plugin:\n{install}")
+            })?;
+            ensure(
+                at(&out, "10-portcullis-ipset start")? < at(&out, "15-ip4tables start")?,
+                || format!("10-portcullis-ipset must run before 15-ip4tables:\n{out}"),
+            )
+        }),
+        debian_trial("persist::image::sets_file_missing", |deb| {
+            let (_, out) = install_then_verify_policy(
+                deb,
+                BLOCKLIST_POLICY,
+                "",
+                "",
+                r#"rm "$M/etc/iptables/ipsets""#,
+                "",
+            )?;
+            expect_fail(
+                &out,
+                &["sets file missing: /etc/iptables/ipsets is missing or empty"],
+            )
+        }),
+        debian_trial("persist::image::ipset_loader_absent", |deb| {
+            let (_, out) = install_then_verify_policy(
+                deb,
+                BLOCKLIST_POLICY,
+                "",
+                "",
+                r#"rm "$M/usr/sbin/ipset""#,
+                "",
+            )?;
+            expect_fail(
+                &out,
+                &[
+                    "ipset loader missing: the rules match ipsets (pc-bl0-4, pc-bl0-6)",
+                    "loader failed: netfilter-persistent.service",
+                ],
+            )
+        }),
         debian_trial("persist::image::netfilter_persistent_passes", |deb| {
             let (_, out) = install_then_verify(deb, "", "", "", "")?;
             expect_pass(&out, "netfilter-persistent")?;
@@ -168,7 +302,7 @@ pub fn trials() -> Vec<Trial> {
         debian_trial("persist::image::rc_local_passes", |deb| {
             let (install, out) = install_then_verify(
                 deb,
-                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1
+                r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge ipset-persistent iptables-persistent netfilter-persistent >/dev/null 2>&1
                 install -m 0644 "$3" "$M/etc/rc.local""#,
                 "--persistence rc-local",
                 "",
@@ -201,7 +335,7 @@ pub fn trials() -> Vec<Trial> {
             let out = broken_image(
                 deb,
                 &[
-                    r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge iptables-persistent netfilter-persistent >/dev/null 2>&1"#,
+                    r#"chroot "$M" env DEBIAN_FRONTEND=noninteractive dpkg --purge ipset-persistent iptables-persistent netfilter-persistent >/dev/null 2>&1"#,
                 ],
                 &["loader missing: /etc/rc.local does not exist"],
             )?;

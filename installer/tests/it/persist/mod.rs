@@ -13,6 +13,7 @@ mod image;
 mod lab;
 mod package;
 mod refuse;
+mod sets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -27,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
     t.extend(image::trials());
     t.extend(refuse::trials());
     t.extend(package::trials());
+    t.extend(sets::trials());
     t
 }
 
@@ -41,6 +43,23 @@ icmp = true
 
 [ipv6]
 mode = "mirror"
+"#;
+
+/// [`POLICY`] with a blocklist in both families: it renders two ipsets
+/// (`pc-bl0-4`, `pc-bl0-6`) that must load before the rules.
+pub const BLOCKLIST_POLICY: &str = r#"
+[ssh]
+port = 22
+allow_from = ["192.0.2.0/24", "2001:db8:1::/64"]
+
+[inbound]
+icmp = true
+
+[ipv6]
+mode = "mirror"
+
+[[blocklist]]
+cidrs = ["203.0.113.0/24", "198.51.100.128/25", "2001:db8:bad::/48"]
 "#;
 
 /// The ssh rules `iptables-save` must show once the policy is loaded.
