@@ -681,7 +681,10 @@ fn persist_plan(
     let policy = Policy::parse(&text, &record.config)
         .map_err(|e| refuse(format!("the applied policy no longer parses: {e}")))?;
     let rendered = crate::render(&policy);
-    if let Some(why) = persistence::sets_refusals(root, &m, &rendered).into_iter().next() {
+    if let Some(why) = persistence::sets_refusals(root, &m, &rendered)
+        .into_iter()
+        .next()
+    {
         return Err(refuse(why));
     }
     for (family, applied) in [(Family::V4, Some(&v4)), (Family::V6, v6.as_ref())] {

@@ -727,7 +727,12 @@ fn ancestor_session() -> Result<(), Failed> {
         "for an admitted client under env -i",
     )?;
     guard_exited(&state)?;
-    let last = read(&state.join("last.json")).unwrap_or_default();
+    // The guard writes the finished record into pending.json, then renames it
+    // to last.json; the namespace's end (its PID 1 is the shell) may kill the
+    // guard between the two, which leaves the record in pending.json.
+    let last = read(&state.join("last.json"))
+        .or_else(|| read(&state.join("pending.json")))
+        .unwrap_or_default();
     ensure(last.contains("192.0.2.10 50022 192.0.2.1 22"), || {
         format!("the record does not hold the ancestor's session: {last}")
     })
@@ -830,10 +835,15 @@ fn install_live_root() -> Result<(), Failed> {
 /// Real sshd on 127.0.0.1 in a private network and PID namespace; the remote
 /// command is `exec env -i portcullis apply`, so no process above portcullis
 /// holds SSH_CONNECTION: only the sshd ancestor's socket tells the session.
-/// sshd binds before it daemonizes, so it listens once its command returns.
+/// sshd daemonizes before it binds, so the script waits (at most 10 s) until
+/// the namespace's /proc/net/tcp lists 127.0.0.1:22 listening.
 const SSHD_SCRIPT: &str = r#"
 ip link set lo up
 /usr/sbin/sshd -f "$1/sshd_config"
+i=0
+until grep -q '0100007F:0016 00000000:0000 0A' /proc/net/tcp; do
+  i=$((i + 1)); [ "$i" -gt 1000 ] && break; sleep 0.01
+done
 ssh -F /dev/null -i "$1/client_key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
     -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -T root@127.0.0.1 -- \
     exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$2" apply --config "$1/policy.toml" \
