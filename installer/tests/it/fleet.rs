@@ -381,6 +381,12 @@ fn recap(text: &str) -> BTreeMap<String, BTreeMap<String, u32>> {
     out
 }
 
+/// The role end to end over real sshd: rollout, a second run (changed=0),
+/// `--check --diff`, a policy that stops the rollout at host 1, and a host whose
+/// confirm cannot reach it. Why it takes 40-110 s, the one trial over 10 s:
+/// five `ansible-playbook` runs (each 4-16 s: ansible's own start-up, fact
+/// gathering, async polling), and the last one waits out a real 6 s apply
+/// deadline so the unconfirmed host rolls itself back.
 fn rollout() -> Result<(), Failed> {
     let fl = FleetLab::new()?;
     let admin = |f| fl.lab.subnet(HostId::Admin, f).to_string();

@@ -25,8 +25,22 @@ mod verify_expect;
 mod verify_logging;
 
 fn main() {
-    let args = libtest_mimic::Arguments::from_args();
-    let mut trials = Vec::new();
+    let mut args = libtest_mimic::Arguments::from_args();
+    // Most trials wait (apply deadlines, sshd logins, ansible, packets) far more
+    // than they compute: run four at once even on two cores. `--test-threads N`
+    // (or RUST_TEST_THREADS) still decides when given.
+    if args.test_threads.is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        args.test_threads = Some(
+            std::env::var("RUST_TEST_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cores.max(4)),
+        );
+    }
+    // The fleet rollout (several ansible-playbook runs, ~40 s) is the longest
+    // trial: start it first so the rest runs beside it.
+    let mut trials = fleet::trials();
     trials.extend(restore_test::trials());
     trials.extend(policy_test::trials());
     trials.extend(golden::trials());
@@ -38,7 +52,6 @@ fn main() {
     trials.extend(apply_sets::trials());
     trials.extend(lockout::trials());
     trials.extend(reliability::trials());
-    trials.extend(fleet::trials());
     trials.extend(verify_cli::trials());
     trials.extend(verify_expect::trials());
     trials.extend(verify_logging::trials());
