@@ -70,3 +70,19 @@ mod tests {
         assert_eq!(extra.kind(), if root { "no backend" } else { NEEDS_ROOT });
     }
 }
+
+/// Give `args` four test threads (or as many as there are cores, if more)
+/// unless `--test-threads N` or RUST_TEST_THREADS says otherwise: a lab trial
+/// spends its time waiting (packets, deadlines, sshd logins, child processes),
+/// not computing, so more run at once than there are cores.
+pub fn wait_bound_threads(args: &mut libtest_mimic::Arguments) {
+    if args.test_threads.is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        args.test_threads = Some(
+            std::env::var("RUST_TEST_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cores.max(4)),
+        );
+    }
+}

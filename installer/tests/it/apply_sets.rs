@@ -123,6 +123,19 @@ fn ensure_sets<N: crate::support::Target>(
 }
 
 /// A set that is not portcullis's, with a member.
+/// The common start of the one-entry trials: the rules before loaded, a set
+/// that is not ours made, the one-entry blocklist policy written; returns that
+/// set's name and the rules as they are.
+fn one_entry_setup(fx: &Fixture) -> Result<(String, (String, String)), Failed> {
+    fx.load_before(before_rules)?;
+    let other = make_other(fx)?;
+    fx.write(
+        "policy.toml",
+        "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
+    )?;
+    Ok((other, fx.save_both()?))
+}
+
 fn make_other<N: crate::support::Target>(fx: &Fixture<N>) -> Result<String, Failed> {
     ipset(
         fx,
@@ -352,13 +365,7 @@ fn guard_deadline_restores_sets(backend: Backend) -> Result<(), Failed> {
 /// `rollback --if-pending ID` restores the rules and destroys the applied set.
 fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
     let fx = Fixture::new("apply-sets-corrupt", backend)?;
-    fx.load_before(before_rules)?;
-    let other = make_other(&fx)?;
-    fx.write(
-        "policy.toml",
-        "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
-    )?;
-    let before = fx.save_both()?;
+    let (other, before) = one_entry_setup(&fx)?;
     let mut run = fx.spawn_apply(60, None)?;
     let rec = run.wait_pending(&fx)?;
     ensure_sets(&fx, &[("pc-bl0-4", 1)], &other, "after the apply")?;
@@ -461,13 +468,7 @@ fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
 /// `pc-*` set left (the filled temporary one destroyed).
 fn failed_swap_rolls_back(backend: Backend) -> Result<(), Failed> {
     let mut fx = Fixture::new("apply-sets-swapfail", backend)?;
-    fx.load_before(before_rules)?;
-    let other = make_other(&fx)?;
-    fx.write(
-        "policy.toml",
-        "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
-    )?;
-    let before = fx.save_both()?;
+    let (other, before) = one_entry_setup(&fx)?;
     let scratch = tempfile::Builder::new()
         .prefix("portcullis-fakebin")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;

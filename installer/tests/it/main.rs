@@ -26,18 +26,8 @@ mod verify_logging;
 
 fn main() {
     let mut args = libtest_mimic::Arguments::from_args();
-    // Most trials wait (apply deadlines, sshd logins, ansible, packets) far more
-    // than they compute: run four at once even on two cores. `--test-threads N`
-    // (or RUST_TEST_THREADS) still decides when given.
-    if args.test_threads.is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        args.test_threads = Some(
-            std::env::var("RUST_TEST_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(cores.max(4)),
-        );
-    }
+    // Most trials wait (apply deadlines, sshd logins, ansible, packets).
+    portcullis_harness::trial::wait_bound_threads(&mut args);
     // The fleet rollout (several ansible-playbook runs, ~40 s) is the longest
     // trial: start it first so the rest runs beside it.
     let mut trials = fleet::trials();

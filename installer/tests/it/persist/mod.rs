@@ -32,8 +32,10 @@ pub fn trials() -> Vec<Trial> {
     t
 }
 
-/// The policy every trial installs: documentation addresses only.
-pub const POLICY: &str = r#"
+/// The text of [`POLICY`], as a macro so [`BLOCKLIST_POLICY`] can extend it.
+macro_rules! policy_text {
+    () => {
+        r#"
 [ssh]
 port = 22
 allow_from = ["192.0.2.0/24", "2001:db8:1::/64"]
@@ -43,24 +45,19 @@ icmp = true
 
 [ipv6]
 mode = "mirror"
-"#;
+"#
+    };
+}
+
+/// The policy every trial installs: documentation addresses only.
+pub const POLICY: &str = policy_text!();
 
 /// [`POLICY`] with a blocklist in both families: it renders two ipsets
 /// (`pc-bl0-4`, `pc-bl0-6`) that must load before the rules.
-pub const BLOCKLIST_POLICY: &str = r#"
-[ssh]
-port = 22
-allow_from = ["192.0.2.0/24", "2001:db8:1::/64"]
-
-[inbound]
-icmp = true
-
-[ipv6]
-mode = "mirror"
-
-[[blocklist]]
-cidrs = ["203.0.113.0/24", "198.51.100.128/25", "2001:db8:bad::/48"]
-"#;
+pub const BLOCKLIST_POLICY: &str = concat!(
+    policy_text!(),
+    "\n[[blocklist]]\ncidrs = [\"203.0.113.0/24\", \"198.51.100.128/25\", \"2001:db8:bad::/48\"]\n"
+);
 
 /// The ssh rules `iptables-save` must show once the policy is loaded.
 pub const SSH_V4: &str = "-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22";
