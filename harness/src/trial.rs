@@ -55,22 +55,6 @@ pub fn privileged<T: Finished>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ignored_exactly_when_a_reason_exists() {
-        let root = crate::sys::is_root();
-        let plain = privileged("plain", None, || Ok::<(), Failed>(()));
-        assert_eq!(plain.has_ignored_flag(), !root);
-        assert_eq!(plain.kind(), if root { "" } else { NEEDS_ROOT });
-        let extra = privileged("extra", Some("no backend".into()), || Ok::<(), Failed>(()));
-        assert!(extra.has_ignored_flag());
-        assert_eq!(extra.kind(), if root { "no backend" } else { NEEDS_ROOT });
-    }
-}
-
 /// Give `args` four test threads (or as many as there are cores, if more)
 /// unless `--test-threads N` or RUST_TEST_THREADS says otherwise: a lab trial
 /// spends its time waiting (packets, deadlines, sshd logins, child processes),
@@ -84,5 +68,21 @@ pub fn wait_bound_threads(args: &mut libtest_mimic::Arguments) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(cores.max(4)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_exactly_when_a_reason_exists() {
+        let root = crate::sys::is_root();
+        let plain = privileged("plain", None, || Ok::<(), Failed>(()));
+        assert_eq!(plain.has_ignored_flag(), !root);
+        assert_eq!(plain.kind(), if root { "" } else { NEEDS_ROOT });
+        let extra = privileged("extra", Some("no backend".into()), || Ok::<(), Failed>(()));
+        assert!(extra.has_ignored_flag());
+        assert_eq!(extra.kind(), if root { "no backend" } else { NEEDS_ROOT });
     }
 }
