@@ -199,12 +199,16 @@ fn connect_section(backend: Backend, runs: usize) -> Result<(), String> {
         .try_run(move || async move { services::tcp::echo(&[addr]).await })
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    // Three rounds of the three variants, interleaved, so neither order nor a
-    // burst of load elsewhere on the machine favours one.
+    // Ten rounds of the three variants, interleaved, so neither order nor a
+    // spell of load elsewhere on the machine favours one: on this 2-core
+    // machine connect times jump between two levels (about 22 and 39 us) for
+    // seconds at a time, whatever the rules, and three long rounds let one
+    // variant catch more of the slow level than another.
+    const ROUNDS: usize = 10;
     let mut times: [Vec<Duration>; 3] = Default::default();
-    for _ in 0..3 {
+    for _ in 0..ROUNDS {
         for (i, variant) in ["none", "plain", "sets"].into_iter().enumerate() {
-            times[i].extend(connect(&lab, backend, variant, runs.div_ceil(3))?);
+            times[i].extend(connect(&lab, backend, variant, runs.div_ceil(ROUNDS))?);
         }
     }
     let [none, plain, sets] = times.map(median_us);
