@@ -69,6 +69,11 @@ fn main() {
             kernel_counters_equal_save,
         ));
         trials.push(with_backend(
+            format!("probe_dropped_stops_a_probe_once_its_drop_counted::{backend}"),
+            backend,
+            probe_dropped_stops_once_counted,
+        ));
+        trials.push(with_backend(
             format!("an_idle_window_counts_nothing::{backend}"),
             backend,
             idle_window_counts_nothing,
@@ -455,6 +460,69 @@ fn idle_window_counts_nothing(backend: Backend) -> Result<(), Failed> {
     load_drop_all(&lab, backend)?;
     idle_probe_counts_nothing(&lab, &format!("{backend}"))?;
     lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+/// `Lab::probe_dropped`: a probe whose SYN the INPUT DROP policy counts is
+/// stopped (outcome `no-answer`) before its own window ends, and its evidence
+/// holds that count; a probe named by an ACCEPT rule runs its window out
+/// (nothing stops it). The window is 30 s and the probe records whether it ran
+/// to its end, so "stopped early" is an observation, not a timing.
+fn probe_dropped_stops_once_counted(backend: Backend) -> Result<(), Failed> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lab = Lab::standard_with(LabOptions::default())?;
+    for family in Family::ALL {
+        let icmp = if family == Family::V4 {
+            "icmp"
+        } else {
+            "ipv6-icmp"
+        };
+        lab.load(
+            backend,
+            family,
+            &SHAPED.replace("ICMP", icmp).replace("TAG", "x"),
+        )?;
+    }
+    lab.reset()?;
+    for family in Family::ALL {
+        let dst = SocketAddr::new(lab.addr(HostId::Target, family), 4444);
+        let ran_out = Arc::new(AtomicBool::new(false));
+        let flag = ran_out.clone();
+        let policy = Selector::policy("INPUT");
+        let ev = lab.probe_dropped(HostId::Outsider, family, &policy, move || async move {
+            let outcome = connect(dst, Duration::from_secs(30)).await;
+            flag.store(true, Ordering::SeqCst);
+            outcome
+        })?;
+        check(ev.outcome == Outcome::NoAnswer, || {
+            format!("{backend} {family}: {}", ev.summary())
+        })?;
+        check(!ran_out.load(Ordering::SeqCst), || {
+            format!(
+                "{backend} {family}: the probe ran its whole window: {}",
+                ev.summary()
+            )
+        })?;
+        check(ev.counters.packets(&policy) >= 1, || {
+            format!(
+                "{backend} {family}: stopped, but the policy counted nothing: {}",
+                ev.summary()
+            )
+        })?;
+        // Named by an ACCEPT rule: never stopped by a counter.
+        let accept = Selector::comment("icmp");
+        let ran_out = Arc::new(AtomicBool::new(false));
+        let flag = ran_out.clone();
+        lab.probe_dropped(HostId::Outsider, family, &accept, move || async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+            Outcome::NoAnswer
+        })?;
+        check(ran_out.load(Ordering::SeqCst), || {
+            format!("{backend} {family}: a probe named by an ACCEPT rule was stopped")
+        })?;
+    }
     Ok(())
 }
 
