@@ -5,11 +5,12 @@
 //!    the time to parse and render the policy, to `check` it (`ipset restore`
 //!    then `*-restore --test` in a private namespace), and to load it (sets,
 //!    then rules) into the standard lab's target.
-//! 2. In the standard lab, under each backend present: the median time of a new
-//!    TCP connection from admin to target (connect() until the handshake is
-//!    done) through INPUT with the admin's address (a) alone (`none`), (b) last
-//!    after 10,000 source rules (`plain`), (c) in one 10,000-entry `hash:net` set
-//!    (`sets`); three interleaved rounds of each, the median over all.
+//! 2. Under each backend present, one standard lab per variant, each loaded
+//!    once: the median time of a new TCP connection from admin to target
+//!    (connect() until the handshake is done) through INPUT with the admin's
+//!    address (a) alone (`none`), (b) last after 10,000 source rules (`plain`),
+//!    (c) in one 10,000-entry `hash:net` set (`sets`); ten interleaved rounds
+//!    over the three labs, the median over all.
 //!    `set_ratio` = sets / none, `plain_ratio` = plain / none.
 //!
 //! Usage: `scale-bench [CONNECTS]` (default 301), as root. Prints one line per
@@ -146,18 +147,17 @@ fn ruleset(variant: &str, admin: IpAddr) -> (Option<String>, String) {
     (sets, rules)
 }
 
-/// The connect times of `runs` new connections from admin to target under
-/// `variant`, after two warm-up connections.
-fn connect(
-    lab: &Lab,
-    backend: Backend,
-    variant: &str,
-    runs: usize,
-) -> Result<Vec<Duration>, String> {
+/// Load `variant`'s ruleset (and set) into `lab`'s target.
+fn load_variant(lab: &Lab, backend: Backend, variant: &str) -> Result<(), String> {
     let admin = lab.addr(HostId::Admin, Family::V6);
     let (sets, rules) = ruleset(variant, admin);
     lab.load_with_sets(backend, sets.as_deref(), &[(Family::V6, Some(&rules))])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// The connect times of `runs` new connections from admin to target, after
+/// two warm-up connections.
+fn connect(lab: &Lab, runs: usize) -> Result<Vec<Duration>, String> {
     let dst = SocketAddr::new(lab.addr(HostId::Target, Family::V6), PORT);
     let times = lab
         .host(HostId::Admin)
@@ -191,24 +191,34 @@ fn median_us(mut times: Vec<Duration>) -> f64 {
 }
 
 fn connect_section(backend: Backend, runs: usize) -> Result<(), String> {
-    let lab = Lab::standard().map_err(|e| e.to_string())?;
-    lab.settle().map_err(|e| e.to_string())?;
-    let addr = SocketAddr::new(lab.addr(HostId::Target, Family::V6), PORT);
-    let _echo = lab
-        .host(HostId::Target)
-        .try_run(move || async move { services::tcp::echo(&[addr]).await })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    // Ten rounds of the three variants, interleaved, so neither order nor a
-    // spell of load elsewhere on the machine favours one: on this 2-core
-    // machine connect times jump between two levels (about 22 and 39 us) for
-    // seconds at a time, whatever the rules, and three long rounds let one
-    // variant catch more of the slow level than another.
+    // One lab per variant, each loaded once. Replacing a ruleset of 10,000
+    // rules in the same namespace leaves the kernel freeing the old rules for
+    // seconds afterwards, and whatever variant came next measured about 40 us
+    // instead of 22 (nft), whatever its rules: so no variant follows another
+    // in a namespace, and nothing is loaded while connects are timed.
+    const VARIANTS: [&str; 3] = ["none", "plain", "sets"];
+    let mut labs = Vec::new();
+    let mut echoes = Vec::new();
+    for variant in VARIANTS {
+        let lab = Lab::standard().map_err(|e| e.to_string())?;
+        lab.settle().map_err(|e| e.to_string())?;
+        let addr = SocketAddr::new(lab.addr(HostId::Target, Family::V6), PORT);
+        echoes.push(
+            lab.host(HostId::Target)
+                .try_run(move || async move { services::tcp::echo(&[addr]).await })
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?,
+        );
+        load_variant(&lab, backend, variant)?;
+        labs.push(lab);
+    }
+    // Interleaved rounds, so neither order nor a spell of load elsewhere on the
+    // machine favours one variant.
     const ROUNDS: usize = 10;
     let mut times: [Vec<Duration>; 3] = Default::default();
     for _ in 0..ROUNDS {
-        for (i, variant) in ["none", "plain", "sets"].into_iter().enumerate() {
-            times[i].extend(connect(&lab, backend, variant, runs.div_ceil(ROUNDS))?);
+        for (i, lab) in labs.iter().enumerate() {
+            times[i].extend(connect(lab, runs.div_ceil(ROUNDS))?);
         }
     }
     let [none, plain, sets] = times.map(median_us);
@@ -218,8 +228,10 @@ fn connect_section(backend: Backend, runs: usize) -> Result<(), String> {
         plain / none,
         sets / none
     );
-    drop(_echo);
-    lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    drop(echoes);
+    for lab in labs {
+        lab.shutdown().map_err(|e| format!("{e:?}"))?;
+    }
     Ok(())
 }
 
