@@ -218,10 +218,17 @@ pub struct Blocklist {
 
 impl Blocklist {
     /// The comment of the rule of blocklist `index` (its prefix, [`BLOCKLIST_COMMENT`],
-    /// is what a `counted_by` names).
+    /// is what a `counted_by` names). A file is named by its own name only, so
+    /// the rules do not depend on where the policy was read from (the copy
+    /// `install` leaves in a root keeps each list beside it under that name).
     pub fn comment(&self, index: usize) -> String {
         let from = match &self.file {
-            Some(f) => format!("from {f}"),
+            Some(f) => format!(
+                "from {}",
+                std::path::Path::new(f)
+                    .file_name()
+                    .map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned())
+            ),
             None => "inline".to_owned(),
         };
         let mut c = format!("{BLOCKLIST_COMMENT}[{index}] ({from})");
@@ -1455,6 +1462,21 @@ pub fn check_comment(c: &str) -> Result<&str, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocklist_rule_names_its_file_by_its_own_name() {
+        let b = |file: Option<&str>| Blocklist {
+            file: file.map(str::to_owned),
+            direction: Direction::Both,
+            nets: vec!["203.0.113.0/24".parse().unwrap()],
+        };
+        // Where the policy was read from (the install host, a root's copy)
+        // does not change the rules.
+        for f in ["drop.netset", "/srv/lists/drop.netset", "blocklists/0/drop.netset"] {
+            assert_eq!(b(Some(f)).comment(2), "blocklist[2] (from drop.netset)");
+        }
+        assert_eq!(b(None).comment(0), "blocklist[0] (inline)");
+    }
 
     fn rate(s: &str) -> Result<Option<RateLimit>, String> {
         Policy::parse(

@@ -141,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &rendered,
         args.backend,
         opts,
-        vec![persist::policy_copy(&text)],
+        persist::policy_copy(&text, &policy)?,
     )
     .with_context(|| format!("cannot install {mechanism} rules into {}", root.display()))?;
     let mut enabled = Vec::new();

@@ -115,6 +115,8 @@ impl FromStr for Mechanism {
 /// command.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
+    #[error("cannot make the policy copy: {why}")]
+    PolicyCopy { why: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -304,14 +306,99 @@ pub fn install(
 /// `verify --root` and for people reading the image.
 pub const POLICY_COPY: &str = "/etc/portcullis/policy.toml";
 
-/// The policy copy as a file to install alongside the rules.
-pub fn policy_copy(text: &str) -> PlannedFile {
-    PlannedFile {
+/// Where the policy copy's blocklist files go, beside it.
+pub const BLOCKLIST_COPY_DIR: &str = "blocklists";
+
+/// The policy copy as files to install alongside the rules: the policy text,
+/// and when a `[[blocklist]]` reads a file, a copy of that list (its folded
+/// CIDRs, 0600) at `/etc/portcullis/blocklists/N/NAME`, with the copy's
+/// `file =` pointing there (NAME is the file's own name, so the rules rendered
+/// from the copy are the rules installed). The copy then reads back inside the
+/// root alone: `verify --root` and `status --config` on the booted image need
+/// nothing from the machine that ran install. Comments and layout of the policy
+/// are kept (toml_edit).
+pub fn policy_copy(text: &str, policy: &crate::Policy) -> Result<Vec<PlannedFile>, PersistError> {
+    let copy = |contents: String| PlannedFile {
         path: PathBuf::from(POLICY_COPY),
-        contents: text.to_owned(),
+        contents,
         mode: 0o600,
         ruleset: None,
+    };
+    if policy.blocklists.iter().all(|b| b.file.is_none()) {
+        return Ok(vec![copy(text.to_owned())]);
     }
+    let bad = |why: String| PersistError::PolicyCopy { why };
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| bad(e.to_string()))?;
+    let dir = Path::new(POLICY_COPY)
+        .parent()
+        .expect("POLICY_COPY has a parent");
+    let mut files = Vec::new();
+    let mut relocate = |i: usize,
+                        table: &mut dyn toml_edit::TableLike|
+     -> Result<(), PersistError> {
+        let Some(b) = policy.blocklists.get(i) else {
+            return Ok(());
+        };
+        let Some(file) = &b.file else {
+            return Ok(());
+        };
+        let name = Path::new(file)
+            .file_name()
+            .ok_or_else(|| bad(format!("blocklist[{i}].file {file:?} names no file")))?;
+        let rel = Path::new(BLOCKLIST_COPY_DIR).join(i.to_string()).join(name);
+        let rel_text = rel
+            .to_str()
+            .ok_or_else(|| bad(format!("blocklist[{i}].file {file:?} is not UTF-8")))?;
+        // The new path keeps the old one's surroundings (a trailing comment).
+        match table
+            .get_mut("file")
+            .and_then(toml_edit::Item::as_value_mut)
+        {
+            Some(v) => {
+                let decor = v.decor().clone();
+                *v = toml_edit::Value::from(rel_text);
+                *v.decor_mut() = decor;
+            }
+            None => {
+                table.insert("file", toml_edit::value(rel_text));
+            }
+        }
+        // Nothing of where it came from: installing the copy again (an
+        // image rebuilt from it) must leave this file unchanged.
+        let mut contents = format!(
+            "# blocklist[{i}] of {POLICY_COPY}: its CIDRs, folded, as portcullis install copied them\n"
+        );
+        for net in &b.nets {
+            contents.push_str(&net.to_string());
+            contents.push('\n');
+        }
+        files.push(PlannedFile {
+            path: dir.join(&rel),
+            contents,
+            mode: 0o600,
+            ruleset: None,
+        });
+        Ok(())
+    };
+    match doc.get_mut("blocklist") {
+        Some(toml_edit::Item::ArrayOfTables(tables)) => {
+            for (i, t) in tables.iter_mut().enumerate() {
+                relocate(i, t)?;
+            }
+        }
+        Some(toml_edit::Item::Value(toml_edit::Value::Array(list))) => {
+            for (i, v) in list.iter_mut().enumerate() {
+                if let Some(t) = v.as_inline_table_mut() {
+                    relocate(i, t)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    files.insert(0, copy(doc.to_string()));
+    Ok(files)
 }
 
 /// [`install`] with `extra` files (the policy copy) staged and committed with the

@@ -286,6 +286,11 @@ pub fn trials() -> Vec<Trial> {
         }
     }
     t.push(privileged(
+        "persist::sets::blocklist_file_copied_into_the_root",
+        None,
+        blocklist_file_copied,
+    ));
+    t.push(privileged(
         "persist::sets::json_reports_the_sets_file",
         None,
         || {
@@ -374,4 +379,57 @@ pub fn trials() -> Vec<Trial> {
         ));
     }
     t
+}
+
+/// A `[[blocklist]]` read from a file beside the policy (on the machine that
+/// runs install, not in the root): the root's policy copy reads back inside the
+/// root alone (its list copied to /etc/portcullis/blocklists/0/NAME, the copy's
+/// `file =` pointing there, its trailing comment kept) and renders exactly the
+/// installed rules; a second install finds everything unchanged.
+fn blocklist_file_copied() -> Result<(), Failed> {
+    let (dir, root) = scratch_copy("debian")?;
+    add_ipset(&root, "debian", true)?;
+    let cfg = dir.path().join("cfg");
+    std::fs::create_dir(&cfg)?;
+    std::fs::write(
+        cfg.join("drop.netset"),
+        "; spamhaus-style\n203.0.113.0/25\n203.0.113.0/26\n2001:db8:bad::/48\n",
+    )?;
+    let text = POLICY.to_owned() + "\n[[blocklist]]\nfile = \"drop.netset\" # nightly\n";
+    let policy = policy_file(&cfg, &text);
+    install_ok(&policy, &root, &[])?;
+    // The original is gone: only the root's files may be read from now on.
+    std::fs::remove_dir_all(&cfg)?;
+    let copy = root.join("etc/portcullis/policy.toml");
+    let copied = std::fs::read_to_string(&copy)?;
+    ensure(
+        copied.contains("file = \"blocklists/0/drop.netset\" # nightly"),
+        || format!("the copy's file = is not relocated (comment kept):\n{copied}"),
+    )?;
+    let list = root.join("etc/portcullis/blocklists/0/drop.netset");
+    ensure(mode_of(&list) == 0o600, || {
+        format!("{} has mode {:04o}", list.display(), mode_of(&list))
+    })?;
+    let reread = portcullis::Policy::load(&copy).map_err(|e| e.to_string())?;
+    let rendered = portcullis::render(&reread);
+    let installed = std::fs::read_to_string(root.join("etc/iptables/rules.v4"))?;
+    let v4 = rendered
+        .text(portcullis_harness::Family::V4)
+        .unwrap_or_default();
+    ensure(installed.contains(&v4), || {
+        format!("the copy renders other rules than installed:\n{v4}\nvs\n{installed}")
+    })?;
+    ensure(v4.contains("blocklist[0] (from drop.netset)"), || {
+        format!("the blocklist rule's comment names more than the file:\n{v4}")
+    })?;
+    ensure(
+        std::fs::read_to_string(root.join("etc/iptables/ipsets"))?
+            .contains("add pc-bl0-4 203.0.113.0/25"),
+        || "the sets file lacks the list".into(),
+    )?;
+    // Installing the copy itself (as an image rebuild would) changes nothing.
+    let again = install_ok(&copy, &root, &[])?;
+    ensure(!again.contains("written"), || {
+        format!("a reinstall from the copy wrote files:\n{again}")
+    })
 }
