@@ -492,7 +492,8 @@ impl Lab {
     /// in the target's `filter` table of `family`: it returns as soon as that
     /// counter has risen while nothing answered, instead of waiting the probe's
     /// whole window (the window stays the bound for "nothing counted it"). The
-    /// counter is read every [`COUNTER_POLL`] on the target while the probe runs
+    /// counter is read on the target while the probe runs, [`FAST_POLL`] apart
+    /// at first, then every [`COUNTER_POLL`]
     /// (a netlink dump or a getsockopt, no process: [`crate::kcounters`]); when
     /// it rises the probe is stopped and
     /// its outcome is [`Outcome::NoAnswer`]: the packet was dropped, so nothing
@@ -591,6 +592,7 @@ impl Lab {
         });
         let host = self.host(HostId::Target).name().to_owned();
         let watch = self.host(HostId::Target).run_async(move || async move {
+            let mut reads = 0u32;
             loop {
                 // Between reads only: a read is never abandoned half-way.
                 if !matches!(
@@ -604,9 +606,21 @@ impl Lab {
                     let _ = stop_tx.send(());
                     return Ok(());
                 }
+                // The first reads come fast (the packet is usually counted
+                // within a few hundred microseconds): tokio's timer counts
+                // whole milliseconds, so those waits sleep on a blocking
+                // thread instead.
+                reads += 1;
+                let pause = async {
+                    if reads <= FAST_POLLS {
+                        let _ = tokio::task::spawn_blocking(|| std::thread::sleep(FAST_POLL)).await;
+                    } else {
+                        tokio::time::sleep(COUNTER_POLL).await;
+                    }
+                };
                 tokio::select! {
                     _ = &mut done_rx => return Ok(()),
-                    () = tokio::time::sleep(COUNTER_POLL) => {}
+                    () = pause => {}
                 }
             }
         });
@@ -698,6 +712,13 @@ impl Lab {
 /// How often [`Lab::probe_dropped`] reads the counter it waits on (each read is
 /// a kernel read of some tens of microseconds, [`crate::kcounters`]).
 pub const COUNTER_POLL: Duration = Duration::from_millis(1);
+
+/// The pause between the first [`FAST_POLLS`] reads of [`Lab::probe_dropped`].
+pub const FAST_POLL: Duration = Duration::from_micros(100);
+
+/// How many reads [`Lab::probe_dropped`] makes [`FAST_POLL`] apart before it
+/// falls back to [`COUNTER_POLL`] (about 3 ms of them).
+pub const FAST_POLLS: u32 = 30;
 
 /// The table [`Lab::probe_dropped`] watches: where a policy's rules live.
 const WATCHED_TABLE: &str = "filter";

@@ -1472,7 +1472,11 @@ mod tests {
         };
         // Where the policy was read from (the install host, a root's copy)
         // does not change the rules.
-        for f in ["drop.netset", "/srv/lists/drop.netset", "blocklists/0/drop.netset"] {
+        for f in [
+            "drop.netset",
+            "/srv/lists/drop.netset",
+            "blocklists/0/drop.netset",
+        ] {
             assert_eq!(b(Some(f)).comment(2), "blocklist[2] (from drop.netset)");
         }
         assert_eq!(b(None).comment(0), "blocklist[0] (inline)");
