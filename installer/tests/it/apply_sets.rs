@@ -462,6 +462,59 @@ fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
     ensure_sets(&fx, &[], &other, "after the refusal")
 }
 
+/// Apply with persistence into a Debian fixture root that has ipset (no
+/// ipset-persistent): nothing is written while pending; confirm writes the
+/// sets file, portcullis's own netfilter-persistent plugin that loads it, and
+/// the applied rules.
+fn confirm_persists_sets_into_root(backend: Backend) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fx = Fixture::new("apply-sets-persist-ok", backend)?;
+    let (_other, _before) = one_entry_setup(&fx)?;
+    let root = crate::persist::copy_fixture("debian", fx.dir.path())?;
+    let ipset = root.join("usr/sbin/ipset");
+    std::fs::create_dir_all(ipset.parent().unwrap())?;
+    std::fs::write(&ipset, "#!/bin/sh\nexit 0\n")?;
+    std::fs::set_permissions(&ipset, std::fs::Permissions::from_mode(0o755))?;
+    let sets_file = root.join("etc/iptables/ipsets");
+    let plugin = root.join("usr/share/netfilter-persistent/plugins.d/10-portcullis-ipset");
+    let policy = fx.dir.path().join("policy.toml");
+    let c = fx.portcullis(
+        "apply",
+        &[
+            "--config",
+            policy.to_str().unwrap(),
+            "--backend",
+            backend.name(),
+            "--timeout",
+            "30",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+        None,
+    );
+    let mut run = fx.spawn(c)?;
+    let rec = run.wait_pending(&fx)?;
+    ensure(rec.persist && !sets_file.exists(), || {
+        "the sets file was written before confirmation".into()
+    })?;
+    let (st, _, err) = fx.run(fx.portcullis("confirm", &[], None))?;
+    ensure(st.success(), || format!("confirm: {st}: {err}"))?;
+    run.finish_with(0, "")?;
+    let sets = std::fs::read_to_string(&sets_file).unwrap_or_default();
+    ensure(
+        sets.contains("create pc-bl0-4 hash:net family inet"),
+        || format!("confirm did not persist the sets: {sets:?}\n{err}"),
+    )?;
+    ensure(plugin.exists(), || {
+        format!("no plugin loads {} at boot:\n{err}", sets_file.display())
+    })?;
+    let applied = std::fs::read_to_string(fx.state_dir.join("applied.v4"))?;
+    let boot = std::fs::read_to_string(root.join("etc/iptables/rules.v4"))?;
+    ensure(boot == applied, || {
+        "rules.v4 is not the applied text".into()
+    })
+}
+
 /// An `ipset` whose `restore` of the swaps fails (a fake first on PATH, the
 /// real one for everything else): apply fails at the sets step, before any rule
 /// changed, and the guard restores the snapshot: the rules as before, and no
@@ -583,6 +636,10 @@ pub fn trials() -> Vec<Trial> {
                 corrupt_sets_snapshot_fails_loudly,
             ),
             ("persisting_sets_refused", persisting_sets_refused),
+            (
+                "confirm_persists_sets_into_root",
+                confirm_persists_sets_into_root,
+            ),
             ("failed_swap_rolls_back", failed_swap_rolls_back),
             ("watchdog_restores_sets", watchdog_restores_sets),
         ],
