@@ -153,13 +153,16 @@ fn host_path(root: &Path, parts: &[OsString]) -> PathBuf {
 }
 
 /// The text of `path` inside `root`, `None` when it does not exist. Any other
-/// failure (not readable, a directory, not UTF-8) is an error naming the path.
+/// failure (not readable, not a regular file, over 64 MiB, not UTF-8) is an
+/// error naming the path.
 pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, PersistError> {
     let Some(host) = resolve(root, Path::new(path)) else {
         return Ok(None);
     };
-    match std::fs::read_to_string(&host) {
-        Ok(s) => Ok(Some(s)),
+    // Capped, and a regular file only: a FIFO or a device planted in an image
+    // is an error naming it, not a hang or a read without end.
+    match crate::input::read_capped(&host, crate::input::RULES_MAX_BYTES) {
+        Ok(input) => Ok(Some(input.text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(PersistError::Read {
             path: PathBuf::from(path),
@@ -469,6 +472,20 @@ pub fn root_backend(root: &Path) -> Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_in_the_root_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("etc/os-release"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = read_in_root(dir.path(), "/etc/os-release").unwrap_err();
+        assert!(err.to_string().contains("/etc/os-release"), "{err}");
+        assert!(os_release(dir.path()).is_err());
+    }
 
     #[test]
     fn os_release_ids() {
