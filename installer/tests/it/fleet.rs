@@ -9,11 +9,14 @@
 //! with become.
 //!
 //! One trial, five playbook runs, each building on the last:
-//! 1. a good policy rolls out over both batches and is confirmed (changed > 0,
-//!    the ruleset live and persisted, the record confirmed);
+//! 1. a good policy with a `[[blocklist]] file` (shipped by
+//!    `portcullis_blocklist_files`) rolls out over both batches and is confirmed
+//!    (changed > 0, the ruleset and the blocklist's sets live and persisted, the
+//!    record confirmed);
 //! 2. the same policy again reports changed=0;
-//! 3. check mode with another policy reports the drift and changes nothing (the
-//!    `*-save` text, the persisted files and the state records are identical);
+//! 3. check mode with another policy and a blocklist file new to the hosts
+//!    reports the drift and changes nothing (the `*-save` text, the persisted
+//!    files, the state records and the policy's directory are identical);
 //! 4. a policy that excludes the admin's subnet fails on the first host (apply's
 //!    preflight refuses it there, nothing is loaded) and the rollout stops
 //!    (`max_fail_percentage: 0`): the second host is never touched;
@@ -71,6 +74,21 @@ pub fn trials() -> Vec<Trial> {
 const BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
 
+/// The blocklist the rolled-out policies read (`drop.netset`, shipped by
+/// `portcullis_blocklist_files`): documentation addresses no lab host uses.
+const DROP: &str = "# fleet trial\n203.0.113.240/28\n2001:db8:bad::/48\n";
+/// A second list, new to the hosts in check mode (`more.netset`).
+const MORE: &str = "198.51.100.240/28\n2001:db8:bad:1::/64\n";
+
+/// `policy` with `[[blocklist]]` entries reading each of `files` (relative).
+fn listed(allow: &[String], files: &[&str]) -> String {
+    let mut text = policy(allow);
+    for f in files {
+        text.push_str(&format!("\n[[blocklist]]\nfile = \"{f}\"\n"));
+    }
+    text
+}
+
 fn policy(allow: &[String]) -> String {
     let list: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
@@ -120,6 +138,10 @@ impl FleetLab {
             let home = dir.path().join(name);
             std::fs::create_dir(&home)?;
             let root = crate::persist::copy_fixture("debian", &home)?;
+            // A policy with sets persists only into a root that can load them
+            // at boot: Debian's needs the ipset binary (the role's confirm
+            // adds portcullis's own netfilter-persistent plugin).
+            crate::persist::sets::add_ipset(&root, "debian", true)?;
             let client = sshd.client();
             hosts.push(Managed {
                 name,
@@ -133,7 +155,10 @@ impl FleetLab {
             });
             std::fs::create_dir(bins.path().join(name))?;
         }
-        std::fs::create_dir(dir.path().join("controller"))?;
+        let ctl = dir.path().join("controller");
+        std::fs::create_dir(&ctl)?;
+        std::fs::write(ctl.join("drop.netset"), DROP)?;
+        std::fs::write(ctl.join("more.netset"), MORE)?;
         Ok(FleetLab {
             lab,
             hosts,
@@ -165,6 +190,8 @@ impl FleetLab {
                     "portcullis_binary_src": BIN,
                     "portcullis_backend": "nft",
                     "portcullis_timeout": 20,
+                    "portcullis_blocklist_files":
+                        [self.dir.path().join("controller/drop.netset")],
                 },
             }}}
         });
@@ -277,6 +304,31 @@ impl FleetLab {
         Ok(())
     }
 
+    /// `ipset list SET` in the host's namespace: its members, sorted.
+    fn members(&self, name: &str, set: &str) -> Result<Vec<String>, Failed> {
+        let text = self
+            .lab
+            .host(self.managed(name).id)
+            .exec(&["ipset", "list", set], None)?;
+        let mut out: Vec<String> = text
+            .split_once("Members:\n")
+            .map(|(_, m)| m.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The names in the directory of the host's policy copy.
+    fn policy_dir(&self, name: &str) -> Result<Vec<String>, Failed> {
+        let dir = self.managed(name).policy.parent().expect("a directory");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            out.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn last(&self, name: &str) -> Option<Record> {
         let text = std::fs::read_to_string(self.managed(name).state.join("last.json")).ok()?;
         serde_json::from_str(&text).ok()
@@ -285,7 +337,11 @@ impl FleetLab {
     /// `portcullis status --config P --check` in the host: in sync?
     fn in_sync(&self, name: &str, policy: &str) -> Result<bool, Failed> {
         let h = self.managed(name);
-        let p = self.dir.path().join(format!("{name}-check.toml"));
+        // Beside the controller's drop.netset, which it reads.
+        let p = self
+            .dir
+            .path()
+            .join(format!("controller/{name}-check.toml"));
         std::fs::write(&p, policy)?;
         let out = self
             .lab
@@ -381,8 +437,9 @@ fn recap(text: &str) -> BTreeMap<String, BTreeMap<String, u32>> {
     out
 }
 
-/// The role end to end over real sshd: rollout, a second run (changed=0),
-/// `--check --diff`, a policy that stops the rollout at host 1, and a host whose
+/// The role end to end over real sshd: rollout (a blocklist file shipped, its
+/// sets live and persisted), a second run (changed=0), `--check --diff` (with a
+/// blocklist file new to the hosts), a policy that stops the rollout at host 1, and a host whose
 /// confirm cannot reach it. Why it takes 40-110 s, the one trial over 10 s:
 /// five `ansible-playbook` runs (each 4-16 s: ansible's own start-up, fact
 /// gathering, async polling), and the last one waits out a real 6 s apply
@@ -390,7 +447,7 @@ fn recap(text: &str) -> BTreeMap<String, BTreeMap<String, u32>> {
 fn rollout() -> Result<(), Failed> {
     let fl = FleetLab::new()?;
     let admin = |f| fl.lab.subnet(HostId::Admin, f).to_string();
-    let good = policy(&[admin(Family::V4), admin(Family::V6)]);
+    let good = listed(&[admin(Family::V4), admin(Family::V6)], &["drop.netset"]);
     let before = [fl.save("t1")?, fl.save("t2")?];
 
     // 1. Roll out: both batches, both confirmed.
@@ -415,6 +472,30 @@ fn rollout() -> Result<(), Failed> {
         ensure(fl.in_sync(h, &good)?, || {
             format!("{h}: status --check finds drift after the rollout")
         })?;
+        // The blocklist file was shipped: its sets are live, matched by the
+        // blocklist rule, and persisted into the root for the boot.
+        for (set, member) in [
+            ("pc-bl0-4", "203.0.113.240/28"),
+            ("pc-bl0-6", "2001:db8:bad::/48"),
+        ] {
+            let members = fl.members(h, set)?;
+            ensure(members == [member], || {
+                format!("{h}: {set} holds {members:?}")
+            })?;
+            ensure(live.contains(&format!("--match-set {set} src")), || {
+                format!("{h}: no rule matches {set}:\n{live}")
+            })?;
+        }
+        ensure(live.contains("blocklist[0] (from drop.netset)"), || {
+            format!("{h}: no blocklist rule:\n{live}")
+        })?;
+        let root = &fl.managed(h).root;
+        let sets = std::fs::read_to_string(root.join("etc/iptables/ipsets")).unwrap_or_default();
+        ensure(
+            sets.contains("add pc-bl0-4 203.0.113.240/28")
+                && sets.contains("add pc-bl0-6 2001:db8:bad::/48"),
+            || format!("{h}: the sets were not persisted into the root: {sets:?}"),
+        )?;
     }
     let rolled_out = [fl.save("t1")?, fl.save("t2")?];
 
@@ -427,14 +508,24 @@ fn rollout() -> Result<(), Failed> {
         })?;
     }
 
-    // 3. Check mode with another policy: the drift is reported, nothing changes.
-    let wider = policy(&[
-        admin(Family::V4),
-        admin(Family::V6),
-        fl.lab.subnet(HostId::Outsider, Family::V4).to_string(),
-    ]);
+    // 3. Check mode with another policy and a blocklist file new to the hosts
+    // (judged from a scratch copy): the drift is reported, nothing changes.
+    let wider = listed(
+        &[
+            admin(Family::V4),
+            admin(Family::V6),
+            fl.lab.subnet(HostId::Outsider, Family::V4).to_string(),
+        ],
+        &["drop.netset", "more.netset"],
+    );
+    let ctl = fl.dir.path().join("controller");
+    let both = serde_json::json!({
+        "portcullis_blocklist_files": [ctl.join("drop.netset"), ctl.join("more.netset")],
+    })
+    .to_string();
     let files = [fl.files("t1")?, fl.files("t2")?];
-    let run = fl.play(&wider, &["--check", "--diff"])?;
+    let shipped = [fl.policy_dir("t1")?, fl.policy_dir("t2")?];
+    let run = fl.play(&wider, &["--check", "--diff", "-e", &both])?;
     ensure(run.ok, || format!("check mode failed:\n{}", run.text))?;
     for h in ["t1", "t2"] {
         ensure(run.stat(h, "changed").unwrap_or(0) > 0, || {
@@ -442,6 +533,21 @@ fn rollout() -> Result<(), Failed> {
         })?;
     }
     fl.ensure_untouched(&rolled_out, &files, "check mode")?;
+    for (i, h) in ["t1", "t2"].into_iter().enumerate() {
+        let now = fl.policy_dir(h)?;
+        ensure(now == shipped[i], || {
+            format!(
+                "{h}: check mode left {now:?} beside the policy, not {:?}",
+                shipped[i]
+            )
+        })?;
+    }
+    ensure(run.text.contains("--match-set pc-bl1-4 src"), || {
+        format!(
+            "check mode's diff does not name the new blocklist's set:\n{}",
+            run.text
+        )
+    })?;
     let outsider = fl.lab.subnet(HostId::Outsider, Family::V4).to_string();
     ensure(
         run.text.contains(&format!("+ -A INPUT -s {outsider}")),
@@ -455,7 +561,10 @@ fn rollout() -> Result<(), Failed> {
 
     // 4. A policy that excludes the admin's subnet: refused on the first host,
     // and the second batch never starts.
-    let cut = policy(&[fl.lab.subnet(HostId::Outsider, Family::V4).to_string()]);
+    let cut = listed(
+        &[fl.lab.subnet(HostId::Outsider, Family::V4).to_string()],
+        &["drop.netset"],
+    );
     let run = fl.play(&cut, &[])?;
     run.stopped_at_t1("failed", "the lockout policy")?;
     ensure(run.text.contains("does not include"), || {
@@ -470,6 +579,8 @@ fn rollout() -> Result<(), Failed> {
     let run = fl.play(
         &wider,
         &[
+            "-e",
+            &both,
             "-e",
             "portcullis_timeout=6",
             "-e",

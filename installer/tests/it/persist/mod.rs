@@ -13,7 +13,7 @@ mod image;
 mod lab;
 mod package;
 mod refuse;
-mod sets;
+pub(crate) mod sets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

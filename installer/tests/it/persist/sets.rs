@@ -99,7 +99,7 @@ fn write(root: &Path, p: &str, text: &str, mode: u32) -> Result<(), String> {
 
 /// Give the fixture root the ipset package's files (an excerpt): the binary, and
 /// its unit or init script, ordered before the rules as the distros ship them.
-fn add_ipset(root: &Path, fixture: &str, ordered: bool) -> Result<(), String> {
+pub(crate) fn add_ipset(root: &Path, fixture: &str, ordered: bool) -> Result<(), String> {
     write(root, "/usr/sbin/ipset", "#!/bin/sh\nexit 0\n", 0o755)?;
     let before = |units: &str, wanted: &str, exec: &str| {
         format!(
