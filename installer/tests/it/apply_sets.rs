@@ -499,7 +499,8 @@ fn confirm_persists_sets_into_root(backend: Backend) -> Result<(), Failed> {
     })?;
     let (st, _, err) = fx.run(fx.portcullis("confirm", &[], None))?;
     ensure(st.success(), || format!("confirm: {st}: {err}"))?;
-    run.finish_with(0, "")?;
+    // The applied line names the sets it loaded.
+    run.finish_with(0, "and ipsets pc-bl0-4 (1 entry)")?;
     let sets = std::fs::read_to_string(&sets_file).unwrap_or_default();
     ensure(
         sets.contains("create pc-bl0-4 hash:net family inet"),
