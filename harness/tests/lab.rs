@@ -472,18 +472,7 @@ fn probe_dropped_stops_once_counted(backend: Backend) -> Result<(), Failed> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let lab = Lab::standard_with(LabOptions::default())?;
-    for family in Family::ALL {
-        let icmp = if family == Family::V4 {
-            "icmp"
-        } else {
-            "ipv6-icmp"
-        };
-        lab.load(
-            backend,
-            family,
-            &SHAPED.replace("ICMP", icmp).replace("TAG", "x"),
-        )?;
-    }
+    load_shaped(&lab, backend, "x")?;
     lab.reset()?;
     for family in Family::ALL {
         let dst = SocketAddr::new(lab.addr(HostId::Target, family), 4444);
@@ -554,6 +543,20 @@ const SHAPED: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT A
     -A pc-check -p tcp --dport 2223 -j DROP\n\
     COMMIT\n";
 
+/// [`SHAPED`] in both families, its texts tagged `tag`.
+fn load_shaped(lab: &Lab, backend: Backend, tag: &str) -> Result<(), Failed> {
+    for family in Family::ALL {
+        let icmp = if family == Family::V4 {
+            "icmp"
+        } else {
+            "ipv6-icmp"
+        };
+        let text = SHAPED.replace("ICMP", icmp).replace("TAG", tag);
+        lab.load(backend, family, &text)?;
+    }
+    Ok(())
+}
+
 /// The counters the harness reads from the kernel (netlink for nft, getsockopt
 /// for legacy) are the ones `*-save -c` prints, rule texts included; reads after
 /// the first of a ruleset run no process; a reload with other texts but the same
@@ -561,18 +564,7 @@ const SHAPED: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT A
 fn kernel_counters_equal_save(backend: Backend) -> Result<(), Failed> {
     let lab = Lab::standard_with(LabOptions::default())?;
     for (round, tag) in ["one", "two"].into_iter().enumerate() {
-        for family in Family::ALL {
-            let icmp = if family == Family::V4 {
-                "icmp"
-            } else {
-                "ipv6-icmp"
-            };
-            lab.load(
-                backend,
-                family,
-                &SHAPED.replace("ICMP", icmp).replace("TAG", tag),
-            )?;
-        }
+        load_shaped(&lab, backend, tag)?;
         lab.reset()?;
         for family in Family::ALL {
             // Packets for the user chain's rules, the policy and the comment rule.

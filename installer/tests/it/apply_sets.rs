@@ -422,34 +422,38 @@ fn corrupt_sets_snapshot_fails_loudly(backend: Backend) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Persisting a policy with sets into a root whose boot would not load them
-/// (an Arch root without ipset.service) is refused before anything changes:
-/// apply without `--no-persist` exits 2 naming the package and `--no-persist`,
-/// and no rule or set changed.
-fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
-    let fx = Fixture::new("apply-sets-persist", backend)?;
-    fx.load_before(before_rules)?;
-    let other = make_other(&fx)?;
-    let policy = fx.write(
-        "policy.toml",
-        "[ssh]\nallow_from = [\"192.0.2.0/24\"]\n\n[[blocklist]]\ncidrs = [\"203.0.113.7/32\"]\n",
-    )?;
-    let root = crate::persist::copy_fixture("arch", fx.dir.path())?;
-    let before = fx.save_both()?;
-    let c = fx.portcullis(
+/// `apply` of `policy` persisting into `root` (30 s to confirm).
+fn apply_into_root(
+    fx: &Fixture,
+    policy: &std::path::Path,
+    root: &std::path::Path,
+) -> std::process::Command {
+    fx.portcullis(
         "apply",
         &[
             "--config",
             policy.to_str().unwrap(),
             "--backend",
-            backend.name(),
+            fx.backend.name(),
             "--timeout",
             "30",
             "--root",
             root.to_str().unwrap(),
         ],
         None,
-    );
+    )
+}
+
+/// Persisting a policy with sets into a root whose boot would not load them
+/// (an Arch root without ipset.service) is refused before anything changes:
+/// apply without `--no-persist` exits 2 naming the package and `--no-persist`,
+/// and no rule or set changed.
+fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
+    let fx = Fixture::new("apply-sets-persist", backend)?;
+    let (other, before) = one_entry_setup(&fx)?;
+    let policy = fx.dir.path().join("policy.toml");
+    let root = crate::persist::copy_fixture("arch", fx.dir.path())?;
+    let c = apply_into_root(&fx, &policy, &root);
     let (st, _, err) = fx.run(c)?;
     ensure(
         st.code() == Some(2)
@@ -478,20 +482,7 @@ fn confirm_persists_sets_into_root(backend: Backend) -> Result<(), Failed> {
     let sets_file = root.join("etc/iptables/ipsets");
     let plugin = root.join("usr/share/netfilter-persistent/plugins.d/10-portcullis-ipset");
     let policy = fx.dir.path().join("policy.toml");
-    let c = fx.portcullis(
-        "apply",
-        &[
-            "--config",
-            policy.to_str().unwrap(),
-            "--backend",
-            backend.name(),
-            "--timeout",
-            "30",
-            "--root",
-            root.to_str().unwrap(),
-        ],
-        None,
-    );
+    let c = apply_into_root(&fx, &policy, &root);
     let mut run = fx.spawn(c)?;
     let rec = run.wait_pending(&fx)?;
     ensure(rec.persist && !sets_file.exists(), || {
