@@ -540,15 +540,7 @@ impl Host {
         let ipset =
             portcullis_netfilter::bins::resolve("ipset").map_err(|e| LabError::Backend {
                 host: self.name.to_string(),
-                source: match e {
-                    portcullis_netfilter::bins::BinError::NotFound { .. } => {
-                        crate::backend::BackendError::Failed {
-                            command: "ipset".to_owned(),
-                            stderr: "ipset not found on PATH (install ipset)".to_owned(),
-                        }
-                    }
-                    e => e.into(),
-                },
+                source: e.into(),
             })?;
         let ipset = ipset.display().to_string();
         self.exec(&[&ipset, "destroy"], None)?;

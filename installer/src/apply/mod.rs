@@ -280,7 +280,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
         Err(_) if sets_text.is_none() => false,
         Err(e) => {
             return Err(ApplyError::Refused(vec![format!(
-                "the policy renders ipsets ({}), and {e} (install ipset)",
+                "the policy renders ipsets ({}), and {e}",
                 set_defs
                     .iter()
                     .map(|s| s.name.as_str())

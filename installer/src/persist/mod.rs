@@ -602,21 +602,10 @@ fn validate(
         command: command.clone(),
         reason,
     };
-    use portcullis_netfilter::bins::{self, BinError};
-    let bin_path = match bins::resolve(&bin) {
-        Ok(p) => p,
-        Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
-        Err(BinError::NotFound { .. }) => {
-            return Err(cannot(format!("{bin} not found (install iptables)")));
-        }
-    };
-    let unshare = match bins::resolve("unshare") {
-        Ok(p) => p,
-        Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
-        Err(BinError::NotFound { .. }) => {
-            return Err(cannot("unshare not found (install util-linux)".into()));
-        }
-    };
+    use portcullis_netfilter::bins;
+    // The error names the package to install (or why a file is not trusted).
+    let bin_path = bins::resolve(&bin).map_err(|e| cannot(e.to_string()))?;
+    let unshare = bins::resolve("unshare").map_err(|e| cannot(e.to_string()))?;
     let ns = if nix::unistd::geteuid().is_root() {
         "-n"
     } else {
@@ -630,15 +619,8 @@ fn validate(
             command: command.clone(),
             reason,
         };
-        let ipset = match bins::resolve("ipset") {
-            Ok(p) => p,
-            Err(e @ BinError::Untrusted { .. }) => return Err(cannot(e.to_string())),
-            Err(BinError::NotFound { .. }) => {
-                return Err(cannot(
-                    "the policy has ipsets and ipset is not found (install ipset)".into(),
-                ));
-            }
-        };
+        let ipset = bins::resolve("ipset")
+            .map_err(|e| cannot(format!("the policy has ipsets, and {e}")))?;
         let stderr = match portcullis_netfilter::backend::test_with_sets_ns(
             &unshare.to_string_lossy(),
             ns,
