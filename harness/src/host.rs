@@ -171,22 +171,6 @@ fn command_in(netns: Arc<OwnedFd>, argv: &[&str]) -> (Command, String) {
     (cmd, argv.join(" "))
 }
 
-/// The `*-save -c` output `text` of `argv`, run on `host`, parsed; a parse error
-/// names the host and the command.
-pub(crate) fn parse_counters(
-    family: Family,
-    text: &str,
-    host: &str,
-    argv: &[&str],
-) -> Result<Counters> {
-    Counters::parse(family, text).map_err(|e| LabError::Parse {
-        host: host.to_owned(),
-        command: argv.join(" "),
-        line: e.line,
-        reason: e.reason,
-    })
-}
-
 /// A long-lived task on a host thread (a server). Dropping it cancels the task
 /// (asynchronously: the host thread drops it at its next turn);
 /// [`Task::cancel`] waits until it is gone.

@@ -23,7 +23,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::os::fd::AsFd;
 
-use portcullis_netfilter::counters::{CounterKind, Counters};
+use portcullis_netfilter::counters::{Counter, CounterKind, Counters};
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use crate::backend::{Backend, Family};
@@ -62,29 +62,36 @@ impl KernelRead {
             .find(|c| c.name == chain)
     }
 
-    /// `template` (parsed from `*-save -c`) with the kernel's numbers, or `None`
-    /// when the two do not line up: a chain of the template's tables missing
-    /// from either side, or a different number of rules in one.
-    pub fn fill(&self, template: &Counters) -> Option<Counters> {
+    /// `template` (parsed from `*-save -c`) with the kernel's numbers, only
+    /// `table` when given (the 1 ms polls read one table: nothing else is
+    /// copied), or `None` when the two do not line up: a chain of the template's
+    /// tables missing from either side, or a different number of rules in one.
+    pub fn fill(&self, template: &Counters, table: Option<&str>) -> Option<Counters> {
+        let wanted = |t: &str| table.is_none_or(|w| w == t);
         let mut rules: HashMap<(&str, &str), usize> = HashMap::new();
-        for c in &template.entries {
-            if matches!(c.kind, CounterKind::Rule { .. }) {
-                *rules.entry((&c.table, &c.chain)).or_default() += 1;
-            }
-        }
-        let mut out = template.clone();
-        for c in &mut out.entries {
+        let mut out = Counters::default();
+        for c in template.entries.iter().filter(|c| wanted(&c.table)) {
             let chain = self.chain(&c.table, &c.chain)?;
-            let (p, b) = match &c.kind {
+            let (packets, bytes) = match &c.kind {
                 CounterKind::Policy { .. } => chain.policy?,
-                CounterKind::Rule { index, .. } => *chain.rules.get(index.checked_sub(1)?)?,
+                CounterKind::Rule { index, .. } => {
+                    *rules.entry((&c.table, &c.chain)).or_default() += 1;
+                    *chain.rules.get(index.checked_sub(1)?)?
+                }
             };
-            c.packets = p;
-            c.bytes = b;
+            out.entries.push(Counter {
+                packets,
+                bytes,
+                ..c.clone()
+            });
         }
         // Every chain of the template's tables has as many rules on both sides.
         let tables = template.tables();
-        for t in self.tables.iter().filter(|t| tables.contains(&t.name)) {
+        for t in self
+            .tables
+            .iter()
+            .filter(|t| tables.contains(&t.name) && wanted(&t.name))
+        {
             for ch in &t.chains {
                 let n = rules
                     .get(&(t.name.as_str(), ch.name.as_str()))
@@ -135,20 +142,16 @@ pub async fn counters(
     table: Option<&str>,
     host: &str,
 ) -> Result<Counters> {
-    let only = |c: Counters| match table {
-        Some(t) => c.table(t),
-        None => c,
-    };
     let before = read(backend, family).ok();
     if let Some(now) = &before {
         let hit = TEMPLATES.with(|t| {
             t.borrow()
                 .get(&(backend, family))
                 .filter(|t| t.shape == now.shape)
-                .and_then(|t| now.fill(&t.counters))
+                .and_then(|t| now.fill(&t.counters, table))
         });
         if let Some(c) = hit {
-            return Ok(only(c));
+            return Ok(c);
         }
     }
     let bin = backend.save_binary(family);
@@ -160,11 +163,16 @@ pub async fn counters(
             host: host.to_owned(),
             source,
         })?;
-    let parsed = crate::host::parse_counters(family, &text, host, &argv)?;
+    let parsed = Counters::parse(family, &text).map_err(|e| LabError::Parse {
+        host: host.to_owned(),
+        command: argv.join(" "),
+        line: e.line,
+        reason: e.reason,
+    })?;
     // Keep it only when nothing changed while `*-save` ran and it lines up.
     let after = read(backend, family).ok();
     let steady = matches!((&before, &after), (Some(b), Some(a)) if b.shape == a.shape);
-    if let Some(after) = after.filter(|a| steady && a.fill(&parsed).is_some()) {
+    if let Some(after) = after.filter(|a| steady && a.fill(&parsed, None).is_some()) {
         TEMPLATES.with(|t| {
             t.borrow_mut().insert(
                 (backend, family),
@@ -175,7 +183,10 @@ pub async fn counters(
             )
         });
     }
-    Ok(only(parsed))
+    Ok(match table {
+        Some(t) => parsed.table(t),
+        None => parsed,
+    })
 }
 
 fn hash_of(x: impl Hash) -> u64 {
@@ -747,7 +758,15 @@ mod tests {
             }],
             shape: 0,
         };
-        let filled = read.fill(&template).unwrap();
+        let filled = read.fill(&template, None).unwrap();
+        let input = read.fill(&template, Some("filter")).unwrap();
+        assert_eq!(input, filled, "one table: the same counters");
+        assert!(
+            read.fill(&template, Some("nat"))
+                .unwrap()
+                .entries
+                .is_empty()
+        );
         let got: Vec<(u64, u64)> = filled
             .entries
             .iter()
@@ -757,8 +776,16 @@ mod tests {
         assert_eq!(filled.entries[3].label(), template.entries[3].label());
 
         read.tables[0].chains[0].rules.push((1, 1));
-        assert_eq!(read.fill(&template), None, "a rule more in the kernel");
+        assert_eq!(
+            read.fill(&template, None),
+            None,
+            "a rule more in the kernel"
+        );
         read.tables[0].chains[0].rules.truncate(1);
-        assert_eq!(read.fill(&template), None, "a rule fewer in the kernel");
+        assert_eq!(
+            read.fill(&template, None),
+            None,
+            "a rule fewer in the kernel"
+        );
     }
 }

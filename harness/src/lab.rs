@@ -448,7 +448,9 @@ impl Lab {
             .iter()
             .map(|&family| {
                 let host = target.name().to_owned();
-                target.run_async(move || async move { read_counters(backend, family, &host).await })
+                target.run_async(move || async move {
+                    crate::kcounters::counters(backend, family, None, &host).await
+                })
             })
             .collect();
         let mut all = Counters::default();
@@ -601,7 +603,8 @@ impl Lab {
                 ) {
                     return Ok(());
                 }
-                let now = read_table(backend, family, WATCHED_TABLE, &host).await?;
+                let now =
+                    crate::kcounters::counters(backend, family, Some(WATCHED_TABLE), &host).await?;
                 if now.packets(&by) > base {
                     let _ = stop_tx.send(());
                     return Ok(());
@@ -722,18 +725,6 @@ pub const FAST_POLLS: u32 = 30;
 
 /// The table [`Lab::probe_dropped`] watches: where a policy's rules live.
 const WATCHED_TABLE: &str = "filter";
-
-/// The counters of `family` on the current (target) host thread: from the
-/// kernel, with the rule texts of one `*-save -c` per ruleset
-/// ([`crate::kcounters`]).
-async fn read_counters(backend: Backend, family: Family, host: &str) -> Result<Counters> {
-    crate::kcounters::counters(backend, family, None, host).await
-}
-
-/// [`read_counters`] of one table.
-async fn read_table(backend: Backend, family: Family, table: &str, host: &str) -> Result<Counters> {
-    crate::kcounters::counters(backend, family, Some(table), host).await
-}
 
 /// Refuse `asked` when the lab already uses another backend.
 fn same_backend(loaded: Option<Backend>, asked: Backend) -> Result<()> {

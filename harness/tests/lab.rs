@@ -499,14 +499,24 @@ fn probe_dropped_stops_once_counted(backend: Backend) -> Result<(), Failed> {
                 ev.summary()
             )
         })?;
-        // Named by an ACCEPT rule: never stopped by a counter.
+        // Named by an ACCEPT rule: its counter rises (the ping), yet it never
+        // stops the probe, which runs to its end.
         let accept = Selector::comment("icmp");
         let ran_out = Arc::new(AtomicBool::new(false));
         let flag = ran_out.clone();
-        lab.probe_dropped(HostId::Outsider, family, &accept, move || async move {
+        let target = lab.addr(HostId::Target, family);
+        let ev = lab.probe_dropped(HostId::Outsider, family, &accept, move || async move {
+            let outcome =
+                portcullis_harness::probe::icmp::echo(target, Duration::from_secs(2)).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             flag.store(true, Ordering::SeqCst);
-            Outcome::NoAnswer
+            outcome
+        })?;
+        check(ev.counters.packets(&accept) >= 1, || {
+            format!(
+                "{backend} {family}: the ping was not counted by the icmp rule: {}",
+                ev.summary()
+            )
         })?;
         check(ran_out.load(Ordering::SeqCst), || {
             format!("{backend} {family}: a probe named by an ACCEPT rule was stopped")
