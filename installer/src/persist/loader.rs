@@ -593,6 +593,61 @@ fn symlink_in_root(root: &Path, link: &Path, target: &Path) -> Result<bool, Pers
     }
 }
 
+/// The files that define systemd `unit` in `root`, as systemd reads them: the
+/// unit file (an alias's target) as `(path, text)`, then its drop-ins
+/// (`UNIT.d/*.conf` under /usr/lib, /lib and /etc, by name). `Err` names what
+/// is missing.
+pub fn unit_sources(root: &Path, unit: &str) -> Result<Vec<(String, String)>, String> {
+    let (path, text) = match detect::unit(root, unit).map_err(|e| e.to_string())? {
+        Unit::Real { path, text } => (path, text),
+        Unit::Alias { path, target } => {
+            match detect::unit(root, &target).map_err(|e| e.to_string())? {
+                Unit::Real { path, text } => (path, text),
+                _ => return Err(format!("{path} is an alias of {target}, which is missing")),
+            }
+        }
+        Unit::Missing => return Err(format!("{unit} is not installed in the root")),
+    };
+    let mut sources = vec![(path, text)];
+    for dir in [
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+    ] {
+        let d = format!("{dir}/{unit}.d");
+        let Some(host) = resolve(root, Path::new(&d)) else {
+            continue;
+        };
+        let Ok(rd) = std::fs::read_dir(host) else {
+            continue;
+        };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".conf"))
+            .collect();
+        names.sort();
+        for n in names {
+            let p = format!("{d}/{n}");
+            if let Ok(Some(t)) = read_in_root(root, &p) {
+                sources.push((p, t));
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// Every unit named by `key=` lines (`Before=`, `After=`) of `[Unit]` in
+/// `sources` (a unit file and its drop-ins, [`unit_sources`]).
+pub fn unit_list(sources: &[(String, String)], key: &str) -> Vec<String> {
+    sources
+        .iter()
+        .flat_map(|(_, text)| section_entries(text, "Unit"))
+        .filter(|(k, _)| *k == key)
+        .flat_map(|(_, v)| v.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
 /// The commands `loader` runs to load the rules, in order, as its init system
 /// would: for a unit, each `ExecStartPre=` then each `ExecStart=` of the unit file
 /// and its drop-ins (`/etc/systemd/system/UNIT.d/*.conf`, by name; an empty
@@ -600,49 +655,9 @@ fn symlink_in_root(root: &Path, link: &Path, target: &Path) -> Result<bool, Pers
 pub fn commands(root: &Path, loader: &Loader) -> Result<Vec<Exec>, String> {
     match loader {
         Loader::Systemd { unit } => {
-            let (path, text) = match detect::unit(root, unit).map_err(|e| e.to_string())? {
-                Unit::Real { path, text } => (path, text),
-                Unit::Alias { path, target } => {
-                    let (p, t) = match detect::unit(root, &target).map_err(|e| e.to_string())? {
-                        Unit::Real { path, text } => (path, text),
-                        _ => {
-                            return Err(format!(
-                                "{path} is an alias of {target}, which is missing"
-                            ));
-                        }
-                    };
-                    (p, t)
-                }
-                Unit::Missing => return Err(format!("{unit} is not installed in the root")),
-            };
+            let sources = unit_sources(root, unit)?;
             let mut pre = Vec::new();
             let mut start = Vec::new();
-            let mut sources = vec![(path, text)];
-            for dir in [
-                "/usr/lib/systemd/system",
-                "/lib/systemd/system",
-                "/etc/systemd/system",
-            ] {
-                let d = format!("{dir}/{unit}.d");
-                let Some(host) = resolve(root, Path::new(&d)) else {
-                    continue;
-                };
-                let Ok(rd) = std::fs::read_dir(host) else {
-                    continue;
-                };
-                let mut names: Vec<String> = rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".conf"))
-                    .collect();
-                names.sort();
-                for n in names {
-                    let p = format!("{d}/{n}");
-                    if let Ok(Some(t)) = read_in_root(root, &p) {
-                        sources.push((p, t));
-                    }
-                }
-            }
             for (path, text) in &sources {
                 for (k, v) in section_entries(text, "Service") {
                     let list = match k {

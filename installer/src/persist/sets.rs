@@ -217,45 +217,25 @@ pub fn refusals(root: &Path, mechanism: Mechanism, rules: &[Loader]) -> Vec<Stri
         }
         _ => return out,
     };
-    let Ok(Unit::Real { text, .. }) = detect::unit(root, &unit) else {
+    // The unit file and its drop-ins, as systemd orders them (the fix below
+    // is a drop-in).
+    let Ok(sources) = super::loader::unit_sources(root, &unit) else {
         // Missing: said by the loader check.
         return out;
     };
-    let before = unit_list(&text, "Before");
+    let before = super::loader::unit_list(&sources, "Before");
     for l in rules {
         let Loader::Systemd { unit: rules_unit } = l else {
             continue;
         };
-        let after = match detect::unit(root, rules_unit) {
-            Ok(Unit::Real { text, .. }) => unit_list(&text, "After"),
-            _ => Vec::new(),
-        };
+        let after = super::loader::unit_list(
+            &super::loader::unit_sources(root, rules_unit).unwrap_or_default(),
+            "After",
+        );
         if !before.iter().any(|u| u == rules_unit) && !after.contains(&unit) {
             out.push(format!(
                 "{unit} is not ordered before {rules_unit} (no Before={rules_unit} in {unit}, no After={unit} in {rules_unit}): the rules could load before their sets; fix: add a drop-in /etc/systemd/system/{rules_unit}.d/ipset.conf with [Unit] After={unit}"
             ));
-        }
-    }
-    out
-}
-
-/// Every unit named by `key=` lines of `[Unit]`.
-fn unit_list(text: &str, key: &str) -> Vec<String> {
-    let mut in_unit = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_unit = l == "[Unit]";
-            continue;
-        }
-        if !in_unit {
-            continue;
-        }
-        if let Some((k, v)) = l.split_once('=')
-            && k.trim() == key
-        {
-            out.extend(v.split_whitespace().map(str::to_owned));
         }
     }
     out
@@ -378,6 +358,12 @@ mod tests {
             r.len() == 1 && r[0].contains("not ordered before iptables.service"),
             "{r:?}"
         );
+        // The fix the refusal names, a drop-in of the rules unit, is read.
+        let dropin = root.path().join("etc/systemd/system/iptables.service.d");
+        std::fs::create_dir_all(&dropin).unwrap();
+        std::fs::write(dropin.join("ipset.conf"), "[Unit]\nAfter=ipset.service\n").unwrap();
+        assert!(refusals(root.path(), m, &rules).is_empty());
+        std::fs::remove_dir_all(&dropin).unwrap();
         std::fs::remove_file(root.path().join("usr/sbin/ipset")).unwrap();
         let r = refusals(root.path(), m, &rules);
         assert!(r[0].contains("has no ipset"), "{r:?}");
