@@ -481,11 +481,14 @@ fn install_targets(text: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Enable `loader` in `root` offline: `systemctl --root ROOT enable UNIT` when this
-/// host has systemctl, else the links systemctl makes; OpenRC: the runlevel link.
+/// host has systemctl on PATH and it is trusted (`bins::resolve`: it runs as
+/// root), else the
+/// links systemctl makes; OpenRC: the runlevel link.
 /// Returns what it did, one line each.
 pub fn enable(root: &Path, loader: &Loader) -> Result<Vec<String>, PersistError> {
     if let Loader::Systemd { unit } = loader
         && let Some(systemctl) = portcullis_netfilter::backend::find_in_path("systemctl")
+            .and_then(|_| portcullis_netfilter::bins::resolve("systemctl").ok())
     {
         let out = std::process::Command::new(&systemctl)
             .arg("--root")

@@ -444,8 +444,8 @@ pub fn describe(m: &Mapping) -> String {
 fn run_boot(lab: &LabSession, plan: &BootPlan) -> Result<BootOutcome, ExecError> {
     let exe = std::env::current_exe()
         .map_err(|e| ExecError(format!("cannot find the portcullis binary: {e}")))?;
-    let unshare = portcullis_netfilter::backend::find_in_path("unshare")
-        .ok_or_else(|| ExecError("unshare not found (install util-linux)".into()))?;
+    let unshare =
+        portcullis_netfilter::bins::resolve("unshare").map_err(|e| ExecError(e.to_string()))?;
     let mut cmd = lab.target().command(unshare);
     cmd.args(["--mount", "--propagation", "private", "--"])
         .arg(exe)

@@ -144,6 +144,7 @@ fn rocky_enable(with_systemctl: bool) -> Result<(), Failed> {
     let stdout = enabled(&cmd.output()?)?;
     let expect = if with_systemctl
         && portcullis_netfilter::backend::find_in_path("systemctl").is_some()
+        && portcullis_netfilter::bins::resolve("systemctl").is_ok()
     {
         "systemctl --root"
     } else {
