@@ -64,12 +64,6 @@ impl Rendered {
     /// The `ipset restore` text that creates every set (under its own name) and
     /// fills it, or `None` when there are no sets.
     pub fn sets_text(&self) -> Option<String> {
-        self.sets_text_as(|name| name.to_owned())
-    }
-
-    /// As `sets_text`, each set created under `rename(its name)` (apply loads
-    /// sets under temporary names, then swaps them in).
-    pub fn sets_text_as(&self, rename: impl Fn(&str) -> String) -> Option<String> {
         if self.sets.is_empty() {
             return None;
         }
@@ -78,7 +72,7 @@ impl Rendered {
              # Load with `ipset restore` before the rules that match them.\n",
         );
         for set in &self.sets {
-            set.restore_text_as(&rename(&set.name), &mut out);
+            set.restore_text(&mut out);
         }
         Some(out)
     }

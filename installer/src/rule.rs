@@ -252,7 +252,8 @@ impl fmt::Display for Ruleset {
 }
 
 /// One ipset `hash:net` set: its name (`pc-...`, at most 31 bytes), family and
-/// members. The only place that knows `ipset restore` syntax.
+/// members. It writes the rendered sets' `ipset restore` text (`apply::sets` adds
+/// the `swap` and `destroy` lines of a live load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
     pub name: String,
@@ -276,20 +277,21 @@ impl IpSet {
         (self.nets.len() * 2).next_power_of_two().max(65536)
     }
 
-    /// The `create` line, under `name` (the set's own, or a temporary one).
-    pub fn create_line(&self, name: &str) -> String {
+    /// What follows `create NAME`: the type and its options
+    /// (`hash:net family inet hashsize 64 maxelem 65536`).
+    pub fn options(&self) -> String {
         format!(
-            "create {name} hash:net family {} hashsize {} maxelem {}",
+            "hash:net family {} hashsize {} maxelem {}",
             if self.v6 { "inet6" } else { "inet" },
             self.hashsize(),
             self.maxelem()
         )
     }
 
-    /// `create` then one `add` per member, under `name`.
-    pub fn restore_text_as(&self, name: &str, out: &mut String) {
-        out.push_str(&self.create_line(name));
-        out.push('\n');
+    /// `create` then one `add` per member, for `ipset restore`.
+    pub fn restore_text(&self, out: &mut String) {
+        let name = &self.name;
+        let _ = writeln!(out, "create {name} {}", self.options());
         for net in &self.nets {
             let _ = writeln!(out, "add {name} {net}");
         }

@@ -221,13 +221,17 @@ pub fn load(sets: &[SetDef]) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// The sets of a rendered policy, as [`load`] takes them (their restore text,
-/// `Rendered::sets_text_as`, parsed back).
+/// The sets of a rendered policy, as [`load`] takes them.
 pub fn of_rendered(rendered: &crate::Rendered) -> Vec<SetDef> {
     rendered
-        .sets_text()
-        .map(|t| parse(&t).expect("the renderer writes create and add lines"))
-        .unwrap_or_default()
+        .sets
+        .iter()
+        .map(|s| SetDef {
+            name: s.name.clone(),
+            create: s.options(),
+            members: s.nets.iter().map(ToString::to_string).collect(),
+        })
+        .collect()
 }
 
 /// Destroy the temporary sets and every `pc-*` set not in `keep` that no live

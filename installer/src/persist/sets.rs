@@ -115,10 +115,7 @@ pub fn files(
             .sets
             .iter()
             .map(|set| {
-                let create = set.create_line(&set.name);
-                let options = create
-                    .strip_prefix(&format!("create {} ", set.name))
-                    .unwrap_or(&create);
+                let options = set.options();
                 let mut s = format!(
                     "# portcullis ipset {}, rendered from a policy: edit the policy, not this file.\n\
                      # Alpine's /etc/init.d/ipset creates the set with the first line's options\n\
