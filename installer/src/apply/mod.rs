@@ -155,6 +155,8 @@ pub struct ApplyOptions {
 pub struct Started {
     pub state: StateDir,
     pub record: Record,
+    /// The ipsets loaded, with how many entries each holds.
+    pub sets: Vec<(String, usize)>,
     guard: Child,
 }
 
@@ -383,6 +385,10 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
     let mut started = Started {
         state,
         record,
+        sets: set_defs
+            .iter()
+            .map(|s| (s.name.clone(), s.members.len()))
+            .collect(),
         guard,
     };
     // The sets first, swapped in under their names (the rules about to load
@@ -624,7 +630,7 @@ pub fn confirm(opts: &ConfirmOptions) -> Result<Record, ApplyError> {
         guard::GuardState::Watching
             if guard::send(&state, &format!("confirm {}", record.id)).unwrap_or(false) =>
         {
-            if !guard::wait_for_exit(&state, Duration::from_secs(15))? {
+            if !guard::wait_for_exit(&state, Duration::from_millis(watchdog::STUCK_MS))? {
                 return Err(ApplyError::NoAnswer(record.id.clone()));
             }
             finished(&state, &record.id)?.ok_or_else(|| ApplyError::NoAnswer(record.id.clone()))?

@@ -23,6 +23,7 @@
 //! Files are written atomically (temp in the same directory, fsync, rename, fsync
 //! of the directory) and never through a symlink.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
@@ -297,11 +298,20 @@ impl StateDir {
         };
         if let Some(why) = input.writable_by_others {
             // Refusing here could stop a guard from restoring its snapshot:
-            // say so, and let apply refuse up front (`writable_by_others`).
-            eprintln!(
-                "portcullis: warning: state file {} is writable by other users ({why})",
-                path.display()
-            );
+            // say so (once per file: apply's wait reads the records every 20
+            // ms), and let apply refuse up front (`writable_by_others`).
+            static WARNED: std::sync::Mutex<BTreeSet<PathBuf>> =
+                std::sync::Mutex::new(BTreeSet::new());
+            let first = WARNED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(path.clone());
+            if first {
+                eprintln!(
+                    "portcullis: warning: state file {} is writable by other users ({why})",
+                    path.display()
+                );
+            }
         }
         Ok(Some(input.text))
     }

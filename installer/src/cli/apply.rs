@@ -117,16 +117,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         on_console: args.i_am_on_the_console,
     };
     let json = args.json;
-    // What the sets add to the "applied" line (names and entries), if any.
-    let sets = crate::render(&opts.policy).sets;
-    let sets_said = if sets.is_empty() {
-        String::new()
-    } else {
-        let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
-        let entries: usize = sets.iter().map(|s| s.nets.len()).sum();
-        let noun = if entries == 1 { "entry" } else { "entries" };
-        format!(" and ipsets {} ({entries} {noun})", names.join(", "))
-    };
     let mut started = match apply::start(&opts) {
         Ok(s) => s,
         Err(e) if e.is_refusal() => {
@@ -164,6 +154,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let rec = started.record.clone();
+    // What the sets add to the "applied" line (names and entries), if any.
+    let sets_said = if started.sets.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = started.sets.iter().map(|(n, _)| n.as_str()).collect();
+        let entries: usize = started.sets.iter().map(|(_, n)| n).sum();
+        let noun = if entries == 1 { "entry" } else { "entries" };
+        format!(" and ipsets {} ({entries} {noun})", names.join(", "))
+    };
     say(format_args!(
         "portcullis: applied {}{sets_said} ({}) with the {backend} backend; snapshot and guard (pid {}) in {}\n\
          portcullis: from a NEW ssh session run `portcullis confirm{}` before {} or the old rules come back\n",
