@@ -1,7 +1,8 @@
 //! `Policy -> Ruleset -> text`, one `*filter` ruleset per family. Pure: no I/O,
 //! deterministic, and it cannot fail once the policy is validated.
 //!
-//! Order, in every ruleset: replies of accepted connections, malicious TCP flag
+//! Order, in every ruleset: replies of accepted connections, the blocklists'
+//! drops (one rule per list and direction, matching its ipset), malicious TCP flag
 //! drops, conntrack INVALID drops, loopback, then the allows (SSH, ICMP, inbound,
 //! outbound), and with `logging.dropped = "limited"` a rate-limited LOG rule last
 //! in each chain, so it logs what the chain's policy is about to drop. With

@@ -4,8 +4,9 @@
 //! `detect` reads files only (os-release, the loaders' scripts and unit files, and
 //! whether a unit is a real file or a symlink alias). `install` writes through one
 //! `Persistence` driver per mechanism, chosen by `driver`: each write is staged as a
-//! temp file in the same directory, fsynced, renamed, and the directory fsynced; the
-//! previous file is kept as a `.portcullis.bak` next to it; every ruleset file passes
+//! temp file in the same directory, fsynced, renamed, and the directory fsynced; a
+//! file portcullis did not write is first kept as `NAME.portcullis.bak` (never
+//! replaced; later ones `.portcullis.bak.N`, see docs/distros.md); every ruleset file passes
 //! the target backend's `*-restore --test` before anything is replaced.
 //!
 //! A policy whose rules match ipsets also installs the sets, where the
