@@ -35,13 +35,13 @@ fn net6(base: u32, i: usize) -> String {
     format!("2001:db8:{:x}:{:x}00::/56", base + (n >> 8), n & 0xff)
 }
 
-/// A blocklist file of `ENTRIES` distinct entries that fold into nothing: the
-/// even addresses .128-.254 of the three documentation /24s (outside the lab's
-/// /28s), `extra_v4` and `extra_v6` (the outsider's, say), and /56s of
-/// 2001:db8:BASE::/33 for the rest. Returns the text and the v4 and v6 counts.
 /// The size of the list the guard-deadline trial applies and rolls back.
 const GUARD_ENTRIES: usize = 5_000;
 
+/// A blocklist file of `entries` distinct entries that fold into nothing: the
+/// even addresses .128-.254 of the three documentation /24s (outside the lab's
+/// /28s), `extra_v4` and `extra_v6` (the outsider's, say), and /56s of
+/// 2001:db8:BASE::/33 for the rest. Returns the text and the v4 and v6 counts.
 fn blocklist(
     entries: usize,
     base: u32,
@@ -122,7 +122,6 @@ fn ensure_sets<N: crate::support::Target>(
     })
 }
 
-/// A set that is not portcullis's, with a member.
 /// The common start of the one-entry trials: the rules before loaded, a set
 /// that is not ours made, the one-entry blocklist policy written; returns that
 /// set's name and the rules as they are.
@@ -136,6 +135,7 @@ fn one_entry_setup(fx: &Fixture) -> Result<(String, (String, String)), Failed> {
     Ok((other, fx.save_both()?))
 }
 
+/// A set that is not portcullis's, with a member.
 fn make_other<N: crate::support::Target>(fx: &Fixture<N>) -> Result<String, Failed> {
     ipset(
         fx,
@@ -471,14 +471,10 @@ fn persisting_sets_refused(backend: Backend) -> Result<(), Failed> {
 /// sets file, portcullis's own netfilter-persistent plugin that loads it, and
 /// the applied rules.
 fn confirm_persists_sets_into_root(backend: Backend) -> Result<(), Failed> {
-    use std::os::unix::fs::PermissionsExt as _;
     let fx = Fixture::new("apply-sets-persist-ok", backend)?;
     let (_other, _before) = one_entry_setup(&fx)?;
     let root = crate::persist::copy_fixture("debian", fx.dir.path())?;
-    let ipset = root.join("usr/sbin/ipset");
-    std::fs::create_dir_all(ipset.parent().unwrap())?;
-    std::fs::write(&ipset, "#!/bin/sh\nexit 0\n")?;
-    std::fs::set_permissions(&ipset, std::fs::Permissions::from_mode(0o755))?;
+    crate::persist::sets::add_ipset(&root, "debian", true)?;
     let sets_file = root.join("etc/iptables/ipsets");
     let plugin = root.join("usr/share/netfilter-persistent/plugins.d/10-portcullis-ipset");
     let policy = fx.dir.path().join("policy.toml");

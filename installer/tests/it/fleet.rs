@@ -280,7 +280,7 @@ impl FleetLab {
         let h = self.managed(name);
         let mut out = BTreeMap::new();
         for top in [&h.root, &h.state] {
-            walk(top, &mut out)?;
+            crate::persist::walk(top, &mut out)?;
         }
         Ok(out)
     }
@@ -369,29 +369,6 @@ impl FleetLab {
             .into()),
         }
     }
-}
-
-fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) -> Result<(), Failed> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            walk(&e.path(), out)?;
-        } else if t.is_file() {
-            out.insert(e.path(), std::fs::read(e.path())?);
-        } else if t.is_symlink() {
-            out.insert(
-                e.path(),
-                std::fs::read_link(e.path())?
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            );
-        }
-    }
-    Ok(())
 }
 
 struct Play {

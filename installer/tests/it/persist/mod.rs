@@ -257,3 +257,31 @@ pub fn leftover_temps(dir: &Path) -> Vec<PathBuf> {
 pub fn backend_missing(b: Backend) -> Option<String> {
     b.unavailable_reason()
 }
+
+/// Every file and symlink under `dir`, with its contents (a link: its target),
+/// to compare a tree before and after.
+pub fn walk(
+    dir: &Path,
+    out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<(), libtest_mimic::Failed> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            walk(&e.path(), out)?;
+        } else if t.is_file() {
+            out.insert(e.path(), std::fs::read(e.path())?);
+        } else if t.is_symlink() {
+            out.insert(
+                e.path(),
+                std::fs::read_link(e.path())?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            );
+        }
+    }
+    Ok(())
+}

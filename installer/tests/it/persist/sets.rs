@@ -361,19 +361,24 @@ pub fn trials() -> Vec<Trial> {
                     add_ipset(&root, fixture, ordered)?;
                 }
                 let policy = policy_file(dir.path(), BLOCKLIST_POLICY);
+                let tree = || -> Result<_, Failed> {
+                    let mut t = std::collections::BTreeMap::new();
+                    super::walk(&root, &mut t)?;
+                    Ok(t)
+                };
+                let before = tree()?;
                 let out = install(&policy, &root, &[]);
                 expect_exit(&out, 2, needles, "naming the ipset loader")?;
-                let written: Vec<_> = [
-                    "etc/iptables",
-                    "etc/sysconfig/iptables",
-                    "etc/ipset.conf",
-                    "etc/ipset.d",
-                ]
-                .iter()
-                .filter(|p| root.join(p).exists())
-                .collect();
-                ensure(written.is_empty(), || {
-                    format!("a refused install wrote {written:?}")
+                // Nothing at all changed in the root (sets files, rules, the
+                // policy copy, links).
+                let after = tree()?;
+                let changed: Vec<_> = after
+                    .iter()
+                    .filter(|(p, c)| before.get(*p) != Some(c))
+                    .map(|(p, _)| p.strip_prefix(&root).unwrap_or(p).to_path_buf())
+                    .collect();
+                ensure(changed.is_empty() && before.len() == after.len(), || {
+                    format!("a refused install wrote {changed:?}")
                 })
             },
         ));
