@@ -38,7 +38,7 @@ bin() {
 
 deps() {
   local missing=() p
-  for p in iptables conntrack openssh-server openssh-client; do
+  for p in iptables ipset conntrack openssh-server openssh-client; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
   if ((${#missing[@]})); then

@@ -368,14 +368,6 @@ impl Policy {
         })
     }
 
-    /// The policy at `path`, or the embedded default when `None`.
-    pub fn load_or_default(path: Option<&Path>) -> Result<Policy, PolicyError> {
-        match path {
-            Some(p) => Policy::load(p),
-            None => Ok(Policy::embedded_default()),
-        }
-    }
-
     /// Parse and validate policy text; `origin` names it in errors (a path).
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         raw::parse(text, origin)

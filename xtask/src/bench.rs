@@ -7,7 +7,7 @@
 //! - `apply`: installer/examples/apply-bench.rs, 5,000 allow entries loaded
 //!   with one *-restore call against one iptables call per rule, both backends
 //!   (about a minute). Target: one restore far ahead (ratio printed).
-//! - `rollback`: installer/examples/rollback-bench.rs (when present), how long
+//! - `rollback`: installer/examples/rollback-bench.rs, how long
 //!   after the deadline an unconfirmed apply has been rolled back, both
 //!   backends. Target: within 1000 ms.
 //! - `probe`: harness/examples/probe-bench.rs, median of 21 negative TCP probes
@@ -66,7 +66,6 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let root = project_root();
     let _cwd = sh.push_dir(&root);
     let examples = target_dir(sh).join("release/examples");
-    let have_rollback = root.join("installer/examples/rollback-bench.rs").is_file();
     let runner = AsRoot::new(sh)?;
     let mut summary = Summary::default();
 
@@ -77,14 +76,9 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
     );
     clean_cargo_env(harness).run()?;
     if want("apply") || want("rollback") || want("verify") {
-        let rollback: &[&str] = if have_rollback {
-            &["--example", "rollback-bench"]
-        } else {
-            &[]
-        };
         let installer = cmd!(
             sh,
-            "cargo build --release --locked -p portcullis --bin portcullis --example apply-bench {rollback...}"
+            "cargo build --release --locked -p portcullis --bin portcullis --example apply-bench --example rollback-bench"
         );
         clean_cargo_env(installer).run()?;
     }
@@ -148,18 +142,14 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
 
     if want("rollback") {
         section("rollback: latency after the deadline (target 1000 ms)");
-        if have_rollback {
-            let out = runner.cmd(&examples.join("rollback-bench"), &[]).read()?;
-            println!("{out}");
-            let worst = out
-                .lines()
-                .filter_map(|l| number_after(l, "max "))
-                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-            if let Some(ms) = worst {
-                summary.set("rollback_late_ms_max", ms);
-            }
-        } else {
-            println!("skipped: installer/examples/rollback-bench.rs is not in this tree");
+        let out = runner.cmd(&examples.join("rollback-bench"), &[]).read()?;
+        println!("{out}");
+        let worst = out
+            .lines()
+            .filter_map(|l| number_after(l, "max "))
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        if let Some(ms) = worst {
+            summary.set("rollback_late_ms_max", ms);
         }
     }
 

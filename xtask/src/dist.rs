@@ -1,7 +1,8 @@
 //! The release build: `cargo build --release` of the `portcullis` binary and,
-//! when cargo-deb is installed, a .deb of it (`cargo deb --no-build`, which reads
-//! `[package.metadata.deb]` of installer/Cargo.toml when there is one). It never
-//! installs cargo-deb: without it, `dist` says so and builds the binary only.
+//! when cargo-deb is installed, a .deb of it through `ci/build-deb --prebuilt`
+//! (which generates the man page and completions the package ships, then runs
+//! `cargo deb --no-build`). It never installs cargo-deb: without it, `dist`
+//! says so and builds the binary only.
 
 use anyhow::{Result, bail};
 use xshell::{Shell, cmd};
@@ -27,7 +28,7 @@ pub(crate) fn run(sh: &Shell, args: &[String]) -> Result<()> {
         .run()
         .is_ok();
     if have_cargo_deb {
-        clean_cargo_env(cmd!(sh, "cargo deb --package portcullis --no-build")).run()?;
+        clean_cargo_env(cmd!(sh, "ci/build-deb --prebuilt")).run()?;
     } else {
         eprintln!(
             "xtask dist: cargo-deb is not installed, so no .deb (cargo install cargo-deb); built the binary only"

@@ -360,7 +360,7 @@ fn step(s: RawStep) -> Result<Step, String> {
         }
         let from = host(s.from.as_deref(), "from")?;
         let to = match s.to.as_deref() {
-            Some(t) => t.parse()?,
+            Some(_) => host(s.to.as_deref(), "to")?,
             None => kind
                 .default_to(from)
                 .ok_or_else(|| format!("`to` is required for a {kind} probe from {from}"))?,
@@ -498,6 +498,10 @@ counted_by = "OUTPUT policy"
             (
                 OK.replace("\"admin\"\n[[step]]", "\"router\"\n[[step]]"),
                 "unknown host `router`: expected target, admin, outsider, resolver, web or inner",
+            ),
+            (
+                OK.replace("to = \"web\"", "to = \"router\""),
+                "unknown host `router`",
             ),
             (
                 OK.replace(
