@@ -86,6 +86,32 @@ fn say(msg: std::fmt::Arguments<'_>) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let result = run_checked(args);
+    // `--json` prints its one object whatever the exit (docs/json.md): a
+    // refusal or failure before anything was started prints it here.
+    if let (true, Err(e)) = (json, &result)
+        && !e.is::<Reported>()
+    {
+        let word = if crate::cli::is_usage(e) {
+            "refused"
+        } else {
+            "failed"
+        };
+        Outcome::new("apply", word, false).with_error(e).print()?;
+    }
+    result.map_err(|e| match e.downcast::<Reported>() {
+        Ok(Reported(inner)) => inner,
+        Err(e) => e,
+    })
+}
+
+/// An error whose `--json` object is already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Reported(anyhow::Error);
+
+fn run_checked(args: Args) -> anyhow::Result<ExitCode> {
     // Bad input before privilege: exit 2 for anyone, nothing touched.
     let config = crate::cli::require_config("apply", args.config.as_deref())?.to_owned();
     if !nix::unistd::geteuid().is_root() {
@@ -121,7 +147,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) if e.is_refusal() => {
             if json {
+                // One error per reason (the caller's object would hold one).
                 Outcome::refused("apply", &e).print()?;
+                return Err(Reported(UsageError(e.to_string()).into()).into());
             }
             return Err(UsageError(e.to_string()).into());
         }
@@ -144,14 +172,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => {
-            if json {
-                Outcome::new("apply", "failed", false)
-                    .with_error(&e)
-                    .print()?;
-            }
-            return Err(e.into());
-        }
+        // `run` prints the failed object.
+        Err(e) => return Err(e.into()),
     };
     let rec = started.record.clone();
     // What the sets add to the "applied" line (names and entries), if any.

@@ -290,7 +290,7 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
 
 /// Bad input (an invalid policy, a usage mistake, a state directory that is not
 /// safe to use) exits 2; anything else exits 1.
-fn is_usage(e: &anyhow::Error) -> bool {
+pub(crate) fn is_usage(e: &anyhow::Error) -> bool {
     use crate::apply::ApplyError;
     use crate::apply::state::StateError;
     let unsafe_dir = |s: &StateError| matches!(s, StateError::Unsafe { .. });

@@ -168,6 +168,15 @@ fn apply_and_install_need_a_config() -> Result<(), Failed> {
 portcullis: error: apply needs --config FILE: the embedded default allows ssh only from 10.137.0.0/24; write yours with portcullis init
 
 "#]]);
+    // `--json` prints its object for a refusal before anything started too.
+    portcullis()
+        .args(["apply", "--json", "--state-dir", "/nonexistent/portcullis-state"])
+        .assert()
+        .code(2)
+        .stdout_eq(str![[r#"
+{"schema_version":1,"verb":"apply","result":"refused","changed":false,"record":null,"errors":["apply needs --config FILE: the embedded default allows ssh only from 10.137.0.0/24; write yours with portcullis init"]}
+
+"#]]);
     let dir = tempfile::tempdir()?;
     portcullis()
         .args(["install", "--root"])
