@@ -720,8 +720,10 @@ pub fn rollback(state_dir: &Path, only_id: Option<&str>) -> Result<Option<Record
     let what = guard::guard_state(&state, &record);
     if what == guard::GuardState::Watching {
         let line = format!("rollback {} requested by `portcullis rollback`", record.id);
+        // A running guard gets as long as anywhere else before it counts as
+        // stuck (a 50,000-entry sets restore takes seconds on a slow host).
         if guard::send(&state, &line).unwrap_or(false)
-            && guard::wait_for_exit(&state, Duration::from_secs(5))?
+            && guard::wait_for_exit(&state, Duration::from_millis(watchdog::STUCK_MS))?
         {
             if let Some(r) = finished(&state, &record.id)? {
                 return Ok(Some(r));
