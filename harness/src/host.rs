@@ -36,11 +36,7 @@ use crate::debug::{add_mount, mount_path, remove_mount};
 use crate::error::{self, LabError, Result};
 use crate::sys;
 
-// Debug mounts and MLD settling have their own modules; these are the paths
-// callers have used.
-pub(crate) use crate::debug::next_mount_tag;
-pub use crate::debug::{DEBUG_ENV, MOUNT_PREFIX, NETNS_DIR, debug_from_env, mount_owner, sweep};
-pub use crate::mld::{MLD_QUIET, settle_mld};
+use crate::debug::{debug_from_env, next_mount_tag};
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 type Job = Box<dyn FnOnce() -> LocalFuture + Send>;
@@ -285,7 +281,7 @@ pub(crate) struct Starting {
 impl Host {
     /// Start a host named `name` (used in errors, thread names and debug mounts):
     /// a thread, a fresh network namespace with `lo` up, IPv6 enabled with DAD and
-    /// router solicitations off. Debug mounts follow [`DEBUG_ENV`].
+    /// router solicitations off. Debug mounts follow [`crate::debug::DEBUG_ENV`].
     pub fn new(name: &str) -> Result<Host> {
         Self::with_debug(name, debug_from_env())
     }

@@ -22,7 +22,7 @@ use crate::backend::{Backend, Family};
 use crate::counters::{Counters, Selector};
 use crate::error::{LabError, Result};
 use crate::evidence::Evidence;
-use crate::host::{self, Host};
+use crate::host::Host;
 use crate::link;
 use crate::probe::Outcome;
 
@@ -191,7 +191,7 @@ impl LinkPlan {
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
     /// Bind-mount every namespace at `/run/netns/pc-<pid>-<seq>-<host>` so that
-    /// `ip netns exec` works on a paused lab. Default: [`host::DEBUG_ENV`].
+    /// `ip netns exec` works on a paused lab. Default: [`crate::debug::DEBUG_ENV`].
     pub debug: bool,
     /// Build `inner` with the lab ([`Lab::add_inner`]), so its link settles with
     /// the others before any ruleset loads.
@@ -202,7 +202,7 @@ impl LabOptions {
     /// Options from the environment (`PORTCULLIS_LAB_DEBUG=1` turns debug on).
     pub fn from_env() -> Self {
         LabOptions {
-            debug: host::debug_from_env(),
+            debug: crate::debug::debug_from_env(),
             inner: false,
         }
     }
@@ -235,7 +235,7 @@ impl Lab {
 
     /// Build the standard lab with explicit options.
     pub fn standard_with(options: LabOptions) -> Result<Lab> {
-        let tag = options.debug.then(host::next_mount_tag);
+        let tag = options.debug.then(crate::debug::next_mount_tag);
         // Start every host thread first so their namespaces come up in parallel.
         let starting = HostId::STANDARD
             .iter()
@@ -675,7 +675,7 @@ impl Lab {
     /// they do not land in a probe's counters: a fresh IPv6 interface reports
     /// each multicast group it joins (the solicited-node groups of its addresses)
     /// twice (the robustness variable), over about 3 jiffies. The check is
-    /// [`host::settle_mld`] on the target, giving up [`SETTLE_LIMIT`] after the
+    /// [`crate::mld::settle_mld`] on the target, giving up [`SETTLE_LIMIT`] after the
     /// links came up. Runs once
     /// per lab; [`Lab::load`], [`Lab::reset`] and [`Lab::probe`] call it, so a
     /// lab that is only built and torn down never waits.
@@ -685,7 +685,7 @@ impl Lab {
         }
         let deadline = self.links_up + SETTLE_LIMIT;
         self.host(HostId::Target)
-            .try_run(move || host::settle_mld(deadline))?;
+            .try_run(move || crate::mld::settle_mld(deadline))?;
         self.settled.store(true, Ordering::Release);
         Ok(())
     }
