@@ -430,10 +430,16 @@ pub fn install_with(
     plan.extend(driver(mechanism).plan(root, rendered)?);
     plan.extend(extra);
     if !opts.check_only {
-        for p in &plan {
-            dir.sweep_dead_temps(p.path.parent().unwrap_or(Path::new("/")))?;
+        // Each directory once (Debian with sets: three files in /etc/iptables).
+        let dirs: std::collections::BTreeSet<&Path> = plan
+            .iter()
+            .map(|p| p.path.as_path())
+            .chain([Path::new(txn::JOURNAL)])
+            .map(|p| p.parent().unwrap_or(Path::new("/")))
+            .collect();
+        for d in dirs {
+            dir.sweep_dead_temps(d)?;
         }
-        dir.sweep_dead_temps(Path::new(txn::JOURNAL).parent().unwrap_or(Path::new("/")))?;
     }
     let backend = backend.unwrap_or_else(|| detect::root_backend(root));
 
