@@ -510,21 +510,11 @@ fn confirm_persists_sets_into_root(backend: Backend) -> Result<(), Failed> {
 fn failed_swap_rolls_back(backend: Backend) -> Result<(), Failed> {
     let mut fx = Fixture::new("apply-sets-swapfail", backend)?;
     let (other, before) = one_entry_setup(&fx)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("portcullis-fakebin")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let real = portcullis_harness::backend::find_in_path("ipset").ok_or("no ipset on PATH")?;
-    let script = format!(
-        "#!/bin/sh\nif [ \"$*\" = restore ]; then\n  input=$(cat)\n  case \"$input\" in *'swap pc-tmp-'*) echo 'fake ipset: swap refused' >&2; exit 1;; esac\n  printf '%s\\n' \"$input\" | exec {} \"$@\"\nfi\nexec {} \"$@\"\n",
-        real.display(),
-        real.display()
-    );
-    let path = scratch.path().join("ipset");
-    std::fs::write(&path, script)?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    fx.path_prefix = Some(scratch.path().to_owned());
-    fx.scratch = Some(scratch);
+    fx.fake_bin("ipset", |real| {
+        format!(
+            "#!/bin/sh\nif [ \"$*\" = restore ]; then\n  input=$(cat)\n  case \"$input\" in *'swap pc-tmp-'*) echo 'fake ipset: swap refused' >&2; exit 1;; esac\n  printf '%s\\n' \"$input\" | exec {real} \"$@\"\nfi\nexec {real} \"$@\"\n"
+        )
+    })?;
     let run = fx.spawn_apply(60, None)?;
     let err = run.finish_with(1, "ROLLED BACK")?;
     ensure(

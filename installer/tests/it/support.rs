@@ -416,18 +416,29 @@ impl<N: Target> Fixture<N> {
         marker: &str,
         action: &str,
     ) -> Result<(), Failed> {
+        let bin = self.backend.restore_binary(family);
+        self.fake_bin(&bin, |real| {
+            format!(
+                "#!/bin/sh\ninput=$(cat)\ncase \" $* \" in *\" --test \"*) ;; *) case \"$input\" in *'{marker}'*) {action};; esac;; esac\nprintf '%s\\n' \"$input\" | exec {real} \"$@\"\n"
+            )
+        })
+    }
+
+    /// Put a fake `name` first on PATH for what this fixture runs: the shell
+    /// script `script(the real binary's path)`, in the target dir (/run may be
+    /// noexec).
+    pub fn fake_bin(
+        &mut self,
+        name: &str,
+        script: impl FnOnce(&str) -> String,
+    ) -> Result<(), Failed> {
         let scratch = tempfile::Builder::new()
             .prefix("portcullis-fakebin")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-        let bin = self.backend.restore_binary(family);
-        let real = portcullis_harness::backend::find_in_path(&bin)
-            .ok_or_else(|| format!("no {bin} on PATH"))?;
-        let script = format!(
-            "#!/bin/sh\ninput=$(cat)\ncase \" $* \" in *\" --test \"*) ;; *) case \"$input\" in *'{marker}'*) {action};; esac;; esac\nprintf '%s\\n' \"$input\" | exec {} \"$@\"\n",
-            real.display()
-        );
-        let path = scratch.path().join(&bin);
-        std::fs::write(&path, script)?;
+        let real = portcullis_harness::backend::find_in_path(name)
+            .ok_or_else(|| format!("no {name} on PATH"))?;
+        let path = scratch.path().join(name);
+        std::fs::write(&path, script(&real.display().to_string()))?;
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         self.path_prefix = Some(scratch.path().to_owned());
