@@ -36,7 +36,9 @@ use portcullis_harness::services::ssh::{Client, LabDir, Sshd};
 use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family, HostId, Lab};
 
-use crate::support::{BIN, Fixture, ensure, private_dir, without_chain_counters};
+use crate::support::{
+    BIN, Fixture, TRACKED_BEFORE, ensure, private_dir, ssh_policy as policy, without_chain_counters,
+};
 
 /// Where `ci/setup` installs ansible-core; `PORTCULLIS_ANSIBLE_VENV` overrides.
 const VENV: &str = "/var/cache/portcullis/ansible-venv";
@@ -70,10 +72,6 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// Rules each host has before the first run: accept all, tracked.
-const BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
-
 /// The blocklist the rolled-out policies read (`drop.netset`, shipped by
 /// `portcullis_blocklist_files`): documentation addresses no lab host uses.
 const DROP: &str = "# fleet trial\n203.0.113.240/28\n2001:db8:bad::/48\n";
@@ -87,14 +85,6 @@ fn listed(allow: &[String], files: &[&str]) -> String {
         text.push_str(&format!("\n[[blocklist]]\nfile = \"{f}\"\n"));
     }
     text
-}
-
-fn policy(allow: &[String]) -> String {
-    let list: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "[ssh]\nport = 22\nallow_from = [{}]\n\n[ipv6]\nmode = \"mirror\"\n",
-        list.join(", ")
-    )
 }
 
 /// One managed host: its lab host, sshd and private paths.
@@ -133,7 +123,7 @@ impl FleetLab {
                 .host(id)
                 .try_run(move || async move { Sshd::start(lab_dir, &listen, 22).await })??;
             for f in Family::ALL {
-                lab.host(id).load(Backend::Nft, f, BEFORE)?;
+                lab.host(id).load(Backend::Nft, f, TRACKED_BEFORE)?;
             }
             let home = dir.path().join(name);
             std::fs::create_dir(&home)?;
@@ -596,10 +586,10 @@ fn outcome(stdout: &str) -> Result<serde_json::Value, Failed> {
 /// same-session confirm, a rollback, and a confirm from a new session.
 fn json_outcomes() -> Result<(), Failed> {
     let fx = Fixture::new("fleet-json", Backend::Nft)?;
-    fx.load_before(|_| BEFORE.to_owned())?;
+    fx.load_before(|_| TRACKED_BEFORE.to_owned())?;
     let before = fx.save_both()?;
-    let ok = fx.write("ok.toml", &policy(&["192.0.2.0/24".into()]))?;
-    let cut = fx.write("cut.toml", &policy(&["203.0.113.0/28".into()]))?;
+    let ok = fx.write("ok.toml", &policy(&["192.0.2.0/24"]))?;
+    let cut = fx.write("cut.toml", &policy(&["203.0.113.0/28"]))?;
     let s1 = "192.0.2.10 40022 192.0.2.1 22";
     let s2 = "192.0.2.10 40023 192.0.2.1 22";
     let apply = |cfg: &Path| {

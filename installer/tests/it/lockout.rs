@@ -19,7 +19,8 @@ use portcullis_harness::trial::privileged;
 use portcullis_harness::{Backend, Family, HostId, Lab, Selector};
 
 use crate::support::{
-    BIN, Fixture, ensure, lateness_ms, openssh_missing, per_backend, sleep_past_deadline,
+    BIN, Fixture, TRACKED_BEFORE, ensure, lateness_ms, openssh_missing, per_backend,
+    sleep_past_deadline, ssh_policy as policy,
 };
 
 /// The comment of the renderer's OUTPUT rule for sessions older than the ruleset
@@ -29,20 +30,6 @@ fn ssh_replies_comment(rendered_v4: &str) -> Option<String> {
     let rest = &line[line.find("--comment \"")? + 11..];
     Some(rest[..rest.find('"')?].to_owned())
 }
-
-/// A policy letting `allow` in over ssh.
-fn policy(allow: &[&str]) -> String {
-    let list: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "[ssh]\nport = 22\nallow_from = [{}]\n\n[ipv6]\nmode = \"mirror\"\n",
-        list.join(", ")
-    )
-}
-
-/// Rules a host may have before: accept everything, but tracked, so sessions
-/// are known to conntrack (the usual case on a host that already has a firewall).
-const TRACKED_BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
 
 /// The shared fixture on the standard lab, with sshd in `target`, and a client
 /// holding sshd's key. Sessions get sshd's private dir as HOME (no real

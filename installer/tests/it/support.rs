@@ -717,3 +717,20 @@ impl<N: Target> Drop for Fixture<N> {
         drop(self.sshd.take());
     }
 }
+
+/// A policy letting `allow` in over ssh (IPv6 mirrored), nothing else.
+pub fn ssh_policy<S: AsRef<str>>(allow: &[S]) -> String {
+    let list: Vec<String> = allow
+        .iter()
+        .map(|a| format!("\"{}\"", a.as_ref()))
+        .collect();
+    format!(
+        "[ssh]\nport = 22\nallow_from = [{}]\n\n[ipv6]\nmode = \"mirror\"\n",
+        list.join(", ")
+    )
+}
+
+/// Rules a host may have before: accept everything, but tracked, so sessions
+/// are known to conntrack (the usual case on a host that already has a firewall).
+pub const TRACKED_BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
