@@ -157,6 +157,9 @@ pub struct Started {
     pub record: Record,
     /// The ipsets loaded, with how many entries each holds.
     pub sets: Vec<(String, usize)>,
+    /// Set by [`Started::wait`] when the guard failed and apply itself ended
+    /// the apply (the record's reason says why).
+    pub took_over: bool,
     guard: Child,
 }
 
@@ -389,6 +392,7 @@ pub fn start(opts: &ApplyOptions) -> Result<Started, ApplyError> {
             .iter()
             .map(|s| (s.name.clone(), s.members.len()))
             .collect(),
+        took_over: false,
         guard,
     };
     // The sets first, swapped in under their names (the rules about to load
@@ -525,6 +529,7 @@ impl Started {
                 let reason = format!(
                     "the guard {pid} died before it ended the apply; rolled back by `portcullis apply`"
                 );
+                self.took_over = true;
                 return take_over(&self.state, &self.record.id, &reason, false, false);
             }
             let late = -self.record.remaining_ms();
@@ -535,6 +540,7 @@ impl Started {
                         "the guard {pid} ({}) had not ended the apply {late} ms after the deadline; rolled back by `portcullis apply`",
                         what.name()
                     );
+                    self.took_over = true;
                     return take_over(&self.state, &self.record.id, &reason, true, false);
                 }
             }

@@ -226,11 +226,8 @@ fn run_checked(args: Args) -> anyhow::Result<ExitCode> {
         say(format_args!("\n"));
     }
     let done = result?;
-    if let Some(why) = done
-        .reason
-        .as_deref()
-        .filter(|r| r.contains("died before it ended") || r.contains("had not ended"))
-    {
+    if started.took_over {
+        let why = done.reason.as_deref().unwrap_or("");
         say(format_args!("portcullis: the guard failed: {why}\n"));
     }
     if json {
