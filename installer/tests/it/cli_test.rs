@@ -6,20 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Failed, Trial};
-use snapbox::cmd::Command;
 use snapbox::str;
 
 use crate::golden::golden_path;
 use crate::policy_test::installer_dir;
+use crate::support::portcullis_cmd as portcullis;
 use crate::support::trial;
 use portcullis_harness::Family;
 use portcullis_harness::trial::privileged;
-
-fn portcullis() -> Command {
-    Command::new(snapbox::cmd::cargo_bin!("portcullis"))
-        .env_remove("SSH_CONNECTION")
-        .current_dir(installer_dir())
-}
 
 fn example(name: &str) -> PathBuf {
     installer_dir().join(format!("../examples/{name}.toml"))

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use libtest_mimic::{Failed, Trial};
 use portcullis_harness::trial::privileged;
 
+use crate::support::text;
 use crate::support::{BIN, ensure, trial};
 
 const POLICY: &str = r#"
@@ -87,10 +88,6 @@ fn test_cmd(cwd: &Path, args: &[&str]) -> Result<Output, Failed> {
         .current_dir(cwd)
         .env_remove("NO_COLOR")
         .output()?)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn exit(out: &Output, want: i32) -> Result<(String, String), Failed> {

@@ -734,3 +734,16 @@ pub fn ssh_policy<S: AsRef<str>>(allow: &[S]) -> String {
 /// are known to conntrack (the usual case on a host that already has a firewall).
 pub const TRACKED_BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"before: tracked\" -j ACCEPT\nCOMMIT\n";
+
+/// Output bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The portcullis binary as snapbox runs it: from the installer's directory,
+/// with no SSH session in its environment.
+pub fn portcullis_cmd() -> snapbox::cmd::Command {
+    snapbox::cmd::Command::new(snapbox::cmd::cargo_bin!("portcullis"))
+        .env_remove("SSH_CONNECTION")
+        .current_dir(crate::policy_test::installer_dir())
+}

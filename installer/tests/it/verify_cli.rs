@@ -3,21 +3,12 @@
 //! intent (exit 1, with the mapping said), the JSON report, and bad input (exit 2).
 
 use libtest_mimic::{Failed, Trial};
-use snapbox::cmd::Command;
 
 use crate::policy_test::installer_dir;
+use crate::support::portcullis_cmd as portcullis;
+use crate::support::text;
 use crate::support::trial;
 use portcullis_harness::trial::privileged;
-
-fn portcullis() -> Command {
-    Command::new(snapbox::cmd::cargo_bin!("portcullis"))
-        .env_remove("SSH_CONNECTION")
-        .current_dir(installer_dir())
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The seed walk-through's final IPv4 ruleset, from the scenario that pins it.
 fn seed_rules() -> Result<String, Failed> {

@@ -21,16 +21,13 @@ use portcullis::verify::{self, Expect, HostId, ProbeKind, ProbeSpec};
 use portcullis_harness::{Backend, Family, Selector};
 
 use crate::policy_test::installer_dir;
+use crate::support::text;
 use portcullis_harness::trial::privileged;
 
 fn portcullis() -> Command {
     let mut c = Command::new(snapbox::cmd::cargo_bin!("portcullis"));
     c.env_remove("SSH_CONNECTION").current_dir(installer_dir());
     c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 const BASTION: &str = "../examples/bastion.toml";

@@ -120,9 +120,7 @@ pub fn portcullis(args: &[&std::ffi::OsStr]) -> Output {
         .expect("run portcullis")
 }
 
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+pub use crate::support::text;
 
 /// `portcullis install --config P --root R --enable --force [extra]`, whatever it
 /// exits with. The fixture roots are minimal: their loaders are not enabled and
